@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Shared by every ksense probe: the histogram layout, the bucket search and
+ * the drop counters. User space (src/probes/buckets.rs) mirrors the layout.
+ */
+#ifndef KSENSE_H
+#define KSENSE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+/*
+ * Buckets: slot 0 is the zero bucket, slot s >= 1 holds values v (in ns) with
+ * bound[s-1] < v <= bound[s]. The bounds are floor(2^(i/4) s) in ns, i.e. the
+ * bounds of a Prometheus native histogram of schema 2 (and an OTLP exponential
+ * histogram of scale 2), so user space never re-buckets. The last bound is
+ * U64_MAX: every value lands somewhere, nothing overflows.
+ */
+#define KS_SLOTS 256
+
+struct ks_hist {
+	__u64 slots[KS_SLOTS];
+	__u64 sum_ns;
+};
+
+/* Why a drop counter moved; indexes the per-CPU `ks_drops` array. */
+enum ks_drop {
+	KS_DROP_TASK_STORAGE = 0, /* task storage could not be allocated */
+	KS_DROP_MAP_FULL = 1,     /* the raw_tp fallback's pid hash is full */
+	KS_DROP_MAX = 2,
+};
+
+/* Filled by user space before load (rodata), so there is one source of truth. */
+const volatile __u64 ks_bounds[KS_SLOTS] = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ks_drops SEC(".maps");
+
+/*
+ * Branch-free-ish binary search: counts the bounds below v, which is the slot
+ * whose bound is the first >= v (Prometheus `le` semantics: a value equal to a
+ * bound lands in that bound's bucket). 8 compares for 256 slots; clang 14
+ * cannot compile __builtin_clzll for BPF, and a log2 would still need a table.
+ */
+static __always_inline __u32 ks_slot(__u64 v)
+{
+	__u32 i = 0;
+
+#pragma unroll
+	for (__u32 step = KS_SLOTS / 2; step > 0; step >>= 1)
+		if (v > ks_bounds[i + step - 1])
+			i += step;
+	return i & (KS_SLOTS - 1);
+}
+
+static __always_inline void ks_observe(void *hists, __u32 key, __u64 v)
+{
+	struct ks_hist *h = bpf_map_lookup_elem(hists, &key);
+
+	if (!h)
+		return;
+	/* Per-CPU value, and these probes never nest on one CPU: no atomics. */
+	h->slots[ks_slot(v)]++;
+	h->sum_ns += v;
+}
+
+static __always_inline void ks_drop(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&ks_drops, &reason);
+
+	if (c)
+		*c += 1;
+}
+
+#endif /* KSENSE_H */

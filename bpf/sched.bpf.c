@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Run-queue latency and D-state (uninterruptible sleep) duration.
+ *
+ * One object for both because they share their hooks: a separate D-state
+ * probe would pay for a second program on sched_switch, the hottest
+ * tracepoint of the kernel.
+ *
+ *   run-queue: runnable (wakeup, new task, or preempted) -> switched in
+ *   D-state:   switched out with TASK_UNINTERRUPTIBLE set -> woken
+ *
+ * Two variants of each program: tp_btf with task-local storage (the default:
+ * no bounded map, direct loads from task_struct) and raw_tp with a pid-keyed
+ * hash for kernels without tp_btf or task storage. User space picks one set
+ * before load by probing the kernel and disables the other.
+ */
+#include "ksense.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Not in BTF: these are #defines in include/linux/sched.h. */
+#define KS_TASK_RUNNING 0x0000
+#define KS_TASK_UNINTERRUPTIBLE 0x0002
+#define KS_TASK_NOLOAD 0x0400
+
+enum { HIST_RUNQ = 0, HIST_DSTATE = 1, HIST_SCHED_MAX };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HIST_SCHED_MAX);
+	__type(key, __u32);
+	__type(value, struct ks_hist);
+} sched_hists SEC(".maps");
+
+/* When the task started waiting; 0 = not waiting. */
+struct task_ts {
+	__u64 runq;
+	__u64 dstate;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ts);
+} task_ts SEC(".maps");
+
+/* raw_tp fallback only (its task pointers are not BTF pointers, so no task storage). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct task_ts);
+} pid_ts SEC(".maps");
+
+/* Kernels before 5.14 call task_struct::__state `state`. */
+struct task_struct___o {
+	volatile long state;
+} __attribute__((preserve_access_index));
+
+/*
+ * `btf` is a compile-time constant at every call site: tp_btf programs load
+ * task fields directly, raw_tp programs must go through probe reads.
+ */
+static __always_inline __u32 task_pid(struct task_struct *t, bool btf)
+{
+	return btf ? t->pid : BPF_CORE_READ(t, pid);
+}
+
+static __always_inline __u32 task_state(struct task_struct *t, bool btf)
+{
+	if (bpf_core_field_exists(t->__state))
+		return btf ? t->__state : BPF_CORE_READ(t, __state);
+	if (btf)
+		return ((struct task_struct___o *)t)->state;
+	return BPF_CORE_READ((struct task_struct___o *)t, state);
+}
+
+static __always_inline bool task_on_cpu(struct task_struct *t, bool btf)
+{
+	return btf ? t->on_cpu : BPF_CORE_READ(t, on_cpu);
+}
+
+static __always_inline struct task_ts *ts_get(struct task_struct *t, __u32 pid,
+					      bool btf, bool create)
+{
+	struct task_ts *ts;
+
+	if (btf) {
+		ts = bpf_task_storage_get(&task_ts, t, 0,
+					  create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+		if (!ts && create)
+			ks_drop(KS_DROP_TASK_STORAGE);
+		return ts;
+	}
+	ts = bpf_map_lookup_elem(&pid_ts, &pid);
+	if (ts || !create)
+		return ts;
+	struct task_ts zero = {};
+	if (bpf_map_update_elem(&pid_ts, &pid, &zero, BPF_NOEXIST) == 0)
+		return bpf_map_lookup_elem(&pid_ts, &pid);
+	ts = bpf_map_lookup_elem(&pid_ts, &pid); /* lost a race: fine */
+	if (!ts)
+		ks_drop(KS_DROP_MAP_FULL);
+	return ts;
+}
+
+static __always_inline __u64 since(__u64 now, __u64 start)
+{
+	/* Clocks of two CPUs may disagree by a hair: never wrap around. */
+	return now > start ? now - start : 0;
+}
+
+static __always_inline int on_switch(bool preempt, struct task_struct *prev,
+				     struct task_struct *next, bool btf)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct task_ts *ts;
+	__u32 pid;
+
+	pid = task_pid(prev, btf);
+	if (pid) { /* pid 0: the idle task never waits for anything */
+		__u32 state = task_state(prev, btf);
+
+		/* Preempted (even mid-way into a sleep) or yielded: still queued. */
+		if (preempt || state == KS_TASK_RUNNING) {
+			ts = ts_get(prev, pid, btf, true);
+			if (ts)
+				ts->runq = now;
+		} else if ((state & KS_TASK_UNINTERRUPTIBLE) &&
+			   !(state & KS_TASK_NOLOAD)) {
+			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
+			ts = ts_get(prev, pid, btf, true);
+			if (ts) {
+				ts->dstate = now;
+				ts->runq = 0;
+			}
+		}
+	}
+
+	pid = task_pid(next, btf);
+	if (!pid)
+		return 0;
+	ts = ts_get(next, pid, btf, false);
+	if (!ts || !ts->runq)
+		return 0;
+	ks_observe(&sched_hists, HIST_RUNQ, since(now, ts->runq));
+	ts->runq = 0;
+	if (!btf && !ts->dstate)
+		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
+	return 0;
+}
+
+static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool btf)
+{
+	__u32 pid = task_pid(p, btf);
+	struct task_ts *ts;
+	__u64 now;
+
+	if (!pid)
+		return 0;
+	ts = ts_get(p, pid, btf, true);
+	if (!ts)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (!new_task && ts->dstate) {
+		ks_observe(&sched_hists, HIST_DSTATE, since(now, ts->dstate));
+		ts->dstate = 0;
+	}
+	/* Woken before it got off the CPU: no wait in the queue starts. */
+	if (task_on_cpu(p, btf))
+		return 0;
+	/* Keep an earlier start: a task preempted mid-way into a sleep is still queued. */
+	if (!ts->runq)
+		ts->runq = now;
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tp_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	return on_switch(preempt, prev, next, true);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(tp_sched_wakeup, struct task_struct *p)
+{
+	return on_wakeup(p, false, true);
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(tp_sched_wakeup_new, struct task_struct *p)
+{
+	return on_wakeup(p, true, true);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	return on_switch(preempt, prev, next, false);
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(raw_sched_wakeup, struct task_struct *p)
+{
+	return on_wakeup(p, false, false);
+}
+
+SEC("raw_tp/sched_wakeup_new")
+int BPF_PROG(raw_sched_wakeup_new, struct task_struct *p)
+{
+	return on_wakeup(p, true, false);
+}

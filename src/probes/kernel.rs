@@ -1,0 +1,154 @@
+//! What this kernel supports, found by asking it with tiny throw-away
+//! programs and map probes, never by trial and error on the real programs.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys as sys;
+
+pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Every tracepoint a ksense program attaches to, with the program's public name.
+pub const TRACEPOINTS: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new", "softirq_entry", "softirq_exit"];
+
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub required: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Support {
+    pub btf: bool,
+    pub tp_btf: Result<(), String>,
+    pub raw_tp: Result<(), String>,
+    pub task_storage: bool,
+    pub stats: Result<(), String>,
+    /// Tracepoints missing from kernel BTF (only meaningful with BTF).
+    pub missing_tracepoints: Vec<&'static str>,
+}
+
+impl Support {
+    /// tp_btf needs BTF, the TRACING program type and task storage (our tp_btf
+    /// programs keep timestamps there).
+    pub fn tp_btf_usable(&self) -> bool {
+        self.btf && self.tp_btf.is_ok() && self.task_storage
+    }
+}
+
+pub fn probe() -> Support {
+    let btf = Path::new(BTF_PATH).exists();
+    let missing_tracepoints = if btf {
+        TRACEPOINTS.iter().copied().filter(|tp| find_tp_btf_id(tp).is_none()).collect()
+    } else {
+        Vec::new()
+    };
+    Support {
+        btf,
+        tp_btf: if btf { probe_attach(true) } else { Err("no kernel BTF".into()) },
+        raw_tp: probe_attach(false),
+        // SAFETY: plain libbpf call with no pointers besides a null opts.
+        task_storage: unsafe { sys::libbpf_probe_bpf_map_type(sys::BPF_MAP_TYPE_TASK_STORAGE, std::ptr::null()) } == 1,
+        stats: enable_stats().map(drop),
+        missing_tracepoints,
+    }
+}
+
+/// `ksense check`: one line per capability, in the order a user debugs them.
+pub fn checks(s: &Support) -> Vec<Check> {
+    let res = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".into());
+    let mut v = vec![
+        Check { name: "privileges".into(), ok: privileges().is_ok(), required: true, detail: privileges().err().unwrap_or_else(|| "ok".into()) },
+        Check { name: "btf".into(), ok: s.btf, required: false, detail: if s.btf { BTF_PATH.into() } else { format!("{BTF_PATH} missing: falling back to raw_tp") } },
+        Check { name: "tp_btf".into(), ok: s.tp_btf.is_ok(), required: false, detail: res(&s.tp_btf) },
+        Check { name: "raw_tp".into(), ok: s.raw_tp.is_ok(), required: false, detail: res(&s.raw_tp) },
+        Check { name: "task_storage".into(), ok: s.task_storage, required: false, detail: if s.task_storage { "ok".into() } else { "BPF_MAP_TYPE_TASK_STORAGE unsupported: falling back to a pid hash".into() } },
+        Check { name: "bpf_stats".into(), ok: s.stats.is_ok(), required: false, detail: res(&s.stats) },
+    ];
+    v.push(Check {
+        name: "attach".into(),
+        ok: s.tp_btf_usable() || s.raw_tp.is_ok(),
+        required: true,
+        detail: if s.tp_btf_usable() { "tp_btf".into() } else if s.raw_tp.is_ok() { "raw_tp".into() } else { "neither tp_btf nor raw_tp programs attach".into() },
+    });
+    for tp in TRACEPOINTS {
+        let missing = s.missing_tracepoints.contains(tp);
+        v.push(Check { name: format!("probe {tp}"), ok: !missing, required: false, detail: if missing { "tracepoint not in kernel BTF".into() } else { "ok".into() } });
+    }
+    v
+}
+
+/// Root, or CAP_BPF + CAP_PERFMON (kernel >= 5.8), or CAP_SYS_ADMIN.
+pub fn privileges() -> Result<(), String> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .ok_or("no CapEff in /proc/self/status")?;
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err("ksense needs root, or CAP_BPF and CAP_PERFMON, to load its BPF programs".into())
+    }
+}
+
+/// BTF id of the `btf_trace_<tp>` typedef, which tp_btf programs attach to.
+pub fn find_tp_btf_id(tp: &str) -> Option<u32> {
+    let name = CString::new(tp).ok()?;
+    // SAFETY: `name` is a valid C string for the duration of the call.
+    let id = unsafe { sys::libbpf_find_vmlinux_btf_id(name.as_ptr(), sys::BPF_TRACE_RAW_TP) };
+    (id > 0).then_some(id as u32)
+}
+
+/// Holds the kernel's run-time statistics (run_cnt, run_time_ns) on for as
+/// long as the fd lives, without touching the global sysctl.
+pub fn enable_stats() -> Result<OwnedFd, String> {
+    // SAFETY: plain syscall wrapper.
+    let fd = unsafe { sys::bpf_enable_stats(sys::BPF_STATS_RUN_TIME) };
+    if fd < 0 {
+        return Err(format!("BPF_ENABLE_STATS: {}", std::io::Error::from_raw_os_error(-fd)));
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Loads `r0 = 0; exit` as a tp_btf (TRACING) or raw_tp program on
+/// sched_switch and attaches it for a moment.
+fn probe_attach(btf: bool) -> Result<(), String> {
+    let mut insns = [sys::bpf_insn::default(), sys::bpf_insn::default()];
+    insns[0].code = (sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K) as u8;
+    insns[1].code = (sys::BPF_JMP | sys::BPF_EXIT) as u8;
+    let mut opts = sys::bpf_prog_load_opts { sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _, ..Default::default() };
+    let prog_type = if btf {
+        opts.expected_attach_type = sys::BPF_TRACE_RAW_TP;
+        opts.attach_btf_id = find_tp_btf_id("sched_switch").ok_or("sched_switch not in kernel BTF")?;
+        sys::BPF_PROG_TYPE_TRACING
+    } else {
+        sys::BPF_PROG_TYPE_RAW_TRACEPOINT
+    };
+    let license = c"GPL";
+    // SAFETY: pointers to live locals; the kernel copies the instructions.
+    let fd = unsafe { sys::bpf_prog_load(prog_type, c"ksense_probe".as_ptr(), license.as_ptr(), insns.as_ptr(), 2, &mut opts) };
+    if fd < 0 {
+        return Err(format!("loading a probe program: {}", std::io::Error::from_raw_os_error(-fd)));
+    }
+    // SAFETY: a fresh fd we own; closed on drop.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tp = if btf { std::ptr::null() } else { c"sched_switch".as_ptr() };
+    // SAFETY: `tp` is null or a static C string; the fd is live.
+    let link = unsafe { sys::bpf_raw_tracepoint_open(tp, std::os::fd::AsRawFd::as_raw_fd(&prog)) };
+    if link < 0 {
+        return Err(format!("attaching a probe program: {}", std::io::Error::from_raw_os_error(-link)));
+    }
+    // SAFETY: a fresh fd we own; closing it detaches.
+    drop(unsafe { OwnedFd::from_raw_fd(link) });
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! A latency histogram as read from the kernel, in kernel slots, and what can
+//! be derived from it: deltas, count, mean, quantiles, native and classic views.
+
+use crate::probes::buckets::{self, SLOTS};
+
+/// Cumulative counts since the probes were attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    pub slots: Box<[u64; SLOTS]>,
+    pub sum_ns: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { slots: Box::new([0; SLOTS]), sum_ns: 0 }
+    }
+}
+
+/// A native histogram as Prometheus wants it: spans of consecutive buckets and
+/// the delta-encoded counts within them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NativeBuckets {
+    pub zero_count: u64,
+    pub spans: Vec<(i32, u32)>,
+    pub deltas: Vec<i64>,
+}
+
+impl Histogram {
+    pub fn count(&self) -> u64 {
+        self.slots.iter().sum()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns as f64 / 1e9
+    }
+
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
+            *a += b;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+
+    /// What happened since `earlier`. Saturates: the kernel counters only grow,
+    /// so a negative delta can only come from a reload and must not wrap.
+    pub fn delta(&self, earlier: &Histogram) -> Histogram {
+        let mut d = Histogram::default();
+        for ((o, a), b) in d.slots.iter_mut().zip(self.slots.iter()).zip(earlier.slots.iter()) {
+            *o = a.saturating_sub(*b);
+        }
+        d.sum_ns = self.sum_ns.saturating_sub(earlier.sum_ns);
+        d
+    }
+
+    /// Mean in seconds; None without observations.
+    pub fn mean_seconds(&self) -> Option<f64> {
+        let n = self.count();
+        (n > 0).then(|| self.sum_seconds() / n as f64)
+    }
+
+    /// Quantile in seconds, interpolated inside the bucket on the exponential
+    /// scale as Prometheus does for native histograms. None without observations.
+    pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = q * n as f64;
+        let mut seen = 0u64;
+        for (s, &c) in self.slots.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            if (seen + c) as f64 >= rank {
+                let Some(i) = buckets::slot_index(s) else {
+                    return Some(0.0);
+                };
+                let (lo, hi) = (buckets::upper_bound_seconds(i - 1), buckets::upper_bound_seconds(i));
+                let frac = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
+                return Some(lo * (hi / lo).powf(frac));
+            }
+            seen += c;
+        }
+        None
+    }
+
+    /// The native (schema 2) view: zero bucket plus sparse positive buckets.
+    pub fn native(&self) -> NativeBuckets {
+        let mut nb = NativeBuckets { zero_count: self.slots[0], ..Default::default() };
+        let mut prev_index: Option<i32> = None;
+        let mut prev_count = 0i64;
+        for s in 1..SLOTS {
+            let c = self.slots[s];
+            if c == 0 {
+                continue;
+            }
+            let i = buckets::slot_index(s).expect("slot >= 1");
+            match prev_index {
+                Some(p) if p + 1 == i => nb.spans.last_mut().expect("span open").1 += 1,
+                Some(p) => nb.spans.push((i - p - 1, 1)),
+                None => nb.spans.push((i, 1)),
+            }
+            nb.deltas.push(c as i64 - prev_count);
+            prev_count = c as i64;
+            prev_index = Some(i);
+        }
+        nb
+    }
+
+    /// Classic buckets: per-bucket (not cumulative) counts for each `le` index,
+    /// the last entry being +Inf. Every kernel slot falls in exactly one.
+    pub fn classic(&self, le_indices: &[i32]) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = le_indices
+            .iter()
+            .map(|&i| (buckets::upper_bound_seconds(i), 0))
+            .chain(std::iter::once((f64::INFINITY, 0)))
+            .collect();
+        let mut b = 0;
+        for (s, &c) in self.slots.iter().enumerate() {
+            let idx = buckets::slot_index(s).unwrap_or(i32::MIN);
+            while b < le_indices.len() && idx > le_indices[b] {
+                b += 1;
+            }
+            out[b].1 += c;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::buckets::{index_slot, kernel_bounds, slot_of};
+    use proptest::prelude::*;
+
+    fn from_values(vals: &[u64]) -> Histogram {
+        let b = kernel_bounds();
+        let mut h = Histogram::default();
+        for &v in vals {
+            h.slots[slot_of(&b, v)] += 1;
+            h.sum_ns += v;
+        }
+        h
+    }
+
+    #[test]
+    fn native_spans_and_deltas() {
+        let mut h = Histogram::default();
+        h.slots[0] = 2;
+        h.slots[index_slot(-40)] = 3;
+        h.slots[index_slot(-39)] = 5;
+        h.slots[index_slot(-30)] = 1;
+        let n = h.native();
+        assert_eq!(n.zero_count, 2);
+        assert_eq!(n.spans, vec![(-40, 2), (8, 1)]);
+        assert_eq!(n.deltas, vec![3, 2, -4]);
+    }
+
+    #[test]
+    fn quantile_and_mean() {
+        let h = from_values(&[1_000_000; 99].iter().copied().chain([1_000_000_000]).collect::<Vec<_>>());
+        let p50 = h.quantile_seconds(0.5).unwrap();
+        assert!(p50 > 0.8e-3 && p50 <= 1.0e-3 * 1.19, "{p50}");
+        let p100 = h.quantile_seconds(1.0).unwrap();
+        assert!((p100 - 1.0).abs() < 1e-9, "{p100}");
+        let mean = h.mean_seconds().unwrap();
+        assert!((mean - (99.0 * 1e-3 + 1.0) / 100.0).abs() < 1e-12);
+        assert_eq!(Histogram::default().quantile_seconds(0.99), None);
+    }
+
+    proptest! {
+        /// kernel slot <-> native index <-> classic le: counts conserved,
+        /// native buckets reproduce the slots, cumulative classic counts never
+        /// decrease, and each value sits under the right `le`.
+        #[test]
+        fn mappings_conserve_counts(vals in proptest::collection::vec(any::<u64>().prop_map(|v| v >> (v % 64)), 0..200),
+                                    mut les in proptest::collection::btree_set(-117i32..137, 1..20)) {
+            let h = from_values(&vals);
+            prop_assert_eq!(h.count(), vals.len() as u64);
+
+            // native: expand spans/deltas back into slots
+            let n = h.native();
+            let mut back = Histogram::default();
+            back.slots[0] = n.zero_count;
+            let (mut idx, mut count, mut d) = (0i32, 0i64, n.deltas.iter());
+            for (k, &(off, len)) in n.spans.iter().enumerate() {
+                idx = if k == 0 { off } else { idx + off + 1 };
+                for j in 0..len {
+                    if j > 0 { idx += 1; }
+                    count += d.next().unwrap();
+                    prop_assert!(count > 0);
+                    back.slots[index_slot(idx)] = count as u64;
+                }
+            }
+            prop_assert_eq!(&back.slots, &h.slots);
+
+            // classic
+            let les: Vec<i32> = std::mem::take(&mut les).into_iter().collect();
+            let c = h.classic(&les);
+            prop_assert_eq!(c.iter().map(|x| x.1).sum::<u64>(), h.count());
+            let mut cum = 0;
+            for (k, (le, cnt)) in c.iter().enumerate() {
+                cum += cnt;
+                // Exact `le` semantics through the kernel slots (f64 seconds would round).
+                let exact = vals.iter().filter(|&&v| k == les.len() || slot_of(&kernel_bounds(), v) <= index_slot(les[k])).count() as u64;
+                prop_assert_eq!(cum, exact);
+                prop_assert!(k == les.len() || *le == crate::probes::buckets::upper_bound_seconds(les[k]));
+            }
+        }
+    }
+}
