@@ -6,6 +6,10 @@
 //! `model` (friction, direction, energy against a calibrated baseline) ->
 //! `exporters` (Prometheus /metrics; OTLP push).
 
+pub mod app;
+pub mod config;
+pub mod exporters;
+pub mod logging;
 pub mod model;
 pub mod probes;
 pub mod signals;

@@ -16,8 +16,6 @@ pub const FIRST_INDEX: i32 = -117;
 /// Native index of the last slot.
 pub const LAST_INDEX: i32 = FIRST_INDEX + SLOTS as i32 - 2;
 
-const NS_PER_S: f64 = 1e9;
-
 /// Upper bound of native bucket `i`, in seconds: exactly 2^(i/4).
 pub fn upper_bound_seconds(i: i32) -> f64 {
     // 2^(q + r/4) with the quarter powers as correctly rounded literals: no powf.
@@ -42,24 +40,27 @@ pub fn index_slot(i: i32) -> usize {
 }
 
 /// Inclusive upper bound in ns of every slot, as the BPF programs search them.
-pub fn kernel_bounds() -> [u64; SLOTS] {
-    let mut b = [u64::MAX; SLOTS];
-    b[0] = bound_ns(FIRST_INDEX - 1);
-    for (s, v) in b.iter_mut().enumerate().skip(1) {
-        *v = bound_ns(slot_index(s).expect("slot >= 1"));
-    }
-    b
+pub fn kernel_bounds() -> &'static [u64; SLOTS] {
+    static BOUNDS: std::sync::LazyLock<[u64; SLOTS]> = std::sync::LazyLock::new(|| {
+        let mut b = [u64::MAX; SLOTS];
+        b[0] = bound_ns(FIRST_INDEX - 1);
+        for (s, v) in b.iter_mut().enumerate().skip(1) {
+            *v = bound_ns(slot_index(s).expect("slot >= 1"));
+        }
+        b
+    });
+    &BOUNDS
 }
 
 /// floor(2^(i/4) * 1e9), saturating at u64::MAX. An integer v <= 2^(i/4) s
 /// exactly when v <= floor(bound), so `le` semantics survive the flooring.
+/// Exact: floor(x^(1/4)) = floor(floor(x)^(1/4)) for x = 2^i * 10^36, so an
+/// integer fourth root does it (f64 is off by one ulp at ~1e15 ns).
 fn bound_ns(i: i32) -> u64 {
-    let x = upper_bound_seconds(i) * NS_PER_S;
-    if x >= u64::MAX as f64 {
-        u64::MAX
-    } else {
-        x.floor() as u64
-    }
+    use num_bigint::BigUint;
+    let e36 = BigUint::from(10u32).pow(36);
+    let x = if i >= 0 { e36 << i as usize } else { e36 >> (-i) as usize };
+    u64::try_from(x.nth_root(4)).unwrap_or(u64::MAX)
 }
 
 /// Slot a value (ns) lands in: the same search as `ks_slot()` in BPF.
@@ -121,22 +122,23 @@ mod tests {
     fn bounds_strictly_increase_and_cover_u64() {
         let b = kernel_bounds();
         assert_eq!(b[0], 1, "zero bucket holds 0 and 1 ns");
+        // Below a few ns some quarter-octaves hold no integer: equal bounds, empty slots.
         for w in b.windows(2) {
-            assert!(w[0] < w[1], "{w:?}");
+            assert!(w[0] <= w[1] && (w[0] < 4 || w[0] < w[1]), "{w:?}");
         }
         assert_eq!(b[SLOTS - 1], u64::MAX);
-        assert_eq!(slot_of(&b, u64::MAX), SLOTS - 1);
-        assert_eq!(slot_of(&b, 0), 0);
+        assert_eq!(slot_of(b, u64::MAX), SLOTS - 1);
+        assert_eq!(slot_of(b, 0), 0);
     }
 
     #[test]
     fn value_equal_to_bound_rounds_up_into_that_bucket() {
         let b = kernel_bounds();
         // 1 s = 2^0 is index 0; 1 ms is not a bound, 2^-10 s = 976562.5 ns floors to 976562.
-        assert_eq!(slot_index(slot_of(&b, 1_000_000_000)), Some(0));
-        assert_eq!(slot_index(slot_of(&b, 1_000_000_001)), Some(1));
-        assert_eq!(slot_index(slot_of(&b, 976_562)), Some(-40));
-        assert_eq!(slot_index(slot_of(&b, 976_563)), Some(-39));
+        assert_eq!(slot_index(slot_of(b, 1_000_000_000)), Some(0));
+        assert_eq!(slot_index(slot_of(b, 1_000_000_001)), Some(1));
+        assert_eq!(slot_index(slot_of(b, 976_562)), Some(-40));
+        assert_eq!(slot_index(slot_of(b, 976_563)), Some(-39));
     }
 
     #[test]

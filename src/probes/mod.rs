@@ -100,7 +100,7 @@ impl Probes {
     /// or that fails to attach is reported with `attached == false`; the
     /// others keep running.
     pub fn attach(mode: AttachMode, support: &kernel::Support) -> anyhow::Result<Probes> {
-        let bounds = buckets::kernel_bounds();
+        let bounds = *buckets::kernel_bounds();
         let skip = |tp: &str| mode == AttachMode::TpBtf && support.missing_tracepoints.contains(&tp);
         let stats = kernel::enable_stats().map_err(|e| tracing::warn!("BPF run-time statistics unavailable: {e}")).ok();
         let mut links = Vec::new();

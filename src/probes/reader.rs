@@ -54,7 +54,8 @@ impl PercpuArray {
             for (slot, chunk) in h.slots.iter_mut().zip(v.chunks_exact(8)) {
                 *slot += u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
             }
-            h.sum_ns += u64::from_ne_bytes(v[SLOTS * 8..SLOTS * 8 + 8].try_into().expect("8 bytes"));
+            // Modular like the kernel's own counter (see Histogram::delta).
+            h.sum_ns = h.sum_ns.wrapping_add(u64::from_ne_bytes(v[SLOTS * 8..SLOTS * 8 + 8].try_into().expect("8 bytes")));
         })?;
         Ok(h)
     }

@@ -38,17 +38,18 @@ impl Histogram {
         for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
             *a += b;
         }
-        self.sum_ns += other.sum_ns;
+        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
     }
 
-    /// What happened since `earlier`. Saturates: the kernel counters only grow,
-    /// so a negative delta can only come from a reload and must not wrap.
+    /// What happened since `earlier`. Counts saturate (they only grow); the
+    /// ns sum is modular, as the kernel's u64 may wrap on a busy node after
+    /// months, and a modular difference stays right across one wrap.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
         let mut d = Histogram::default();
         for ((o, a), b) in d.slots.iter_mut().zip(self.slots.iter()).zip(earlier.slots.iter()) {
             *o = a.saturating_sub(*b);
         }
-        d.sum_ns = self.sum_ns.saturating_sub(earlier.sum_ns);
+        d.sum_ns = self.sum_ns.wrapping_sub(earlier.sum_ns);
         d
     }
 
@@ -137,8 +138,8 @@ mod tests {
         let b = kernel_bounds();
         let mut h = Histogram::default();
         for &v in vals {
-            h.slots[slot_of(&b, v)] += 1;
-            h.sum_ns += v;
+            h.slots[slot_of(b, v)] += 1;
+            h.sum_ns = h.sum_ns.wrapping_add(v);
         }
         h
     }
@@ -202,7 +203,7 @@ mod tests {
             for (k, (le, cnt)) in c.iter().enumerate() {
                 cum += cnt;
                 // Exact `le` semantics through the kernel slots (f64 seconds would round).
-                let exact = vals.iter().filter(|&&v| k == les.len() || slot_of(&kernel_bounds(), v) <= index_slot(les[k])).count() as u64;
+                let exact = vals.iter().filter(|&&v| k == les.len() || slot_of(kernel_bounds(), v) <= index_slot(les[k])).count() as u64;
                 prop_assert_eq!(cum, exact);
                 prop_assert!(k == les.len() || *le == crate::probes::buckets::upper_bound_seconds(les[k]));
             }

@@ -1,0 +1,67 @@
+//! Picks the exposition format from the scraper's Accept header, honouring
+//! q-values, as client_golang does.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OpenMetrics,
+    Protobuf,
+}
+
+/// The acceptable format with the highest q; on a tie the one listed first.
+/// Anything unparseable or unsupported falls back to the text format.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else { return Format::Text };
+    let mut best: Option<(f32, Format)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let (mut q, mut proto, mut encoding) = (1.0f32, None, None);
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else { continue };
+            let v = v.trim().trim_matches('"');
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => q = v.parse().unwrap_or(0.0),
+                "proto" => proto = Some(v.to_string()),
+                "encoding" => encoding = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let format = match media.as_str() {
+            "application/vnd.google.protobuf"
+                if proto.as_deref() == Some("io.prometheus.client.MetricFamily") && encoding.as_deref() == Some("delimited") =>
+            {
+                Format::Protobuf
+            }
+            "application/openmetrics-text" => Format::OpenMetrics,
+            "text/plain" | "text/*" | "*/*" => Format::Text,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, format));
+        }
+    }
+    best.map_or(Format::Text, |(_, f)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_scrape_headers() {
+        // Prometheus 2.42 with native histograms enabled.
+        let native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(native)), Format::Protobuf);
+        // Default Prometheus 2.42.
+        let plain = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(plain)), Format::OpenMetrics);
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        assert_eq!(negotiate(Some("text/plain;q=0.2, application/openmetrics-text;q=0.9")), Format::OpenMetrics);
+        assert_eq!(negotiate(Some("application/openmetrics-text;q=0, text/plain")), Format::Text);
+        // protobuf without the delimited encoding is not something we speak
+        assert_eq!(negotiate(Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text")), Format::Text);
+        assert_eq!(negotiate(Some("garbage;;;q=x")), Format::Text);
+    }
+}

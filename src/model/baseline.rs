@@ -1,0 +1,481 @@
+//! Calibration: collecting baseline samples, covariance, regularisation, and
+//! the frozen [`Baseline`] (mean, regularised covariance, Cholesky factor).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+
+use ndarray::{Array1, Array2};
+use ndarray_linalg::{Cholesky, UPLO};
+use serde::{Deserialize, Serialize};
+
+/// Absolute ridge added to every diagonal entry (units: s²). It only keeps a
+/// degenerate covariance (e.g. a constant feature) positive definite.
+pub const RIDGE_FLOOR: f64 = 1e-9;
+
+/// Relative ridge of [`Regularisation::Ridge`]: a fraction of the mean variance.
+pub const RIDGE_RELATIVE: f64 = 1e-3;
+
+/// How the sample covariance is made well-conditioned before it is inverted.
+///
+/// A few hundred samples of correlated latency features give a covariance that
+/// can be close to singular; without regularisation, tiny directions of
+/// variance would dominate the friction score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Regularisation {
+    /// Σ + (1e-9 + 1e-3 · mean(diag Σ)) · I. The reference choice.
+    #[default]
+    Ridge,
+    /// Ledoit–Wolf (2004) shrinkage toward (mean variance) · I, plus the 1e-9 ridge.
+    LedoitWolf,
+}
+
+impl Regularisation {
+    /// The name used in config and in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regularisation::Ridge => "ridge",
+            Regularisation::LedoitWolf => "ledoit-wolf",
+        }
+    }
+}
+
+impl fmt::Display for Regularisation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Regularisation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ridge" => Ok(Regularisation::Ridge),
+            "ledoit-wolf" => Ok(Regularisation::LedoitWolf),
+            other => Err(format!("unknown regularisation {other:?} (expected ridge or ledoit-wolf)")),
+        }
+    }
+}
+
+/// Why a baseline could not be built from its parts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BaselineError {
+    #[error("dimension mismatch: {0}")]
+    Dimension(String),
+    #[error("non-finite value in {0}")]
+    NonFinite(&'static str),
+    #[error("covariance is not symmetric positive definite")]
+    NotPositiveDefinite,
+    #[error("not enough samples: {have} < {need}")]
+    TooFewSamples { have: usize, need: usize },
+}
+
+/// The frozen baseline: what "normal" looks like for this node.
+///
+/// Immutable except for `energy_k`, which is learned shortly after the freeze.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub(crate) features: Vec<String>,
+    pub(crate) mean: Array1<f64>,
+    /// Regularised covariance (the matrix actually used for scoring).
+    pub(crate) covariance: Array2<f64>,
+    /// Lower Cholesky factor L of `covariance` (Σ = L Lᵀ), computed once.
+    pub(crate) cholesky: Array2<f64>,
+    /// sqrt(diag(covariance)): the per-feature baseline standard deviations.
+    pub(crate) std: Array1<f64>,
+    pub(crate) samples: usize,
+    pub(crate) energy_k: Option<f64>,
+    pub(crate) regularisation: Regularisation,
+    pub(crate) created_unix: u64,
+}
+
+impl Baseline {
+    /// Builds a baseline from an already-regularised covariance, checking
+    /// dimensions, finiteness and positive definiteness (via Cholesky).
+    pub fn from_parts(
+        features: Vec<String>,
+        mean: Array1<f64>,
+        covariance: Array2<f64>,
+        samples: usize,
+        energy_k: Option<f64>,
+        regularisation: Regularisation,
+        created_unix: u64,
+    ) -> Result<Baseline, BaselineError> {
+        let d = features.len();
+        if d == 0 {
+            return Err(BaselineError::Dimension("no features".into()));
+        }
+        if mean.len() != d {
+            return Err(BaselineError::Dimension(format!("mean has {} values, expected {d}", mean.len())));
+        }
+        if covariance.dim() != (d, d) {
+            return Err(BaselineError::Dimension(format!(
+                "covariance is {:?}, expected ({d}, {d})",
+                covariance.dim()
+            )));
+        }
+        if !mean.iter().all(|v| v.is_finite()) {
+            return Err(BaselineError::NonFinite("mean"));
+        }
+        if !covariance.iter().all(|v| v.is_finite()) {
+            return Err(BaselineError::NonFinite("covariance"));
+        }
+        if let Some(k) = energy_k {
+            if !k.is_finite() || k < 0.0 {
+                return Err(BaselineError::NonFinite("energy_k"));
+            }
+        }
+        // Symmetry is an invariant of a covariance; a tolerance relative to the
+        // largest entry allows for JSON round-off.
+        let scale = covariance.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for i in 0..d {
+            for j in 0..i {
+                if (covariance[[i, j]] - covariance[[j, i]]).abs() > 1e-12 * scale {
+                    return Err(BaselineError::NotPositiveDefinite);
+                }
+            }
+        }
+        let cholesky = covariance
+            .cholesky(UPLO::Lower)
+            .map_err(|_| BaselineError::NotPositiveDefinite)?;
+        if !cholesky.iter().all(|v| v.is_finite()) || (0..d).any(|i| cholesky[[i, i]] <= 0.0) {
+            return Err(BaselineError::NotPositiveDefinite);
+        }
+        let std = covariance.diag().mapv(f64::sqrt);
+        Ok(Baseline {
+            features,
+            mean,
+            covariance,
+            cholesky,
+            std,
+            samples,
+            energy_k,
+            regularisation,
+            created_unix,
+        })
+    }
+
+    /// Computes mean, sample covariance (n−1), regularises it and factorises it.
+    pub fn from_samples(
+        features: Vec<String>,
+        samples: &[Vec<f64>],
+        regularisation: Regularisation,
+        created_unix: u64,
+    ) -> Result<Baseline, BaselineError> {
+        let d = features.len();
+        let need = min_samples(d);
+        if samples.len() < need {
+            return Err(BaselineError::TooFewSamples { have: samples.len(), need });
+        }
+        if samples.iter().any(|s| s.len() != d) {
+            return Err(BaselineError::Dimension("sample length differs from feature count".into()));
+        }
+        let (mean, cov) = mean_and_covariance(samples, d);
+        let reg = match regularisation {
+            Regularisation::Ridge => ridge(&cov),
+            Regularisation::LedoitWolf => ledoit_wolf(samples, &mean, &cov),
+        };
+        Baseline::from_parts(features, mean, reg, samples.len(), None, regularisation, created_unix)
+    }
+
+    /// Feature names, in the order the vectors use.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+    /// Baseline mean μ.
+    pub fn mean(&self) -> &Array1<f64> {
+        &self.mean
+    }
+    /// Regularised covariance Σ used for scoring.
+    pub fn covariance(&self) -> &Array2<f64> {
+        &self.covariance
+    }
+    /// Lower Cholesky factor of [`Self::covariance`].
+    pub fn cholesky(&self) -> &Array2<f64> {
+        &self.cholesky
+    }
+    /// Per-feature baseline standard deviations (sqrt of the regularised diagonal).
+    pub fn std(&self) -> &Array1<f64> {
+        &self.std
+    }
+    /// How many accepted samples the baseline was computed from.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+    /// Energy scale k, once learned (see `energy`).
+    pub fn energy_k(&self) -> Option<f64> {
+        self.energy_k
+    }
+    /// Which regularisation produced the covariance.
+    pub fn regularisation(&self) -> Regularisation {
+        self.regularisation
+    }
+    /// When the baseline was frozen (Unix seconds).
+    pub fn created_unix(&self) -> u64 {
+        self.created_unix
+    }
+}
+
+/// Fewest accepted samples that give a usable covariance: d+2 (so the n−1
+/// covariance has some degrees of freedom beyond rank d).
+pub fn min_samples(d: usize) -> usize {
+    d + 2
+}
+
+/// Mean and unbiased (n−1) sample covariance.
+pub(crate) fn mean_and_covariance(samples: &[Vec<f64>], d: usize) -> (Array1<f64>, Array2<f64>) {
+    let n = samples.len() as f64;
+    let mut mean = Array1::<f64>::zeros(d);
+    for s in samples {
+        for (m, v) in mean.iter_mut().zip(s) {
+            *m += v;
+        }
+    }
+    mean /= n;
+    let mut cov = Array2::<f64>::zeros((d, d));
+    for s in samples {
+        for i in 0..d {
+            let ri = s[i] - mean[i];
+            for j in 0..=i {
+                cov[[i, j]] += ri * (s[j] - mean[j]);
+            }
+        }
+    }
+    for i in 0..d {
+        for j in 0..=i {
+            let v = cov[[i, j]] / (n - 1.0);
+            cov[[i, j]] = v;
+            cov[[j, i]] = v;
+        }
+    }
+    (mean, cov)
+}
+
+fn ridge(cov: &Array2<f64>) -> Array2<f64> {
+    let d = cov.nrows();
+    let mean_var = cov.diag().sum() / d as f64;
+    let mut out = cov.clone();
+    let add = RIDGE_FLOOR + RIDGE_RELATIVE * mean_var;
+    for i in 0..d {
+        out[[i, i]] += add;
+    }
+    out
+}
+
+/// Ledoit & Wolf (2004), "A well-conditioned estimator for large-dimensional
+/// covariance matrices": shrink toward m·I, m = tr(S)/d, with intensity
+/// δ = min(b̄², d²)/d², where (with the 1/n moments of the paper)
+/// d² = ‖S_n − m I‖², b̄² = (1/n²) Σ_k ‖y_k y_kᵀ − S_n‖², ‖A‖² = tr(AAᵀ)/d.
+/// δ is scale-free, so it is applied to the unbiased covariance `cov` (keeps
+/// both regularisations on the same n−1 footing), then the 1e-9 ridge is added.
+pub(crate) fn ledoit_wolf(samples: &[Vec<f64>], mean: &Array1<f64>, cov: &Array2<f64>) -> Array2<f64> {
+    let d = cov.nrows();
+    let n = samples.len() as f64;
+    let df = d as f64;
+    let s_n = cov * ((n - 1.0) / n);
+    let m_n = s_n.diag().sum() / df;
+    let mut d2 = 0.0;
+    for i in 0..d {
+        for j in 0..d {
+            let t = if i == j { m_n } else { 0.0 };
+            d2 += (s_n[[i, j]] - t).powi(2);
+        }
+    }
+    d2 /= df;
+    let mut b2_bar = 0.0;
+    let mut y = vec![0.0; d];
+    for s in samples {
+        for i in 0..d {
+            y[i] = s[i] - mean[i];
+        }
+        let mut norm = 0.0;
+        for i in 0..d {
+            for j in 0..d {
+                norm += (y[i] * y[j] - s_n[[i, j]]).powi(2);
+            }
+        }
+        b2_bar += norm / df;
+    }
+    b2_bar /= n * n;
+    let b2 = b2_bar.min(d2);
+    // d² = 0 means S is already a multiple of I: nothing to shrink.
+    let delta = if d2 > 0.0 { b2 / d2 } else { 0.0 };
+    let m = cov.diag().sum() / df;
+    let mut out = cov * (1.0 - delta);
+    for i in 0..d {
+        out[[i, i]] += delta * m + RIDGE_FLOOR;
+    }
+    out
+}
+
+/// Collects accepted samples during warm-up, keeping only the last `window`.
+#[derive(Debug, Clone)]
+pub(crate) struct Calibrator {
+    d: usize,
+    window: usize,
+    samples: VecDeque<Vec<f64>>,
+}
+
+impl Calibrator {
+    /// `window` is raised to at least d+2 so the baseline can ever freeze.
+    pub(crate) fn new(d: usize, window: usize) -> Calibrator {
+        let window = window.max(min_samples(d));
+        Calibrator { d, window, samples: VecDeque::with_capacity(window) }
+    }
+
+    /// Adds a sample if it has the right length and every value is finite.
+    pub(crate) fn push(&mut self, x: &[f64]) -> bool {
+        if x.len() != self.d || !x.iter().all(|v| v.is_finite()) {
+            return false;
+        }
+        if self.samples.len() == self.window {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(x.to_vec());
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub(crate) fn enough(&self) -> bool {
+        self.samples.len() >= min_samples(self.d)
+    }
+
+    pub(crate) fn samples(&self) -> Vec<Vec<f64>> {
+        self.samples.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(d: usize) -> Vec<String> {
+        (0..d).map(|i| format!("f{i}")).collect()
+    }
+
+    #[test]
+    fn covariance_matches_hand_computation() {
+        let s = vec![vec![1.0, 2.0], vec![3.0, 6.0], vec![5.0, 7.0]];
+        let (m, c) = mean_and_covariance(&s, 2);
+        assert!((m[0] - 3.0).abs() < 1e-12 && (m[1] - 5.0).abs() < 1e-12);
+        // var(x) = (4+0+4)/2 = 4; var(y) = (9+1+4)/2 = 7; cov = (6+0+4)/2 = 5
+        assert!((c[[0, 0]] - 4.0).abs() < 1e-12);
+        assert!((c[[1, 1]] - 7.0).abs() < 1e-12);
+        assert!((c[[0, 1]] - 5.0).abs() < 1e-12 && (c[[1, 0]] - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ridge_adds_relative_and_floor() {
+        let c = ndarray::arr2(&[[4.0, 1.0], [1.0, 2.0]]);
+        let r = ridge(&c);
+        let add = 1e-9 + 1e-3 * 3.0;
+        assert!((r[[0, 0]] - (4.0 + add)).abs() < 1e-15);
+        assert!((r[[1, 1]] - (2.0 + add)).abs() < 1e-15);
+        assert_eq!(r[[0, 1]], 1.0);
+    }
+
+    #[test]
+    fn ledoit_wolf_intensity_in_unit_interval_and_keeps_trace() {
+        let mut rng = crate::model::testutil::Rng::new(7);
+        let samples: Vec<Vec<f64>> = (0..30).map(|_| (0..5).map(|_| rng.normal()).collect()).collect();
+        let (m, c) = mean_and_covariance(&samples, 5);
+        let lw = ledoit_wolf(&samples, &m, &c);
+        // Shrinkage toward m·I preserves the trace (plus d·1e-9).
+        let tr_diff = lw.diag().sum() - c.diag().sum() - 5.0 * RIDGE_FLOOR;
+        assert!(tr_diff.abs() < 1e-9, "{tr_diff}");
+        // Off-diagonals shrink toward zero, never flip or grow.
+        let mut shrunk = false;
+        for i in 0..5 {
+            for j in 0..5 {
+                if i != j {
+                    assert!(lw[[i, j]].abs() <= c[[i, j]].abs() + 1e-15);
+                    assert!(lw[[i, j]] * c[[i, j]] >= 0.0);
+                    shrunk |= lw[[i, j]].abs() < c[[i, j]].abs() * 0.999;
+                }
+            }
+        }
+        // With 30 samples of 5 iid features, the noise is large: δ > 0.
+        assert!(shrunk);
+    }
+
+    #[test]
+    fn ledoit_wolf_of_identity_like_samples_is_well_conditioned() {
+        // Few samples, d close to n: raw covariance is near-singular; LW is not.
+        let mut rng = crate::model::testutil::Rng::new(11);
+        let d = 6;
+        let samples: Vec<Vec<f64>> = (0..8).map(|_| (0..d).map(|_| rng.normal()).collect()).collect();
+        let b = Baseline::from_samples(names(d), &samples, Regularisation::LedoitWolf, 0).unwrap();
+        let diag_min = b.cholesky().diag().iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(diag_min > 0.1, "{diag_min}");
+    }
+
+    #[test]
+    fn too_few_samples_is_an_error() {
+        let s = vec![vec![1.0, 2.0], vec![3.0, 6.0], vec![5.0, 7.0]];
+        assert_eq!(
+            Baseline::from_samples(names(2), &s, Regularisation::Ridge, 0).unwrap_err(),
+            BaselineError::TooFewSamples { have: 3, need: 4 }
+        );
+    }
+
+    #[test]
+    fn constant_feature_still_positive_definite() {
+        let s: Vec<Vec<f64>> = (0..10).map(|i| vec![1e-3, i as f64 * 1e-4]).collect();
+        for r in [Regularisation::Ridge, Regularisation::LedoitWolf] {
+            let b = Baseline::from_samples(names(2), &s, r, 0).unwrap();
+            assert!(b.cholesky()[[0, 0]] > 0.0);
+        }
+    }
+
+    #[test]
+    fn from_parts_rejects_bad_input() {
+        let f = names(2);
+        let m = Array1::zeros(2);
+        let bad = ndarray::arr2(&[[1.0, 2.0], [2.0, 1.0]]); // indefinite
+        assert_eq!(
+            Baseline::from_parts(f.clone(), m.clone(), bad, 5, None, Regularisation::Ridge, 0).unwrap_err(),
+            BaselineError::NotPositiveDefinite
+        );
+        let nan = ndarray::arr2(&[[1.0, f64::NAN], [f64::NAN, 1.0]]);
+        assert!(matches!(
+            Baseline::from_parts(f.clone(), m.clone(), nan, 5, None, Regularisation::Ridge, 0),
+            Err(BaselineError::NonFinite(_))
+        ));
+        let asym = ndarray::arr2(&[[1.0, 0.5], [0.4, 1.0]]);
+        assert!(Baseline::from_parts(f.clone(), m.clone(), asym, 5, None, Regularisation::Ridge, 0).is_err());
+        let small = ndarray::arr2(&[[1.0]]);
+        assert!(matches!(
+            Baseline::from_parts(f, m, small, 5, None, Regularisation::Ridge, 0),
+            Err(BaselineError::Dimension(_))
+        ));
+    }
+
+    #[test]
+    fn calibrator_keeps_last_window_and_rejects_non_finite() {
+        let mut c = Calibrator::new(2, 5);
+        assert!(!c.push(&[1.0, f64::NAN]));
+        assert!(!c.push(&[1.0, f64::INFINITY]));
+        assert!(!c.push(&[1.0]));
+        for i in 0..8 {
+            assert!(c.push(&[i as f64, 0.0]));
+        }
+        assert_eq!(c.len(), 5);
+        assert_eq!(c.samples()[0][0], 3.0);
+        // window below d+2 is raised
+        let c = Calibrator::new(4, 2);
+        assert_eq!(c.window, 6);
+    }
+
+    #[test]
+    fn regularisation_names_roundtrip() {
+        for r in [Regularisation::Ridge, Regularisation::LedoitWolf] {
+            assert_eq!(r.as_str().parse::<Regularisation>().unwrap(), r);
+        }
+        assert!("none".parse::<Regularisation>().is_err());
+        assert_eq!(Regularisation::default(), Regularisation::Ridge);
+    }
+}

@@ -1,0 +1,154 @@
+//! Friction (Mahalanobis distance), per-feature contributions and direction,
+//! all through the Cholesky factor: Σ⁻¹ is never formed.
+
+use ndarray::{Array1, ArrayView2};
+use ndarray_linalg::{Diag, SolveTriangular, UPLO};
+
+/// One scored sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// F = sqrt((x−μ)ᵀ Σ⁻¹ (x−μ)).
+    pub friction: f64,
+    /// +1 worse than baseline, −1 not worse (see [`score`]).
+    pub direction: i8,
+    /// c_i = (x−μ)_i · [Σ⁻¹(x−μ)]_i; Σ c_i = F².
+    pub contributions: Vec<f64>,
+}
+
+/// Scores `x` against mean `mean` and covariance Σ = L Lᵀ (`chol` lower).
+///
+/// Direction is sign(sᵀ Σ⁻¹ (x−μ)) with s = per-feature baseline standard
+/// deviations (`std`): the Mahalanobis inner product of the residual with the
+/// "every feature one σ worse" vector. Because every feature is a latency
+/// (higher is worse), a positive value means the node sits on the worse side
+/// of the baseline. It is invariant to feature order and to the unit of each
+/// feature. A value of exactly 0 (including x = μ) reports −1 (not worse).
+///
+/// Returns `None` if the inputs have the wrong length, a solve fails, or any
+/// output would be non-finite: the caller skips the interval.
+pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[f64]) -> Option<Score> {
+    let d = mean.len();
+    if x.len() != d || std.len() != d || chol.dim() != (d, d) {
+        return None;
+    }
+    let r: Array1<f64> = x.iter().zip(mean.iter()).map(|(a, m)| a - m).collect();
+    if !r.iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    // z = L⁻¹ r, so F² = zᵀz (a sum of squares: never negative).
+    let z = chol.solve_triangular(UPLO::Lower, Diag::NonUnit, &r).ok()?;
+    // w = L⁻ᵀ z = Σ⁻¹ r.
+    let w = chol.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &z).ok()?;
+    let f2 = z.dot(&z);
+    let friction = f2.sqrt();
+    let contributions: Vec<f64> = r.iter().zip(w.iter()).map(|(a, b)| a * b).collect();
+    let along = std.dot(&w);
+    if !friction.is_finite() || !along.is_finite() || !contributions.iter().all(|c| c.is_finite()) {
+        return None;
+    }
+    let direction = if along > 0.0 { 1 } else { -1 };
+    Some(Score { friction, direction, contributions })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2, Array2};
+    use ndarray_linalg::Cholesky;
+    use proptest::prelude::*;
+
+    fn score_cov(mean: &[f64], cov: &Array2<f64>, x: &[f64]) -> Score {
+        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let s = cov.diag().mapv(f64::sqrt);
+        score(&arr1(mean), l.view(), &s, x).unwrap()
+    }
+
+    #[test]
+    fn identity_covariance_is_euclidean() {
+        let cov = Array2::eye(3);
+        let s = score_cov(&[0.0, 0.0, 0.0], &cov, &[3.0, 4.0, 0.0]);
+        assert!((s.friction - 5.0).abs() < 1e-12);
+        assert_eq!(s.contributions, vec![9.0, 16.0, 0.0]);
+        assert_eq!(s.direction, 1);
+        let s = score_cov(&[0.0, 0.0, 0.0], &cov, &[-3.0, -4.0, 0.0]);
+        assert_eq!(s.direction, -1);
+    }
+
+    #[test]
+    fn at_the_mean_friction_zero_and_not_worse() {
+        let cov = arr2(&[[2.0, 0.5], [0.5, 1.0]]);
+        let s = score_cov(&[1.0, 2.0], &cov, &[1.0, 2.0]);
+        assert_eq!(s.friction, 0.0);
+        assert_eq!(s.direction, -1);
+    }
+
+    #[test]
+    fn known_two_by_two_value() {
+        // Σ = [[4,2],[2,3]], Σ⁻¹ = 1/8 [[3,-2],[-2,4]]; r = (1,1): r'Σ⁻¹r = (3-4+4)/8 = 3/8.
+        let cov = arr2(&[[4.0, 2.0], [2.0, 3.0]]);
+        let s = score_cov(&[0.0, 0.0], &cov, &[1.0, 1.0]);
+        assert!((s.friction.powi(2) - 0.375).abs() < 1e-12);
+        // Σ⁻¹r = (1/8, 2/8) → contributions (1/8, 2/8)
+        assert!((s.contributions[0] - 0.125).abs() < 1e-12);
+        assert!((s.contributions[1] - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn covariance_awareness() {
+        // Two strongly correlated features (ρ = 0.95): moving both together is
+        // normal, moving them apart is not.
+        let cov = arr2(&[[1.0, 0.95], [0.95, 1.0]]);
+        let along = score_cov(&[0.0, 0.0], &cov, &[1.0, 1.0]);
+        let against = score_cov(&[0.0, 0.0], &cov, &[1.0, -1.0]);
+        assert!(along.friction * 3.0 < against.friction, "{} vs {}", along.friction, against.friction);
+    }
+
+    #[test]
+    fn wrong_length_or_non_finite_is_none() {
+        let cov = Array2::<f64>::eye(2);
+        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let s = arr1(&[1.0, 1.0]);
+        let m = arr1(&[0.0, 0.0]);
+        assert!(score(&m, l.view(), &s, &[1.0]).is_none());
+        assert!(score(&m, l.view(), &s, &[f64::NAN, 1.0]).is_none());
+        assert!(score(&m, l.view(), &s, &[f64::INFINITY, 1.0]).is_none());
+        // Overflowing result is rejected too.
+        let tiny = Array2::<f64>::eye(2) * 1e-300;
+        let l = tiny.cholesky(UPLO::Lower).unwrap();
+        assert!(score(&m, l.view(), &s, &[1e300, 1e300]).is_none());
+    }
+
+    /// Random SPD matrix A Aᵀ + εI from proptest-chosen entries.
+    fn spd(entries: &[f64], d: usize, eps: f64) -> Array2<f64> {
+        let a = Array2::from_shape_vec((d, d), entries[..d * d].to_vec()).unwrap();
+        let mut m = a.dot(&a.t());
+        for i in 0..d {
+            m[[i, i]] += eps;
+        }
+        m
+    }
+
+    proptest! {
+        #[test]
+        fn contributions_sum_to_f2(
+            d in 1usize..7,
+            entries in proptest::collection::vec(-3.0f64..3.0, 36),
+            eps in 0.01f64..2.0,
+            scale in prop_oneof![Just(1e-6), Just(1.0), Just(1e3)],
+            xs in proptest::collection::vec(-10.0f64..10.0, 6),
+            ms in proptest::collection::vec(-10.0f64..10.0, 6),
+        ) {
+            let cov = spd(&entries, d, eps) * (scale * scale);
+            let x: Vec<f64> = xs[..d].iter().map(|v| v * scale).collect();
+            let m: Vec<f64> = ms[..d].iter().map(|v| v * scale).collect();
+            let s = score_cov(&m, &cov, &x);
+            prop_assert!(s.friction.is_finite() && s.friction >= 0.0);
+            let sum: f64 = s.contributions.iter().sum();
+            let f2 = s.friction * s.friction;
+            // Relative to Σ|c_i| (the cancellation scale), not to F², which may be small.
+            let mag: f64 = s.contributions.iter().map(|c| c.abs()).sum();
+            prop_assert!((sum - f2).abs() <= 1e-9 * mag.max(f2) + 1e-300, "sum {} f2 {}", sum, f2);
+            prop_assert!(s.direction == 1 || s.direction == -1);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Friction model: how far this node's latency features are from its own
+//! calibrated baseline, in which direction, and how unsteady that distance is.
+//!
+//! Flow: [`Model::observe`] is called once per interval with the feature
+//! vector. During warm-up it only collects samples; at the end of warm-up it
+//! freezes a [`Baseline`] (mean, regularised covariance, Cholesky factor) and
+//! from then on returns an [`Output`] per interval: friction (Mahalanobis
+//! distance), direction, per-feature contributions and energy.
+//!
+//! Files: `baseline` (calibration, covariance, regularisation), `mahalanobis`
+//! (friction/direction/contributions), `energy` (adaptive instability),
+//! `state` (persisting the baseline).
+
+mod baseline;
+mod energy;
+mod mahalanobis;
+pub mod state;
+#[cfg(test)]
+mod testutil;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use baseline::{min_samples, Baseline, BaselineError, Regularisation};
+pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
+pub use state::{discard, load, set_aside, StateError, STATE_VERSION};
+
+use baseline::Calibrator;
+use energy::Energy;
+
+/// Default warm-up before the baseline is frozen.
+pub const DEFAULT_WARMUP: Duration = Duration::from_secs(600);
+/// Default number of most recent accepted samples the baseline is computed from.
+pub const DEFAULT_WINDOW: usize = 300;
+
+/// Model settings. `features` names the vector entries, in order; it is stored
+/// with the baseline so a changed feature set is never scored against an old one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub features: Vec<String>,
+    /// Warm-up measured on the caller's clock (`now` in [`Model::observe`]).
+    pub warmup: Duration,
+    /// Keep only the last `window` accepted samples (raised to d+2 if smaller).
+    pub window: usize,
+    pub regularisation: Regularisation,
+}
+
+impl ModelConfig {
+    /// Defaults: 600 s warm-up, 300-sample window, ridge regularisation.
+    pub fn new(features: Vec<String>) -> ModelConfig {
+        ModelConfig {
+            features,
+            warmup: DEFAULT_WARMUP,
+            window: DEFAULT_WINDOW,
+            regularisation: Regularisation::default(),
+        }
+    }
+}
+
+/// What the model says about one interval. Every number is finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Mahalanobis distance from the baseline, F ≥ 0.
+    pub friction: f64,
+    /// +1: worse than baseline; −1: better or equal (definition in `mahalanobis::score`).
+    pub direction: i8,
+    /// Mean |ΔF| over the last `energy_window` intervals (fewer right after start).
+    pub energy: f64,
+    /// Adaptive window W in [5, 40]; 40 until the energy scale k is learned.
+    pub energy_window: usize,
+    /// Per-feature share of F², in feature order; sums to F² (entries may be negative).
+    pub contributions: Vec<f64>,
+}
+
+enum Phase {
+    Calibrating(Calibrator),
+    // Boxed: much larger than the calibrator, and created once.
+    Ready { baseline: Box<Baseline>, energy: Energy },
+}
+
+/// The friction model for one node. See the module docs.
+pub struct Model {
+    cfg: ModelConfig,
+    phase: Phase,
+    skipped: u64,
+    baseline_changed: bool,
+    freeze_failures: u64,
+}
+
+impl Model {
+    /// Starts calibrating.
+    pub fn new(cfg: ModelConfig) -> Model {
+        let cal = Calibrator::new(cfg.features.len(), cfg.window);
+        Model { cfg, phase: Phase::Calibrating(cal), skipped: 0, baseline_changed: false, freeze_failures: 0 }
+    }
+
+    /// Starts ready to score, from a saved baseline (from [`state::load`],
+    /// which already checked the feature list). If the baseline's features
+    /// still differ from `cfg.features` it is not used: calibrates instead.
+    pub fn with_baseline(cfg: ModelConfig, b: Baseline) -> Model {
+        if b.features() != cfg.features.as_slice() {
+            tracing::warn!(
+                baseline = ?b.features(),
+                config = ?cfg.features,
+                "baseline features differ from config; recalibrating"
+            );
+            return Model::new(cfg);
+        }
+        let energy = Energy::new(b.energy_k());
+        Model {
+            cfg,
+            phase: Phase::Ready { baseline: Box::new(b), energy },
+            skipped: 0,
+            baseline_changed: false,
+            freeze_failures: 0,
+        }
+    }
+
+    /// Feeds one interval's feature vector. `now` is the time since the
+    /// process started (any monotonic origin works; only `now >= warmup`
+    /// matters). `accept_for_baseline` says whether the interval had enough
+    /// events to be trusted as a calibration sample.
+    ///
+    /// Returns `None` while calibrating, and for a vector that is the wrong
+    /// length, holds a non-finite value, or would give a non-finite output
+    /// (those are counted in [`Self::skipped`]). On the interval that freezes
+    /// the baseline, `x` is scored against the new baseline.
+    ///
+    /// If warm-up ends with fewer than d+2 accepted samples, calibration
+    /// simply continues and the baseline freezes at the first later interval
+    /// where there are enough.
+    pub fn observe(&mut self, now: Duration, x: &[f64], accept_for_baseline: bool) -> Option<Output> {
+        let d = self.cfg.features.len();
+        if x.len() != d || !x.iter().all(|v| v.is_finite()) {
+            self.skipped += 1;
+            return None;
+        }
+        if let Phase::Calibrating(cal) = &mut self.phase {
+            if accept_for_baseline {
+                cal.push(x);
+            }
+            if now < self.cfg.warmup || !cal.enough() {
+                return None;
+            }
+            let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0);
+            match Baseline::from_samples(self.cfg.features.clone(), &cal.samples(), self.cfg.regularisation, created) {
+                Ok(b) => {
+                    tracing::info!(samples = b.samples(), regularisation = %b.regularisation(), "baseline frozen");
+                    self.phase = Phase::Ready { baseline: Box::new(b), energy: Energy::new(None) };
+                    self.baseline_changed = true;
+                }
+                Err(e) => {
+                    // Keep calibrating: the window slides and a later try may succeed.
+                    if self.freeze_failures == 0 {
+                        tracing::warn!(error = %e, "cannot freeze baseline yet; still calibrating");
+                    }
+                    self.freeze_failures += 1;
+                    return None;
+                }
+            }
+        }
+        let Phase::Ready { baseline, energy } = &mut self.phase else {
+            return None;
+        };
+        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x) else {
+            self.skipped += 1;
+            return None;
+        };
+        let Some(e) = energy.update(s.friction) else {
+            self.skipped += 1;
+            return None;
+        };
+        if e.k_calibrated {
+            baseline.energy_k = energy.k();
+            self.baseline_changed = true;
+        }
+        Some(Output {
+            friction: s.friction,
+            direction: s.direction,
+            energy: e.energy,
+            energy_window: e.window,
+            contributions: s.contributions,
+        })
+    }
+
+    /// The frozen baseline, once there is one.
+    pub fn baseline(&self) -> Option<&Baseline> {
+        match &self.phase {
+            Phase::Ready { baseline, .. } => Some(baseline),
+            Phase::Calibrating(_) => None,
+        }
+    }
+
+    /// Returns the baseline once after it changed (frozen, or energy k
+    /// learned), so the caller knows to save it; `None` otherwise.
+    pub fn take_baseline_update(&mut self) -> Option<&Baseline> {
+        if !std::mem::take(&mut self.baseline_changed) {
+            return None;
+        }
+        self.baseline()
+    }
+
+    /// True once the baseline is frozen and intervals are scored.
+    pub fn ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+    }
+
+    /// Accepted samples so far while calibrating (capped at the window);
+    /// the baseline's sample count once ready.
+    pub fn baseline_samples(&self) -> usize {
+        match &self.phase {
+            Phase::Calibrating(cal) => cal.len(),
+            Phase::Ready { baseline, .. } => baseline.samples(),
+        }
+    }
+
+    /// Intervals dropped because the input or the output was not finite (or
+    /// the vector had the wrong length). Worth exporting as a counter.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The configuration the model runs with.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests;

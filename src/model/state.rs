@@ -1,0 +1,398 @@
+//! Persistence of the frozen baseline, so a restart does not need a new
+//! warm-up. JSON, written atomically (temp file + fsync + rename + dir fsync)
+//! so a crash leaves either the old file or the new one, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{Baseline, BaselineError, Regularisation};
+
+/// Format version written by this build; any other version is refused.
+pub const STATE_VERSION: u32 = 1;
+
+/// Why a state file could not be used. The distinction tells the caller what
+/// to do: NotFound → calibrate; Corrupt/Version → set the file aside and
+/// calibrate; Mismatch → the feature set changed, calibrate anew.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {0} not found")]
+    NotFound(PathBuf),
+    #[error("state file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("state file {path} has features {found:?}, expected {expected:?}")]
+    Mismatch { path: PathBuf, found: Vec<String>, expected: Vec<String> },
+    #[error("state file {path} has version {found}, expected {expected}")]
+    Version { path: PathBuf, found: u64, expected: u32 },
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The on-disk shape. Matrices are row-major `Vec<Vec<f64>>` (ndarray's
+/// serde feature is not enabled, and this is easy to read by hand).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    features: Vec<String>,
+    mean: Vec<f64>,
+    covariance: Vec<Vec<f64>>,
+    cholesky: Vec<Vec<f64>>,
+    samples: usize,
+    energy_k: Option<f64>,
+    regularisation: String,
+    created_unix: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+fn rows(a: &Array2<f64>) -> Vec<Vec<f64>> {
+    a.rows().into_iter().map(|r| r.to_vec()).collect()
+}
+
+fn matrix(rows: &[Vec<f64>], d: usize, what: &str) -> Result<Array2<f64>, String> {
+    if rows.len() != d || rows.iter().any(|r| r.len() != d) {
+        return Err(format!("{what} is not {d}x{d}"));
+    }
+    Ok(Array2::from_shape_fn((d, d), |(i, j)| rows[i][j]))
+}
+
+impl Baseline {
+    /// Writes the baseline to `path` atomically, creating parent directories.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let file = StateFile {
+            version: STATE_VERSION,
+            features: self.features.clone(),
+            mean: self.mean.to_vec(),
+            covariance: rows(&self.covariance),
+            cholesky: rows(&self.cholesky),
+            samples: self.samples,
+            energy_k: self.energy_k,
+            regularisation: self.regularisation.as_str().to_string(),
+            created_unix: self.created_unix,
+        };
+        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other(e),
+        })?;
+        json.push(b'\n');
+        write_atomic(path, &json)
+    }
+}
+
+/// Loads and validates a baseline: version, feature list, dimensions,
+/// finiteness, positive definiteness, and that the stored Cholesky factor
+/// matches the one recomputed from the covariance.
+pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(path.to_path_buf())),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
+    // Version first, from a loose parse, so a future format is reported as
+    // Version rather than as Corrupt.
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let version = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| corrupt("missing or invalid version".into()))?;
+    if version != u64::from(STATE_VERSION) {
+        return Err(StateError::Version { path: path.to_path_buf(), found: version, expected: STATE_VERSION });
+    }
+    // NaN/Inf are written by serde_json as null, which fails here: Corrupt.
+    let file: StateFile = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    if file.features != expected_features {
+        return Err(StateError::Mismatch {
+            path: path.to_path_buf(),
+            found: file.features,
+            expected: expected_features.to_vec(),
+        });
+    }
+    let d = file.features.len();
+    if file.mean.len() != d {
+        return Err(corrupt(format!("mean has {} values, expected {d}", file.mean.len())));
+    }
+    let covariance = matrix(&file.covariance, d, "covariance").map_err(corrupt)?;
+    let stored_chol = matrix(&file.cholesky, d, "cholesky").map_err(corrupt)?;
+    if !stored_chol.iter().all(|v| v.is_finite()) {
+        return Err(corrupt("non-finite value in cholesky".into()));
+    }
+    let regularisation: Regularisation = file.regularisation.parse().map_err(corrupt)?;
+    let baseline = Baseline::from_parts(
+        file.features,
+        Array1::from(file.mean),
+        covariance,
+        file.samples,
+        file.energy_k,
+        regularisation,
+        file.created_unix,
+    )
+    .map_err(|e: BaselineError| corrupt(e.to_string()))?;
+    // The stored factor must be the factor of the stored covariance.
+    let scale = baseline.cholesky.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let max_diff = baseline
+        .cholesky
+        .iter()
+        .zip(stored_chol.iter())
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    if max_diff > 1e-9 * scale {
+        return Err(corrupt(format!("cholesky factor does not match covariance (max diff {max_diff:e})")));
+    }
+    Ok(baseline)
+}
+
+/// Moves a bad state file out of the way to `<path>.bad-<unix-ts>` (with a
+/// `-N` suffix if that exists), keeping it for inspection. Returns the new path.
+pub fn set_aside(path: &Path) -> Result<PathBuf, StateError> {
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let base = format!("{}.bad-{ts}", path.display());
+    let mut target = PathBuf::from(&base);
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    fs::rename(path, &target).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            StateError::NotFound(path.to_path_buf())
+        } else {
+            io_err(path)(e)
+        }
+    })?;
+    sync_parent(path).map_err(io_err(path))?;
+    Ok(target)
+}
+
+/// Deletes the state file (for `ksense recalibrate`). Ok(false) if there was none.
+pub fn discard(path: &Path) -> Result<bool, StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            sync_parent(path).map_err(io_err(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    File::open(parent_of(path))?.sync_all()
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = parent_of(path);
+    fs::create_dir_all(dir).map_err(io_err(path))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| StateError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    // Same directory, so the rename is atomic (same filesystem).
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testutil::{correlated_samples, names};
+
+    /// serde_json's default float parser is best-effort (may be 1 ulp off),
+    /// so floats are compared to a relative 1e-14; everything else exactly.
+    fn assert_same(a: &Baseline, b: &Baseline) {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-14 * x.abs().max(y.abs());
+        assert_eq!(a.features, b.features);
+        assert_eq!(a.samples, b.samples);
+        assert_eq!(a.regularisation, b.regularisation);
+        assert_eq!(a.created_unix, b.created_unix);
+        assert_eq!(a.energy_k.is_some(), b.energy_k.is_some());
+        if let (Some(x), Some(y)) = (a.energy_k, b.energy_k) {
+            assert!(close(x, y));
+        }
+        for (x, y) in [(&a.mean, &b.mean), (&a.std, &b.std)] {
+            assert!(x.iter().zip(y.iter()).all(|(x, y)| close(*x, *y)), "{x} vs {y}");
+        }
+        for (x, y) in [(&a.covariance, &b.covariance), (&a.cholesky, &b.cholesky)] {
+            assert_eq!(x.dim(), y.dim());
+            assert!(x.iter().zip(y.iter()).all(|(x, y)| close(*x, *y)), "{x} vs {y}");
+        }
+    }
+
+    fn baseline() -> Baseline {
+        let samples = correlated_samples(1, 50);
+        let mut b = Baseline::from_samples(names(4), &samples, Regularisation::LedoitWolf, 1_700_000_000).unwrap();
+        b.energy_k = Some(0.123);
+        b
+    }
+
+    #[test]
+    fn roundtrip_is_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/baseline.json");
+        let b = baseline();
+        b.save(&path).unwrap();
+        let l = load(&path, &names(4)).unwrap();
+        assert_same(&l, &b);
+        // Overwriting works and also round-trips.
+        let mut b2 = b.clone();
+        b2.energy_k = None;
+        b2.save(&path).unwrap();
+        assert_same(&load(&path, &names(4)).unwrap(), &b2);
+    }
+
+    #[test]
+    fn missing_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load(&dir.path().join("x.json"), &names(4)), Err(StateError::NotFound(_))));
+    }
+
+    #[test]
+    fn truncated_or_garbage_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        baseline().save(&path).unwrap();
+        let full = fs::read(&path).unwrap();
+        fs::write(&path, &full[..full.len() / 2]).unwrap();
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Corrupt { .. })));
+        fs::write(&path, b"\x00\x01garbage").unwrap();
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Corrupt { .. })));
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Corrupt { .. })));
+    }
+
+    fn edit(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        f(&mut v);
+        fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn invalid_contents_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<Edit> = vec![
+            Box::new(|v| v["mean"] = serde_json::json!([1.0, 2.0])),
+            Box::new(|v| v["mean"][0] = serde_json::Value::Null),
+            Box::new(|v| v["covariance"][1] = serde_json::json!([1.0])),
+            Box::new(|v| v["cholesky"][0][0] = serde_json::json!(123.0)),
+            Box::new(|v| v["covariance"][0][0] = serde_json::json!(-5.0)),
+            Box::new(|v| v["regularisation"] = serde_json::json!("magic")),
+            Box::new(|v| v["energy_k"] = serde_json::json!(-1.0)),
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("samples");
+            }),
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            baseline().save(&path).unwrap();
+            edit(&path, c);
+            let r = load(&path, &names(4));
+            assert!(matches!(r, Err(StateError::Corrupt { .. })), "case {i}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn feature_list_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        baseline().save(&path).unwrap();
+        let mut other = names(4);
+        other.swap(0, 1);
+        assert!(matches!(load(&path, &other), Err(StateError::Mismatch { .. })));
+        assert!(matches!(load(&path, &names(3)), Err(StateError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn other_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        baseline().save(&path).unwrap();
+        edit(&path, |v| v["version"] = serde_json::json!(2));
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Version { found: 2, .. })));
+        edit(&path, |v| v["version"] = serde_json::json!("one"));
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn save_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        for _ in 0..3 {
+            baseline().save(&path).unwrap();
+        }
+        let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("b.json")]);
+    }
+
+    #[test]
+    fn failed_save_leaves_target_and_no_temp() {
+        // The target is a directory: the rename fails; the temp file must go.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), b"x").unwrap();
+        assert!(matches!(baseline().save(&path), Err(StateError::Io { .. })));
+        let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("b.json")]);
+    }
+
+    #[test]
+    fn set_aside_renames_and_discard_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        fs::write(&path, b"garbage").unwrap();
+        let moved = set_aside(&path).unwrap();
+        assert!(!path.exists());
+        assert_eq!(fs::read(&moved).unwrap(), b"garbage");
+        let name = moved.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("b.json.bad-"), "{name}");
+        // A second one in the same second gets a distinct name.
+        fs::write(&path, b"again").unwrap();
+        let moved2 = set_aside(&path).unwrap();
+        assert_ne!(moved, moved2);
+        assert_eq!(fs::read(&moved2).unwrap(), b"again");
+        assert!(matches!(set_aside(&path), Err(StateError::NotFound(_))));
+
+        baseline().save(&path).unwrap();
+        assert!(discard(&path).unwrap());
+        assert!(!path.exists());
+        assert!(!discard(&path).unwrap());
+    }
+}
