@@ -1,0 +1,29 @@
+# ksense: the two commands a user needs are `make run` and `make test`.
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: deps build run test test-unit bench clean
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+# Serve on :9827 (needs root, or CAP_BPF and CAP_PERFMON). Extra flags: make run ARGS="--log.level debug"
+run: build
+	./target/release/ksense $(ARGS)
+
+# Every test: unit, BPF-in-the-kernel (root), real Prometheus, deployment artefacts.
+test:
+	./scripts/install-deps.sh --test
+	$(CARGO) build --release --locked
+	$(CARGO) test --release --locked -- --test-threads=1
+	@if [ -x tests/deploy/run-all.sh ]; then tests/deploy/run-all.sh; fi
+
+# Unit tests only: no root, no kernel.
+test-unit:
+	$(CARGO) test --lib --locked
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what ksense needs to build, run and test on Debian 12 / Ubuntu 22.04+,
+# as root. Idempotent: installs only what is missing.
+set -euo pipefail
+
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-dev protobuf-compiler)
+if [ "${1:-}" = "--test" ]; then
+    # Real servers and load generators the tests drive.
+    pkgs+=(prometheus stress-ng nginx wrk python3 curl util-linux)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: no Rust toolchain (cargo) found; install Rust >= 1.80 with rustup first" >&2
+    exit 1
+fi

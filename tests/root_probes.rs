@@ -1,0 +1,258 @@
+//! The BPF programs in the running kernel, checked against ground truth the
+//! kernel or the test itself knows. Needs root.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ksense::probes::{buckets, kernel, AttachMode, KernelSnapshot, Probes, SOFTIRQ_VECTORS};
+use ksense::signals::histogram::Histogram;
+
+fn attach(mode: &str) -> Probes {
+    let s = kernel::probe();
+    Probes::attach(AttachMode::choose(mode, &s).unwrap(), &s).unwrap()
+}
+
+fn slot_of_seconds(s: f64) -> usize {
+    buckets::slot_of(buckets::kernel_bounds(), (s * 1e9) as u64)
+}
+
+/// Upper bound of everything in `h` except one observation in `slot`.
+fn others_upper_bound(h: &Histogram, slot: usize) -> f64 {
+    let mut total = 0.0;
+    for (s, &c) in h.slots.iter().enumerate() {
+        let c = if s == slot { c.saturating_sub(1) } else { c };
+        if c > 0 {
+            let ub = buckets::slot_index(s).map(buckets::upper_bound_seconds).unwrap_or(buckets::zero_threshold_seconds());
+            total += c as f64 * ub;
+        }
+    }
+    total
+}
+
+/// A vfork child that sleeps 200 ms leaves its parent in D state (vfork waits
+/// killable, i.e. TASK_UNINTERRUPTIBLE | TASK_WAKEKILL) for that long.
+fn vfork_sleep(ms: u64) {
+    let ts = libc::timespec { tv_sec: 0, tv_nsec: (ms * 1_000_000) as i64 };
+    // SAFETY: the child only calls async-signal-safe nanosleep and _exit, and
+    // touches no memory of the parent.
+    unsafe {
+        let pid = libc::vfork();
+        if pid == 0 {
+            libc::nanosleep(&ts, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+        assert!(pid > 0, "vfork failed");
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+}
+
+fn dstate_vfork(mode: &str) {
+    let p = attach(mode);
+    let before = p.snapshot().unwrap();
+    vfork_sleep(200);
+    let after = p.snapshot().unwrap();
+    let d = after.dstate.delta(&before.dstate);
+    let slot = slot_of_seconds(0.2);
+    assert!(d.slots[slot] >= 1, "{mode}: no D-state observation in the bucket holding 0.2 s: {:?}", d.native());
+    let sum = d.sum_seconds();
+    let slack = others_upper_bound(&d, slot);
+    assert!(sum >= 0.2, "{mode}: D-state sum grew by {sum} s, expected >= 0.2 s");
+    // The vfork wait itself is 0.2 s plus wakeup latency; the rest is other tasks.
+    assert!(sum <= 0.2 + 0.05 + slack, "{mode}: D-state sum grew by {sum} s (other observations allow {slack} s)");
+}
+
+#[test]
+fn root_dstate_vfork_200ms_tp_btf() {
+    require_root!();
+    dstate_vfork("tp_btf");
+}
+
+#[test]
+fn root_dstate_vfork_200ms_raw_tp() {
+    require_root!();
+    dstate_vfork("raw_tp");
+}
+
+/// run_delay (ns) of every thread on the node, by (pid, tid): the kernel's
+/// own account of run-queue waits, the ground truth of a node-wide histogram.
+fn all_run_delays() -> std::collections::HashMap<(u32, u32), u64> {
+    let mut m = std::collections::HashMap::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
+        for t in tasks.flatten() {
+            let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else { continue };
+            // Threads may exit while we walk: skip them.
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                if let Some(v) = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+                    m.insert((pid, tid), v);
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Threads pinned to one CPU contend; the histogram's sum must agree with the
+/// growth of every thread's schedstat run_delay over the same window.
+fn runqueue_vs_schedstat(mode: &str) {
+    let p = attach(mode);
+    let n = 3;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t with CPU 0 set; gettid has no arguments.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+                    tx.send(libc::gettid()).unwrap();
+                }
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x);
+            })
+        })
+        .collect();
+    let _tids: Vec<i32> = (0..n).map(|_| rx.recv().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let d0 = all_run_delays();
+    let s0 = p.snapshot().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let s1 = p.snapshot().unwrap();
+    let d1 = all_run_delays();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Threads born in the window start from 0; those that died are lost (few).
+    let truth = d1.iter().map(|(k, v)| v - d0.get(k).copied().unwrap_or(0).min(*v)).sum::<u64>() as f64 / 1e9;
+    let hist = s1.runqueue.delta(&s0.runqueue).sum_seconds();
+    // 3 spinners on one CPU for 2 s wait ~4 s in all.
+    assert!(truth > 2.0, "{mode}: contention too weak: schedstat run_delay grew {truth} s");
+    // Both count a wait at switch-in; the walks of /proc are not instant, so
+    // waits landing while we walk may fall on either side.
+    let rel = (hist - truth) / truth;
+    eprintln!("{mode}: histogram sum {hist:.4} s, schedstat run_delay {truth:.4} s ({:+.2}%)", rel * 100.0);
+    assert!(rel.abs() < 0.02, "{mode}: histogram sum {hist} s vs schedstat run_delay {truth} s ({:+.1}%)", rel * 100.0);
+}
+
+#[test]
+fn root_runqueue_sum_matches_schedstat_tp_btf() {
+    require_root!();
+    runqueue_vs_schedstat("tp_btf");
+}
+
+#[test]
+fn root_runqueue_sum_matches_schedstat_raw_tp() {
+    require_root!();
+    runqueue_vs_schedstat("raw_tp");
+}
+
+fn proc_softirqs() -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/softirqs").unwrap();
+    SOFTIRQ_VECTORS
+        .iter()
+        .map(|v| {
+            let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{v}:"))).unwrap();
+            line.split_whitespace().skip(1).map(|c| c.parse::<u64>().unwrap()).sum()
+        })
+        .collect()
+}
+
+/// Some loopback traffic and timers so that several vectors fire.
+fn softirq_load(d: Duration) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+    });
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    let buf = vec![7u8; 64 * 1024];
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        std::io::Write::write_all(&mut c, &buf).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    drop(c);
+    t.join().unwrap();
+}
+
+fn softirq_counts(mode: &str) {
+    let p = attach(mode);
+    // Histogram window encloses the /proc window: hist >= proc, by a little.
+    let s0 = p.snapshot().unwrap();
+    let c0 = proc_softirqs();
+    softirq_load(Duration::from_secs(1));
+    let c1 = proc_softirqs();
+    let s1 = p.snapshot().unwrap();
+    let mut busy = 0;
+    for (i, v) in SOFTIRQ_VECTORS.iter().enumerate() {
+        let truth = c1[i] - c0[i];
+        let got = s1.softirq[i].delta(&s0.softirq[i]).count();
+        let slack = 20 + truth / 50;
+        assert!(got + slack >= truth && got <= truth + slack, "{mode}: {v}: histogram counted {got}, /proc/softirqs {truth}");
+        busy += usize::from(truth > 50);
+    }
+    assert!(busy >= 2, "{mode}: too few busy vectors to compare");
+}
+
+#[test]
+fn root_softirq_counts_match_proc_softirqs_tp_btf() {
+    require_root!();
+    softirq_counts("tp_btf");
+}
+
+#[test]
+fn root_softirq_counts_match_proc_softirqs_raw_tp() {
+    require_root!();
+    softirq_counts("raw_tp");
+}
+
+fn close(a: u64, b: u64, rel: f64, what: &str) {
+    let (fa, fb) = (a as f64, b as f64);
+    assert!((fa - fb).abs() <= rel * fa.max(fb) + 20.0, "{what}: tp_btf {a} vs raw_tp {b}");
+}
+
+/// The forced raw_tp path attaches and sees what tp_btf sees, side by side.
+#[test]
+fn root_raw_tp_and_tp_btf_agree() {
+    require_root!();
+    let a = attach("tp_btf");
+    let b = attach("raw_tp");
+    assert_eq!(a.mode, AttachMode::TpBtf);
+    assert_eq!(b.mode, AttachMode::RawTp);
+    assert!(b.programs.iter().all(|p| p.attached), "{:?}", b.programs);
+    let (a0, b0) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
+    vfork_sleep(100);
+    vfork_sleep(100);
+    t.join().unwrap();
+    let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let da = |x: &KernelSnapshot, y: &KernelSnapshot| (x.runqueue.delta(&y.runqueue), x.dstate.delta(&y.dstate));
+    let ((ra, dsa), (rb, dsb)) = (da(&a1, &a0), da(&b1, &b0));
+    assert!(ra.count() > 1000, "too little scheduling to compare: {}", ra.count());
+    close(ra.count(), rb.count(), 0.05, "run-queue count");
+    close(dsa.count(), dsb.count(), 0.05, "D-state count");
+    assert!(dsb.slots[slot_of_seconds(0.1)] >= 2, "raw_tp missed the 100 ms vfork waits");
+    for (i, v) in SOFTIRQ_VECTORS.iter().enumerate() {
+        close(a1.softirq[i].delta(&a0.softirq[i]).count(), b1.softirq[i].delta(&b0.softirq[i]).count(), 0.05, v);
+    }
+    for s in [&a1, &b1] {
+        for (name, attached, st) in &s.programs {
+            assert!(*attached, "{name} not attached");
+            if *name != "sched_wakeup_new" {
+                assert!(st.run_cnt > 0 && st.run_time_ns > 0, "{name}: no run-time statistics: {st:?}");
+            }
+        }
+    }
+}
