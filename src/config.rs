@@ -265,6 +265,7 @@ impl Config {
             state_file: cli.model_state_file.or(file.model.state_file).unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
             features: cli.model_features.or(file.model.features).unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
         };
+        crate::signals::features::parse_all(&model.features)?;
         if model.interval.is_zero() {
             return Err("model interval must be greater than zero".into());
         }

@@ -1,0 +1,84 @@
+//! The command line as a user meets it: help, bad input, privileges.
+
+mod common;
+
+use std::process::Command;
+
+fn ksense(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ksense")).args(args).output().unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let o = ksense(&["--help"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "check", "recalibrate"] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+    assert!(ksense(&["--version"]).status.success());
+}
+
+#[test]
+fn malformed_flags_exit_2_with_a_message() {
+    for args in [&["--log.level", "loud"][..], &["--model.warmup", "ten"], &["--no-such-flag"], &["--web.listen-address", "not an address"], &["--model.features", "cpu_usage"], &["--web.telemetry-path", "metrics"]] {
+        let o = ksense(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(!e.is_empty() && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn bad_config_file_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ksense.toml");
+    std::fs::write(&p, "[web]\nlisten_address = \":9\"\n[model]\nwarmup = 10\n").unwrap();
+    let o = ksense(&["--config.file", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("ksense.toml") && e.contains("line 4") && e.contains("warmup"), "{e}");
+    let o = ksense(&["--config.file", "/nonexistent/ksense.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/ksense.toml"));
+}
+
+#[test]
+fn recalibrate_discards_the_saved_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.json");
+    std::fs::write(&p, "{}").unwrap();
+    let o = ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!p.exists());
+    assert!(ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]).status.success());
+}
+
+/// Without root or CAP_BPF + CAP_PERFMON: one line that says so, exit 2.
+#[test]
+fn root_unprivileged_user_is_told_what_is_missing() {
+    require_root!();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_ksense"), "--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("CAP_BPF") && e.contains("CAP_PERFMON"), "{e}");
+}
+
+#[test]
+fn root_check_reports_this_kernel() {
+    require_root!();
+    let o = ksense(&["check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    for line in ["btf", "tp_btf", "raw_tp", "task_storage", "bpf_stats", "probe sched_switch", "probe softirq_exit"] {
+        assert!(out.contains(line), "check lacks {line}: {out}");
+    }
+}
