@@ -139,10 +139,14 @@ fn runqueue_vs_schedstat(mode: &str) {
     // 3 spinners on one CPU for 2 s wait ~4 s in all.
     assert!(truth > 2.0, "{mode}: contention too weak: schedstat run_delay grew {truth} s");
     // Both count a wait at switch-in; the walks of /proc are not instant, so
-    // waits landing while we walk may fall on either side.
+    // waits landing while we walk may fall on either side. A thread that
+    // exited in the window took its run_delay with it (no /proc/schedstat
+    // here for a per-CPU total), so under churn only the lower bound is tight.
+    let churn = d0.keys().filter(|k| !d1.contains_key(k)).count() + d1.keys().filter(|k| !d0.contains_key(k)).count();
     let rel = (hist - truth) / truth;
-    eprintln!("{mode}: histogram sum {hist:.4} s, schedstat run_delay {truth:.4} s ({:+.2}%)", rel * 100.0);
-    assert!(rel.abs() < 0.02, "{mode}: histogram sum {hist} s vs schedstat run_delay {truth} s ({:+.1}%)", rel * 100.0);
+    eprintln!("{mode}: histogram sum {hist:.4} s, schedstat run_delay {truth:.4} s ({:+.2}%), {churn} threads came or went", rel * 100.0);
+    let upper = if churn == 0 { 0.02 } else { 0.5 };
+    assert!(rel > -0.02 && rel < upper, "{mode}: histogram sum {hist} s vs schedstat run_delay {truth} s ({:+.1}%, churn {churn})", rel * 100.0);
 }
 
 #[test]
