@@ -275,6 +275,19 @@ def query(args):
                     else:
                         errors.append(line)
 
+        # Which form the histograms were stored in; the native-histogram
+        # Prometheus must really have native ones (ksense's contract), so the
+        # native halves of the queries were exercised.
+        form_expr = "count(ksense_runqueue_latency_seconds_bucket)"
+        result, err = run_query(prom, form_expr, True, start, end, step)
+        classic = bool(result)
+        result, err = run_query(prom, "ksense_runqueue_latency_seconds", True, start, end, step)
+        native = any("histogram" in s for s in (result or []))
+        print(f"info  [{prom.name}] histograms stored as: {'classic ' if classic else ''}{'native' if native else ''}")
+        if prom.name in args.expect_native and not native:
+            errors.append(f"[{prom.name}] expected native histograms (protobuf scrape with "
+                          f"--enable-feature=native-histograms) but found none")
+
         # The load must show up in the histograms (classic or native form).
         for label, metric in HISTOGRAM_COUNTS.items():
             expr = (f"sum(increase({metric}_count[{int(end - start)}s]))"
@@ -325,6 +338,8 @@ def main():
     q.add_argument("--rate-interval", default="1m")
     q.add_argument("--rules")
     q.add_argument("--allow-missing-model", action="store_true")
+    q.add_argument("--expect-native", action="append", default=[], metavar="NAME",
+                   help="the Prometheus NAME must have stored native histograms")
     args = ap.parse_args()
     return static(args) if args.cmd == "static" else query(args)
 

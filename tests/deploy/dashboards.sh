@@ -185,5 +185,5 @@ echo "== running every panel query (window $((end - start))s)"
 "$py" "$here/dashboards.py" query "$root/dashboards" \
   --prom "classic=${purl[classic]}" --prom "native=${purl[native]}" \
   --start "$start" --end "$end" --step 2 --rate-interval 1m \
-  --rules "$work/ksense-rules.yml" "${allow_model[@]}"
+  --rules "$work/ksense-rules.yml" --expect-native native "${allow_model[@]}"
 echo "dashboards: OK"

@@ -1,0 +1,95 @@
+# syntax=docker/dockerfile:1
+#
+# ksense container image.
+#
+#   docker build -t ghcr.io/ksense/ksense:0.1.0 .
+#
+# Running it: ksense loads BPF programs, so the container runtime must grant
+# CAP_BPF and CAP_PERFMON (Linux >= 5.8):
+#
+#   docker run --rm --cap-drop ALL --cap-add BPF --cap-add PERFMON \
+#     -v /sys/kernel/btf:/sys/kernel/btf:ro -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
+#     -v /var/lib/ksense:/var/lib/ksense -p 9827:9827 ghcr.io/ksense/ksense:0.1.0
+#
+# The image runs as the unprivileged uid 65532. The binary carries the file
+# capabilities cap_bpf,cap_perfmon=ep, so a non-root process gets them as long
+# as the runtime puts them in the container's bounding set (--cap-add above);
+# without them the kernel refuses to exec the binary (EPERM), which is the sign
+# that the capabilities are missing. On kernels < 5.11 BPF maps count against
+# RLIMIT_MEMLOCK: add `--ulimit memlock=-1:-1` (or CAP_SYS_RESOURCE when
+# running as root). Kernels < 5.8 need CAP_SYS_ADMIN instead and are not
+# supported by this setup.
+# Kubernetes sets no_new_privs (allowPrivilegeEscalation: false), under which
+# file capabilities are ignored: deploy/kubernetes runs the pod as uid 0 with
+# all capabilities dropped but BPF, PERFMON and SYS_RESOURCE instead.
+#
+# Dashboards (dashboards/) and Prometheus rules (deploy/) are deliberately not
+# part of the image: they belong to Grafana and Prometheus, not to the exporter.
+# tests/deploy/dockerfile.sh checks this file (no Docker engine needed).
+
+############################ build ############################
+FROM rust:1-bookworm AS build
+
+# clang/llvm compile the BPF C programs (libbpf-cargo skeletons), libelf and
+# zlib are libbpf's dependencies, OpenBLAS backs the model's linear algebra,
+# protoc the protobuf exposition.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      clang \
+      llvm \
+      libelf-dev \
+      zlib1g-dev \
+      pkg-config \
+      libopenblas-dev \
+      protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
+# libbpf-cargo pipes the generated skeletons through rustfmt when a `rustfmt`
+# is on PATH. The image's minimal rustup profile has the rustfmt proxy but not
+# the component, so the proxy would fail the build: install the component.
+RUN rustup component add rustfmt
+
+WORKDIR /src
+# The whole source tree minus what .dockerignore leaves out (target/, .git,
+# dashboards/, deploy/, tests/deploy/ ...), so new source directories need no
+# change here.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    cargo build --release --locked
+
+########################### runtime ###########################
+FROM debian:bookworm-slim AS runtime
+
+# Exactly the shared libraries `ldd target/release/ksense` lists, besides
+# libc6 (checked by tests/deploy/dockerfile.sh): libelf.so.1 (libelf1),
+# libz.so.1 (zlib1g), libopenblas.so.0 (libopenblas0-pthread),
+# libgfortran.so.5 (libgfortran5, pulls libquadmath0), libgcc_s.so.1
+# (libgcc-s1, already in the base image; listed so the dependency is explicit).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      libelf1 \
+      zlib1g \
+      libopenblas0-pthread \
+      libgfortran5 \
+      libgcc-s1 \
+ && rm -rf /var/lib/apt/lists/*
+
+COPY --from=build /src/target/release/ksense /usr/local/bin/ksense
+
+# File capabilities for the non-root user (see the top of this file); setcap
+# comes from libcap2-bin, removed again in the same layer. The state directory
+# holds the calibrated baseline (--model.state-file); mount a host directory
+# over it so a new container keeps the baseline.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && setcap cap_bpf,cap_perfmon=ep /usr/local/bin/ksense \
+ && apt-get purge -y --auto-remove libcap2-bin \
+ && rm -rf /var/lib/apt/lists/* \
+ && install -d -o 65532 -g 65532 -m 0750 /var/lib/ksense
+
+USER 65532:65532
+EXPOSE 9827
+ENTRYPOINT ["/usr/local/bin/ksense"]

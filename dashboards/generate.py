@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""Generates the ksense Grafana dashboards (the JSON files beside this script).
+
+    python3 dashboards/generate.py          # rewrite the JSON files
+    python3 dashboards/generate.py --check  # exit 1 if a JSON file is stale
+
+The JSON files are what users import (Grafana > Dashboards > Import; pick the
+Prometheus datasource for the DS_PROMETHEUS input). This script is their
+source: edit it and regenerate rather than editing the JSON by hand, so the
+three dashboards keep the same variables, selectors and query conventions.
+Standard library only.
+
+Conventions
+- Variables: `node` = label_values(ksense_build_info, node) (the ServiceMonitor
+  copies the pod's node name into `node`; a static scrape config sets it with
+  `labels:`), `instance` = the ksense instances on that node (normally one).
+  Every per-node query selects {node=~"$node", instance=~"$instance"}.
+- Histograms work whether Prometheus ingests them as classic histograms
+  (`_bucket`/`_sum`/`_count` series) or as native histograms (Prometheus with
+  --enable-feature=native-histograms, which then keeps no `_bucket` series):
+  each histogram query is `<classic form> or <native form>`.
+"""
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+SEL = 'node=~"$node", instance=~"$instance"'
+VECTORS = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"]
+GRAFANA_VERSION = "10.4.0"
+
+# chi2(4) quantiles on friction (= sqrt of friction^2), as in
+# deploy/prometheus/ksense-rules.yml: 99.9% -> 4.3 (warning), 99.9999% -> 5.8.
+FRICTION_WARN = 4.3
+FRICTION_CRIT = 5.8
+# Energy (mean |dF| per interval) of a calm node is <= ~0.77; alert line 2.
+ENERGY_WARN = 2
+
+
+# ------------------------------------------------------------------ queries
+def sel(*extra):
+    return ", ".join([SEL, *extra])
+
+
+def hist_quantile(q, metric, selector, by=()):
+    """P(q) of a histogram, classic or native."""
+    by_le = ", ".join([*by, "le"])
+    by_native = f" by ({', '.join(by)})" if by else ""
+    return (
+        f"histogram_quantile({q}, sum by ({by_le}) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
+        f" or histogram_quantile({q}, sum{by_native} (rate({metric}{{{selector}}}[$__rate_interval])))"
+    )
+
+
+def hist_heatmap(metric, selector):
+    """Per-bucket rates for a heatmap, classic (one series per le) or native."""
+    return (
+        f"sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval]))"
+        f" or on() sum(rate({metric}{{{selector}}}[$__rate_interval]))"
+    )
+
+
+def hist_mean(metric, selector, by=()):
+    b = f" by ({', '.join(by)})" if by else ""
+    return (
+        f"sum{b} (rate({metric}_sum{{{selector}}}[$__rate_interval])) / sum{b} (rate({metric}_count{{{selector}}}[$__rate_interval]))"
+        f" or histogram_sum(sum{b} (rate({metric}{{{selector}}}[$__rate_interval])))"
+        f" / histogram_count(sum{b} (rate({metric}{{{selector}}}[$__rate_interval])))"
+    )
+
+
+def hist_rate(metric, selector, by=()):
+    b = f" by ({', '.join(by)})" if by else ""
+    return (
+        f"sum{b} (rate({metric}_count{{{selector}}}[$__rate_interval]))"
+        f" or histogram_count(sum{b} (rate({metric}{{{selector}}}[$__rate_interval])))"
+    )
+
+
+# ------------------------------------------------------------------- panels
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid."""
+
+    def __init__(self):
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+        self.next_id = 1
+        self.panels = []
+
+    def add(self, panel, w, h):
+        if self.x + w > 24:
+            self.newline()
+        panel["id"] = self.next_id
+        self.next_id += 1
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        self.panels.append(panel)
+        return panel
+
+    def newline(self):
+        if self.x:
+            self.y += self.row_h
+        self.x = 0
+        self.row_h = 0
+
+    def row(self, title, repeat=None):
+        self.newline()
+        p = {"type": "row", "title": title, "collapsed": False, "panels": []}
+        if repeat:
+            p["repeat"] = repeat
+        self.add(p, 24, 1)
+        self.newline()
+
+
+def target(expr, legend="__auto", ref="A", fmt="time_series", instant=False):
+    return {
+        "datasource": DS,
+        "refId": ref,
+        "expr": expr,
+        "legendFormat": legend,
+        "format": fmt,
+        "range": not instant,
+        "instant": instant,
+        "editorMode": "code",
+    }
+
+
+def targets(*pairs, **kw):
+    refs = "ABCDEFGHIJ"
+    return [target(e, l, refs[i], **kw) for i, (e, l) in enumerate(pairs)]
+
+
+def thresholds(*steps):
+    out = [{"color": steps[0], "value": None}]
+    for color, value in zip(steps[1::2], steps[2::2]):
+        out.append({"color": color, "value": value})
+    return {"mode": "absolute", "steps": out}
+
+
+def timeseries(title, tgts, unit="short", desc="", stack=False, fill=10, log=False,
+               thresh=None, thresh_style="off", overrides=None, min_=None, decimals=None):
+    custom = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": fill,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "thresholdsStyle": {"mode": thresh_style},
+        "axisSoftMin": 0 if min_ == 0 else None,
+    }
+    if log:
+        custom["scaleDistribution"] = {"type": "log", "log": 10}
+    custom = {k: v for k, v in custom.items() if v is not None}
+    defaults = {"unit": unit, "custom": custom, "color": {"mode": "palette-classic"}}
+    if thresh:
+        defaults["thresholds"] = thresh
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": tgts,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
+
+
+def stat(title, tgts, unit="short", desc="", mappings=None, thresh=None, color_mode="value", decimals=None,
+         text_mode="auto"):
+    defaults = {"unit": unit, "mappings": mappings or [], "color": {"mode": "thresholds"},
+                "thresholds": thresh or thresholds("green")}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "stat",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": tgts,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": color_mode,
+            "graphMode": "area",
+            "textMode": text_mode,
+            "justifyMode": "auto",
+            "orientation": "auto",
+        },
+    }
+
+
+def state_timeline(title, tgts, mappings, desc="", thresh=None):
+    return {
+        "type": "state-timeline",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": tgts,
+        "fieldConfig": {
+            "defaults": {"mappings": mappings, "color": {"mode": "thresholds"},
+                         "thresholds": thresh or thresholds("green"),
+                         "custom": {"fillOpacity": 80, "lineWidth": 0}},
+            "overrides": [],
+        },
+        "options": {"showValue": "auto", "mergeValues": True, "rowHeight": 0.9,
+                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "single"}},
+    }
+
+
+def heatmap(title, expr, desc=""):
+    return {
+        "type": "heatmap",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": [dict(target(expr, "{{le}}", fmt="heatmap"), interval="")],
+        "maxDataPoints": 120,
+        "fieldConfig": {"defaults": {"custom": {"scaleDistribution": {"type": "linear"},
+                                                "hideFrom": {"legend": False, "tooltip": False, "viz": False}}},
+                        "overrides": []},
+        "options": {
+            "calculate": False,
+            "cellGap": 1,
+            "color": {"mode": "scheme", "scheme": "Oranges", "exponent": 0.5, "fill": "dark-orange",
+                      "scale": "exponential", "steps": 64, "reverse": False},
+            "yAxis": {"axisPlacement": "left", "unit": "s", "reverse": False},
+            "rowsFrame": {"layout": "auto"},
+            "cellValues": {"unit": "ops"},
+            "filterValues": {"le": 1e-9},
+            "legend": {"show": True},
+            "tooltip": {"mode": "single", "yHistogram": True, "showColorScale": False},
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+        },
+    }
+
+
+def mapping(values):
+    """values: {value: (text, color)} -> Grafana value mappings."""
+    return [{"type": "value", "options": {str(k): {"text": t, "color": c, "index": i}
+                                          for i, (k, (t, c)) in enumerate(values.items())}}]
+
+
+DIRECTION = mapping({1: ("worse", "red"), -1: ("better", "green"), 0: ("same", "text")})
+BASELINE = mapping({0: ("calibrating", "orange"), 1: ("frozen", "green")})
+ATTACHED = mapping({1: ("attached", "green"), 0: ("DETACHED", "red")})
+
+
+# --------------------------------------------------------------- dashboards
+def variables(extra=()):
+    def query_var(name, label, query, multi, include_all, desc):
+        return {
+            "type": "query",
+            "name": name,
+            "label": label,
+            "description": desc,
+            "datasource": DS,
+            "definition": query,
+            "query": {"query": query, "refId": f"{name}-var", "qryType": 1},
+            "refresh": 2,
+            "sort": 1,
+            "multi": multi,
+            "includeAll": include_all,
+            "current": {},
+            "options": [],
+            "hide": 0,
+            "regex": "",
+        }
+
+    return [
+        query_var("node", "Node", "label_values(ksense_build_info, node)", False, False,
+                  "Node running ksense (label `node`, set by relabelling the scrape)"),
+        query_var("instance", "Instance", 'label_values(ksense_build_info{node=~"$node"}, instance)', True, True,
+                  "ksense scrape target(s) on the node"),
+        *extra,
+    ]
+
+
+def dashboard(uid, title, description, layout, extra_vars=()):
+    panel_types = sorted({p["type"] for p in layout.panels if p["type"] != "row"})
+    return {
+        "__inputs": [{
+            "name": "DS_PROMETHEUS",
+            "label": "Prometheus",
+            "description": "Prometheus that scrapes ksense",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }],
+        "__elements": {},
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": GRAFANA_VERSION},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+            *[{"type": "panel", "id": t, "name": t, "version": ""} for t in panel_types],
+        ],
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
+        }]},
+        "description": description,
+        "editable": True,
+        "fiscalYearStartMonth": 0,
+        "graphTooltip": 1,
+        "id": None,
+        "links": [{"type": "dashboards", "tags": ["ksense"], "asDropdown": True, "title": "ksense",
+                   "includeVars": True, "keepTime": True, "icon": "external link", "targetBlank": False,
+                   "tooltip": "", "url": ""}],
+        "panels": layout.panels,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "tags": ["ksense", "ebpf", "kernel"],
+        "templating": {"list": variables(extra_vars)},
+        "time": {"from": "now-3h", "to": "now"},
+        "timepicker": {},
+        "timezone": "",
+        "title": title,
+        "uid": uid,
+        "version": 1,
+        "weekStart": "",
+    }
+
+
+def friction_dashboard():
+    L = Layout()
+    L.row("Now")
+    L.add(stat("Friction", targets((f"ksense_friction{{{SEL}}}", "{{instance}}")), decimals=2,
+               thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT),
+               desc="Mahalanobis distance from the frozen baseline. Healthy nodes hover near 1.9 "
+                    f"(friction² ~ χ²(4)); {FRICTION_WARN} is the 99.9% line, {FRICTION_CRIT} the 99.9999% line."), 5, 4)
+    L.add(stat("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), mappings=DIRECTION,
+               color_mode="background", desc="+1: worse than baseline, −1: better."), 4, 4)
+    L.add(stat("Energy", targets((f"ksense_energy{{{SEL}}}", "{{instance}}")), decimals=2,
+               thresh=thresholds("green", "orange", ENERGY_WARN),
+               desc="Mean |change| of friction between intervals (≈0.8 or less on a calm node)."), 4, 4)
+    L.add(stat("Energy window", targets((f"ksense_energy_window{{{SEL}}}", "{{instance}}")), decimals=0,
+               unit="none", desc="Intervals energy is averaged over (5–40; short when friction is jumpy)."), 3, 4)
+    L.add(stat("Baseline", targets((f"ksense_baseline_ready{{{SEL}}}", "{{instance}}")), mappings=BASELINE,
+               color_mode="background", desc="calibrating: collecting samples; frozen: friction is scored against it."), 4, 4)
+    L.add(stat("Baseline samples", targets((f"ksense_baseline_samples{{{SEL}}}", "{{instance}}")), decimals=0,
+               desc="Samples collected during calibration (or the frozen baseline was built from)."), 4, 4)
+
+    L.row("Friction")
+    L.add(timeseries(
+        "Friction",
+        targets((f"ksense_friction{{{SEL}}}", "friction {{instance}}")),
+        thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT), thresh_style="line+area",
+        fill=0, min_=0, decimals=2,
+        desc=f"Distance from baseline. Dashed lines: {FRICTION_WARN} (χ²(4) 99.9%, warning alert after 10m) and "
+             f"{FRICTION_CRIT} (99.9999%, critical after 5m). Direction below tells worse from better."), 16, 8)
+    L.add(timeseries(
+        "How unlikely on a healthy node",
+        targets((f"exp(-(ksense_friction{{{SEL}}} ^ 2) / 2) * (1 + (ksense_friction{{{SEL}}} ^ 2) / 2)",
+                 "P(χ²₄ ≥ friction²) {{instance}}")),
+        unit="percentunit", log=True, fill=0,
+        desc="Tail probability of the current friction under the baseline (χ² with 4 degrees of freedom): "
+             "0.001 = the warning line."), 8, 8)
+    L.add(state_timeline("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), DIRECTION,
+                         desc="Worse (+1) or better (−1) than baseline."), 24, 4)
+    L.add(timeseries("Signed friction (+ worse / − better)",
+                     targets((f"ksense_friction{{{SEL}}} * ksense_direction{{{SEL}}}", "{{instance}}")),
+                     thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT),
+                     thresh_style="dashed", fill=20, decimals=2,
+                     desc="Friction multiplied by direction: above zero the node is worse than its baseline."), 12, 8)
+    L.add(timeseries("Energy",
+                     targets((f"ksense_energy{{{SEL}}}", "energy {{instance}}")),
+                     thresh=thresholds("green", "orange", ENERGY_WARN), thresh_style="dashed", fill=10, min_=0,
+                     decimals=2,
+                     desc="Mean |change| of friction between consecutive intervals over the adaptive window; "
+                          f"the unstable-node alert fires above {ENERGY_WARN} for 15m."),
+          12, 8)
+
+    L.row("What drives it")
+    L.add(timeseries(
+        "Contribution to friction² by signal",
+        targets((f"ksense_friction_contribution{{{SEL}}}", "{{signal}}"),
+                (f"ksense_friction{{{SEL}}} ^ 2", "friction² {{instance}}")),
+        stack=True, fill=60, decimals=2,
+        overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"},
+                    "properties": [{"id": "custom.stacking", "value": {"mode": "none", "group": "B"}},
+                                   {"id": "custom.fillOpacity", "value": 0},
+                                   {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                                   {"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}}]}],
+        desc="Each feature's share of friction²; the stack adds up to friction² (dashed)."), 12, 9)
+    L.add(timeseries(
+        "Signals (raw features)",
+        targets((f"ksense_signal{{{SEL}}}", "{{signal}}")), unit="s", log=True, fill=0,
+        desc="The feature vector the model scores: run-queue p99 and mean, D-state mean, NET_RX softirq mean."), 12, 9)
+
+    L.row("Baseline")
+    L.add(state_timeline("Baseline state", targets((f"ksense_baseline_ready{{{SEL}}}", "{{instance}}")), BASELINE,
+                         desc="calibrating → frozen. Friction is only meaningful when frozen."), 12, 6)
+    L.add(timeseries("Baseline samples", targets((f"ksense_baseline_samples{{{SEL}}}", "{{instance}}")),
+                     fill=10, min_=0, decimals=0), 12, 6)
+    return dashboard("ksense-friction", "ksense / Node friction",
+                     "How far each node is from its own calibrated baseline, which way, and why.", L)
+
+
+def latency_dashboard():
+    L = Layout()
+    rq, ds, si = ("ksense_runqueue_latency_seconds", "ksense_dstate_duration_seconds",
+                  "ksense_softirq_duration_seconds")
+    L.row("Run queue: $node")
+    L.add(heatmap("Run-queue latency", hist_heatmap(rq, SEL),
+                  desc="Time from wakeup to running on a CPU, per bucket (events/s)."), 12, 9)
+    L.add(timeseries("Run-queue latency P50 / P99",
+                     targets((hist_quantile(0.5, rq, SEL), "P50"), (hist_quantile(0.99, rq, SEL), "P99"),
+                             (hist_mean(rq, SEL), "mean")), unit="s", log=True, fill=0), 12, 9)
+
+    L.row("D-state (uninterruptible sleep): $node")
+    L.add(heatmap("D-state duration", hist_heatmap(ds, SEL),
+                  desc="How long tasks stay in uninterruptible sleep (mostly I/O waits), per bucket."), 12, 9)
+    L.add(timeseries("D-state duration P50 / P99",
+                     targets((hist_quantile(0.5, ds, SEL), "P50"), (hist_quantile(0.99, ds, SEL), "P99"),
+                             (hist_mean(ds, SEL), "mean")), unit="s", log=True, fill=0), 12, 9)
+
+    L.row("Softirq: $node")
+    L.add(timeseries("Softirq P99 by vector",
+                     targets((hist_quantile(0.99, si, sel('vector=~"$vector"'), by=("vector",)), "{{vector}}")),
+                     unit="s", log=True, fill=0), 12, 8)
+    L.add(timeseries("Softirq P50 by vector",
+                     targets((hist_quantile(0.5, si, sel('vector=~"$vector"'), by=("vector",)), "{{vector}}")),
+                     unit="s", log=True, fill=0), 12, 8)
+    L.add(timeseries("Softirq rate by vector",
+                     targets((hist_rate(si, sel('vector=~"$vector"'), by=("vector",)), "{{vector}}")),
+                     unit="ops", fill=20, stack=True), 24, 7)
+    L.row("Softirq $vector: $node", repeat="vector")
+    L.add(heatmap("Softirq $vector duration", hist_heatmap(si, sel('vector=~"$vector"')),
+                  desc="Repeated for each selected vector."), 12, 8)
+    L.add(timeseries("Softirq $vector P50 / P99",
+                     targets((hist_quantile(0.5, si, sel('vector=~"$vector"')), "P50"),
+                             (hist_quantile(0.99, si, sel('vector=~"$vector"')), "P99")),
+                     unit="s", log=True, fill=0), 12, 8)
+
+    L.row("Across nodes")
+    allnodes = 'node=~".+"'
+    for title, metric, extra in (("Run-queue latency P99 by node", rq, ()),
+                                 ("D-state duration P99 by node", ds, ()),
+                                 ("Softirq NET_RX P99 by node", si, ('vector="NET_RX"',))):
+        L.add(timeseries(title, targets((hist_quantile(0.99, metric, ", ".join([allnodes, *extra]),
+                                                       by=("node", "instance")), "{{node}}")),
+                         unit="s", log=True, fill=0), 8, 8)
+    L.add(heatmap("Run-queue latency, all nodes", hist_heatmap(rq, allnodes)), 8, 8)
+    L.add(heatmap("D-state duration, all nodes", hist_heatmap(ds, allnodes)), 8, 8)
+    L.add(timeseries("Run-queue events/s by node", targets((hist_rate(rq, allnodes, by=("node",)), "{{node}}")),
+                     unit="ops", fill=0), 8, 8)
+    vector_var = {
+        "type": "custom", "name": "vector", "label": "Softirq vector",
+        "description": "Softirq vectors (kernel softirq names)",
+        "query": ",".join(VECTORS), "multi": True, "includeAll": True,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [{"selected": False, "text": v, "value": v} for v in VECTORS], "hide": 0,
+    }
+    return dashboard("ksense-latency", "ksense / Kernel latency",
+                     "Run-queue, D-state and softirq latency histograms from ksense's BPF probes: one node, and across nodes.",
+                     L, extra_vars=[vector_var])
+
+
+def self_dashboard():
+    L = Layout()
+    runs, secs = "ksense_bpf_program_runs_total", "ksense_bpf_program_run_seconds_total"
+    L.row("Health: $node")
+    L.add(stat("Programs attached", targets((f"sum(ksense_bpf_program_attached{{{SEL}}})", "attached"),
+                                            (f"count(ksense_bpf_program_attached{{{SEL}}})", "of")),
+               decimals=0, text_mode="value_and_name"), 6, 4)
+    L.add(stat("Up", targets((f'up{{{SEL}}}', "{{instance}}")), mappings=mapping({1: ("up", "green"), 0: ("DOWN", "red")}),
+               color_mode="background"), 4, 4)
+    L.add(stat("Dropped events (range)", targets((f"sum(increase(ksense_events_dropped_total{{{SEL}}}[$__range]))", "dropped")),
+               decimals=0, thresh=thresholds("green", "orange", 1)), 5, 4)
+    L.add(stat("Version", targets((f"ksense_build_info{{{SEL}}}", "{{version}} on {{kernel}}")),
+               text_mode="name", color_mode="none"), 9, 4)
+    L.add(state_timeline("BPF programs attached", targets((f"ksense_bpf_program_attached{{{SEL}}}", "{{program}}")),
+                         ATTACHED, thresh=thresholds("red", "green", 1)), 24, 6)
+
+    L.row("BPF overhead: $node")
+    L.add(timeseries(
+        "Time per run",
+        targets((f"1e9 * sum by (program) (rate({secs}{{{SEL}}}[$__rate_interval]))"
+                 f" / sum by (program) (rate({runs}{{{SEL}}}[$__rate_interval]))", "{{program}}")),
+        unit="ns", fill=0, min_=0,
+        desc="Average run time of each BPF program, in nanoseconds per invocation."), 12, 8)
+    L.add(timeseries(
+        "CPU share per BPF program",
+        targets((f"sum by (program) (rate({secs}{{{SEL}}}[$__rate_interval]))", "{{program}}")),
+        unit="percentunit", stack=True, fill=40,
+        desc="CPU time spent in each program per second of wall time (1 = one full CPU)."), 12, 8)
+    L.add(timeseries(
+        "Runs per second",
+        targets((f"sum by (program) (rate({runs}{{{SEL}}}[$__rate_interval]))", "{{program}}")),
+        unit="ops", fill=0), 12, 8)
+    L.add(timeseries(
+        "Dropped events by reason",
+        targets((f"sum by (reason) (rate(ksense_events_dropped_total{{{SEL}}}[$__rate_interval]))", "{{reason}}")),
+        unit="ops", fill=20, stack=True,
+        desc="task_storage: per-task storage allocation failed; map_full: a BPF map is full; "
+             "recursion: a program was re-entered. Any sustained rate biases the histograms."), 12, 8)
+
+    L.row("Scrape: $node")
+    L.add(timeseries("Scrape duration", targets((f"scrape_duration_seconds{{{SEL}}}", "{{instance}}")),
+                     unit="s", fill=0, min_=0), 12, 7)
+    L.add(timeseries("Samples per scrape", targets((f"scrape_samples_scraped{{{SEL}}}", "{{instance}}")),
+                     fill=0, min_=0, decimals=0), 12, 7)
+    return dashboard("ksense-self", "ksense / ksense itself",
+                     "Is ksense healthy and cheap: BPF programs attached, their cost, dropped events, scrapes.", L)
+
+
+DASHBOARDS = {
+    "ksense-friction.json": friction_dashboard,
+    "ksense-latency.json": latency_dashboard,
+    "ksense-self.json": self_dashboard,
+}
+
+
+def main():
+    check = "--check" in sys.argv[1:]
+    stale = []
+    for name, build in DASHBOARDS.items():
+        text = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale: {', '.join(stale)}: run dashboards/generate.py", file=sys.stderr)
+        return 1
+    if check:
+        print("dashboards are in sync with generate.py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
