@@ -6,7 +6,11 @@
  * probe would pay for a second program on sched_switch, the hottest
  * tracepoint of the kernel.
  *
- *   run-queue: runnable (wakeup, new task, or preempted) -> switched in
+ *   run-queue: runnable (wakeup, new task, or preempted) -> switched in,
+ *              in two histograms by how the wait began: woken from sleep
+ *              (what a request-serving thread waits after its wakeup) or
+ *              requeued while still runnable (preempted or yielded, what CPU
+ *              hogs wait); user space adds them up for the node-wide one
  *   D-state:   switched out with TASK_UNINTERRUPTIBLE set -> woken
  *
  * Two variants of each program: tp_btf with task-local storage (the default:
@@ -23,7 +27,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define KS_TASK_UNINTERRUPTIBLE 0x0002
 #define KS_TASK_NOLOAD 0x0400
 
-enum { HIST_RUNQ = 0, HIST_DSTATE = 1, HIST_SCHED_MAX };
+enum { HIST_RUNQ_REQUEUE = 0, HIST_DSTATE = 1, HIST_RUNQ_WAKEUP = 2, HIST_SCHED_MAX };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -36,6 +40,7 @@ struct {
 struct task_ts {
 	__u64 runq;
 	__u64 dstate;
+	__u32 woken; /* the run-queue wait began at a wakeup */
 };
 
 struct {
@@ -125,8 +130,10 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		/* Preempted (even mid-way into a sleep) or yielded: still queued. */
 		if (preempt || state == KS_TASK_RUNNING) {
 			ts = ts_get(prev, pid, btf, true);
-			if (ts)
+			if (ts) {
 				ts->runq = now;
+				ts->woken = 0;
+			}
 		} else if ((state & KS_TASK_UNINTERRUPTIBLE) &&
 			   !(state & KS_TASK_NOLOAD)) {
 			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
@@ -144,7 +151,9 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	ts = ts_get(next, pid, btf, false);
 	if (!ts || !ts->runq)
 		return 0;
-	ks_observe(&sched_hists, HIST_RUNQ, since(now, ts->runq));
+	/* One histogram update per event: the node-wide sum is built in user space. */
+	ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE,
+		   since(now, ts->runq));
 	ts->runq = 0;
 	if (!btf && !ts->dstate)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
@@ -171,8 +180,10 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	if (task_on_cpu(p, btf))
 		return 0;
 	/* Keep an earlier start: a task preempted mid-way into a sleep is still queued. */
-	if (!ts->runq)
+	if (!ts->runq) {
 		ts->runq = now;
+		ts->woken = 1;
+	}
 	return 0;
 }
 

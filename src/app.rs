@@ -102,9 +102,16 @@ async fn shutdown_signal() {
     }
 }
 
-/// The model sees features in microseconds: latencies in seconds are so small
-/// that the absolute part of the ridge (1e-9) would swamp their variance.
+/// The model sees ln(1 + value in microseconds): latencies and CPU shares
+/// grow by orders of magnitude under interference, and on a log scale a
+/// tenfold rise in one signal does not drown a threefold rise in another.
+/// bench/qos measured it: Spearman rho against client P99 0.76 -> 0.92 with
+/// the same features. Microseconds keep small latencies clear of the ridge.
 const MODEL_SCALE: f64 = 1e6;
+
+fn model_space(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| (v.max(0.0) * MODEL_SCALE).ln_1p()).collect()
+}
 
 fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
     match model::load(path, &mcfg.features) {
@@ -128,7 +135,7 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
 
 async fn model_loop(kernel: Arc<dyn KernelSource>, feats: Vec<Feature>, cfg: crate::config::ModelConfig, view: Arc<RwLock<Option<ModelView>>>) {
     let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
-    let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: Default::default() };
+    let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: cfg.regularisation };
     let mut model = load_or_calibrate(mcfg, &cfg.state_file);
     publish(&view, &model, None, Vec::new());
     let start = Instant::now();
@@ -144,13 +151,16 @@ async fn model_loop(kernel: Arc<dyn KernelSource>, feats: Vec<Feature>, cfg: cra
                 continue;
             }
         };
-        let Some(before) = prev.replace(snap.clone()) else { continue };
+        let taken = Instant::now();
+        let Some((before, before_at)) = prev.replace((snap.clone(), taken)) else { continue };
         let delta = features::interval_delta(&snap, &before);
+        // The real span, not the nominal interval: a late tick is a longer interval.
+        let secs = taken.duration_since(before_at).as_secs_f64();
         if delta.runqueue.count() == 0 {
             continue; // an interval without data produces no update
         }
-        let (x, accept) = features::vector(&feats, &delta);
-        let scaled: Vec<f64> = x.iter().map(|v| v * MODEL_SCALE).collect();
+        let (x, accept) = features::vector(&feats, &delta, secs);
+        let scaled = model_space(&x);
         let out = model.observe(elapsed(start), &scaled, accept);
         if let Some(b) = model.take_baseline_update() {
             match b.save(&cfg.state_file) {

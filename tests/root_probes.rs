@@ -161,6 +161,83 @@ fn root_runqueue_sum_matches_schedstat_raw_tp() {
     runqueue_vs_schedstat("raw_tp");
 }
 
+fn pin_to_cpu0() -> i32 {
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set; gettid has no arguments.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        libc::gettid()
+    }
+}
+
+fn thread_run_delay(tid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    s.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Two spinners and a thread that sleeps 1 ms at a time share CPU 0. The
+/// spinners only ever wait requeued (preempted), the sleeper only after its
+/// wakeups: each part of the split must hold at least its own threads' waits
+/// (schedstat run_delay), whatever the rest of the node adds. Swapping the
+/// two, or losing the mark, fails one of the bounds.
+fn runqueue_wakeup_split(mode: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let p = attach(mode);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for sleeper in [false, false, true] {
+        let (stop, tx) = (stop.clone(), tx.clone());
+        handles.push(std::thread::spawn(move || {
+            tx.send((sleeper, pin_to_cpu0())).unwrap();
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if sleeper {
+                    std::thread::sleep(Duration::from_millis(1));
+                } else {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+            }
+            std::hint::black_box(x);
+        }));
+    }
+    let tids: Vec<(bool, i32)> = (0..3).map(|_| rx.recv().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let delays = |want: bool| tids.iter().filter(|t| t.0 == want).map(|t| thread_run_delay(t.1)).sum::<u64>();
+    let (spin0, sleep0) = (delays(false), delays(true));
+    let s0 = p.snapshot().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let s1 = p.snapshot().unwrap();
+    let (spin1, sleep1) = (delays(false), delays(true));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let wakeup = s1.runqueue_wakeup.delta(&s0.runqueue_wakeup).sum_seconds();
+    let requeue = s1.runqueue.delta(&s0.runqueue).sum_seconds() - wakeup;
+    let (spin, sleep) = ((spin1 - spin0) as f64 / 1e9, (sleep1 - sleep0) as f64 / 1e9);
+    eprintln!("{mode}: requeue waits {requeue:.4} s (spinners' run_delay {spin:.4} s), wakeup waits {wakeup:.4} s (sleeper's {sleep:.4} s)");
+    assert!(spin > 0.5 && sleep > 0.001, "{mode}: contention too weak: spinners waited {spin} s, the sleeper {sleep} s");
+    // The snapshots enclose the schedstat reads, so only a wait straddling a
+    // read may fall outside: 2% and 1 ms of slack.
+    assert!(requeue >= spin * 0.98 - 0.001, "{mode}: requeue waits {requeue} s < the spinners' own {spin} s");
+    assert!(wakeup >= sleep * 0.98 - 0.001, "{mode}: wakeup waits {wakeup} s < the sleeper's own {sleep} s");
+    assert!(wakeup < requeue, "{mode}: wakeup waits {wakeup} s should be far below the spinners' requeue waits {requeue} s");
+}
+
+#[test]
+fn root_runqueue_wakeup_and_requeue_split_tp_btf() {
+    require_root!();
+    runqueue_wakeup_split("tp_btf");
+}
+
+#[test]
+fn root_runqueue_wakeup_and_requeue_split_raw_tp() {
+    require_root!();
+    runqueue_wakeup_split("raw_tp");
+}
+
 fn proc_softirqs() -> Vec<u64> {
     let text = std::fs::read_to_string("/proc/softirqs").unwrap();
     SOFTIRQ_VECTORS

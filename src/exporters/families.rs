@@ -117,6 +117,7 @@ fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: Kind
 pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo) -> Vec<Family> {
     let mut out = vec![
         family("ksense_runqueue_latency", Some(Unit::Seconds), "Time tasks spent runnable, waiting in a run queue, before running (wakeup or preemption to switch-in).", Kind::Histogram, one(Value::Histogram(k.runqueue.clone()))),
+        family("ksense_runqueue_wakeup_latency", Some(Unit::Seconds), "The run-queue waits that began at a wakeup (or a new task): what a thread that slept, e.g. waiting for a request, waits before it runs. Part of ksense_runqueue_latency_seconds.", Kind::Histogram, one(Value::Histogram(k.runqueue_wakeup.clone()))),
         family("ksense_dstate_duration", Some(Unit::Seconds), "Time tasks spent in uninterruptible sleep (D state), from switch-out to wakeup.", Kind::Histogram, one(Value::Histogram(k.dstate.clone()))),
         family(
             "ksense_softirq_duration",

@@ -68,7 +68,12 @@ pub struct Program {
 /// Everything read in one pass over the maps.
 #[derive(Clone, Debug, Default)]
 pub struct KernelSnapshot {
+    /// Every run-queue wait (the two below added up).
     pub runqueue: Histogram,
+    /// Waits that began at a wakeup (or a new task): what a thread that slept
+    /// waiting for a request waits before it runs. The rest began with the
+    /// task requeued while still runnable (preempted or yielded).
+    pub runqueue_wakeup: Histogram,
     pub dstate: Histogram,
     /// Indexed like `SOFTIRQ_VECTORS`.
     pub softirq: Vec<Histogram>,
@@ -92,8 +97,10 @@ pub struct Probes {
     _stats: Option<OwnedFd>,
 }
 
-const HIST_RUNQ: u32 = 0;
+// `enum` in bpf/sched.bpf.c
+const HIST_RUNQ_REQUEUE: u32 = 0;
 const HIST_DSTATE: u32 = 1;
+const HIST_RUNQ_WAKEUP: u32 = 2;
 
 impl Probes {
     /// Loads and attaches every program. A program whose tracepoint is missing
@@ -167,8 +174,12 @@ impl Probes {
     /// safe to call from any thread while the programs run.
     pub fn snapshot(&self) -> std::io::Result<KernelSnapshot> {
         let mut buf = Vec::new();
+        let wakeup = self.sched_hists.histogram(HIST_RUNQ_WAKEUP, &mut buf)?;
+        let mut runqueue = self.sched_hists.histogram(HIST_RUNQ_REQUEUE, &mut buf)?;
+        runqueue.add(&wakeup);
         let mut s = KernelSnapshot {
-            runqueue: self.sched_hists.histogram(HIST_RUNQ, &mut buf)?,
+            runqueue,
+            runqueue_wakeup: wakeup,
             dstate: self.sched_hists.histogram(HIST_DSTATE, &mut buf)?,
             ..Default::default()
         };

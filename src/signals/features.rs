@@ -1,8 +1,12 @@
 //! Feature vectors for the model, from one interval's histogram deltas.
 //!
-//! A feature is named `<source>_<statistic>`: source `runqueue`, `dstate` or
+//! A feature is named `<source>_<statistic>`: source `runqueue`,
+//! `runqueue_wakeup` (waits that began at a wakeup), `dstate` or
 //! `softirq_<vector>` (e.g. `softirq_net_rx`), statistic `mean` or a
-//! percentile `p50`, `p90`, `p99`, `p999`. Values are in seconds.
+//! percentile `p50`, `p90`, `p99`, `p999` (seconds), `busy` (the summed
+//! durations per second of the interval: for the run queue the average number
+//! of waiting tasks, for a softirq vector the share of a CPU it took; unit 1)
+//! or `rate` (events per second).
 
 use crate::probes::{KernelSnapshot, SOFTIRQ_VECTORS};
 use crate::signals::histogram::Histogram;
@@ -14,6 +18,7 @@ pub const MIN_RUNQUEUE_EVENTS: u64 = 50;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Source {
     Runqueue,
+    RunqueueWakeup,
     Dstate,
     Softirq(usize),
 }
@@ -22,6 +27,10 @@ pub enum Source {
 pub enum Stat {
     Mean,
     Quantile(f64),
+    /// Summed durations per second of the interval (seconds per second).
+    Busy,
+    /// Events per second.
+    Rate,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +46,8 @@ impl Feature {
         let (src, stat) = name.rsplit_once('_').ok_or_else(|| bad("expected <source>_<statistic>"))?;
         let stat = match stat {
             "mean" => Stat::Mean,
+            "busy" => Stat::Busy,
+            "rate" => Stat::Rate,
             p if p.starts_with('p') && p.len() > 1 && p[1..].bytes().all(|b| b.is_ascii_digit()) => {
                 // p99 -> 0.99, p999 -> 0.999, p50 -> 0.5
                 let digits = &p[1..];
@@ -46,13 +57,14 @@ impl Feature {
                 }
                 Stat::Quantile(q)
             }
-            _ => return Err(bad("statistic must be mean or pNN")),
+            _ => return Err(bad("statistic must be mean, pNN, busy or rate")),
         };
         let source = match src {
             "runqueue" => Source::Runqueue,
+            "runqueue_wakeup" => Source::RunqueueWakeup,
             "dstate" => Source::Dstate,
             s => {
-                let v = s.strip_prefix("softirq_").ok_or_else(|| bad("source must be runqueue, dstate or softirq_<vector>"))?;
+                let v = s.strip_prefix("softirq_").ok_or_else(|| bad("source must be runqueue, runqueue_wakeup, dstate or softirq_<vector>"))?;
                 let i = SOFTIRQ_VECTORS.iter().position(|n| n.eq_ignore_ascii_case(v)).ok_or_else(|| bad("unknown softirq vector"))?;
                 Source::Softirq(i)
             }
@@ -63,17 +75,21 @@ impl Feature {
     fn histogram<'a>(&self, d: &'a KernelSnapshot) -> Option<&'a Histogram> {
         match self.source {
             Source::Runqueue => Some(&d.runqueue),
+            Source::RunqueueWakeup => Some(&d.runqueue_wakeup),
             Source::Dstate => Some(&d.dstate),
             Source::Softirq(i) => d.softirq.get(i),
         }
     }
 
-    /// The value over one interval's delta. No events means nothing waited: 0.
-    pub fn value(&self, d: &KernelSnapshot) -> f64 {
+    /// The value over one interval's delta, `secs` long. No events means
+    /// nothing waited: 0.
+    pub fn value(&self, d: &KernelSnapshot, secs: f64) -> f64 {
         let Some(h) = self.histogram(d) else { return 0.0 };
         match self.stat {
             Stat::Mean => h.mean_seconds(),
             Stat::Quantile(q) => h.quantile_seconds(q),
+            Stat::Busy => Some(h.sum_seconds() / secs),
+            Stat::Rate => Some(h.count() as f64 / secs),
         }
         .unwrap_or(0.0)
     }
@@ -96,6 +112,7 @@ pub fn parse_all(names: &[String]) -> Result<Vec<Feature>, String> {
 pub fn interval_delta(now: &KernelSnapshot, before: &KernelSnapshot) -> KernelSnapshot {
     KernelSnapshot {
         runqueue: now.runqueue.delta(&before.runqueue),
+        runqueue_wakeup: now.runqueue_wakeup.delta(&before.runqueue_wakeup),
         dstate: now.dstate.delta(&before.dstate),
         softirq: now.softirq.iter().zip(&before.softirq).map(|(a, b)| a.delta(b)).collect(),
         programs: Vec::new(),
@@ -103,9 +120,10 @@ pub fn interval_delta(now: &KernelSnapshot, before: &KernelSnapshot) -> KernelSn
     }
 }
 
-/// The feature vector and whether it is fit for calibration.
-pub fn vector(features: &[Feature], delta: &KernelSnapshot) -> (Vec<f64>, bool) {
-    let x: Vec<f64> = features.iter().map(|f| f.value(delta)).collect();
+/// The feature vector of an interval `secs` long, and whether it is fit for
+/// calibration.
+pub fn vector(features: &[Feature], delta: &KernelSnapshot, secs: f64) -> (Vec<f64>, bool) {
+    let x: Vec<f64> = features.iter().map(|f| f.value(delta, secs)).collect();
     let ok = delta.runqueue.count() >= MIN_RUNQUEUE_EVENTS && x.iter().all(|v| v.is_finite());
     (x, ok)
 }
@@ -116,10 +134,13 @@ mod tests {
 
     #[test]
     fn parses_names() {
+        assert_eq!(Feature::parse("runqueue_wakeup_p99").unwrap().source, Source::RunqueueWakeup);
         let f = Feature::parse("runqueue_p99").unwrap();
         assert_eq!((f.source, f.stat), (Source::Runqueue, Stat::Quantile(0.99)));
         assert_eq!(Feature::parse("runqueue_p999").unwrap().stat, Stat::Quantile(0.999));
         assert_eq!(Feature::parse("runqueue_p50").unwrap().stat, Stat::Quantile(0.5));
+        assert_eq!(Feature::parse("softirq_net_rx_busy").unwrap().stat, Stat::Busy);
+        assert_eq!(Feature::parse("runqueue_wakeup_rate").unwrap().stat, Stat::Rate);
         assert_eq!(Feature::parse("softirq_net_rx_mean").unwrap().source, Source::Softirq(3));
         assert_eq!(Feature::parse("softirq_HRTIMER_p99").unwrap().source, Source::Softirq(8));
         for bad in ["runqueue", "runqueue_p", "runqueue_p0", "cpu_mean", "softirq_foo_mean", "dstate_max"] {
@@ -138,12 +159,15 @@ mod tests {
         }
         let before = KernelSnapshot { softirq: vec![Histogram::default(); 10], ..Default::default() };
         let d = interval_delta(&now, &before);
-        let fs = parse_all(&["runqueue_mean".into(), "dstate_mean".into()]).unwrap();
-        let (x, ok) = vector(&fs, &d);
+        let fs = parse_all(&["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()]).unwrap();
+        let (x, ok) = vector(&fs, &d, 2.0);
         assert!(ok);
         assert!((x[0] - 1e-3).abs() < 1e-12);
         assert_eq!(x[1], 0.0);
-        let (_, ok) = vector(&fs, &interval_delta(&before, &before));
+        // 60 waits of 1 ms in 2 s: 0.03 tasks waiting on average, 30 events/s.
+        assert!((x[2] - 0.03).abs() < 1e-12, "{}", x[2]);
+        assert!((x[3] - 30.0).abs() < 1e-12, "{}", x[3]);
+        let (_, ok) = vector(&fs, &interval_delta(&before, &before), 1.0);
         assert!(!ok, "no run-queue events: not for calibration");
     }
 }
