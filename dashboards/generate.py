@@ -391,9 +391,13 @@ def friction_dashboard():
                                    {"id": "color", "value": {"mode": "fixed", "fixedColor": "text"}}]}],
         desc="Each feature's share of friction²; the stack adds up to friction² (dashed)."), 12, 9)
     L.add(timeseries(
-        "Signals (raw features)",
-        targets((f"ksense_signal{{{SEL}}}", "{{signal}}")), unit="s", log=True, fill=0,
-        desc="The feature vector the model scores: run-queue p99 and mean, D-state mean, NET_RX softirq mean."), 12, 9)
+        "Signals: latencies",
+        targets((f"ksense_signal{{{SEL}, signal!~\".*_(busy|rate)\"}}", "{{signal}}")), unit="s", log=True, fill=0,
+        desc="The time-valued features the model scores (by default the P99 of the run-queue wait after a wakeup)."), 6, 9)
+    L.add(timeseries(
+        "Signals: CPU shares",
+        targets((f"ksense_signal{{{SEL}, signal=~\".*_busy\"}}", "{{signal}}")), unit="percentunit", fill=0,
+        desc="The `_busy` features: summed durations per second, e.g. the share of a CPU the NET_RX and BLOCK softirqs take."), 6, 9)
 
     L.row("Baseline")
     L.add(state_timeline("Baseline state", targets((f"ksense_baseline_ready{{{SEL}}}", "{{instance}}")), BASELINE,

@@ -57,9 +57,12 @@ pub struct Cli {
     /// Where the frozen baseline is saved and loaded [default: /var/lib/ksense/baseline.json]
     #[arg(long = "model.state-file", value_name = "FILE", global = true)]
     pub model_state_file: Option<PathBuf>,
-    /// Model features, comma separated [default: runqueue_p99,runqueue_mean,dstate_mean,softirq_net_rx_mean]
+    /// Model features, comma separated [default: runqueue_wakeup_p99,softirq_net_rx_busy,softirq_block_busy]
     #[arg(long = "model.features", value_name = "FEATURES", value_delimiter = ',', global = true)]
     pub model_features: Option<Vec<String>>,
+    /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
+    #[arg(long = "model.regularisation", value_name = "METHOD", global = true, value_parser = ["ledoit-wolf", "ridge"])]
+    pub model_regularisation: Option<String>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,7 @@ pub struct ModelFile {
     pub baseline_window: Option<Duration>,
     pub state_file: Option<PathBuf>,
     pub features: Option<Vec<String>>,
+    pub regularisation: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -198,9 +202,13 @@ pub struct ModelConfig {
     pub baseline_window: Duration,
     pub state_file: PathBuf,
     pub features: Vec<String>,
+    pub regularisation: crate::model::Regularisation,
 }
 
-pub const DEFAULT_FEATURES: [&str; 4] = ["runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean"];
+/// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
+/// wait a woken thread has before it runs, and the CPU share the network
+/// receive and block completion softirqs take.
+pub const DEFAULT_FEATURES: [&str; 3] = ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy"];
 
 /// `:9827` means every IPv4 address, as in the Go exporters.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -264,6 +272,8 @@ impl Config {
             baseline_window: cli.model_baseline_window.or(file.model.baseline_window).unwrap_or(Duration::from_secs(300)),
             state_file: cli.model_state_file.or(file.model.state_file).unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
             features: cli.model_features.or(file.model.features).unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
+            // Ledoit-Wolf validated better than the reference's ridge in bench/qos.
+            regularisation: cli.model_regularisation.or(file.model.regularisation).as_deref().unwrap_or("ledoit-wolf").parse().map_err(|e| format!("model regularisation: {e}"))?,
         };
         crate::signals::features::parse_all(&model.features)?;
         if model.interval.is_zero() {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baseline, BaselineError, Regularisation};
 
 /// Format version written by this build; any other version is refused.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2; // 2: the model works on ln(1 + µs) features
 
 /// Why a state file could not be used. The distinction tells the caller what
 /// to do: NotFound → calibrate; Corrupt/Version → set the file aside and
@@ -344,8 +344,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.json");
         baseline().save(&path).unwrap();
-        edit(&path, |v| v["version"] = serde_json::json!(2));
-        assert!(matches!(load(&path, &names(4)), Err(StateError::Version { found: 2, .. })));
+        edit(&path, |v| v["version"] = serde_json::json!(99));
+        assert!(matches!(load(&path, &names(4)), Err(StateError::Version { found: 99, .. })));
         edit(&path, |v| v["version"] = serde_json::json!("one"));
         assert!(matches!(load(&path, &names(4)), Err(StateError::Corrupt { .. })));
     }
