@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""Runs the ksense QoS benchmark and records everything it measures.
+
+Real nginx on 127.0.0.1 serves a moderate, nearly fixed HTTP load from wrk;
+ksense runs beside them and calibrates its baseline during a quiet warm-up;
+then stress-ng interference phases run in a seeded shuffled order. Three
+recorders run side by side, each on its own clock-stamped stream (seconds
+since ksense started, one monotonic clock):
+
+  wrk.jsonl      one line per wrk chunk (= one benchmark window): start, end,
+                 requests, errors, client latency percentiles (us).
+  samples.jsonl  one line per ksense model interval (1 s, phase-locked to
+                 ksense's tick): friction, direction, signals, contributions,
+                 the raw cumulative histograms (every kernel bucket), and
+                 /proc/stat, /proc/pressure/{cpu,io} and loadavg at that moment.
+  phases.json    the phase timeline and the run's settings.
+
+Only the standard library is needed here; analyze.py and variants.py read the
+output. Run through run.sh, which checks the tools first.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+# Classic `le` bounds passed to ksense: every native schema-2 index in this
+# range, so the text exposition carries the kernel histogram at full
+# resolution (values <= 2^-25 s ~ 30 ns share the first bucket; > 32 s go to
+# +Inf). Each bound is nudged down a hair so ksense's round-up lands exactly on
+# index i.
+LE_MIN, LE_MAX = -100, 20
+
+SOFTIRQ_VECTORS = ["hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu"]
+
+# Interference phases. {tmp} is a scratch directory on the root file system
+# (ext4 on the VM's virtio disk, so writes really reach a block device).
+PHASES = {
+    "quiet": [],
+    "cpu": ["--cpu", "2"],
+    "cpu-heavy": ["--cpu", "6"],
+    "io": ["--hdd", "2", "--hdd-opts", "direct,sync", "--hdd-bytes", "256m", "--iomix", "1", "--iomix-bytes", "128m",
+           "--temp-path", "{tmp}"],
+    "net": ["--sock", "2", "--sock-if", "lo", "--udp", "1", "--udp-if", "lo"],
+    "mixed": ["--cpu", "1", "--hdd", "1", "--hdd-opts", "direct,sync", "--hdd-bytes", "128m", "--sock", "1",
+              "--sock-if", "lo", "--temp-path", "{tmp}"],
+}
+
+NGINX_CONF = """\
+worker_processes {workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    root {d}/html;
+    location = /static.html {{ }}
+    # "dynamic-ish": the same text gzipped anew on every request (CPU work per request)
+    location = /dyn {{
+      default_type text/plain;
+      gzip on; gzip_comp_level 1; gzip_min_length 0; gzip_types text/plain;
+      alias {d}/html/dyn.txt;
+    }}
+  }}
+}}
+"""
+
+
+def log(msg):
+    print(f"[qos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def http_get(url, timeout=2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def le_arg():
+    return ",".join(repr(2.0 ** (i / 4.0) * (1 - 1e-12)) for i in range(LE_MIN, LE_MAX + 1))
+
+
+# ---------------------------------------------------------------- /metrics
+
+METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+HIST = {
+    "ksense_runqueue_latency_seconds": "runqueue",
+    "ksense_runqueue_wakeup_latency_seconds": "runqueue_wakeup",
+    "ksense_dstate_duration_seconds": "dstate",
+    "ksense_softirq_duration_seconds": "softirq",
+}
+
+
+def parse_metrics(text):
+    """The parts of ksense's text exposition the benchmark needs."""
+    out = {"friction": None, "direction": None, "energy": None, "ready": None, "signals": {}, "contrib": {}, "h": {}}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        m = METRIC_RE.match(line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        lab = dict(LABEL_RE.findall(labels))
+        if name == "ksense_friction":
+            out["friction"] = value
+        elif name == "ksense_direction":
+            out["direction"] = value
+        elif name == "ksense_energy":
+            out["energy"] = value
+        elif name == "ksense_baseline_ready":
+            out["ready"] = value
+        elif name == "ksense_signal":
+            out["signals"][lab.get("signal", "?")] = value
+        elif name == "ksense_friction_contribution":
+            out["contrib"][lab.get("signal", "?")] = value
+        else:
+            for base, src in HIST.items():
+                if not name.startswith(base):
+                    continue
+                key = src if src != "softirq" else "softirq_" + lab.get("vector", "?").lower()
+                h = out["h"].setdefault(key, {"sum": 0.0, "count": 0, "cum": []})
+                suffix = name[len(base):]
+                if suffix == "_sum":
+                    h["sum"] = value
+                elif suffix == "_count":
+                    h["count"] = int(value)
+                elif suffix == "_bucket":
+                    le = lab["le"]
+                    h["cum"].append((math.inf if le == "+Inf" else float(le), int(value)))
+                break
+    # cumulative classic buckets -> sparse per-native-index counts
+    for h in out["h"].values():
+        cum = sorted(h.pop("cum"))
+        b, prev = {}, 0
+        for le, c in cum:
+            if c > prev:
+                idx = "inf" if math.isinf(le) else str(round(4 * math.log2(le)))
+                b[idx] = c - prev
+            prev = c
+        h["b"] = b
+    return out
+
+
+# ---------------------------------------------------------------- /proc
+
+def read_proc():
+    p = {}
+    with open("/proc/stat") as f:
+        p["cpu"] = [int(x) for x in f.readline().split()[1:9]]
+    for res in ("cpu", "io", "memory"):
+        try:
+            with open(f"/proc/pressure/{res}") as f:
+                for line in f:
+                    kind, *kv = line.split()
+                    d = dict(x.split("=") for x in kv)
+                    p[f"psi_{res}_{kind}_total"] = int(d["total"])
+                    p[f"psi_{res}_{kind}_avg10"] = float(d["avg10"])
+        except OSError:
+            pass
+    with open("/proc/loadavg") as f:
+        p["load1"] = float(f.read().split()[0])
+    # network diagnostics: packets dropped by the per-CPU backlog, TCP retransmits
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            p["softnet_dropped"] = sum(int(l.split()[1], 16) for l in f)
+        with open("/proc/net/snmp") as f:
+            tcp = [l.split() for l in f if l.startswith("Tcp:")]
+        p["tcp_retrans"] = int(tcp[1][tcp[0].index("RetransSegs")])
+    except (OSError, ValueError, IndexError):
+        pass
+    return p
+
+
+class Foreign:
+    """CPU time of processes that are not part of the benchmark (another
+    user's compile, say), so a run on a busy machine can be spotted.
+
+    The benchmark's processes are the ones in this script's session or in a
+    session it started (nginx, ksense, stress-ng each get their own). Kernel
+    threads are left out. Per-pid deltas of utime+stime+cutime+cstime: a
+    parent's cutime picks up children that exited (cargo's rustc, say).
+    """
+
+    def __init__(self, own_sids):
+        self.own = own_sids
+        self.prev = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def sample(self):
+        cur, names = {}, {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            fl = raw[raw.rindex(")") + 2:].split()
+            # fields from state (3) on: ppid=4 sid=6 flags=9 utime=14 .. cstime=17
+            ppid, sid, flags = int(fl[1]), int(fl[3]), int(fl[6])
+            if flags & 0x00200000 or ppid == 2 or int(pid) == 2 or sid in self.own:  # PF_KTHREAD
+                continue
+            key = (int(pid), comm)
+            cur[key] = sum(int(x) for x in fl[11:15])
+            names[key] = comm
+        total, top = 0, {}
+        for k, v in cur.items():
+            if k in self.prev:
+                d = v - self.prev[k]
+                if d > 0:
+                    total += d
+                    top[names[k]] = top.get(names[k], 0) + d
+        self.prev = cur
+        top = {k: round(v / self.tick, 2) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:3] if v >= 5}
+        return total / self.tick, top
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+        self.sids = {os.getsid(0)}
+
+    def start(self, name, argv, **kw):
+        shown = " ".join(a if len(a) < 80 else a[:40] + "..." for a in argv)
+        log(f"start {name}: {shown}")
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.sids.add(p.pid)
+        self.procs.append((name, p))
+        return p
+
+    @staticmethod
+    def stop(p, timeout=5.0):
+        if p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+    def stop_all(self):
+        for _, p in reversed(self.procs):
+            self.stop(p)
+
+
+# ---------------------------------------------------------------- recorders
+
+class Recorder:
+    def __init__(self, t0, out):
+        self.t0 = t0
+        self.out = out
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.errors = []
+
+    def now(self):
+        return time.monotonic() - self.t0
+
+
+def ksense_tick_phase(url, rec, timeout=15.0):
+    """Finds when ksense's model ticks: the moment its published signals change.
+
+    Scraping right after each tick makes one scrape-to-scrape histogram delta
+    the same interval ksense scored (to within the poll step), so the offline
+    evaluator can reproduce ksense's friction.
+    """
+    end = time.monotonic() + timeout
+    prev = None
+    changes = []
+    while time.monotonic() < end and len(changes) < 3:
+        try:
+            sig = re.findall(r"^ksense_signal\{.*$", http_get(url), re.M)
+        except OSError:
+            sig = None
+        t = rec.now()
+        if sig and prev is not None and sig != prev:
+            changes.append(t)
+        if sig:
+            prev = sig
+        time.sleep(0.01)
+    if not changes:
+        return None
+    return changes[-1] % 1.0
+
+
+def app_schedstat(root_pid):
+    """Summed /proc/PID/schedstat of nginx (master and workers): time spent
+    waiting on a run queue (ns) and timeslices run. ksense cannot see this per
+    application; recorded to compare the node-level run-queue features with
+    what the application itself waited."""
+    delay = slices = 0
+    try:
+        kids = open(f"/proc/{root_pid}/task/{root_pid}/children").read().split()
+    except OSError:
+        return None
+    for pid in [str(root_pid)] + kids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                _, d, n = f.read().split()
+            delay += int(d)
+            slices += int(n)
+        except (OSError, ValueError):
+            pass
+    return [delay, slices]
+
+
+def sampler(url, rec, interval, offset, own_sids, nginx_pid):
+    """One scrape per ksense interval, shortly after ksense's tick."""
+    f = open(os.path.join(rec.out, "samples.jsonl"), "w")
+    foreign = Foreign(own_sids)
+    foreign.sample()
+    k = math.floor(rec.now()) + 1
+    while not rec.stop.is_set():
+        target = k * interval + offset
+        delay = target - rec.now()
+        if delay > 0:
+            if rec.stop.wait(delay):
+                break
+        k += 1
+        t = rec.now()
+        if t - target > interval / 2:
+            # fell behind (machine overloaded): skip ahead rather than burst
+            k = math.floor((t - offset) / interval) + 1
+        try:
+            text = http_get(url, timeout=interval)
+        except OSError as e:
+            rec.errors.append(f"scrape at {t:.1f}s: {e}")
+            continue
+        t_done = rec.now()
+        s = parse_metrics(text)
+        s.update(read_proc())
+        s["foreign_cpu_s"], s["foreign_top"] = foreign.sample()
+        s["nginx_schedstat"] = app_schedstat(nginx_pid)
+        s["t"] = round(t, 4)
+        s["t_done"] = round(t_done, 4)
+        f.write(json.dumps(s, separators=(",", ":")) + "\n")
+        f.flush()
+    f.close()
+
+
+def wrk_loop(args, url, rec):
+    """Back-to-back wrk chunks; one chunk = one benchmark window."""
+    f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
+    env = dict(os.environ, QOS_DELAY_MS=str(args.delay_ms), QOS_DYN_EVERY=str(args.dyn_every))
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.window}s", "--timeout", "10s",
+            "-s", os.path.join(HERE, "rate.lua"), url]
+    while not rec.stop.is_set():
+        start = rec.now()
+        try:
+            r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.window + 30)
+        except subprocess.TimeoutExpired:
+            rec.errors.append(f"wrk chunk at {start:.1f}s timed out")
+            continue
+        end = rec.now()
+        m = re.search(r"^QOS (\{.*\})$", r.stdout, re.M)
+        if not m:
+            rec.errors.append(f"wrk chunk at {start:.1f}s: no result (rc {r.returncode}): {r.stderr.strip()[:200]}")
+            time.sleep(0.5)
+            continue
+        d = json.loads(m.group(1))
+        d["start"], d["end"] = round(start, 4), round(end, 4)
+        f.write(json.dumps(d, separators=(",", ":")) + "\n")
+        f.flush()
+    f.close()
+
+
+# ---------------------------------------------------------------- main
+
+def make_site(d, port, workers):
+    html = os.path.join(d, "html")
+    os.makedirs(html)
+    rnd = random.Random(1)
+    with open(os.path.join(html, "static.html"), "w") as f:
+        f.write("<html><body><pre>\n")
+        f.write("".join(rnd.choice("abcdefghijklmnopqrstuvwxyz \n") for _ in range(4000)))
+        f.write("</pre></body></html>\n")
+    words = ["latency", "kernel", "scheduler", "queue", "nginx", "friction", "softirq", "tail", "percentile",
+             "baseline", "pressure", "interrupt", "page", "cache", "socket", "worker"]
+    with open(os.path.join(html, "dyn.txt"), "w") as f:
+        f.write(" ".join(rnd.choice(words) for _ in range(6000)) + "\n")
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(d=d, port=port, workers=workers))
+    for p in (d, html):
+        os.chmod(p, 0o755)  # nginx workers run as nobody
+    return conf
+
+
+def wait_http(url, what, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            http_get(url, timeout=1.0)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--ksense", default=os.path.join(REPO, "target", "release", "ksense"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=120, help="quiet calibration phase, s")
+    ap.add_argument("--phase-seconds", type=int, default=45)
+    ap.add_argument("--rounds", type=int, default=2, help="each phase runs this many times (shuffled per round)")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma separated subset of " + ",".join(PHASES))
+    ap.add_argument("--window", type=int, default=5, help="wrk chunk = benchmark window, s")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--delay-ms", type=int, default=10, help="pause per connection between requests")
+    ap.add_argument("--dyn-every", type=int, default=4, help="every Nth request is the gzip one (0: none)")
+    ap.add_argument("--nginx-workers", default="2")
+    ap.add_argument("--features", default=None, help="ksense --model.features (default: ksense's own)")
+    ap.add_argument("--keep-tmp", action="store_true")
+    args = ap.parse_args()
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    phases = [p for p in args.phases.split(",") if p]
+    for p in phases:
+        if p not in PHASES:
+            ap.error(f"unknown phase {p!r}")
+    rnd = random.Random(args.seed)
+    order = []
+    for _ in range(args.rounds):
+        r = phases[:]
+        rnd.shuffle(r)
+        if order and r[0] == order[-1] and len(r) > 1:
+            r[0], r[1] = r[1], r[0]
+        order += r
+
+    os.makedirs(args.out, exist_ok=True)
+    for name in ("samples.jsonl", "wrk.jsonl", "phases.json"):
+        try:
+            os.remove(os.path.join(args.out, name))
+        except FileNotFoundError:
+            pass
+    tmp = tempfile.mkdtemp(prefix="ksense-qos-")
+    scratch = tempfile.mkdtemp(prefix="ksense-qos-io-", dir="/var/tmp")
+    procs = Procs()
+    rec = None
+    threads = []
+    meta = {
+        "seed": args.seed, "warmup": args.warmup, "phase_seconds": args.phase_seconds, "rounds": args.rounds,
+        "window": args.window, "connections": args.connections, "threads": args.threads, "delay_ms": args.delay_ms,
+        "dyn_every": args.dyn_every, "order": order, "phase_args": {p: PHASES[p] for p in phases},
+        "kernel": os.uname().release, "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
+        "features": args.features, "started_unix": time.time(), "phases": [],
+    }
+    try:
+        nport, kport = free_port(), free_port()
+        conf = make_site(tmp, nport, args.nginx_workers)
+        nginx = procs.start("nginx", ["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"],
+                    stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
+        site = f"http://127.0.0.1:{nport}/"
+        wait_http(site + "static.html", "nginx")
+
+        kargs = [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}",
+                 "--model.state-file", os.path.join(tmp, "baseline.json"),
+                 "--model.interval", "1s", "--model.warmup", f"{args.warmup}s",
+                 "--model.baseline-window", f"{args.warmup}s", "--log.level", "warn",
+                 "--web.classic-buckets", le_arg()]
+        if args.features:
+            kargs += ["--model.features", args.features]
+        klog = open(os.path.join(args.out, "ksense.log"), "w")
+        kproc = procs.start("ksense", kargs, stdout=klog, stderr=klog)
+        t0 = time.monotonic()  # ksense's warm-up clock starts within ms of this
+        murl = f"http://127.0.0.1:{kport}/metrics"
+        wait_http(murl, "ksense")
+        rec = Recorder(t0, args.out)
+
+        # Load first, so the phase lock sees ksense publish every tick.
+        threads.append(threading.Thread(target=wrk_loop, args=(args, site, rec), daemon=True))
+        threads[-1].start()
+        offset = ksense_tick_phase(murl, rec)
+        if offset is None:
+            raise RuntimeError("ksense published no signals (are the probes attached? see ksense.log)")
+        offset = (offset + 0.05) % 1.0
+        meta["scrape_offset"] = offset
+        log(f"ksense ticks at +{offset - 0.05:.3f}s; scraping 50 ms after each tick")
+        threads.append(threading.Thread(target=sampler, args=(murl, rec, 1.0, offset, procs.sids, nginx.pid), daemon=True))
+        threads[-1].start()
+
+        # Quiet warm-up: ksense calibrates on nginx+wrk only.
+        meta["phases"].append({"name": "warmup", "start": 0.0})
+        log(f"warm-up: {args.warmup}s quiet calibration")
+        while True:
+            if kproc.poll() is not None:
+                raise RuntimeError("ksense exited during warm-up (see ksense.log)")
+            t = rec.now()
+            if t >= args.warmup:
+                try:
+                    if re.search(r"^ksense_baseline_ready 1$", http_get(murl), re.M):
+                        break
+                except OSError:
+                    pass
+                if t > args.warmup + 120:
+                    raise RuntimeError("ksense baseline not ready 120s after warm-up")
+            time.sleep(0.25)
+        meta["baseline_ready_at"] = rec.now()
+        meta["phases"][-1]["end"] = rec.now()
+        log(f"baseline ready at {rec.now():.1f}s; phases: {' '.join(order)}")
+
+        for i, name in enumerate(order):
+            start = rec.now()
+            st = None
+            if PHASES[name]:
+                argv = ["stress-ng", "--timeout", f"{args.phase_seconds + 10}s", "--quiet"] + \
+                       [a.replace("{tmp}", scratch) for a in PHASES[name]]
+                st = procs.start(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log(f"phase {i + 1}/{len(order)}: {name} ({args.phase_seconds}s)")
+            end_at = start + args.phase_seconds
+            while rec.now() < end_at:
+                time.sleep(0.2)
+            if st is not None:
+                procs.stop(st, timeout=10)
+            meta["phases"].append({"name": name, "start": round(start, 3), "end": round(rec.now(), 3)})
+        # Let the last wrk chunk finish inside the last phase's aftermath.
+        time.sleep(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        meta["interrupted"] = True
+    finally:
+        if rec is not None:
+            rec.stop.set()
+            for th in threads:
+                th.join(timeout=args.window + 40)
+            meta["errors"] = rec.errors
+            meta["ended"] = rec.now()
+        procs.stop_all()
+        meta["load_at_end"] = os.getloadavg()
+        with open(os.path.join(args.out, "phases.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if rec is not None and rec.errors:
+        log(f"{len(rec.errors)} recorder errors, first: {rec.errors[0]}")
+    log(f"recorded to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
