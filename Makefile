@@ -25,5 +25,10 @@ test:
 test-unit:
 	$(CARGO) test --lib --locked
 
+# What ksense costs (root): BPF ns/run against an empty floor and a pid-hash
+# runqlat, user-space CPU, scrape latency, memory. Prints a table.
+bench:
+	$(CARGO) bench --locked --bench cost
+
 clean:
 	$(CARGO) clean
