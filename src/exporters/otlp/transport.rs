@@ -18,7 +18,8 @@ use super::config::{OtlpConfig, Protocol};
 
 pub enum Transport {
     Grpc { client: MetricsServiceClient<Channel>, metadata: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)> },
-    Http { client: Client<HttpConnector, Full<Bytes>>, uri: http::Uri, headers: Vec<(HeaderName, HeaderValue)> },
+    // Boxed: the pooled client is several times the size of the gRPC one.
+    Http { client: Box<Client<HttpConnector, Full<Bytes>>>, uri: http::Uri, headers: Vec<(HeaderName, HeaderValue)> },
 }
 
 /// Data points the collector accepted the request but rejected, and why.
@@ -45,7 +46,7 @@ impl Transport {
                 conn.set_connect_timeout(Some(cfg.timeout));
                 conn.set_nodelay(true);
                 let headers = cfg.headers.iter().map(|(k, v)| Ok((HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?))).collect::<anyhow::Result<_>>()?;
-                Transport::Http { client: Client::builder(TokioExecutor::new()).build(conn), uri: cfg.endpoint.parse()?, headers }
+                Transport::Http { client: Box::new(Client::builder(TokioExecutor::new()).build(conn)), uri: cfg.endpoint.parse()?, headers }
             }
         })
     }
@@ -58,7 +59,7 @@ impl Transport {
                 for (k, v) in metadata.iter() {
                     r.metadata_mut().insert(k.clone(), v.clone());
                 }
-                client.export(r).await.map_err(|s| format!("gRPC {:?}: {}{}", s.code(), s.message(), sources(&s)))?.into_inner()
+                client.export(r).await.map_err(|s| with_causes(format!("gRPC {:?}: {}", s.code(), s.message()), &s))?.into_inner()
             }
             Transport::Http { client, uri, headers } => {
                 let mut b = http::Request::post(uri.clone()).header(CONTENT_TYPE, "application/x-protobuf");
@@ -66,7 +67,7 @@ impl Transport {
                     b = b.header(k, v);
                 }
                 let r = b.body(Full::new(Bytes::from(req.encode_to_vec()))).map_err(|e| e.to_string())?;
-                let resp = client.request(r).await.map_err(|e| format!("HTTP: {e}{}", sources(&e)))?;
+                let resp = client.request(r).await.map_err(|e| with_causes(format!("HTTP: {e}"), &e))?;
                 let status = resp.status();
                 // A misbehaving server cannot make us buffer without bound.
                 let body = Limited::new(resp.into_body(), 1 << 20).collect().await.map_err(|e| format!("HTTP {status}: reading the response: {e}"))?.to_bytes();
@@ -82,14 +83,17 @@ impl Transport {
     }
 }
 
-/// ": cause: cause..." so a log line says why (connection refused, ...).
-fn sources(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
+/// Appends the causes a message does not already say, so a log line says
+/// why (connection refused, ...) once.
+fn with_causes(mut msg: String, e: &dyn std::error::Error) -> String {
     let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
+    while let Some(c) = cur {
+        let c_text = c.to_string();
+        if !msg.contains(&c_text) {
+            msg.push_str(": ");
+            msg.push_str(&c_text);
+        }
+        cur = c.source();
     }
-    out
+    msg
 }
