@@ -25,6 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "install-deps: no Rust toolchain (cargo) found; install Rust >= 1.80 with rustup first" >&2
+    echo "install-deps: no Rust toolchain (cargo) found; install Rust >= 1.88 with rustup first" >&2
     exit 1
 fi

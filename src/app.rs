@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::config::{Command, Config};
 use crate::exporters::families::{BuildInfo, ModelView, Score};
 use crate::exporters::http::{self, Exporter, KernelSource};
+use crate::exporters::otlp;
 use crate::model::{self, Model, ModelConfig, StateError};
 use crate::probes::{kernel, AttachMode, Probes};
 use crate::signals::features::{self, Feature};
@@ -78,16 +79,25 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
         tracing::info!(address = %cfg.listen, path = %cfg.telemetry_path, "serving metrics");
         let view = Arc::new(RwLock::new(None));
+        let otlp_counters = cfg.otlp.as_ref().map(|_| Arc::new(otlp::Counters::default()));
         let exporter = Arc::new(Exporter {
             kernel: probes.clone(),
             model: view.clone(),
             info: BuildInfo { version: env!("CARGO_PKG_VERSION"), kernel: kernel_release(), attach_mode: mode.as_str() },
             le_indices: cfg.classic_le_indices.clone(),
             telemetry_path: cfg.telemetry_path.clone(),
+            otlp: otlp_counters.clone(),
         });
         let model_task = tokio::spawn(model_loop(probes.clone(), feats, cfg.model.clone(), view));
+        let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
+            (Some(o), Some(c)) => Some(otlp::spawn(o, exporter.clone(), c)?),
+            _ => None,
+        };
         http::serve(listener, exporter, shutdown_signal()).await?;
         model_task.abort();
+        if let Some(t) = otlp_task {
+            t.abort();
+        }
         tracing::info!("shutting down: detaching BPF programs");
         Ok(())
     })

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::exporters::otlp::config::{self as otlp_config, OtlpConfig};
 use crate::probes::buckets;
 
 pub const DEFAULT_PORT: u16 = 9827;
@@ -63,6 +64,21 @@ pub struct Cli {
     /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
     #[arg(long = "model.regularisation", value_name = "METHOD", global = true, value_parser = ["ledoit-wolf", "ridge"])]
     pub model_regularisation: Option<String>,
+    /// OTLP collector to push metrics to, e.g. http://localhost:4317 (gRPC) or http://localhost:4318 (HTTP, /v1/metrics is appended when no path is given); push is off when no endpoint is set [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT]
+    #[arg(long = "otlp.endpoint", value_name = "URL", global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf [default: grpc] [env: OTEL_EXPORTER_OTLP_PROTOCOL]
+    #[arg(long = "otlp.protocol", value_name = "PROTOCOL", global = true, value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: Option<String>,
+    /// How often to push [default: 15s] [env: OTEL_METRIC_EXPORT_INTERVAL, in ms]
+    #[arg(long = "otlp.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    pub otlp_interval: Option<Duration>,
+    /// Header sent with every push, e.g. "authorization=Bearer TOKEN"; repeatable [env: OTEL_EXPORTER_OTLP_HEADERS]
+    #[arg(long = "otlp.header", value_name = "KEY=VALUE", global = true)]
+    pub otlp_headers: Vec<String>,
+    /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
+    #[arg(long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    pub otlp_timeout: Option<Duration>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +103,22 @@ pub struct File {
     pub bpf: BpfFile,
     #[serde(default)]
     pub model: ModelFile,
+    #[serde(default)]
+    pub otlp: OtlpFile,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFile {
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub timeout: Option<Duration>,
+    /// `[otlp.headers]` key = "value"
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -193,6 +225,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub attach: String,
     pub model: ModelConfig,
+    /// None: OTLP push is off.
+    pub otlp: Option<OtlpConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +316,16 @@ impl Config {
         if model.baseline_window < model.interval {
             return Err(format!("model baseline window ({:?}) must be at least one interval ({:?})", model.baseline_window, model.interval));
         }
+        let otlp_given = otlp_config::Given {
+            endpoint: cli.otlp_endpoint.or(file.otlp.endpoint),
+            protocol: cli.otlp_protocol.or(file.otlp.protocol),
+            interval: cli.otlp_interval.or(file.otlp.interval),
+            timeout: cli.otlp_timeout.or(file.otlp.timeout),
+            // File first, so a flag for the same header wins.
+            headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname)?;
         Ok(Config {
             command: cli.command.unwrap_or(Command::Serve),
             listen: parse_listen(&listen)?,
@@ -291,6 +335,7 @@ impl Config {
             log_format: format.or(file.log.format).unwrap_or(LogFormat::Logfmt),
             attach: attach.unwrap_or_else(|| "auto".into()),
             model,
+            otlp,
         })
     }
 }
@@ -355,8 +400,25 @@ mod tests {
     }
 
     #[test]
+    fn otlp_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[otlp]\nendpoint = \"http://file:4318\"\nprotocol = \"http/protobuf\"\ninterval = \"30s\"\ntimeout = \"2s\"\n[otlp.headers]\nauthorization = \"Bearer file\"\nx-org = \"o\"\n").unwrap();
+        let f = p.to_str().unwrap();
+        let c = Config::load(cli(&["--config.file", f])).unwrap().otlp.unwrap();
+        assert_eq!((c.endpoint.as_str(), c.protocol.as_str(), c.interval, c.timeout), ("http://file:4318/v1/metrics", "http/protobuf", Duration::from_secs(30), Duration::from_secs(2)));
+        let c = Config::load(cli(&["--config.file", f, "--otlp.endpoint", "http://flag:4317", "--otlp.protocol", "grpc", "--otlp.header", "authorization=Bearer flag", "--otlp.header", "x-a=1"])).unwrap().otlp.unwrap();
+        assert_eq!((c.endpoint.as_str(), c.protocol.as_str()), ("http://flag:4317", "grpc"));
+        assert_eq!(c.headers, vec![("authorization".into(), "Bearer flag".into()), ("x-org".into(), "o".into()), ("x-a".into(), "1".into())]);
+        assert!(Config::load(cli(&["--otlp.interval", "5s"])).unwrap_err().contains("no endpoint"));
+        assert!(Config::load(cli(&["--otlp.endpoint", "localhost:4317"])).is_err());
+        std::fs::write(&p, "[otlp]\nprotocol = \"udp\"\nendpoint = \"http://c:1\"\n").unwrap();
+        assert!(Config::load(cli(&["--config.file", f])).unwrap_err().contains("udp"));
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
-        for args in [&["--log.level", "loud"][..], &["--model.interval", "1x"], &["--nope"]] {
+        for args in [&["--log.level", "loud"][..], &["--model.interval", "1x"], &["--nope"], &["--otlp.protocol", "http/json"], &["--otlp.interval", "15"]] {
             let e = Cli::try_parse_from(std::iter::once("ksense").chain(args.iter().copied())).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }

@@ -17,7 +17,7 @@ fn help_lists_every_flag() {
     let o = ksense(&["--help"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "check", "recalibrate"] {
+    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "--otlp.endpoint", "--otlp.protocol", "--otlp.interval", "--otlp.header", "--otlp.timeout", "check", "recalibrate"] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
     assert!(ksense(&["--version"]).status.success());
@@ -25,11 +25,33 @@ fn help_lists_every_flag() {
 
 #[test]
 fn malformed_flags_exit_2_with_a_message() {
-    for args in [&["--log.level", "loud"][..], &["--model.warmup", "ten"], &["--no-such-flag"], &["--web.listen-address", "not an address"], &["--model.features", "cpu_usage"], &["--web.telemetry-path", "metrics"]] {
+    for args in [
+        &["--log.level", "loud"][..],
+        &["--model.warmup", "ten"],
+        &["--no-such-flag"],
+        &["--web.listen-address", "not an address"],
+        &["--model.features", "cpu_usage"],
+        &["--web.telemetry-path", "metrics"],
+        &["--otlp.endpoint", "localhost:4317"],
+        &["--otlp.endpoint", "https://collector:4317"],
+        &["--otlp.protocol", "http/json"],
+        &["--otlp.endpoint", "http://c:4317", "--otlp.header", "novalue"],
+        &["--otlp.timeout", "5s"],
+    ] {
         let o = ksense(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(!e.is_empty() && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
+
+/// The standard OTLP variables are checked like flags.
+#[test]
+fn malformed_otel_environment_exits_2_naming_the_variable() {
+    for (k, v) in [("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ksense")).env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317").env(k, v).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{k}={v}: {}", stderr(&o));
+        assert!(stderr(&o).contains(k), "{k}: {}", stderr(&o));
     }
 }
 

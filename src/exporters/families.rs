@@ -96,6 +96,14 @@ pub struct Score {
     pub contributions: Vec<(String, f64)>,
 }
 
+/// OTLP export attempts so far, by result; present only when OTLP push is on
+/// (a Prometheus-only install has no use for a pair of zeros).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OtlpExports {
+    pub success: u64,
+    pub failure: u64,
+}
+
 /// Static facts about this process.
 #[derive(Clone, Debug)]
 pub struct BuildInfo {
@@ -114,7 +122,7 @@ fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: Kind
 
 /// Every family, in exposition order. Non-finite gauge values are dropped:
 /// ksense never serves NaN or ±Inf.
-pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo) -> Vec<Family> {
+pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo, otlp: Option<OtlpExports>) -> Vec<Family> {
     let mut out = vec![
         family("ksense_runqueue_latency", Some(Unit::Seconds), "Time tasks spent runnable, waiting in a run queue, before running (wakeup or preemption to switch-in).", Kind::Histogram, one(Value::Histogram(k.runqueue.clone()))),
         family("ksense_runqueue_wakeup_latency", Some(Unit::Seconds), "The run-queue waits that began at a wakeup (or a new task): what a thread that slept, e.g. waiting for a request, waits before it runs. Part of ksense_runqueue_latency_seconds.", Kind::Histogram, one(Value::Histogram(k.runqueue_wakeup.clone()))),
@@ -165,6 +173,15 @@ pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo) ->
             }],
         ),
     ];
+    if let Some(o) = otlp {
+        out.push(family(
+            "ksense_otlp_exports",
+            None,
+            "OTLP export attempts, by result (failure: refused, unreachable or timed out).",
+            Kind::Counter,
+            [("success", o.success), ("failure", o.failure)].into_iter().map(|(r, c)| Sample { labels: vec![("result", Cow::Borrowed(r))], value: Value::Counter(c as f64) }).collect(),
+        ));
+    }
     if let Some(m) = model {
         out.extend(model_families(m));
     }

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::families::{self, BuildInfo, ModelView};
+use super::families::{self, BuildInfo, Family, ModelView};
 use super::negotiate::{negotiate, Format};
 use super::{openmetrics, prometheus_text};
 use crate::probes::KernelSnapshot;
@@ -39,14 +39,21 @@ pub struct Exporter {
     pub info: BuildInfo,
     pub le_indices: Vec<i32>,
     pub telemetry_path: String,
+    /// Present when OTLP push is on: its export counts are served too.
+    pub otlp: Option<Arc<super::otlp::Counters>>,
 }
 
 impl Exporter {
-    /// Reads the kernel now and encodes in the requested format.
-    pub fn render(&self, format: Format) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    /// Every family as of now: what a scrape serves and what OTLP pushes.
+    pub fn families(&self) -> anyhow::Result<Vec<Family>> {
         let snap = self.kernel.snapshot()?;
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
-        let fams = families::build(&snap, model.as_ref(), &self.info);
+        Ok(families::build(&snap, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get())))
+    }
+
+    /// Reads the kernel now and encodes in the requested format.
+    pub fn render(&self, format: Format) -> anyhow::Result<(Vec<u8>, &'static str)> {
+        let fams = self.families()?;
         Ok(match format {
             Format::Text => {
                 let mut s = String::with_capacity(16 * 1024);

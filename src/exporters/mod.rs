@@ -1,7 +1,9 @@
-//! Exporters: the metric families (one definition) and their encoders.
+//! Exporters: the metric families (one definition), their encoders for
+//! /metrics, and the OTLP push.
 
 pub mod families;
 pub mod http;
 pub mod negotiate;
 pub mod openmetrics;
+pub mod otlp;
 pub mod prometheus_text;

@@ -42,11 +42,17 @@ impl Ksense {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Ksense {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// With extra environment variables (e.g. OTEL_*).
+    pub fn start_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Ksense {
         let port = free_port();
         let state = dir.path().join("baseline.json");
         let child = Command::new(env!("CARGO_BIN_EXE_ksense"))
             .args(["--web.listen-address", &format!("127.0.0.1:{port}"), "--model.state-file", state.to_str().unwrap()])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -107,10 +107,11 @@ for k in ("requests", "limits"):
     check({"cpu", "memory"} <= set(res.get(k, {})), f"resources.{k} must set cpu and memory")
 
 env = {e["name"]: e for e in c.get("env", [])}
-check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
-      "NODE_NAME not from spec.nodeName")
-check(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
-      "POD_NAME not from metadata.name")
+# ksense reads these two names (src/exporters/otlp/config.rs) for its OTLP resource.
+check(env.get("K8S_NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+      "K8S_NODE_NAME not from spec.nodeName")
+check(env.get("K8S_POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+      "K8S_POD_NAME not from metadata.name")
 args = c.get("args", [])
 check("--model.state-file=/var/lib/ksense/baseline.json" in args, "state file flag not pointing into /var/lib/ksense")
 check(not any(a.startswith("--otlp") for a in args), "base install must not enable OTLP")
