@@ -140,6 +140,7 @@ mod tests {
         h.sum_ns = 2_000_000;
         let k = KernelSnapshot {
             runqueue: h.clone(),
+            runqueue_wakeup: h.clone(),
             dstate: h.clone(),
             softirq: vec![h; 10],
             programs: vec![("sched_switch", true, ProgStats { run_cnt: 5, run_time_ns: 500, recursion_misses: 0 })],
