@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod exporters;
+pub mod fileerr;
 pub mod logging;
 pub mod model;
 pub mod probes;

@@ -5,3 +5,4 @@ pub mod http;
 pub mod negotiate;
 pub mod openmetrics;
 pub mod prometheus_text;
+pub mod webconfig;
