@@ -12,5 +12,6 @@ pub mod exporters;
 pub mod fileerr;
 pub mod logging;
 pub mod model;
+pub mod privileges;
 pub mod probes;
 pub mod signals;
