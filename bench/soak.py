@@ -60,7 +60,7 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--minutes', type=float, default=2.0, help='how long to run (default 2)')
-    ap.add_argument('--warmup', type=float, default=None, help='seconds before the RSS baseline is taken (default: 10%% of the run, 60..300 s: past the model's 30 s calibration)')
+    ap.add_argument('--warmup', type=float, default=None, help='seconds before the RSS baseline is taken (default: 10%% of the run, 60..300 s: past the 30 s model calibration)')
     ap.add_argument('--max-rss-growth-kib', type=int, default=1024, help='RSS growth allowed after warm-up (default 1024 KiB)')
     ap.add_argument('--binary', default=os.path.join(ROOT, 'target/release/ksense'))
     ap.add_argument('--no-load', action='store_true', help='no stress-ng (for a quick check)')
