@@ -350,7 +350,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<File, String> {
     serde_path_to_error::deserialize::<_, File>(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.span().map(|s| fileerr::line_of_offset(text, s.start)).or_else(|| fileerr::line_of_key(text, &field));
+        let line = inner.span().map(|s| fileerr::line_of_offset(text, s.start)).or_else(|| fileerr::line_for(text, &field));
         fileerr::located("config file", path, line, &field, inner.message())
     })
 }
@@ -367,7 +367,7 @@ impl Source<'_> {
     /// it came from a flag (the flag's value is in the message).
     fn of(&self, from_file: bool, field: &'static str) -> impl Fn(&str) -> String + '_ {
         move |msg: &str| match self.path {
-            Some(p) if from_file => fileerr::located("config file", p, fileerr::line_of_key(self.text, field), field, msg),
+            Some(p) if from_file => fileerr::located("config file", p, fileerr::line_for(self.text, field), field, msg),
             _ => msg.to_string(),
         }
     }

@@ -19,6 +19,18 @@ pub fn one_line(msg: &str) -> String {
     msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
+/// The first line with content (not blank, not a comment): where a
+/// document-level error is reported when the parser gives no position.
+pub fn first_content_line(text: &str) -> Option<usize> {
+    text.lines().position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).map(|i| i + 1)
+}
+
+/// Where to report `field`: its line, else the nearest enclosing key's, else
+/// the document's first line.
+pub fn line_for(text: &str, field: &str) -> Option<usize> {
+    line_of_key(text, field).or_else(|| first_content_line(text))
+}
+
 /// The 1-based line holding byte `offset` of `text`.
 pub fn line_of_offset(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());

@@ -105,7 +105,7 @@ impl WebConfig {
     /// As `load`, from text already read (`path` names it in errors and
     /// anchors relative file names).
     pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
-        let err = |field: &str, msg: &str| fileerr::located("web config file", path, fileerr::line_of_key(text, field), field, msg);
+        let err = |field: &str, msg: &str| fileerr::located("web config file", path, fileerr::line_for(text, field), field, msg);
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
@@ -113,7 +113,7 @@ impl WebConfig {
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let field = e.path().to_string();
                 let inner = e.into_inner();
-                let line = inner.location().map(|l| l.line()).or_else(|| fileerr::line_of_key(text, &field));
+                let line = inner.location().map(|l| l.line()).or_else(|| fileerr::line_for(text, &field));
                 let msg = yaml_message(&inner);
                 // serde_yaml prefixes the path too; it is already in `field`.
                 let msg = match msg.split_once(": ") {
