@@ -127,32 +127,29 @@ fn root_tls_client_certificates() {
     require_root!();
     let pki = Pki::new();
     let ca = pki.path("ca.crt");
+    let none: [&str; 0] = [];
     let client = ["--cert", &pki.path("client.crt"), "--key", &pki.path("client.key")];
     let intruder = ["--cert", &pki.path("intruder.crt"), "--key", &pki.path("intruder.key")];
-
-    let web = pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.crt\n");
-    let k = start_tls(&web);
-    let url = https(&k, "/metrics");
-    assert_eq!(curl(&["--cacert", &ca, &url]).1, "000", "no client certificate");
-    assert_eq!(curl(&["--cacert", &ca, intruder[0], intruder[1], intruder[2], intruder[3], &url]).1, "000", "client certificate from another CA");
-    assert_eq!(curl(&["--cacert", &ca, client[0], client[1], client[2], client[3], &url]).1, "200");
-    drop(k);
-
-    // VerifyClientCertIfGiven: none is fine, a bad one is not.
-    let web = pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: client-ca.crt\n");
-    let k = start_tls(&web);
-    let url = https(&k, "/metrics");
-    assert_eq!(curl(&["--cacert", &ca, &url]).1, "200");
-    assert_eq!(curl(&["--cacert", &ca, intruder[0], intruder[1], intruder[2], intruder[3], &url]).1, "000");
-    assert_eq!(curl(&["--cacert", &ca, client[0], client[1], client[2], client[3], &url]).1, "200");
-    drop(k);
-
-    // RequireAnyClientCert: some certificate is required, any CA.
-    let web = pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAnyClientCert\n");
-    let k = start_tls(&web);
-    let url = https(&k, "/metrics");
-    assert_eq!(curl(&["--cacert", &ca, &url]).1, "000");
-    assert_eq!(curl(&["--cacert", &ca, intruder[0], intruder[1], intruder[2], intruder[3], &url]).1, "200");
+    // client_auth_type, client_ca_file, then the status with no client
+    // certificate, one from another CA, one from the client CA ("000": the
+    // handshake failed).
+    for (auth, ca_file, want) in [
+        ("RequireAndVerifyClientCert", true, ["000", "000", "200"]),
+        ("VerifyClientCertIfGiven", true, ["200", "000", "200"]),
+        ("RequireAnyClientCert", false, ["000", "200", "200"]),
+        ("RequestClientCert", false, ["200", "200", "200"]),
+    ] {
+        let ca_line = if ca_file { "  client_ca_file: client-ca.crt\n" } else { "" };
+        let web = pki.web_config(&format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {auth}\n{ca_line}"));
+        let k = start_tls(&web);
+        let url = https(&k, "/metrics");
+        for (certs, want, what) in [(&none[..], want[0], "no client certificate"), (&intruder[..], want[1], "another CA"), (&client[..], want[2], "the client CA")] {
+            let mut args = vec!["--cacert", ca.as_str()];
+            args.extend(certs.iter().copied());
+            args.push(&url);
+            assert_eq!(curl(&args).1, want, "{auth}, {what}");
+        }
+    }
 }
 
 #[test]
