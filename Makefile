@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: deps build run test test-unit bench clean
+.PHONY: deps build run test test-unit soak clean
 
 deps:
 	./scripts/install-deps.sh
@@ -20,6 +20,12 @@ test:
 	$(CARGO) build --release --locked
 	$(CARGO) test --release --locked -- --test-threads=1
 	@if [ -x tests/deploy/run-all.sh ]; then tests/deploy/run-all.sh; fi
+	bench/soak.py --minutes $(SOAK_MINUTES)
+
+# Soak under stress-ng (root): RSS growth, failed scrapes, counter resets. make soak SOAK_MINUTES=60
+SOAK_MINUTES ?= 2
+soak: build
+	bench/soak.py --minutes $(SOAK_MINUTES)
 
 # Unit tests only: no root, no kernel.
 test-unit:

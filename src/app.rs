@@ -11,6 +11,7 @@ use crate::exporters::families::{BuildInfo, ModelView, Score};
 use crate::exporters::http::{self, Exporter, KernelSource};
 use crate::exporters::otlp;
 use crate::model::{self, Model, ModelConfig, StateError};
+use crate::privileges;
 use crate::probes::{kernel, AttachMode, Probes};
 use crate::signals::features::{self, Feature};
 
@@ -70,14 +71,32 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let support = kernel::probe();
     let mode = AttachMode::choose(&cfg.attach, &support)?;
     let t0 = Instant::now();
-    let probes = Arc::new(Probes::attach(mode, &support)?);
+    let probes = Arc::new(Probes::attach(mode, &support, &cfg.bpf_disable)?);
     let attached = probes.programs.iter().filter(|p| p.attached).count();
-    tracing::info!(mode = mode.as_str(), programs = attached, millis = t0.elapsed().as_millis() as u64, "BPF programs attached");
+    if cfg.strict && attached < probes.programs.len() {
+        let missing: Vec<&str> = probes.programs.iter().filter_map(|p| p.error.as_deref()).collect();
+        anyhow::bail!("--strict: {} of {} BPF programs not attached ({})", probes.programs.len() - attached, probes.programs.len(), missing.join("; "));
+    }
+    tracing::info!(mode = mode.as_str(), programs = attached, of = probes.programs.len(), millis = t0.elapsed().as_millis() as u64, "BPF programs attached");
+
+    // Bound before the capabilities go (a port below 1024 needs CAP_NET_BIND_SERVICE).
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    privileges::stop_blas_threads();
+    if privileges::threads() == 1 {
+        let kept = privileges::drop_after_attach(|| probes.snapshot().is_ok()).map_err(anyhow::Error::msg)?;
+        let names: Vec<String> = kept.caps.iter().map(|c| c.to_string()).collect();
+        tracing::info!(kept = %if names.is_empty() { "none".to_string() } else { names.join(",") }, bounding_cleared = kept.bounding_cleared, "capabilities dropped");
+    } else {
+        tracing::warn!(threads = privileges::threads(), "not dropping capabilities: more than one thread already running");
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
-        tracing::info!(address = %cfg.listen, path = %cfg.telemetry_path, "serving metrics");
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let tls = cfg.web.as_ref().is_some_and(|w| w.tls.is_some());
+        let auth = cfg.web.as_ref().is_some_and(|w| w.auth.is_some());
+        tracing::info!(address = %cfg.listen, path = %cfg.telemetry_path, tls, basic_auth = auth, max_connections = cfg.max_connections, "serving metrics");
         let view = Arc::new(RwLock::new(None));
         let otlp_counters = cfg.otlp.as_ref().map(|_| Arc::new(otlp::Counters::default()));
         let exporter = Arc::new(Exporter {
@@ -88,15 +107,21 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             telemetry_path: cfg.telemetry_path.clone(),
             otlp: otlp_counters.clone(),
         });
-        let model_task = tokio::spawn(model_loop(probes.clone(), feats, cfg.model.clone(), view));
+        let (stop_model, stopped) = tokio::sync::watch::channel(false);
+        let model_task = tokio::spawn(model_loop(probes.clone(), feats, cfg.model.clone(), view, stopped));
         let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
             (Some(o), Some(c)) => Some(otlp::spawn(o, exporter.clone(), c)?),
             _ => None,
         };
-        http::serve(listener, exporter, shutdown_signal()).await?;
-        model_task.abort();
+        let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
+        http::serve(listener, exporter, opts, shutdown_signal()).await?;
         if let Some(t) = otlp_task {
             t.abort();
+        }
+        // In-flight scrapes are done; the model saves what changed since its last save.
+        let _ = stop_model.send(true);
+        if tokio::time::timeout(Duration::from_secs(2), model_task).await.is_err() {
+            tracing::warn!("the model did not stop within 2s");
         }
         tracing::info!("shutting down: detaching BPF programs");
         Ok(())
@@ -106,10 +131,12 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down: finishing in-flight scrapes");
 }
 
 /// The model sees ln(1 + value in microseconds): latencies and CPU shares
@@ -143,17 +170,32 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
     }
 }
 
-async fn model_loop(kernel: Arc<dyn KernelSource>, feats: Vec<Feature>, cfg: crate::config::ModelConfig, view: Arc<RwLock<Option<ModelView>>>) {
+async fn model_loop(
+    kernel: Arc<dyn KernelSource>,
+    feats: Vec<Feature>,
+    cfg: crate::config::ModelConfig,
+    view: Arc<RwLock<Option<ModelView>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
     let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: cfg.regularisation };
     let mut model = load_or_calibrate(mcfg, &cfg.state_file);
-    publish(&view, &model, None, Vec::new());
+    let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
+    publish(&view, &model, None, Vec::new(), saver.failures);
     let start = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => {
+                if saver.pending {
+                    saver.save(model.baseline());
+                }
+                return;
+            }
+        }
         let snap = match kernel.snapshot() {
             Ok(s) => s,
             Err(e) => {
@@ -173,13 +215,36 @@ async fn model_loop(kernel: Arc<dyn KernelSource>, feats: Vec<Feature>, cfg: cra
         let scaled = model_space(&x);
         let out = model.observe(elapsed(start), &scaled, accept);
         if let Some(b) = model.take_baseline_update() {
-            match b.save(&cfg.state_file) {
-                Ok(()) => tracing::info!(path = %cfg.state_file.display(), samples = b.samples(), "baseline saved"),
-                Err(e) => tracing::warn!(error = %e, "saving the baseline failed; it will be recalibrated on restart"),
-            }
+            saver.pending = true;
+            saver.save(Some(b));
         }
         let signals = feats.iter().zip(&x).map(|(f, v)| (f.name.clone(), *v)).collect();
-        publish(&view, &model, out, signals);
+        publish(&view, &model, out, signals, saver.failures);
+    }
+}
+
+/// Saves the baseline; a failure (full or read-only disk, ...) is one log
+/// line and a counter, and the save is retried at the next change and at
+/// shutdown.
+struct Saver {
+    path: std::path::PathBuf,
+    pending: bool,
+    failures: u64,
+}
+
+impl Saver {
+    fn save(&mut self, b: Option<&model::Baseline>) {
+        let Some(b) = b else { return };
+        match b.save(&self.path) {
+            Ok(()) => {
+                self.pending = false;
+                tracing::info!(path = %self.path.display(), samples = b.samples(), "baseline saved");
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(error = %e, failures = self.failures, "saving the baseline failed; retried at the next change and at shutdown");
+            }
+        }
     }
 }
 
@@ -187,7 +252,7 @@ fn elapsed(start: Instant) -> Duration {
     start.elapsed()
 }
 
-fn publish(view: &RwLock<Option<ModelView>>, m: &Model, out: Option<model::Output>, signals: Vec<(String, f64)>) {
+fn publish(view: &RwLock<Option<ModelView>>, m: &Model, out: Option<model::Output>, signals: Vec<(String, f64)>, save_failures: u64) {
     let names = &m.config().features;
     let score = out.map(|o| Score {
         friction: o.friction,
@@ -197,7 +262,7 @@ fn publish(view: &RwLock<Option<ModelView>>, m: &Model, out: Option<model::Outpu
         // Contributions are in (scaled) friction² units, which are unit-free.
         contributions: names.iter().cloned().zip(o.contributions).collect(),
     });
-    let v = ModelView { ready: m.ready(), samples: m.baseline_samples(), score, signals };
+    let v = ModelView { ready: m.ready(), samples: m.baseline_samples(), score, signals, save_failures };
     if let Ok(mut w) = view.write() {
         *w = Some(v);
     }

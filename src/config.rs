@@ -2,13 +2,14 @@
 //! overrides the defaults. Every error names what is wrong and where.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::exporters::otlp::config::{self as otlp_config, OtlpConfig};
+use crate::fileerr;
 use crate::probes::buckets;
 
 pub const DEFAULT_PORT: u16 = 9827;
@@ -79,6 +80,18 @@ pub struct Cli {
     /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
     #[arg(long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
     pub otlp_timeout: Option<Duration>,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit web configuration format (YAML) [default: plain HTTP]
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    pub web_config_file: Option<PathBuf>,
+    /// Connections served at once; more wait in the listen backlog and are served as others close [default: 1024]
+    #[arg(long = "web.max-connections", value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: Option<u32>,
+    /// BPF programs not to load, comma separated: sched_switch, sched_wakeup, sched_wakeup_new, softirq_entry, softirq_exit
+    #[arg(long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true)]
+    pub bpf_disable: Option<Vec<String>>,
+    /// Exit with an error when any BPF program is not attached, instead of serving the rest
+    #[arg(long = "strict", global = true)]
+    pub strict: bool,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +140,8 @@ pub struct WebFile {
     pub listen_address: Option<String>,
     pub telemetry_path: Option<String>,
     pub classic_buckets: Option<Vec<f64>>,
+    pub config_file: Option<PathBuf>,
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -140,6 +155,8 @@ pub struct LogFile {
 #[serde(deny_unknown_fields)]
 pub struct BpfFile {
     pub attach: Option<AttachFile>,
+    pub disable: Option<Vec<String>>,
+    pub strict: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -227,7 +244,15 @@ pub struct Config {
     pub model: ModelConfig,
     /// None: OTLP push is off.
     pub otlp: Option<OtlpConfig>,
+    /// `--web.config.file`, parsed and checked (certificates loaded) at start.
+    pub web: Option<crate::exporters::webconfig::WebConfig>,
+    pub max_connections: usize,
+    /// Programs not to load (`--bpf.disable`).
+    pub bpf_disable: Vec<&'static str>,
+    pub strict: bool,
 }
+
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -256,23 +281,28 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 impl Config {
     pub fn load(cli: Cli) -> Result<Config, String> {
-        let file = match &cli.config_file {
+        let (file, text) = match &cli.config_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("reading config file {}: {e}", p.display()))?;
-                toml::from_str::<File>(&text).map_err(|e| format!("config file {}: {e}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|e| format!("config file {}: {e}", p.display()))?;
+                (parse_file(p, &text)?, text)
             }
-            None => File::default(),
+            None => (File::default(), String::new()),
         };
+        // A value taken from the file is reported with the file, line and field.
+        let src = Source { path: cli.config_file.as_deref(), text: &text };
+        let listen_from = src.of(cli.listen_address.is_none() && file.web.listen_address.is_some(), "web.listen_address");
         let listen = cli.listen_address.or(file.web.listen_address).unwrap_or_else(|| format!(":{DEFAULT_PORT}"));
+        let path_from = src.of(cli.telemetry_path.is_none() && file.web.telemetry_path.is_some(), "web.telemetry_path");
         let telemetry_path = cli.telemetry_path.or(file.web.telemetry_path).unwrap_or_else(|| "/metrics".into());
         if !telemetry_path.starts_with('/') || telemetry_path == "/" {
-            return Err(format!("telemetry path {telemetry_path:?} must start with / and not be / itself"));
+            return Err(path_from(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself")));
         }
+        let buckets_from = src.of(cli.classic_buckets.is_none() && file.web.classic_buckets.is_some(), "web.classic_buckets");
         let classic = match cli.classic_buckets.or(file.web.classic_buckets) {
             None => buckets::default_classic_indices(),
             Some(v) => {
                 if v.is_empty() || v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-                    return Err(format!("classic buckets {v:?}: every bound must be a positive number of seconds"));
+                    return Err(buckets_from(&format!("classic buckets {v:?}: every bound must be a positive number of seconds")));
                 }
                 let mut idx: Vec<i32> = v.iter().map(|&x| buckets::index_at_or_above(x)).collect();
                 idx.sort_unstable();
@@ -300,6 +330,36 @@ impl Config {
             Some("logfmt") => Some(LogFormat::Logfmt),
             _ => None,
         };
+        let feats_from = src.of(cli.model_features.is_none() && file.model.features.is_some(), "model.features");
+        let (cli_window_set, file_window_set) = (cli.model_baseline_window.is_some(), file.model.baseline_window.is_some());
+        let window_from = src.of(cli.model_baseline_window.is_none() && file.model.baseline_window.is_some(), "model.baseline_window");
+        let interval_from = src.of(cli.model_interval.is_none() && file.model.interval.is_some(), "model.interval");
+        let web_from = src.of(cli.web_config_file.is_none() && file.web.config_file.is_some(), "web.config_file");
+        let web_file = cli.web_config_file.or(file.web.config_file);
+        let disable_from = src.of(cli.bpf_disable.is_none() && file.bpf.disable.is_some(), "bpf.disable");
+        let mut bpf_disable = Vec::new();
+        for name in cli.bpf_disable.or(file.bpf.disable).unwrap_or_default() {
+            match crate::probes::kernel::TRACEPOINTS.iter().find(|t| **t == name.trim()) {
+                Some(t) if !bpf_disable.contains(t) => bpf_disable.push(*t),
+                Some(_) => {}
+                None => return Err(disable_from(&format!("unknown BPF program {name:?} (one of {})", crate::probes::kernel::TRACEPOINTS.join(", ")))),
+            }
+        }
+        let max_from = src.of(cli.max_connections.is_none() && file.web.max_connections.is_some(), "web.max_connections");
+        let max_connections = cli.max_connections.or(file.web.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=65536).contains(&max_connections) {
+            return Err(max_from(&format!("max connections {max_connections} must be between 1 and 65536")));
+        }
+        let reg_from = src.of(cli.model_regularisation.is_none() && file.model.regularisation.is_some(), "model.regularisation");
+        // An OTLP error names the section when any of its values came from the file.
+        let otlp_from = src.of(
+            (cli.otlp_endpoint.is_none() && file.otlp.endpoint.is_some())
+                || (cli.otlp_protocol.is_none() && file.otlp.protocol.is_some())
+                || (cli.otlp_interval.is_none() && file.otlp.interval.is_some())
+                || (cli.otlp_timeout.is_none() && file.otlp.timeout.is_some())
+                || !file.otlp.headers.is_empty(),
+            "otlp",
+        );
         let model = ModelConfig {
             interval: cli.model_interval.or(file.model.interval).unwrap_or(Duration::from_secs(1)),
             warmup: cli.model_warmup.or(file.model.warmup).unwrap_or(Duration::from_secs(600)),
@@ -307,14 +367,15 @@ impl Config {
             state_file: cli.model_state_file.or(file.model.state_file).unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
             features: cli.model_features.or(file.model.features).unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
             // Ledoit-Wolf validated better than the reference's ridge in bench/qos.
-            regularisation: cli.model_regularisation.or(file.model.regularisation).as_deref().unwrap_or("ledoit-wolf").parse().map_err(|e| format!("model regularisation: {e}"))?,
+            regularisation: cli.model_regularisation.or(file.model.regularisation).as_deref().unwrap_or("ledoit-wolf").parse().map_err(|e| reg_from(&format!("model regularisation: {e}")))?,
         };
-        crate::signals::features::parse_all(&model.features)?;
+        crate::signals::features::parse_all(&model.features).map_err(|e| feats_from(&e))?;
         if model.interval.is_zero() {
-            return Err("model interval must be greater than zero".into());
+            return Err(interval_from("model interval must be greater than zero"));
         }
         if model.baseline_window < model.interval {
-            return Err(format!("model baseline window ({:?}) must be at least one interval ({:?})", model.baseline_window, model.interval));
+            let from = if cli_window_set || !file_window_set { &interval_from } else { &window_from };
+            return Err(from(&format!("model baseline window ({:?}) must be at least one interval ({:?})", model.baseline_window, model.interval)));
         }
         let otlp_given = otlp_config::Given {
             endpoint: cli.otlp_endpoint.or(file.otlp.endpoint),
@@ -325,10 +386,14 @@ impl Config {
             headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
         };
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname)?;
+        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname).map_err(|e| otlp_from(&e))?;
+        let web = match web_file {
+            Some(p) => Some(crate::exporters::webconfig::WebConfig::load(&p).map_err(|e| web_from(&e))?),
+            None => None,
+        };
         Ok(Config {
             command: cli.command.unwrap_or(Command::Serve),
-            listen: parse_listen(&listen)?,
+            listen: parse_listen(&listen).map_err(|e| listen_from(&e))?,
             telemetry_path,
             classic_le_indices: classic,
             log_level: level.or(file.log.level).unwrap_or(LogLevel::Info),
@@ -336,7 +401,40 @@ impl Config {
             attach: attach.unwrap_or_else(|| "auto".into()),
             model,
             otlp,
+            web,
+            max_connections: max_connections as usize,
+            bpf_disable,
+            strict: cli.strict || file.bpf.strict.unwrap_or(false),
         })
+    }
+}
+
+/// Parses the TOML configuration; errors name the file, line and field.
+pub fn parse_file(path: &Path, text: &str) -> Result<File, String> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize::<_, File>(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.span().map(|s| fileerr::line_of_offset(text, s.start)).or_else(|| fileerr::line_for(text, &field));
+        fileerr::located("config file", path, line, &field, inner.message())
+    })
+}
+
+/// Where a configuration value came from, for error messages.
+struct Source<'a> {
+    path: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// A function that prefixes an error with the file, line and field when
+    /// the value came from the file (`from_file`), and leaves it as is when
+    /// it came from a flag (the flag's value is in the message).
+    fn of(&self, from_file: bool, field: &'static str) -> impl Fn(&str) -> String + '_ {
+        move |msg: &str| match self.path {
+            Some(p) if from_file => fileerr::located("config file", p, fileerr::line_for(self.text, field), field, msg),
+            _ => msg.to_string(),
+        }
     }
 }
 
@@ -397,6 +495,77 @@ mod tests {
         let c = Config::load(cli(&["--web.classic-buckets", "0.001,1,0.001"])).unwrap();
         assert_eq!(c.classic_le_indices, vec![-39, 0]);
         assert!(Config::load(cli(&["--web.classic-buckets", "0,-1"])).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    const TOML_LINES: &[&str] = &[
+        "[web]", "[log]", "[bpf]", "[model]", "[nope]", "[web", "[[web]]", "", "# comment", "=", "a b c", "\"", "key = ", "web.listen_address = \":1\"",
+    ];
+    const TOML_KEYS: &[&str] = &[
+        "listen_address", "telemetry_path", "classic_buckets", "config_file", "max_connections", "level", "format", "attach", "disable", "strict",
+        "interval", "warmup", "baseline_window", "state_file", "features", "bogus", "\"quoted key\"",
+    ];
+    const TOML_VALUES: &[&str] = &[
+        "\":9\"", "\"127.0.0.1:0\"", "\"nohost\"", "\"/m\"", "\"metrics\"", "[0.1, 1]", "[]", "[-1]", "\"10s\"", "\"ten\"", "\"0s\"", "42", "0", "-1",
+        "99999999999", "true", "\"sched_switch\"", "[\"nope\"]", "[\"softirq_exit\"]", "\"\"", "\"debug\"", "\"loud\"", "\"raw_tp\"", "1.5", "nan",
+        "\"/nonexistent.yml\"", "[\"runqueue_p99\"]", "[\"cpu\"]", "{ a = 1 }", "\"\\u0000\"", "'''", "[1, \"a\"]",
+    ];
+
+    fn toml_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(TOML_LINES).prop_map(str::to_string),
+            (proptest::sample::select(TOML_KEYS), proptest::sample::select(TOML_VALUES)).prop_map(|(k, v)| format!("{k} = {v}")),
+            "[ -~]{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the file holds: no panic, and an error is one line that
+        /// names the file, a line and a field.
+        #[test]
+        fn config_file_fuzz(lines in proptest::collection::vec(toml_line(), 1..12)) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("fuzz.toml");
+            let text = lines.join("\n");
+            std::fs::write(&p, &text).unwrap();
+            if let Err(e) = Config::load(cli(&["--config.file", p.to_str().unwrap()])) {
+                prop_assert!(e.contains(p.to_str().unwrap()), "{text:?}: {e}");
+                prop_assert!(e.contains(", line ") && e.contains("field `"), "{text:?}: {e}");
+                prop_assert!(!e.contains('\n'), "{text:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_from_the_file_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        for (text, line, field) in [
+            ("[web]\n\ntelemetry_path = \"metrics\"\n", 3, "web.telemetry_path"),
+            ("[model]\ninterval = \"10m\"\n", 2, "model.interval"),
+            ("[bpf]\ndisable = [\"sched_switch\", \"nope\"]\n", 2, "bpf.disable"),
+            ("[web]\nconfig_file = \"/nonexistent/web.yml\"\n", 2, "web.config_file"),
+            ("[web]\nmax_connections = 0\n", 2, "web.max_connections"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+            assert!(e.contains("k.toml") && e.contains(&format!("line {line},")) && e.contains(field), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn hardening_flags() {
+        let c = Config::load(cli(&["--bpf.disable", "softirq_entry,softirq_exit,softirq_entry", "--strict", "--web.max-connections", "8"])).unwrap();
+        assert_eq!(c.bpf_disable, vec!["softirq_entry", "softirq_exit"]);
+        assert!(c.strict);
+        assert_eq!(c.max_connections, 8);
+        assert!(Config::load(cli(&["--bpf.disable", "softirq"])).unwrap_err().contains("unknown BPF program"));
+        let d = Config::load(cli(&[])).unwrap();
+        assert!(!d.strict && d.bpf_disable.is_empty() && d.web.is_none());
+        assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS as usize);
+        assert!(Cli::try_parse_from(["ksense", "--web.max-connections", "0"]).is_err());
     }
 
     #[test]

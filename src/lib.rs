@@ -9,7 +9,9 @@
 pub mod app;
 pub mod config;
 pub mod exporters;
+pub mod fileerr;
 pub mod logging;
 pub mod model;
+pub mod privileges;
 pub mod probes;
 pub mod signals;

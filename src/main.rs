@@ -18,6 +18,20 @@ fn main() {
             eprintln!("ksense: {e}");
             std::process::exit(EXIT_USAGE);
         }
+        raise_fd_limit();
     }
     std::process::exit(app::run(cfg));
+}
+
+/// Every connection is an fd: raise the soft limit to the hard one (as Go
+/// programs do), so --web.max-connections is not cut short by a soft 1024.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }

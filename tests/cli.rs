@@ -104,3 +104,29 @@ fn root_check_reports_this_kernel() {
         assert!(out.contains(line), "check lacks {line}: {out}");
     }
 }
+
+/// Malformed hardening flags and web config files: exit 2, one line naming
+/// the file, line and field.
+#[test]
+fn malformed_web_config_and_hardening_flags_exit_2() {
+    for args in [&["--web.max-connections", "0"][..], &["--web.max-connections", "many"], &["--bpf.disable", "sched_nope"], &["--web.config.file", "/nonexistent/web.yml"], &["--strict=yes"]] {
+        let o = ksense(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("web.yml");
+    for (text, line, field) in [
+        ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS14\n", 4, "tls_server_config.min_version"),
+        ("tls_server_config:\n  cert_file: nonexistent.crt\n  key_file: server.key\n", 2, "tls_server_config.cert_file"),
+        ("basic_auth_users:\n  prometheus: hunter2\n", 2, "basic_auth_users.prometheus"),
+        ("# comment\nbasic_auth_user:\n  a: b\n", 2, "basic_auth_user"),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let o = ksense(&["--web.config.file", p.to_str().unwrap()]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{text:?}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains("web.yml") && e.contains(&format!("line {line},")) && e.contains(field), "{text:?}: {e}");
+    }
+}

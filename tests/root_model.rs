@@ -3,53 +3,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{sample, Ksense};
-
-/// Threads that sleep and wake constantly: thousands of run-queue events a
-/// second, so every interval qualifies for calibration (>= 50 events).
-struct Load(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
-
-impl Load {
-    fn start() -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let hs = (0..4)
-            .map(|_| {
-                let s = stop.clone();
-                std::thread::spawn(move || {
-                    while !s.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                })
-            })
-            .collect();
-        Load(stop, hs)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for h in self.1.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-fn wait_for(k: &Ksense, series: &str, want: f64, timeout: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        let text = k.scrape();
-        if sample(&text, series) == Some(want) {
-            return text;
-        }
-        assert!(t0.elapsed() < timeout, "{series} never became {want}:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use common::{sample, wait_for, Ksense, Load};
 
 const FAST: &[&str] = &["--model.interval", "500ms", "--model.warmup", "3s", "--model.baseline-window", "3s"];
 

@@ -10,7 +10,7 @@ use ksense::signals::histogram::Histogram;
 
 fn attach(mode: &str) -> Probes {
     let s = kernel::probe();
-    Probes::attach(AttachMode::choose(mode, &s).unwrap(), &s).unwrap()
+    Probes::attach(AttachMode::choose(mode, &s).unwrap(), &s, &[]).unwrap()
 }
 
 fn slot_of_seconds(s: f64) -> usize {

@@ -85,6 +85,8 @@ pub struct ModelView {
     pub score: Option<Score>,
     /// Current feature values (seconds), by signal name.
     pub signals: Vec<(String, f64)>,
+    /// Baseline saves that failed (full or read-only disk...), since start.
+    pub save_failures: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -202,6 +204,7 @@ fn model_families(m: &ModelView) -> Vec<Family> {
         family("ksense_baseline_ready", None, "1 once the baseline is calibrated and frozen, 0 while calibrating.", Kind::Gauge, one(Value::Gauge(f64::from(u8::from(m.ready))))),
         family("ksense_baseline_samples", None, "Samples in the baseline (collected so far while calibrating).", Kind::Gauge, one(Value::Gauge(m.samples as f64))),
         family("ksense_signal", None, "Current value of each model feature, in seconds.", Kind::Gauge, labelled(&m.signals)),
+        family("ksense_state_save_failures", None, "Times saving the baseline to the state file failed (e.g. full or read-only disk); it is retried at the next change and at shutdown.", Kind::Counter, one(Value::Counter(m.save_failures as f64))),
     ];
     if let Some(s) = &m.score {
         out.extend([

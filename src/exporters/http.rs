@@ -7,13 +7,15 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::families::{self, BuildInfo, Family, ModelView};
 use super::negotiate::{negotiate, Format};
+use super::webconfig::WebConfig;
 use super::{openmetrics, prometheus_text};
 use crate::probes::KernelSnapshot;
 
@@ -70,9 +72,21 @@ impl Exporter {
 
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
+        let allow_get = |msg: &str| {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, msg);
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        };
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-            r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+            return allow_get("only GET and HEAD\n");
+        }
+        // GET and HEAD carry no body; a request that sends one is refused
+        // unread (and the connection closed) rather than buffered.
+        let has_body = req.headers().contains_key(TRANSFER_ENCODING)
+            || req.headers().get(CONTENT_LENGTH).is_some_and(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) != Some(0));
+        if has_body {
+            let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "GET and HEAD requests take no body\n");
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             return r;
         }
         if path == self.telemetry_path {
@@ -113,45 +127,101 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// Limits that keep one client from holding the server (see README, Security).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+pub const MAX_HEADERS: usize = 64;
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How the endpoint is served: TLS and basic auth (`--web.config.file`) and
+/// the connection cap (`--web.max-connections`).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub web: WebConfig,
+    pub max_connections: usize,
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
-/// (bounded by a few seconds).
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// (bounded by [`SHUTDOWN_GRACE`]).
+///
+/// At most `max_connections` connections are open at once. The next one is
+/// accepted only when one closes: until then it waits in the kernel's listen
+/// backlog (no error, no reset). So that waiting clients are not starved by
+/// keep-alive connections, responses carry `Connection: close` while every
+/// slot is taken, and an idle connection is closed after the header timeout.
+pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, opts: ServeOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let web = Arc::new(opts.web);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let ex = exporter.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let ex = ex.clone();
-                    async move { Ok::<_, std::convert::Infallible>(ex.handle(&req)) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection error");
-                    }
-                });
-            }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = &mut shutdown => break,
-        }
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (ex, web, slots, tls, watcher) = (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let (ex, web, slots) = (ex.clone(), web.clone(), slots.clone());
+                async move { Ok::<_, std::convert::Infallible>(respond(&ex, &web, &slots, req).await) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEADER_BYTES).max_headers(MAX_HEADERS);
+            let result = match tls {
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), svc)).await,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection error");
+            }
+        });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight requests still running after 5s; exiting anyway");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests still running at shutdown; exiting anyway");
     }
     Ok(())
+}
+
+/// Basic auth first (every path), then the request; the configured headers
+/// on every response.
+async fn respond(ex: &Exporter, web: &WebConfig, slots: &Semaphore, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let authorized = match &web.auth {
+        None => true,
+        Some(a) => a.check(req.headers().get(AUTHORIZATION)).await,
+    };
+    let mut r = if authorized {
+        ex.handle(&req)
+    } else {
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ksense\""));
+        r
+    };
+    for (k, v) in &web.headers {
+        r.headers_mut().insert(k.clone(), v.clone());
+    }
+    if slots.available_permits() == 0 {
+        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }

@@ -7,3 +7,4 @@ pub mod negotiate;
 pub mod openmetrics;
 pub mod otlp;
 pub mod prometheus_text;
+pub mod webconfig;

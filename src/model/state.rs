@@ -209,6 +209,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
         })?
         .to_string_lossy()
         .into_owned();
+    remove_stale_temps(dir, &name);
     // Same directory, so the rename is atomic (same filesystem).
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{}",
@@ -227,6 +228,23 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
+}
+
+/// Temporary files left by a process killed mid-write (`kill -9`, power
+/// loss): `.<name>.tmp-<pid>-<n>` whose pid is not running any more. They are
+/// never the state itself (only a completed rename makes a file the state),
+/// so removing them loses nothing.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use libbpf_rs::libbpf_sys as sys;
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
+/// The one message when the kernel has no BTF (ksense cannot work without it).
+pub const NO_BTF: &str = "kernel BTF missing (/sys/kernel/btf/vmlinux not found): ksense's BPF programs are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4 or later; Debian 11+, Ubuntu 20.10+, RHEL 8.2+ kernels have it)";
+
 /// Every tracepoint a ksense program attaches to, with the program's public name.
 pub const TRACEPOINTS: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new", "softirq_entry", "softirq_exit"];
 
@@ -62,7 +65,7 @@ pub fn checks(s: &Support) -> Vec<Check> {
     let res = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".into());
     let mut v = vec![
         Check { name: "privileges".into(), ok: privileges().is_ok(), required: true, detail: privileges().err().unwrap_or_else(|| "ok".into()) },
-        Check { name: "btf".into(), ok: s.btf, required: false, detail: if s.btf { BTF_PATH.into() } else { format!("{BTF_PATH} missing: falling back to raw_tp") } },
+        Check { name: "btf".into(), ok: s.btf, required: true, detail: if s.btf { BTF_PATH.into() } else { NO_BTF.into() } },
         Check { name: "tp_btf".into(), ok: s.tp_btf.is_ok(), required: false, detail: res(&s.tp_btf) },
         Check { name: "raw_tp".into(), ok: s.raw_tp.is_ok(), required: false, detail: res(&s.raw_tp) },
         Check { name: "task_storage".into(), ok: s.task_storage, required: false, detail: if s.task_storage { "ok".into() } else { "BPF_MAP_TYPE_TASK_STORAGE unsupported: falling back to a pid hash".into() } },

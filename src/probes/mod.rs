@@ -106,9 +106,22 @@ impl Probes {
     /// Loads and attaches every program. A program whose tracepoint is missing
     /// or that fails to attach is reported with `attached == false`; the
     /// others keep running.
-    pub fn attach(mode: AttachMode, support: &kernel::Support) -> anyhow::Result<Probes> {
+    ///
+    /// `disable` names programs not to load at all (`--bpf.disable`).
+    pub fn attach(mode: AttachMode, support: &kernel::Support, disable: &[&str]) -> anyhow::Result<Probes> {
+        if !support.btf {
+            bail!("{}", kernel::NO_BTF);
+        }
         let bounds = *buckets::kernel_bounds();
-        let skip = |tp: &str| mode == AttachMode::TpBtf && support.missing_tracepoints.contains(&tp);
+        let skip = |tp: &str| -> Option<&'static str> {
+            if disable.contains(&tp) {
+                Some("disabled by --bpf.disable")
+            } else if mode == AttachMode::TpBtf && support.missing_tracepoints.contains(&tp) {
+                Some("tracepoint missing from this kernel")
+            } else {
+                None
+            }
+        };
         let stats = kernel::enable_stats().map_err(|e| tracing::warn!("BPF run-time statistics unavailable: {e}")).ok();
         let mut links = Vec::new();
         let mut programs = Vec::new();
@@ -127,7 +140,7 @@ impl Probes {
             ("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup),
             ("sched_wakeup_new", &mut p.tp_sched_wakeup_new, &mut p.raw_sched_wakeup_new),
         ] {
-            select(tp, raw, btf, skip(name));
+            select(tp, raw, btf, skip(name).is_some());
         }
         let sk = open.load().context("loading the sched BPF programs")?;
         let p = &sk.progs;
@@ -151,7 +164,7 @@ impl Probes {
             ("softirq_entry", &mut p.tp_softirq_entry, &mut p.raw_softirq_entry),
             ("softirq_exit", &mut p.tp_softirq_exit, &mut p.raw_softirq_exit),
         ] {
-            select(tp, raw, btf, skip(name));
+            select(tp, raw, btf, skip(name).is_some());
         }
         let sk = open.load().context("loading the softirq BPF programs")?;
         let p = &sk.progs;
@@ -206,10 +219,10 @@ fn select(tp: &mut OpenProgramMut<'_>, raw: &mut OpenProgramMut<'_>, btf: bool, 
     raw.set_autoload(!btf && !skip);
 }
 
-fn attach_one(name: &'static str, prog: &ProgramMut<'_>, skip: bool, links: &mut Vec<Link>) -> Program {
-    if skip {
-        tracing::warn!(program = name, "tracepoint missing from this kernel: program not attached");
-        return Program { name, attached: false, fd: None, error: Some(format!("{name}: tracepoint missing")) };
+fn attach_one(name: &'static str, prog: &ProgramMut<'_>, skip: Option<&str>, links: &mut Vec<Link>) -> Program {
+    if let Some(reason) = skip {
+        tracing::warn!(program = name, reason, "program not attached");
+        return Program { name, attached: false, fd: None, error: Some(format!("{name}: {reason}")) };
     }
     let fd = prog.as_fd().try_clone_to_owned().ok();
     match prog.attach() {

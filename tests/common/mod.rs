@@ -28,6 +28,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// `GET /` answers 200 over plain HTTP.
+    Http,
+    /// The port accepts connections.
+    Listening,
+}
+
 /// A ksense process, killed on drop.
 pub struct Ksense {
     pub child: Child,
@@ -42,14 +50,33 @@ impl Ksense {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Ksense {
-        Self::start_with_env(dir, extra, &[])
+        Self::start_full(&[], dir, extra, Ready::Http)
     }
 
     /// With extra environment variables (e.g. OTEL_*).
     pub fn start_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Ksense {
+        Self::start_full_env(&[], dir, extra, Ready::Http, env)
+    }
+
+    /// `cmd` is the command that runs ksense (empty: the built binary; e.g.
+    /// setpriv ... /path/to/ksense); `ready` says how to know it serves (TLS
+    /// endpoints are only checked for a listening socket).
+    pub fn start_full(cmd: &[&str], dir: tempfile::TempDir, extra: &[&str], ready: Ready) -> Ksense {
+        Self::start_full_env(cmd, dir, extra, ready, &[])
+    }
+
+    pub fn start_full_env(cmd: &[&str], dir: tempfile::TempDir, extra: &[&str], ready: Ready, env: &[(&str, &str)]) -> Ksense {
         let port = free_port();
         let state = dir.path().join("baseline.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_ksense"))
+        let mut cmd = match cmd.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ksense")),
+        };
+        let child = cmd
             .args(["--web.listen-address", &format!("127.0.0.1:{port}"), "--model.state-file", state.to_str().unwrap()])
             .args(extra)
             .envs(env.iter().copied())
@@ -58,21 +85,38 @@ impl Ksense {
             .spawn()
             .expect("starting ksense");
         let mut k = Ksense { child, port, dir };
-        k.wait_ready();
+        k.wait_ready(ready);
         k
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal and waits for the exit: (status, stderr, time to exit).
+    /// The state directory lives on until `self` is dropped.
+    pub fn signal(&mut self, sig: i32) -> (std::process::ExitStatus, String, Duration) {
+        let t0 = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let st = self.child.wait().unwrap();
+        let took = t0.elapsed();
+        (st, self.stderr_now(), took)
     }
 
     pub fn state_file(&self) -> PathBuf {
         self.dir.path().join("baseline.json")
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, ready: Ready) {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(20) {
-            if let Ok(r) = ureq::get(&self.url("/")).call() {
-                if r.status() == 200 {
-                    return;
-                }
+            let up = match ready {
+                Ready::Http => ureq::get(&self.url("/")).call().is_ok_and(|r| r.status() == 200),
+                Ready::Listening => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if up {
+                return;
             }
             if let Some(st) = self.child.try_wait().unwrap() {
                 panic!("ksense exited early with {st}: {}", self.stderr_now());
@@ -99,7 +143,7 @@ impl Ksense {
         (st, err)
     }
 
-    fn stderr_now(&mut self) -> String {
+    pub fn stderr_now(&mut self) -> String {
         let mut out = String::new();
         if let Some(e) = self.child.stderr.take() {
             for line in BufReader::new(e).lines().map_while(Result::ok) {
@@ -121,4 +165,63 @@ impl Drop for Ksense {
 /// The value of one sample line `name{labels} value` in text format.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Every series of the text format whose value may never decrease: counters
+/// (`_total`) and histogram `_count`, `_sum`, `_bucket`. Keyed by the full
+/// series (name and labels).
+pub fn monotonic_series(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let name = series.split('{').next().unwrap_or("");
+            name.ends_with("_total") || name.ends_with("_count") || name.ends_with("_sum") || name.ends_with("_bucket")
+        })
+        .filter_map(|(series, v)| v.parse().ok().map(|v| (series.to_string(), v)))
+        .collect()
+}
+
+/// Threads that sleep and wake constantly: thousands of run-queue events a
+/// second, so every interval qualifies for calibration (>= 50 events).
+pub struct Load(std::sync::Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl Load {
+    pub fn start() -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hs = (0..4)
+            .map(|_| {
+                let s = stop.clone();
+                std::thread::spawn(move || {
+                    while !s.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                })
+            })
+            .collect();
+        Load(stop, hs)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in self.1.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Polls `/metrics` until `series` has value `want` (plain HTTP).
+pub fn wait_for(k: &Ksense, series: &str, want: f64, timeout: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        let text = k.scrape();
+        if sample(&text, series) == Some(want) {
+            return text;
+        }
+        assert!(t0.elapsed() < timeout, "{series} never became {want}:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -151,6 +151,7 @@ mod tests {
             samples: 3,
             score: Some(Score { friction: 1.0, direction: 1.0, energy: 0.1, energy_window: 5.0, contributions: vec![("runqueue_mean".into(), 1.0)] }),
             signals: vec![("runqueue_mean".into(), 1e-6)],
+            save_failures: 0,
         };
         let info = BuildInfo { version: "0", kernel: "6".into(), attach_mode: "tp_btf" };
         families::build(&k, Some(&m), &info, Some(OtlpExports { success: 1, failure: 2 }))

@@ -1,0 +1,271 @@
+//! Faults and load: a program that does not attach, --strict, signals,
+//! a full or read-only disk, no kernel BTF, 1,000 concurrent connections,
+//! counters that never go backwards. Needs root.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{monotonic_series, sample, wait_for, Ksense, Load};
+
+fn attached(text: &str, p: &str) -> Option<f64> {
+    sample(text, &format!("ksense_bpf_program_attached{{program=\"{p}\"}}"))
+}
+
+/// Runs ksense to its exit (it is expected to fail at start).
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("b.json");
+    let t0 = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args(["--web.listen-address", "127.0.0.1:0", "--model.state-file", state.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), t0.elapsed())
+}
+
+#[test]
+fn root_a_program_that_does_not_attach_leaves_the_rest_running() {
+    require_root!();
+    let k = Ksense::start(&["--bpf.disable", "softirq_entry,softirq_exit"]);
+    let text = k.scrape();
+    assert_eq!(attached(&text, "softirq_entry"), Some(0.0));
+    assert_eq!(attached(&text, "softirq_exit"), Some(0.0));
+    assert_eq!(attached(&text, "sched_switch"), Some(1.0));
+    let count = |t: &str| sample(t, "ksense_runqueue_latency_seconds_count").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&k.scrape()) > count(&text), "the others keep counting");
+    let (st, log) = k.stop();
+    assert!(st.success());
+    for p in ["softirq_entry", "softirq_exit"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(p)).collect();
+        assert_eq!(lines.len(), 1, "one log line for {p}: {log}");
+        assert!(lines[0].contains("level=warn") && lines[0].contains("not attached"), "{}", lines[0]);
+    }
+}
+
+#[test]
+fn root_strict_makes_a_missing_program_fatal() {
+    require_root!();
+    let (code, err, took) = run_to_exit(&["--strict", "--bpf.disable", "sched_wakeup_new"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(took < Duration::from_secs(10));
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("level=error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("--strict") && errors[0].contains("sched_wakeup_new"), "{}", errors[0]);
+    // Everything attached: --strict changes nothing.
+    let k = Ksense::start(&["--strict"]);
+    assert_eq!(attached(&k.scrape(), "softirq_exit"), Some(1.0));
+}
+
+/// No kernel BTF (hidden by an empty tmpfs in a private mount namespace):
+/// one line that names it, and a non-zero exit.
+#[test]
+fn root_no_btf_is_one_clear_line() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("b.json");
+    let script = format!(
+        "mount -t tmpfs none /sys/kernel/btf && exec {} --web.listen-address 127.0.0.1:0 --model.state-file {}",
+        env!("CARGO_BIN_EXE_ksense"),
+        state.display()
+    );
+    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().expect("unshare (util-linux)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("BTF") && err.contains("/sys/kernel/btf/vmlinux") && err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    // `ksense check` says the same.
+    let script = format!("mount -t tmpfs none /sys/kernel/btf && exec {} check", env!("CARGO_BIN_EXE_ksense"));
+    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("btf")), "{out}");
+}
+
+/// SIGTERM and SIGINT while scrapes run: every scrape that was answered is
+/// complete, the process exits 0 within a few seconds.
+#[test]
+fn root_sigterm_and_sigint_finish_scrapes_and_exit_0() {
+    require_root!();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let k = Ksense::start(&[]);
+        let url = k.url("/metrics");
+        let stop = Arc::new(AtomicBool::new(false));
+        let scrapers: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, stop) = (url.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                    let (mut ok, mut bad) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(r) => match r.into_string() {
+                                Ok(body) if body.contains("ksense_build_info") => ok += 1,
+                                Ok(body) => bad.push(format!("incomplete body of {} bytes", body.len())),
+                                Err(e) => bad.push(format!("reading the body: {e}")),
+                            },
+                            // The listener is gone: that is the end, not a failure.
+                            Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => break,
+                            Err(e) => bad.push(e.to_string()),
+                        }
+                    }
+                    (ok, bad)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut k = k;
+        let (st, log, took) = k.signal(sig);
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for h in scrapers {
+            let (ok, bad) = h.join().unwrap();
+            total += ok;
+            // A request sent in the instant the server stopped accepting may
+            // see its connection closed before any answer; an answer is never cut.
+            assert!(bad.iter().all(|b| !b.contains("incomplete") && !b.contains("reading the body")), "signal {sig}: {bad:?}");
+        }
+        assert!(total > 10, "scrapes ran: {total}");
+        assert_eq!(st.code(), Some(0), "signal {sig}: {st}\n{log}");
+        assert!(took < Duration::from_secs(5), "signal {sig}: exit took {took:?}");
+        assert!(log.contains("shutting down"), "{log}");
+    }
+}
+
+/// A tmpfs of `size` mounted on `path`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "ksense-test", path.to_str().unwrap()]).status().unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(path.to_path_buf())
+    }
+    fn remount(&self, opt: &str) {
+        let st = Command::new("mount").args(["-o", &format!("remount,{opt}"), self.0.to_str().unwrap()]).status().unwrap();
+        assert!(st.success(), "remount {opt}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+const FAST: &[&str] = &["--model.interval", "500ms", "--model.warmup", "3s", "--model.baseline-window", "3s"];
+
+/// Read-only, then full: saving the baseline fails with one log line and a
+/// counter, the process keeps serving; once the disk is writable again the
+/// save at shutdown succeeds.
+#[test]
+fn root_read_only_or_full_disk_is_a_counter_not_a_crash() {
+    require_root!();
+    let _load = Load::start();
+    for case in ["read-only", "full"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Tmpfs::mount(dir.path(), "64k");
+        let root = dir.path().to_path_buf();
+        let state = root.join("baseline.json");
+        match case {
+            "read-only" => fs.remount("ro"),
+            _ => {
+                // Fill it: nothing is left for a temporary file.
+                let _ = Command::new("dd").args(["if=/dev/zero", &format!("of={}", root.join("fill").display()), "bs=4k"]).stderr(Stdio::null()).status();
+            }
+        }
+        let k = Ksense::start_in(dir, FAST);
+        wait_for(&k, "ksense_baseline_ready", 1.0, Duration::from_secs(30));
+        let t0 = Instant::now();
+        let failures = loop {
+            let f = sample(&k.scrape(), "ksense_state_save_failures_total").unwrap();
+            if f >= 1.0 || t0.elapsed() > Duration::from_secs(5) {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(failures >= 1.0, "{case}: no save failure counted");
+        assert!(!state.exists(), "{case}");
+        // Writable again: the save at shutdown goes through.
+        match case {
+            "read-only" => fs.remount("rw"),
+            _ => std::fs::remove_file(root.join("fill")).unwrap(),
+        }
+        let mut k = k;
+        let (st, log, _) = k.signal(libc::SIGTERM);
+        assert!(st.success(), "{case}: {st}\n{log}");
+        let failed: Vec<&str> = log.lines().filter(|l| l.contains("saving the baseline failed")).collect();
+        assert!(!failed.is_empty() && failed.len() as f64 <= failures + 1.0, "{case}: one line per failure: {log}");
+        assert!(failed[0].contains(if case == "read-only" { "Read-only file system" } else { "No space left" }), "{case}: {}", failed[0]);
+        let names: Vec<String> = ["runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean"].iter().map(|s| s.to_string()).collect();
+        ksense::model::load(&state, &names).unwrap_or_else(|e| panic!("{case}: saved at shutdown: {e}\n{log}"));
+        assert!(std::fs::read_dir(&root).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "{case}: temporary file left");
+    }
+}
+
+/// Every counter and histogram series only grows, scrape after scrape,
+/// while the node is busy.
+#[test]
+fn root_every_counter_is_monotonic() {
+    require_root!();
+    let _load = Load::start();
+    let k = Ksense::start(&[]);
+    let mut prev = monotonic_series(&k.scrape());
+    assert!(prev.len() > 100, "{} series", prev.len());
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = monotonic_series(&k.scrape());
+        for (series, v) in &now {
+            if let Some(p) = prev.get(series) {
+                assert!(v >= p, "{series} went from {p} to {v}");
+            }
+        }
+        prev = now;
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+}
+
+/// wrk with 1,000 connections for 10 s against /metrics: no socket error,
+/// no non-2xx, memory bounded, and the probes keep counting. wrk's request
+/// timeout is set to Prometheus' default scrape timeout (10 s): on a quiet
+/// 2-vCPU VM the slowest answer took 0.71 s, but with the machine's load
+/// average at 10 (shared CI-like hosts) 1,000 clients queue behind one
+/// another for over 2 s, wrk's default.
+#[test]
+fn root_1000_concurrent_connections() {
+    require_root!();
+    let k = Ksense::start(&[]);
+    let before = k.scrape();
+    let rss0 = rss_kib(k.pid());
+    let out = Command::new("sh")
+        .args(["-c", &format!("ulimit -n 4096 && wrk -t2 -c1000 -d10s --timeout 10s --latency {}", k.url("/metrics"))])
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let rss1 = rss_kib(k.pid());
+    println!("{report}\nVmRSS before {rss0} KiB, after {rss1} KiB");
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("Socket errors"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    let requests: u64 = report.lines().find_map(|l| l.trim().split_once(" requests in ")).and_then(|(n, _)| n.trim().parse().ok()).expect("wrk summary");
+    assert!(requests >= 1000, "{report}");
+    assert!(rss1 < 256 * 1024, "VmRSS {rss1} KiB after 1,000 connections");
+    let after = k.scrape();
+    for p in ["sched_switch", "softirq_exit"] {
+        let series = format!("ksense_bpf_program_runs_total{{program=\"{p}\"}}");
+        assert!(sample(&after, &series).unwrap() > sample(&before, &series).unwrap(), "{p} stopped counting");
+    }
+    assert!(sample(&after, "ksense_runqueue_latency_seconds_count").unwrap() > sample(&before, "ksense_runqueue_latency_seconds_count").unwrap());
+    let (st, log) = k.stop();
+    assert!(st.success(), "{log}");
+}
