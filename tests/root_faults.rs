@@ -203,7 +203,7 @@ fn root_read_only_or_full_disk_is_a_counter_not_a_crash() {
         let failed: Vec<&str> = log.lines().filter(|l| l.contains("saving the baseline failed")).collect();
         assert!(!failed.is_empty() && failed.len() as f64 <= failures + 1.0, "{case}: one line per failure: {log}");
         assert!(failed[0].contains(if case == "read-only" { "Read-only file system" } else { "No space left" }), "{case}: {}", failed[0]);
-        let names: Vec<String> = ["runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = ksense::config::DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect();
         ksense::model::load(&state, &names).unwrap_or_else(|e| panic!("{case}: saved at shutdown: {e}\n{log}"));
         assert!(std::fs::read_dir(&root).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "{case}: temporary file left");
     }
