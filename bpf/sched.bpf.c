@@ -15,6 +15,7 @@
  * before load by probing the kernel and disables the other.
  */
 #include "ksense.h"
+#include "workload.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -144,7 +145,10 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	ts = ts_get(next, pid, btf, false);
 	if (!ts || !ts->runq)
 		return 0;
-	ks_observe(&sched_hists, HIST_RUNQ, since(now, ts->runq));
+	__u64 waited = since(now, ts->runq);
+	ks_observe(&sched_hists, HIST_RUNQ, waited);
+	if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
+		ks_workload_observe(&cg_runq, next, waited, btf);
 	ts->runq = 0;
 	if (!btf && !ts->dstate)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
@@ -164,7 +168,11 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (!new_task && ts->dstate) {
-		ks_observe(&sched_hists, HIST_DSTATE, since(now, ts->dstate));
+		__u64 slept = since(now, ts->dstate);
+
+		ks_observe(&sched_hists, HIST_DSTATE, slept);
+		if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
+			ks_workload_observe(&cg_dstate, p, slept, btf);
 		ts->dstate = 0;
 	}
 	/* Woken before it got off the CPU: no wait in the queue starts. */
