@@ -13,3 +13,4 @@ pub mod logging;
 pub mod model;
 pub mod probes;
 pub mod signals;
+pub mod workloads;
