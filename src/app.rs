@@ -10,7 +10,8 @@ use crate::config::{Command, Config};
 use crate::exporters::families::{BuildInfo, ModelView, Score};
 use crate::exporters::http::{self, Exporter, KernelSource};
 use crate::model::{self, Model, ModelConfig, StateError};
-use crate::probes::{kernel, AttachMode, Probes};
+use crate::probes::{kernel, AttachMode, Options, Probes};
+use crate::workloads::Workloads;
 use crate::signals::features::{self, Feature};
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or privileges.
@@ -69,7 +70,14 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let support = kernel::probe();
     let mode = AttachMode::choose(&cfg.attach, &support)?;
     let t0 = Instant::now();
-    let probes = Arc::new(Probes::attach(mode, &support)?);
+    let wl = &cfg.workloads;
+    let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries) };
+    let mut probes = Probes::attach_with(mode, &support, opts)?;
+    let workloads = match probes.take_workload_maps() {
+        Some(maps) => Some(Arc::new(Workloads::new(maps, wl).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let probes = Arc::new(probes);
     let attached = probes.programs.iter().filter(|p| p.attached).count();
     tracing::info!(mode = mode.as_str(), programs = attached, millis = t0.elapsed().as_millis() as u64, "BPF programs attached");
 
@@ -84,13 +92,31 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             info: BuildInfo { version: env!("CARGO_PKG_VERSION"), kernel: kernel_release(), attach_mode: mode.as_str() },
             le_indices: cfg.classic_le_indices.clone(),
             telemetry_path: cfg.telemetry_path.clone(),
+            workloads: workloads.clone(),
         });
         let model_task = tokio::spawn(model_loop(probes.clone(), feats, cfg.model.clone(), view));
+        let sweep_task = workloads.map(|w| tokio::spawn(sweep_loop(w)));
         http::serve(listener, exporter, shutdown_signal()).await?;
         model_task.abort();
+        if let Some(t) = sweep_task {
+            t.abort();
+        }
         tracing::info!("shutting down: detaching BPF programs");
         Ok(())
     })
+}
+
+/// Reads the per-workload maps between scrapes too, so the entries of cgroups
+/// that are gone are deleted even when nobody scrapes.
+async fn sweep_loop(w: Arc<Workloads>) {
+    let mut tick = tokio::time::interval(crate::workloads::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = w.refresh() {
+            tracing::warn!(error = %e, "reading the per-workload maps failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -39,12 +39,18 @@ pub struct Exporter {
     pub info: BuildInfo,
     pub le_indices: Vec<i32>,
     pub telemetry_path: String,
+    /// Per-workload attribution, when on.
+    pub workloads: Option<Arc<crate::workloads::Workloads>>,
 }
 
 impl Exporter {
     /// Reads the kernel now and encodes in the requested format.
     pub fn render(&self, format: Format) -> anyhow::Result<(Vec<u8>, &'static str)> {
-        let snap = self.kernel.snapshot()?;
+        let mut snap = self.kernel.snapshot()?;
+        if let Some(w) = &self.workloads {
+            // A failed read costs the per-workload series of this scrape, never the scrape.
+            snap.workloads = w.refresh().map_err(|e| tracing::warn!(error = %e, "reading the per-workload maps failed")).ok();
+        }
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
         let fams = families::build(&snap, model.as_ref(), &self.info);
         Ok(match format {

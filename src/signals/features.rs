@@ -98,8 +98,7 @@ pub fn interval_delta(now: &KernelSnapshot, before: &KernelSnapshot) -> KernelSn
         runqueue: now.runqueue.delta(&before.runqueue),
         dstate: now.dstate.delta(&before.dstate),
         softirq: now.softirq.iter().zip(&before.softirq).map(|(a, b)| a.delta(b)).collect(),
-        programs: Vec::new(),
-        dropped: Vec::new(),
+        ..Default::default()
     }
 }
 
