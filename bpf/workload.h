@@ -43,21 +43,16 @@ const volatile struct ks_whist ks_zero_whist = {};
  * clears the flag (preallocates) on kernels whose hash maps cannot allocate
  * safely from a tracepoint (before bpf_mem_alloc, 6.1).
  */
-struct {
+struct ks_cgroup_hists {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1024);
 	__type(key, __u64);
 	__type(value, struct ks_whist);
-} cg_runq SEC(".maps");
+};
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
-	__type(value, struct ks_whist);
-} cg_dstate SEC(".maps");
+struct ks_cgroup_hists cg_runq SEC(".maps");
+struct ks_cgroup_hists cg_dstate SEC(".maps");
 
 /* Before 5.5 a kernfs node id was a union of inode number and generation. */
 union kernfs_node_id___old {

@@ -316,6 +316,7 @@ fn root_full_map_counts_drops() {
 /// kubelet's log directories faked: pod, namespace and container names where
 /// kubelet's directories name them, pod_uid and container_id always; a
 /// systemd service gets `unit`, unless an exclude pattern folds it away.
+/// The raw_tp fallback attributes to the same cgroups.
 #[test]
 fn root_kubernetes_paths_get_pod_labels() {
     require_root!();
@@ -351,9 +352,10 @@ fn root_kubernetes_paths_get_pod_labels() {
     assert_eq!(l, want(&[("workload", &cgroupfs_style), ("pod_uid", uid2), ("container_id", cid2)]), "no kubelet log dirs for this pod: no names");
     assert!(wl_labels(&t, &service).is_none(), "excluded by pattern, yet served");
     assert!(sample(&t, "ksense_workloads{state=\"folded\"}").unwrap() >= 1.0);
-    // Without the exclude pattern a systemd service is named by its unit.
+    // Without the exclude pattern a systemd service is named by its unit;
+    // and the raw_tp programs (probe-read cgroup ids) find the same cgroups.
     drop(k);
-    let k = Ksense::start(&["--log.level", "warn"]);
+    let k = Ksense::start(&["--log.level", "warn", "--bpf.attach", "raw_tp"]);
     let t = scrape_until(&k, "the service's series", Duration::from_secs(10), |t| wl_labels(t, &service).is_some());
     assert_eq!(wl_labels(&t, &service).unwrap(), want(&[("workload", &service), ("unit", "fake.service")]));
 }

@@ -28,7 +28,7 @@ pub fn slot_index_in(schema: i32, slot: usize) -> Option<i32> {
     if schema == SCHEMA {
         return slot_index(slot);
     }
-    (slot >= 1 && slot < WORKLOAD_SLOTS).then(|| WORKLOAD_FIRST_INDEX + slot as i32 - 1)
+    (1..WORKLOAD_SLOTS).contains(&slot).then(|| WORKLOAD_FIRST_INDEX + slot as i32 - 1)
 }
 
 /// Upper bound of native bucket `i`, in seconds: exactly 2^(i/4).
