@@ -95,7 +95,7 @@ static __always_inline void ks_workload_observe(void *map, struct task_struct *t
 		bpf_map_update_elem(map, &id, (const void *)&ks_zero_whist, BPF_NOEXIST);
 		h = bpf_map_lookup_elem(map, &id);
 		if (!h) {
-			ks_drop(KS_DROP_CGROUP_MAP_FULL);
+			ks_drop(KS_DROP_CGROUP_MAP_FULL); /* full, or -ENOMEM in a burst */
 			return;
 		}
 	}
