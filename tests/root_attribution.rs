@@ -232,11 +232,15 @@ fn root_each_cgroup_carries_its_own_waits() {
     let (ta, tb) = ((ra1 - ra0) as f64 / 1e9, (rb1 - rb0) as f64 / 1e9);
     eprintln!("A: series {ha:.4} s, schedstat {ta:.4} s; B: series {hb:.4} s, schedstat {tb:.4} s");
     assert!(ta > 2.0, "contention too weak: A's run_delay grew {ta} s in 3 s");
-    // Each equals its own ground truth, so neither carries the other's waits
-    // (B may wait a lot too when CPU 1 is busy with other work: that is B's).
-    // 5 %: the reads of /proc and the scrape are not one instant on a loaded machine.
+    // A's spinners never sleep: schedstat is exact ground truth for them (5 %:
+    // the reads of /proc and the scrape are not one instant). B's sleeper, on
+    // a busy CPU, is often preempted on its way into a sleep: still queued,
+    // ksense counts that wait (bpf/sched.bpf.c), schedstat does not (it only
+    // starts a wait for a TASK_RUNNING task). So B's run_delay is a lower
+    // bound, and B must stay well below A: it carries none of A's seconds.
     assert!((ha - ta).abs() <= 0.05 * ta + 0.01, "A's series {ha} s vs its threads' run_delay {ta} s");
-    assert!((hb - tb).abs() <= 0.05 * tb + 0.005, "B's series {hb} s vs its thread's run_delay {tb} s");
+    assert!(hb >= 0.95 * tb - 0.005, "B's series {hb} s below its thread's run_delay {tb} s");
+    assert!(hb < 0.5 * ha, "B waited {hb} s, A {ha} s: B must not carry A's waits");
 
     // D state in C: there and nowhere else.
     a.kill_all();
@@ -245,11 +249,13 @@ fn root_each_cgroup_carries_its_own_waits() {
     dstate_in(&c.path, 200);
     let after = scrape_until(&k, "C's D-state series", Duration::from_secs(10), |t| wl(t, &format!("{DSTATE}_count"), &c.rel).is_some());
     let dsum = wl(&after, &format!("{DSTATE}_sum"), &c.rel).unwrap();
-    assert!((0.2..0.3).contains(&dsum), "C's D-state sum {dsum} s, expected one 0.2 s sleep");
-    // The 0.2 s sleep sits in the default classic bucket that holds it:
-    // above le = 2^-4 s, at or below le = 2^-2 s.
+    // 0.2 s plus the wakeup latency, which a loaded machine stretches.
+    assert!((0.2..0.5).contains(&dsum), "C's D-state sum {dsum} s, expected one 0.2 s sleep");
+    // One observation in the default classic bucket that holds it: above
+    // le = 2^-4 s, at or below le = 2^-2 s (or 1 s when woken late).
     let bucket = |le: &str| after.lines().find(|l| l.starts_with(&format!("{DSTATE}_bucket{{workload=\"{}\",le=\"{le}\"}}", c.rel))).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
-    assert_eq!(bucket("0.25").unwrap() - bucket("0.0625").unwrap(), 1, "one sleep between 0.0625 s and 0.25 s");
+    let upper = if dsum <= 0.25 { "0.25" } else { "1" };
+    assert_eq!(bucket(upper).unwrap() - bucket("0.0625").unwrap(), 1, "one sleep between 0.0625 s and {upper} s");
     for cg in [&a, &b] {
         let d = |t: &str| wl(t, &format!("{DSTATE}_sum"), &cg.rel).unwrap_or(0.0);
         assert!(d(&after) - d(&before) < 0.1, "{}: D state that was C's", cg.rel);
