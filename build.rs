@@ -22,5 +22,6 @@ fn main() {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-changed=bpf/ksense.h");
+    println!("cargo:rerun-if-changed=bpf/workload.h");
     println!("cargo:rerun-if-changed=bpf/vmlinux");
 }

@@ -29,7 +29,8 @@ struct ks_hist {
 enum ks_drop {
 	KS_DROP_TASK_STORAGE = 0, /* task storage could not be allocated */
 	KS_DROP_MAP_FULL = 1,     /* the raw_tp fallback's pid hash is full */
-	KS_DROP_MAX = 2,
+	KS_DROP_CGROUP_MAP_FULL = 2, /* no room for a cgroup in a per-workload map */
+	KS_DROP_MAX = 3,
 };
 
 /* Filled by user space before load (rodata), so there is one source of truth. */

@@ -19,6 +19,7 @@
  * before load by probing the kernel and disables the other.
  */
 #include "ksense.h"
+#include "workload.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -152,8 +153,10 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	if (!ts || !ts->runq)
 		return 0;
 	/* One histogram update per event: the node-wide sum is built in user space. */
-	ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE,
-		   since(now, ts->runq));
+	__u64 waited = since(now, ts->runq);
+	ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
+	if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
+		ks_workload_observe(&cg_runq, next, waited, btf);
 	ts->runq = 0;
 	if (!btf && !ts->dstate)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
@@ -173,7 +176,11 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (!new_task && ts->dstate) {
-		ks_observe(&sched_hists, HIST_DSTATE, since(now, ts->dstate));
+		__u64 slept = since(now, ts->dstate);
+
+		ks_observe(&sched_hists, HIST_DSTATE, slept);
+		if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
+			ks_workload_observe(&cg_dstate, p, slept, btf);
 		ts->dstate = 0;
 	}
 	/* Woken before it got off the CPU: no wait in the queue starts. */

@@ -12,7 +12,8 @@ use crate::exporters::http::{self, Exporter, KernelSource};
 use crate::exporters::otlp;
 use crate::model::{self, Model, ModelConfig, StateError};
 use crate::privileges;
-use crate::probes::{kernel, AttachMode, Probes};
+use crate::probes::{kernel, AttachMode, Options, Probes};
+use crate::workloads::Workloads;
 use crate::signals::features::{self, Feature};
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or privileges.
@@ -71,7 +72,14 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let support = kernel::probe();
     let mode = AttachMode::choose(&cfg.attach, &support)?;
     let t0 = Instant::now();
-    let probes = Arc::new(Probes::attach(mode, &support, &cfg.bpf_disable)?);
+    let wl = &cfg.workloads;
+    let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries) };
+    let mut probes = Probes::attach_with(mode, &support, &cfg.bpf_disable, opts)?;
+    let workloads = match probes.take_workload_maps() {
+        Some(maps) => Some(Arc::new(Workloads::new(maps, wl).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let probes = Arc::new(probes);
     let attached = probes.programs.iter().filter(|p| p.attached).count();
     if cfg.strict && attached < probes.programs.len() {
         let missing: Vec<&str> = probes.programs.iter().filter_map(|p| p.error.as_deref()).collect();
@@ -106,16 +114,18 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             le_indices: cfg.classic_le_indices.clone(),
             telemetry_path: cfg.telemetry_path.clone(),
             otlp: otlp_counters.clone(),
+            workloads: workloads.clone(),
         });
         let (stop_model, stopped) = tokio::sync::watch::channel(false);
         let model_task = tokio::spawn(model_loop(probes.clone(), feats, cfg.model.clone(), view, stopped));
+        let sweep_task = workloads.map(|w| tokio::spawn(sweep_loop(w)));
         let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
             (Some(o), Some(c)) => Some(otlp::spawn(o, exporter.clone(), c)?),
             _ => None,
         };
         let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
         http::serve(listener, exporter, opts, shutdown_signal()).await?;
-        if let Some(t) = otlp_task {
+        for t in [otlp_task, sweep_task].into_iter().flatten() {
             t.abort();
         }
         // In-flight scrapes are done; the model saves what changed since its last save.
@@ -126,6 +136,19 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down: detaching BPF programs");
         Ok(())
     })
+}
+
+/// Reads the per-workload maps between scrapes too, so the entries of cgroups
+/// that are gone are deleted even when nobody scrapes.
+async fn sweep_loop(w: Arc<Workloads>) {
+    let mut tick = tokio::time::interval(crate::workloads::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = w.refresh() {
+            tracing::warn!(error = %e, "reading the per-workload maps failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -92,6 +92,27 @@ pub struct Cli {
     /// Exit with an error when any BPF program is not attached, instead of serving the rest
     #[arg(long = "strict", global = true)]
     pub strict: bool,
+    /// Per-workload (cgroup) run-queue and D-state histograms: true or false [default: true]
+    #[arg(long = "workloads.enabled", value_name = "BOOL", global = true, action = clap::ArgAction::Set)]
+    pub workloads_enabled: Option<bool>,
+    /// Workloads exported with series of their own, the busiest by run-queue wait; the rest are summed in workload="other" [default: 100]
+    #[arg(long = "workloads.max", value_name = "N", global = true)]
+    pub workloads_max: Option<usize>,
+    /// Cgroups the kernel keeps histograms for (per map); events of cgroups beyond are counted as dropped [default: 1024]
+    #[arg(long = "workloads.map-entries", value_name = "N", global = true)]
+    pub workloads_map_entries: Option<u32>,
+    /// Only cgroup paths matching this regex (anchored) get series of their own [default: all]
+    #[arg(long = "workloads.include", value_name = "REGEX", global = true)]
+    pub workloads_include: Option<String>,
+    /// Cgroup paths matching this regex (anchored) never get series of their own [default: none]
+    #[arg(long = "workloads.exclude", value_name = "REGEX", global = true)]
+    pub workloads_exclude: Option<String>,
+    /// The cgroup v2 hierarchy [default: found in /proc/self/mountinfo: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts]
+    #[arg(long = "workloads.cgroup-root", value_name = "DIR", global = true)]
+    pub workloads_cgroup_root: Option<PathBuf>,
+    /// Kubelet's log directory, whose pods/ and containers/ entries name pods and containers [default: /var/log]
+    #[arg(long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
+    pub workloads_kubelet_log_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +139,8 @@ pub struct File {
     pub model: ModelFile,
     #[serde(default)]
     pub otlp: OtlpFile,
+    #[serde(default)]
+    pub workloads: WorkloadsFile,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -132,6 +155,18 @@ pub struct OtlpFile {
     /// `[otlp.headers]` key = "value"
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadsFile {
+    pub enabled: Option<bool>,
+    pub max: Option<usize>,
+    pub map_entries: Option<u32>,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+    pub cgroup_root: Option<PathBuf>,
+    pub kubelet_log_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -250,6 +285,7 @@ pub struct Config {
     /// Programs not to load (`--bpf.disable`).
     pub bpf_disable: Vec<&'static str>,
     pub strict: bool,
+    pub workloads: crate::workloads::Config,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
@@ -391,6 +427,26 @@ impl Config {
             Some(p) => Some(crate::exporters::webconfig::WebConfig::load(&p).map_err(|e| web_from(&e))?),
             None => None,
         };
+        let entries_from = src.of(cli.workloads_map_entries.is_none() && file.workloads.map_entries.is_some(), "workloads.map_entries");
+        let filter_from = src.of(
+            (cli.workloads_include.is_none() && file.workloads.include.is_some()) || (cli.workloads_exclude.is_none() && file.workloads.exclude.is_some()),
+            if cli.workloads_include.is_none() && file.workloads.include.is_some() { "workloads.include" } else { "workloads.exclude" },
+        );
+        let d = crate::workloads::Config::default();
+        let (wf, dflt_dir) = (file.workloads, d.kubelet_log_dir.clone());
+        let workloads = crate::workloads::Config {
+            enabled: cli.workloads_enabled.or(wf.enabled).unwrap_or(d.enabled),
+            max: cli.workloads_max.or(wf.max).unwrap_or(d.max),
+            map_entries: cli.workloads_map_entries.or(wf.map_entries).unwrap_or(d.map_entries),
+            include: cli.workloads_include.or(wf.include),
+            exclude: cli.workloads_exclude.or(wf.exclude),
+            cgroup_root: cli.workloads_cgroup_root.or(wf.cgroup_root),
+            kubelet_log_dir: cli.workloads_kubelet_log_dir.or(wf.kubelet_log_dir).unwrap_or(dflt_dir),
+        };
+        if !(1..=1 << 20).contains(&workloads.map_entries) {
+            return Err(entries_from(&format!("workloads map entries {} must be between 1 and 1048576", workloads.map_entries)));
+        }
+        crate::workloads::tracker::Filter::new(workloads.include.as_deref(), workloads.exclude.as_deref()).map_err(|e| filter_from(&e))?;
         Ok(Config {
             command: cli.command.unwrap_or(Command::Serve),
             listen: parse_listen(&listen).map_err(|e| listen_from(&e))?,
@@ -405,6 +461,7 @@ impl Config {
             max_connections: max_connections as usize,
             bpf_disable,
             strict: cli.strict || file.bpf.strict.unwrap_or(false),
+            workloads,
         })
     }
 }
@@ -488,6 +545,25 @@ mod tests {
         std::fs::write(&p, "[model]\nwarmup = \"ten minutes\"\n").unwrap();
         let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
         assert!(e.contains("line 2") && e.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn workloads_flags_and_file() {
+        let c = Config::load(cli(&[])).unwrap();
+        assert!(c.workloads.enabled);
+        assert_eq!((c.workloads.max, c.workloads.map_entries), (100, 1024));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[workloads]\nmax = 7\nexclude = \"/system\\\\.slice/.*\"\nkubelet_log_dir = \"/l\"\n").unwrap();
+        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--workloads.enabled", "false", "--workloads.max", "3"])).unwrap();
+        assert!(!c.workloads.enabled);
+        assert_eq!(c.workloads.max, 3);
+        assert_eq!(c.workloads.exclude.as_deref(), Some("/system\\.slice/.*"));
+        assert_eq!(c.workloads.kubelet_log_dir, PathBuf::from("/l"));
+        let e = Config::load(cli(&["--workloads.include", "(unclosed"])).unwrap_err();
+        assert!(e.contains("include") && e.contains("(unclosed"), "{e}");
+        assert!(Config::load(cli(&["--workloads.map-entries", "0"])).is_err());
+        assert!(Cli::try_parse_from(["ksense", "--workloads.enabled", "maybe"]).is_err());
     }
 
     #[test]

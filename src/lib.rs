@@ -15,3 +15,4 @@ pub mod model;
 pub mod privileges;
 pub mod probes;
 pub mod signals;
+pub mod workloads;

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use crate::probes::{KernelSnapshot, SOFTIRQ_VECTORS};
 use crate::signals::histogram::Histogram;
+use crate::workloads::{Pair, View};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -184,6 +185,9 @@ pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo, ot
             [("success", o.success), ("failure", o.failure)].into_iter().map(|(r, c)| Sample { labels: vec![("result", Cow::Borrowed(r))], value: Value::Counter(c as f64) }).collect(),
         ));
     }
+    if let Some(w) = &k.workloads {
+        out.extend(workload_families(w));
+    }
     if let Some(m) = model {
         out.extend(model_families(m));
     }
@@ -194,6 +198,50 @@ pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo, ot
         });
     }
     out
+}
+
+/// Per-workload histograms: one series per exported workload (labelled with
+/// its cgroup path and what the path says), plus `workload="other"`.
+fn workload_families(w: &View) -> Vec<Family> {
+    let series = |pick: fn(&Pair) -> &Histogram, skip_empty: bool| -> Vec<Sample> {
+        let mut v: Vec<Sample> = w
+            .series
+            .iter()
+            .filter(|s| !skip_empty || pick(&s.hists).count() > 0)
+            .map(|s| {
+                let mut labels = vec![("workload", Cow::Owned(s.workload.clone()))];
+                labels.extend(s.labels.pairs().map(|(k, v)| (k, Cow::Owned(v.to_string()))));
+                Sample { labels, value: Value::Histogram(pick(&s.hists).clone()) }
+            })
+            .collect();
+        v.push(Sample { labels: vec![("workload", Cow::Borrowed("other"))], value: Value::Histogram(pick(&w.other).clone()) });
+        v
+    };
+    let state = |s: &'static str, n: usize| Sample { labels: vec![("state", Cow::Borrowed(s))], value: Value::Gauge(n as f64) };
+    vec![
+        family(
+            "ksense_workload_runqueue_latency",
+            Some(Unit::Seconds),
+            "Run-queue latency of the tasks of each workload (cgroup), for the busiest workloads; the rest are summed in workload=\"other\".",
+            Kind::Histogram,
+            series(|p| &p.runqueue, false),
+        ),
+        // Most workloads never sleep in D state: no empty series for them.
+        family(
+            "ksense_workload_dstate_duration",
+            Some(Unit::Seconds),
+            "D-state (uninterruptible sleep) duration of the tasks of each workload (cgroup), for the exported workloads; the rest are summed in workload=\"other\".",
+            Kind::Histogram,
+            series(|p| &p.dstate, true),
+        ),
+        family(
+            "ksense_workloads",
+            None,
+            "Workloads (cgroups) with waits in the kernel maps (tracked), those with series of their own (exported) and those summed in workload=\"other\" (folded).",
+            Kind::Gauge,
+            vec![state("tracked", w.tracked), state("exported", w.exported), state("folded", w.folded)],
+        ),
+    ]
 }
 
 fn model_families(m: &ModelView) -> Vec<Family> {

@@ -43,12 +43,18 @@ pub struct Exporter {
     pub telemetry_path: String,
     /// Present when OTLP push is on: its export counts are served too.
     pub otlp: Option<Arc<super::otlp::Counters>>,
+    /// Per-workload attribution, when on.
+    pub workloads: Option<Arc<crate::workloads::Workloads>>,
 }
 
 impl Exporter {
     /// Every family as of now: what a scrape serves and what OTLP pushes.
     pub fn families(&self) -> anyhow::Result<Vec<Family>> {
-        let snap = self.kernel.snapshot()?;
+        let mut snap = self.kernel.snapshot()?;
+        if let Some(w) = &self.workloads {
+            // A failed read costs the per-workload series of this scrape, never the scrape.
+            snap.workloads = w.refresh().map_err(|e| tracing::warn!(error = %e, "reading the per-workload maps failed")).ok();
+        }
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
         Ok(families::build(&snap, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get())))
     }

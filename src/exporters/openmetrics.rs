@@ -49,7 +49,7 @@ impl Collector for Families {
                             &h.classic(&self.le_indices),
                             None,
                             NativeHistogram {
-                                schema: buckets::SCHEMA,
+                                schema: h.schema,
                                 zero_threshold,
                                 zero_count: nb.zero_count,
                                 negative: NativeHistogramBuckets { spans: &[], deltas: &[] },

@@ -16,6 +16,21 @@ pub const FIRST_INDEX: i32 = -117;
 /// Native index of the last slot.
 pub const LAST_INDEX: i32 = FIRST_INDEX + SLOTS as i32 - 2;
 
+/// The per-workload layout (`struct ks_whist`, bpf/workload.h): schema 0,
+/// slot `w >= 1` is native index `w + WORKLOAD_FIRST_INDEX - 1`, the union of
+/// the node layout's slots `4w-7 ..= 4w-4`; slot 0 is the same zero bucket.
+pub const WORKLOAD_SCHEMA: i32 = 0;
+pub const WORKLOAD_SLOTS: usize = 66;
+pub const WORKLOAD_FIRST_INDEX: i32 = -29;
+
+/// Native index, in `schema` (SCHEMA or WORKLOAD_SCHEMA), of a slot (`None` for the zero bucket).
+pub fn slot_index_in(schema: i32, slot: usize) -> Option<i32> {
+    if schema == SCHEMA {
+        return slot_index(slot);
+    }
+    (1..WORKLOAD_SLOTS).contains(&slot).then(|| WORKLOAD_FIRST_INDEX + slot as i32 - 1)
+}
+
 /// Upper bound of native bucket `i`, in seconds: exactly 2^(i/4).
 pub fn upper_bound_seconds(i: i32) -> f64 {
     // 2^(q + r/4) with the quarter powers as correctly rounded literals: no powf.
@@ -139,6 +154,20 @@ mod tests {
         assert_eq!(slot_index(slot_of(b, 1_000_000_001)), Some(1));
         assert_eq!(slot_index(slot_of(b, 976_562)), Some(-40));
         assert_eq!(slot_index(slot_of(b, 976_563)), Some(-39));
+    }
+
+    /// The BPF side's `(s + 5) >> 2`: each workload slot is exactly the union
+    /// of four node slots, i.e. schema-2 index i lands in schema-0 index ceil(i/4).
+    #[test]
+    fn workload_slots_merge_node_slots() {
+        assert_eq!(slot_index_in(WORKLOAD_SCHEMA, 0), None);
+        for s in 1..SLOTS {
+            let w = (s + 5) >> 2;
+            let (i, j) = (slot_index(s).unwrap(), slot_index_in(WORKLOAD_SCHEMA, w).unwrap());
+            assert_eq!(j, i.div_euclid(4) + i32::from(i.rem_euclid(4) != 0), "slot {s}");
+            assert!(w < WORKLOAD_SLOTS);
+        }
+        assert_eq!((SLOTS - 1 + 5) >> 2, WORKLOAD_SLOTS - 1, "the last slots meet");
     }
 
     #[test]

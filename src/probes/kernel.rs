@@ -30,6 +30,9 @@ pub struct Support {
     pub raw_tp: Result<(), String>,
     pub task_storage: bool,
     pub stats: Result<(), String>,
+    /// BPF hash maps allocate with bpf_mem_alloc (6.1+), which is safe from
+    /// any tracepoint; before, run-time allocation in sched_switch is not.
+    pub mem_alloc: bool,
     /// Tracepoints missing from kernel BTF (only meaningful with BTF).
     pub missing_tracepoints: Vec<&'static str>,
 }
@@ -56,6 +59,7 @@ pub fn probe() -> Support {
         // SAFETY: plain libbpf call with no pointers besides a null opts.
         task_storage: unsafe { sys::libbpf_probe_bpf_map_type(sys::BPF_MAP_TYPE_TASK_STORAGE, std::ptr::null()) } == 1,
         stats: enable_stats().map(drop),
+        mem_alloc: btf && btf_has_struct("bpf_mem_alloc"),
         missing_tracepoints,
     }
 }
@@ -109,6 +113,21 @@ pub fn find_tp_btf_id(tp: &str) -> Option<u32> {
     // SAFETY: `name` is a valid C string for the duration of the call.
     let id = unsafe { sys::libbpf_find_vmlinux_btf_id(name.as_ptr(), sys::BPF_TRACE_RAW_TP) };
     (id > 0).then_some(id as u32)
+}
+
+/// Whether kernel BTF describes a struct of that name.
+fn btf_has_struct(name: &str) -> bool {
+    let Ok(name) = CString::new(name) else { return false };
+    // SAFETY: libbpf returns an owned BTF object or an error pointer/null; freed below.
+    unsafe {
+        let btf = sys::btf__load_vmlinux_btf();
+        if btf.is_null() || sys::libbpf_get_error(btf.cast()) != 0 {
+            return false;
+        }
+        let found = sys::btf__find_by_name_kind(btf, name.as_ptr(), sys::BTF_KIND_STRUCT) > 0;
+        sys::btf__free(btf);
+        found
+    }
 }
 
 /// Holds the kernel's run-time statistics (run_cnt, run_time_ns) on for as

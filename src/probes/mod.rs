@@ -15,13 +15,13 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, OpenObject, OpenProgramMut, ProgramMut};
 
 use crate::signals::histogram::Histogram;
-use reader::{PercpuArray, ProgStats};
+use reader::{HistHash, PercpuArray, ProgStats};
 
 /// Softirq vectors in kernel order, named as node_exporter names them.
 pub const SOFTIRQ_VECTORS: [&str; 10] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
-pub const DROP_REASONS: [&str; 2] = ["task_storage", "map_full"];
+pub const DROP_REASONS: [&str; 3] = ["task_storage", "map_full", "cgroup_map_full"];
 pub const DROP_RECURSION: &str = "recursion";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +80,25 @@ pub struct KernelSnapshot {
     pub programs: Vec<(&'static str, bool, ProgStats)>,
     /// (reason, count), monotonic.
     pub dropped: Vec<(&'static str, u64)>,
+    /// The per-workload series, when attribution is on (filled by the
+    /// exporter, which owns the bookkeeping; the model does not need it).
+    pub workloads: Option<crate::workloads::View>,
+}
+
+/// What the sched programs record besides the node-wide histograms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Per-workload (cgroup v2) histograms, with room for this many cgroups
+    /// in each map; None: off, and the BPF code for it is not even loaded.
+    pub workload_entries: Option<u32>,
+}
+
+/// The per-workload maps: cgroup v2 id -> run-queue / D-state histogram.
+#[derive(Debug)]
+pub struct WorkloadMaps {
+    pub runqueue: HistHash,
+    pub dstate: HistHash,
+    pub entries: u32,
 }
 
 /// The attached programs and handles on their maps. The libbpf objects are
@@ -93,6 +112,7 @@ pub struct Probes {
     sched_hists: PercpuArray,
     softirq_hists: PercpuArray,
     drops: PercpuArray,
+    workload_maps: Option<WorkloadMaps>,
     _links: Mutex<Vec<Link>>,
     _stats: Option<OwnedFd>,
 }
@@ -109,6 +129,11 @@ impl Probes {
     ///
     /// `disable` names programs not to load at all (`--bpf.disable`).
     pub fn attach(mode: AttachMode, support: &kernel::Support, disable: &[&str]) -> anyhow::Result<Probes> {
+        Self::attach_with(mode, support, disable, Options::default())
+    }
+
+    /// [`Probes::attach`] with options.
+    pub fn attach_with(mode: AttachMode, support: &kernel::Support, disable: &[&str], opts: Options) -> anyhow::Result<Probes> {
         if !support.btf {
             bail!("{}", kernel::NO_BTF);
         }
@@ -134,6 +159,17 @@ impl Probes {
         // Only the chosen variant's storage map is created.
         open.maps.task_ts.set_autocreate(btf)?;
         open.maps.pid_ts.set_autocreate(!btf)?;
+        let rodata = open.maps.rodata_data.as_deref_mut().context("sched rodata")?;
+        rodata.ks_workloads = opts.workload_entries.is_some();
+        // Off: one entry each, never touched (the code using them is dead).
+        let entries = opts.workload_entries.unwrap_or(1).max(1);
+        for m in [&mut open.maps.cg_runq, &mut open.maps.cg_dstate] {
+            m.set_max_entries(entries)?;
+            if !support.mem_alloc {
+                // No bpf_mem_alloc: allocating from a tracepoint is unsafe, preallocate.
+                m.set_map_flags(m.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)?;
+            }
+        }
         let p = &mut open.progs;
         for (name, tp, raw) in [
             ("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch),
@@ -153,6 +189,10 @@ impl Probes {
         }
         let sched_hists = percpu(&sk.maps.sched_hists)?;
         let drops = percpu(&sk.maps.ks_drops)?;
+        let workload_maps = match opts.workload_entries {
+            Some(entries) => Some(WorkloadMaps { runqueue: hist_hash(&sk.maps.cg_runq)?, dstate: hist_hash(&sk.maps.cg_dstate)?, entries }),
+            None => None,
+        };
         drop(sk);
 
         // softirq
@@ -180,7 +220,12 @@ impl Probes {
         if links.is_empty() {
             bail!("no BPF program could be attached: {}", programs.iter().filter_map(|p| p.error.as_deref()).collect::<Vec<_>>().join("; "));
         }
-        Ok(Probes { mode, attached_at: SystemTime::now(), programs, sched_hists, softirq_hists, drops, _links: Mutex::new(links), _stats: stats })
+        Ok(Probes { mode, attached_at: SystemTime::now(), programs, sched_hists, softirq_hists, drops, workload_maps, _links: Mutex::new(links), _stats: stats })
+    }
+
+    /// The per-workload maps, when attached with them.
+    pub fn take_workload_maps(&mut self) -> Option<WorkloadMaps> {
+        self.workload_maps.take()
     }
 
     /// Reads every histogram and counter. Cheap (a few dozen syscalls) and
@@ -235,6 +280,10 @@ fn attach_one(name: &'static str, prog: &ProgramMut<'_>, skip: Option<&str>, lin
             Program { name, attached: false, fd, error: Some(format!("{name}: {e}")) }
         }
     }
+}
+
+fn hist_hash(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<HistHash> {
+    Ok(HistHash::new(map.as_fd().try_clone_to_owned()?, map.value_size() as usize)?)
 }
 
 fn percpu(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<PercpuArray> {

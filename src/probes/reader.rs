@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::buckets::SLOTS;
+use super::buckets::WORKLOAD_SLOTS;
 use crate::signals::histogram::Histogram;
 
 /// A per-CPU array map read with one reusable buffer.
@@ -50,13 +50,7 @@ impl PercpuArray {
     /// Sums a `struct ks_hist` over CPUs.
     pub fn histogram(&self, key: u32, buf: &mut Vec<u8>) -> std::io::Result<Histogram> {
         let mut h = Histogram::default();
-        self.read(key, buf, |v| {
-            for (slot, chunk) in h.slots.iter_mut().zip(v.chunks_exact(8)) {
-                *slot += u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-            }
-            // Modular like the kernel's own counter (see Histogram::delta).
-            h.sum_ns = h.sum_ns.wrapping_add(u64::from_ne_bytes(v[SLOTS * 8..SLOTS * 8 + 8].try_into().expect("8 bytes")));
-        })?;
+        self.read(key, buf, |v| add_ks_hist(&mut h, v))?;
         Ok(h)
     }
 
@@ -65,6 +59,94 @@ impl PercpuArray {
         let mut n = 0u64;
         self.read(key, buf, |v| n += u64::from_ne_bytes(v[..8].try_into().expect("8 bytes")))?;
         Ok(n)
+    }
+}
+
+/// Adds one `struct ks_hist` (`slots` counts, then the ns sum) as the kernel
+/// laid it out to `h`.
+fn add_ks_hist(h: &mut Histogram, v: &[u8]) {
+    let slots = v.len() / 8 - 1;
+    for (slot, chunk) in h.slots.iter_mut().zip(v[..slots * 8].chunks_exact(8)) {
+        *slot += u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+    }
+    // Modular like the kernel's own counter (see Histogram::delta).
+    h.sum_ns = h.sum_ns.wrapping_add(u64::from_ne_bytes(v[slots * 8..slots * 8 + 8].try_into().expect("8 bytes")));
+}
+
+/// A per-CPU hash map from a u64 (a cgroup id) to a `struct ks_whist`
+/// (bpf/workload.h), read entry by entry while the programs keep updating it.
+#[derive(Debug)]
+pub struct HistHash {
+    fd: OwnedFd,
+    value_size: usize,
+    cpus: usize,
+}
+
+impl HistHash {
+    pub fn new(fd: OwnedFd, value_size: usize) -> std::io::Result<HistHash> {
+        assert_eq!(value_size, (WORKLOAD_SLOTS + 1) * 8, "struct ks_whist layout");
+        // SAFETY: no arguments.
+        let cpus = unsafe { sys::libbpf_num_possible_cpus() };
+        if cpus <= 0 {
+            return Err(std::io::Error::from_raw_os_error(-cpus));
+        }
+        Ok(HistHash { fd, value_size, cpus: cpus as usize })
+    }
+
+    /// Every entry. Entries deleted during the iteration are skipped; one
+    /// deleted under the iterator's feet may restart it, so the keys are
+    /// collected first and looked up after.
+    pub fn read_all(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
+        let mut keys = Vec::new();
+        let mut key = 0u64;
+        let mut first = true;
+        loop {
+            let mut next = 0u64;
+            let prev: *const u64 = if first { std::ptr::null() } else { &key };
+            // SAFETY: prev is null or points to a live u64; next is a u64 the kernel fills.
+            let rc = unsafe { sys::bpf_map_get_next_key(self.fd.as_raw_fd(), prev.cast(), (&mut next as *mut u64).cast()) };
+            if rc < 0 {
+                if -rc == libc::ENOENT {
+                    break;
+                }
+                return Err(std::io::Error::from_raw_os_error(-rc));
+            }
+            keys.push(next);
+            key = next;
+            first = false;
+            if keys.len() > 1 << 20 {
+                break; // a map that keeps changing under us: never loop forever
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = std::collections::HashMap::with_capacity(keys.len());
+        let stride = self.value_size.next_multiple_of(8);
+        let mut buf = vec![0u8; stride * self.cpus];
+        for k in keys {
+            // SAFETY: buf holds a value for each possible CPU, the key is a live u64.
+            let rc = unsafe { sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), (&k as *const u64).cast(), buf.as_mut_ptr().cast()) };
+            if rc == 0 {
+                let mut h = Histogram::workload();
+                for cpu in buf.chunks_exact(stride) {
+                    add_ks_hist(&mut h, &cpu[..self.value_size]);
+                }
+                out.insert(k, h);
+            } else if -rc != libc::ENOENT {
+                return Err(std::io::Error::from_raw_os_error(-rc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes an entry; one already gone is fine.
+    pub fn delete(&self, key: u64) -> std::io::Result<()> {
+        // SAFETY: the key is a live u64.
+        let rc = unsafe { sys::bpf_map_delete_elem(self.fd.as_raw_fd(), (&key as *const u64).cast()) };
+        if rc < 0 && -rc != libc::ENOENT {
+            return Err(std::io::Error::from_raw_os_error(-rc));
+        }
+        Ok(())
     }
 }
 

@@ -115,8 +115,7 @@ pub fn interval_delta(now: &KernelSnapshot, before: &KernelSnapshot) -> KernelSn
         runqueue_wakeup: now.runqueue_wakeup.delta(&before.runqueue_wakeup),
         dstate: now.dstate.delta(&before.dstate),
         softirq: now.softirq.iter().zip(&before.softirq).map(|(a, b)| a.delta(b)).collect(),
-        programs: Vec::new(),
-        dropped: Vec::new(),
+        ..Default::default()
     }
 }
 

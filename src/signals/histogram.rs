@@ -8,11 +8,14 @@ use crate::probes::buckets::{self, SLOTS};
 pub struct Histogram {
     pub slots: Box<[u64; SLOTS]>,
     pub sum_ns: u64,
+    /// Native schema of the slots: `buckets::SCHEMA` (2, the node-wide
+    /// layout) or `buckets::WORKLOAD_SCHEMA` (0, per-workload, 66 slots).
+    pub schema: i32,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { slots: Box::new([0; SLOTS]), sum_ns: 0 }
+        Histogram { slots: Box::new([0; SLOTS]), sum_ns: 0, schema: buckets::SCHEMA }
     }
 }
 
@@ -26,6 +29,21 @@ pub struct NativeBuckets {
 }
 
 impl Histogram {
+    /// An empty histogram in the per-workload layout.
+    pub fn workload() -> Histogram {
+        Histogram { schema: buckets::WORKLOAD_SCHEMA, ..Default::default() }
+    }
+
+    /// Native index of a slot in this histogram's schema.
+    fn index(&self, slot: usize) -> Option<i32> {
+        buckets::slot_index_in(self.schema, slot)
+    }
+
+    /// The slot's upper bound as a schema-2 index (bounds of coarser schemas are schema-2 bounds too).
+    fn upper_index2(&self, slot: usize) -> Option<i32> {
+        self.index(slot).map(|i| i << (buckets::SCHEMA - self.schema))
+    }
+
     pub fn count(&self) -> u64 {
         self.slots.iter().sum()
     }
@@ -45,7 +63,7 @@ impl Histogram {
     /// ns sum is modular, as the kernel's u64 may wrap on a busy node after
     /// months, and a modular difference stays right across one wrap.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
-        let mut d = Histogram::default();
+        let mut d = Histogram { schema: self.schema, ..Default::default() };
         for ((o, a), b) in d.slots.iter_mut().zip(self.slots.iter()).zip(earlier.slots.iter()) {
             *o = a.saturating_sub(*b);
         }
@@ -73,10 +91,11 @@ impl Histogram {
                 continue;
             }
             if (seen + c) as f64 >= rank {
-                let Some(i) = buckets::slot_index(s) else {
+                let Some(i) = self.upper_index2(s) else {
                     return Some(0.0);
                 };
-                let (lo, hi) = (buckets::upper_bound_seconds(i - 1), buckets::upper_bound_seconds(i));
+                let width = 1 << (buckets::SCHEMA - self.schema);
+                let (lo, hi) = (buckets::upper_bound_seconds(i - width), buckets::upper_bound_seconds(i));
                 let frac = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
                 return Some(lo * (hi / lo).powf(frac));
             }
@@ -85,7 +104,7 @@ impl Histogram {
         None
     }
 
-    /// The native (schema 2) view: zero bucket plus sparse positive buckets.
+    /// The native view (in `self.schema`): zero bucket plus sparse positive buckets.
     pub fn native(&self) -> NativeBuckets {
         let mut nb = NativeBuckets { zero_count: self.slots[0], ..Default::default() };
         let mut prev_index: Option<i32> = None;
@@ -95,7 +114,7 @@ impl Histogram {
             if c == 0 {
                 continue;
             }
-            let i = buckets::slot_index(s).expect("slot >= 1");
+            let Some(i) = self.index(s) else { break }; // past the layout's last slot: all zero
             match prev_index {
                 Some(p) if p + 1 == i => nb.spans.last_mut().expect("span open").1 += 1,
                 Some(p) => nb.spans.push((i - p - 1, 1)),
@@ -109,7 +128,10 @@ impl Histogram {
     }
 
     /// Classic buckets: per-bucket (not cumulative) counts for each `le` index,
-    /// the last entry being +Inf. Every kernel slot falls in exactly one.
+    /// the last entry being +Inf. Every kernel slot falls in exactly one: the
+    /// first whose `le` is at or above the slot's upper bound. For a coarser
+    /// schema a bound inside a slot (a custom `le` that is not a power of two
+    /// in seconds, for schema 0) counts that slot above it: never below.
     pub fn classic(&self, le_indices: &[i32]) -> Vec<(f64, u64)> {
         let mut out: Vec<(f64, u64)> = le_indices
             .iter()
@@ -118,7 +140,7 @@ impl Histogram {
             .collect();
         let mut b = 0;
         for (s, &c) in self.slots.iter().enumerate() {
-            let idx = buckets::slot_index(s).unwrap_or(i32::MIN);
+            let idx = self.upper_index2(s).unwrap_or(i32::MIN);
             while b < le_indices.len() && idx > le_indices[b] {
                 b += 1;
             }

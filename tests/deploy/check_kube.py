@@ -132,11 +132,13 @@ def host_mount(path, read_only):
 
 host_mount("/sys/kernel/btf", True)
 host_mount("/sys/fs/cgroup", True)
+host_mount("/var/log/pods", True)
+host_mount("/var/log/containers", True)
 host_mount("/var/lib/ksense", False)
 state = volumes.get(mounts.get("/var/lib/ksense", {}).get("name"), {})
 check(state.get("hostPath", {}).get("type") == "DirectoryOrCreate", "state hostPath should be DirectoryOrCreate")
 host_paths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
-check(host_paths == {"/sys/kernel/btf", "/sys/fs/cgroup", "/var/lib/ksense"},
+check(host_paths == {"/sys/kernel/btf", "/sys/fs/cgroup", "/var/lib/ksense", "/var/log/pods", "/var/log/containers"},
       f"unexpected hostPaths: {sorted(host_paths)}")
 check(not any(p.startswith("/sys/kernel/debug") for p in host_paths), "debugfs must not be mounted")
 

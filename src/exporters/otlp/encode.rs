@@ -102,8 +102,10 @@ fn metric(f: &Family, start: u64, now: u64) -> Metric {
 /// reaches beyond u64::MAX ns, so it is an ordinary bucket: nothing overflows.
 pub fn histogram_point(h: &Histogram, attributes: Vec<KeyValue>, start: u64, now: u64) -> ExponentialHistogramDataPoint {
     let used = |s: &usize| h.slots[*s] != 0;
+    // Per-workload histograms are schema 0 (fewer slots): same mapping, their own indices.
+    let index = |slot: usize| buckets::slot_index_in(h.schema, slot).expect("a used slot >= 1 has an index") - 1;
     let positive = match ((1..SLOTS).find(used), (1..SLOTS).rev().find(used)) {
-        (Some(lo), Some(hi)) => Buckets { offset: otlp_index(lo), bucket_counts: h.slots[lo..=hi].to_vec() },
+        (Some(lo), Some(hi)) => Buckets { offset: index(lo), bucket_counts: h.slots[lo..=hi].to_vec() },
         _ => Buckets::default(),
     };
     ExponentialHistogramDataPoint {
@@ -112,7 +114,7 @@ pub fn histogram_point(h: &Histogram, attributes: Vec<KeyValue>, start: u64, now
         time_unix_nano: now,
         count: h.count(),
         sum: Some(h.sum_seconds()),
-        scale: SCALE,
+        scale: h.schema,
         zero_count: h.slots[0],
         // The lower edge of the first positive bucket, base^(otlp_index(1)),
         // exactly as the native histograms on /metrics say.
@@ -145,6 +147,7 @@ mod tests {
             softirq: vec![h; 10],
             programs: vec![("sched_switch", true, ProgStats { run_cnt: 5, run_time_ns: 500, recursion_misses: 0 })],
             dropped: vec![("task_storage", 0)],
+            workloads: None,
         };
         let m = ModelView {
             ready: true,
@@ -206,6 +209,20 @@ mod tests {
             "" | "1" => "",
             other => panic!("unit {other:?} not in the translation table this test knows"),
         }
+    }
+
+    #[test]
+    fn workload_histograms_keep_their_schema() {
+        let mut h = Histogram::workload();
+        h.slots[0] = 1;
+        h.slots[31] = 3; // native index 1 of schema 0: (1, 2] s
+        h.slots[33] = 4;
+        let p = histogram_point(&h, vec![], 0, 0);
+        assert_eq!(p.scale, 0);
+        let pos = p.positive.unwrap();
+        assert_eq!(pos.offset, 0, "native (1, 2] s is index 1 of schema 0, OTLP bucket 0 of scale 0");
+        assert_eq!(pos.bucket_counts, vec![3, 0, 4]);
+        assert_eq!(p.count, 8);
     }
 
     #[test]

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Per-workload breakdown of the sched histograms, keyed by the cgroup v2 id
+ * of the task that waited. Everything here is behind `ks_workloads`, a
+ * rodata constant user space sets before load: when it is false the verifier
+ * removes these blocks as dead code and the maps are shrunk to one entry.
+ *
+ * One per-CPU hash per histogram (run queue, D state). Per CPU, because a
+ * busy workload runs on many CPUs at once: shared counters, even with atomic
+ * adds, bounce their cache lines between CPUs at every context switch (that
+ * more than doubled sched_switch's cost here). To keep per-CPU memory small
+ * the per-workload histograms are coarser than the node-wide ones: schema 0
+ * (one bucket per power of two, each the union of four node-wide buckets),
+ * 66 slots covering the same range, 536 bytes per CPU. The maps have a
+ * bounded size (user space sets it before load); an event whose cgroup finds
+ * no room is still in the node-wide histogram and is counted in ks_drops.
+ * User space deletes the entries of cgroups that are gone.
+ */
+#ifndef KSENSE_WORKLOAD_H
+#define KSENSE_WORKLOAD_H
+
+#include "ksense.h"
+
+const volatile bool ks_workloads = false;
+
+/*
+ * Slot 0 is the zero bucket (as in ks_hist); slot w >= 1 is native index
+ * w - 30 of schema 0, i.e. values in (2^(w-31), 2^(w-30)] s, which holds
+ * ks_hist slots 4w-7 ..= 4w-4 (src/probes/buckets.rs mirrors this).
+ */
+#define KS_WSLOTS 66
+
+struct ks_whist {
+	__u64 slots[KS_WSLOTS];
+	__u64 sum_ns;
+};
+
+/* The value a new entry starts from (too big for the BPF stack). */
+const volatile struct ks_whist ks_zero_whist = {};
+
+/*
+ * BPF_F_NO_PREALLOC: memory only for cgroups that have waited. User space
+ * clears the flag (preallocates) on kernels whose hash maps cannot allocate
+ * safely from a tracepoint (before bpf_mem_alloc, 6.1).
+ */
+struct ks_cgroup_hists {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct ks_whist);
+};
+
+struct ks_cgroup_hists cg_runq SEC(".maps");
+struct ks_cgroup_hists cg_dstate SEC(".maps");
+
+/* Before 5.5 a kernfs node id was a union of inode number and generation. */
+union kernfs_node_id___old {
+	struct {
+		__u32 ino;
+		__u32 generation;
+	};
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___old {
+	union kernfs_node_id___old id;
+} __attribute__((preserve_access_index));
+
+/*
+ * The id of the task's cgroup in the v2 (default) hierarchy, which is the
+ * inode number of its directory there, on hybrid hosts too. Read at every
+ * observation, not cached: tasks move between cgroups.
+ */
+static __always_inline __u64 ks_task_cgroup(struct task_struct *t, bool btf)
+{
+	if (btf)
+		return t->cgroups->dfl_cgrp->kn->id;
+	if (bpf_core_type_exists(union kernfs_node_id___old)) {
+		struct kernfs_node___old *kn = (void *)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn);
+		return BPF_CORE_READ(kn, id.ino);
+	}
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
+static __always_inline void ks_workload_observe(void *map, struct task_struct *t, __u64 v, bool btf)
+{
+	__u64 id = ks_task_cgroup(t, btf);
+	struct ks_whist *h = bpf_map_lookup_elem(map, &id);
+	__u32 s = ks_slot(v);
+	__u32 w = s ? (s + 5) >> 2 : 0;
+
+	if (!h) {
+		/* EEXIST when another CPU inserted it first: the lookup finds it. */
+		bpf_map_update_elem(map, &id, (const void *)&ks_zero_whist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(map, &id);
+		if (!h) {
+			ks_drop(KS_DROP_CGROUP_MAP_FULL); /* full, or -ENOMEM in a burst */
+			return;
+		}
+	}
+	if (w >= KS_WSLOTS) /* cannot happen (s <= 255); tells the verifier */
+		return;
+	/* This CPU's copy, and these probes never nest on one CPU: no atomics. */
+	h->slots[w]++;
+	h->sum_ns += v;
+}
+
+#endif /* KSENSE_WORKLOAD_H */

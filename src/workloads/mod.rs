@@ -1,0 +1,134 @@
+//! Per-workload attribution: the BPF programs key run-queue and D-state
+//! histograms by the cgroup v2 id of the task that waited; here the ids
+//! become cgroup paths, the paths become labels (pod, container, unit), and
+//! the set of series is bounded (filter, cap with an `other` fold, removal of
+//! cgroups that are gone).
+
+pub mod cgroupfs;
+pub mod labels;
+pub mod tracker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::probes::WorkloadMaps;
+use labels::{KubeletLogs, Labels};
+use tracker::{Filter, Lookup, Resolver, Tracker};
+pub use tracker::{Pair, Series, View};
+
+/// A walk of the cgroup tree at most this often, however many unknown ids show up.
+pub const MIN_WALK_INTERVAL: Duration = Duration::from_secs(1);
+/// The kubelet log directories are re-read at most this often.
+pub const KUBELET_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Without scrapes, the maps are still read this often, so that the entries
+/// of cgroups that are gone are deleted and the ranking keeps its pace.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub enabled: bool,
+    /// Workloads exported with series of their own; the rest fold into `other`.
+    pub max: usize,
+    /// Room for this many cgroups in each BPF map.
+    pub map_entries: u32,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+    /// The v2 hierarchy; None: found in /proc/self/mountinfo.
+    pub cgroup_root: Option<PathBuf>,
+    /// Where kubelet keeps `pods/` and `containers/` log directories.
+    pub kubelet_log_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { enabled: true, max: 100, map_entries: 1024, include: None, exclude: None, cgroup_root: None, kubelet_log_dir: "/var/log".into() }
+    }
+}
+
+/// The cgroup tree and kubelet's log directories, behind the tracker's [`Resolver`].
+#[derive(Debug)]
+pub struct Cgroups {
+    root: Option<PathBuf>,
+    paths: HashMap<u64, String>,
+    walked_at: Option<Instant>,
+    kubelet: KubeletLogs,
+    kubelet_at: Option<Instant>,
+}
+
+impl Cgroups {
+    pub fn new(root: Option<PathBuf>, kubelet_log_dir: &std::path::Path) -> Cgroups {
+        Cgroups { root, paths: HashMap::new(), walked_at: None, kubelet: KubeletLogs::new(kubelet_log_dir), kubelet_at: None }
+    }
+}
+
+impl Resolver for Cgroups {
+    fn lookup(&mut self, id: u64, since: Instant, now: Instant) -> Lookup {
+        if let Some(p) = self.paths.get(&id) {
+            return Lookup::Found(p.clone());
+        }
+        if self.walked_at.is_some_and(|w| w >= since) {
+            return Lookup::Missing;
+        }
+        if self.walked_at.is_some_and(|w| now.saturating_duration_since(w) < MIN_WALK_INTERVAL) {
+            return Lookup::Pending;
+        }
+        let Some(root) = &self.root else { return Lookup::Missing };
+        let t0 = Instant::now();
+        self.paths = cgroupfs::walk(root);
+        self.walked_at = Some(now);
+        tracing::debug!(cgroups = self.paths.len(), micros = t0.elapsed().as_micros() as u64, "walked the cgroup tree");
+        self.paths.get(&id).map_or(Lookup::Missing, |p| Lookup::Found(p.clone()))
+    }
+
+    fn alive(&mut self, id: u64, path: &str) -> bool {
+        self.root.as_deref().is_some_and(|r| cgroupfs::is_alive(r, path, id))
+    }
+
+    fn labels(&mut self, path: &str, now: Instant) -> Labels {
+        let mut l = labels::parse(path);
+        if l.wants_names() {
+            if self.kubelet_at.map_or(true, |t| now.saturating_duration_since(t) >= KUBELET_RELOAD_INTERVAL) {
+                self.kubelet.reload();
+                self.kubelet_at = Some(now);
+            }
+            self.kubelet.name(&mut l);
+        }
+        l
+    }
+}
+
+/// The per-workload maps and what has been made of them so far.
+#[derive(Debug)]
+pub struct Workloads {
+    maps: WorkloadMaps,
+    state: Mutex<(Tracker, Cgroups)>,
+}
+
+impl Workloads {
+    pub fn new(maps: WorkloadMaps, cfg: &Config) -> Result<Workloads, String> {
+        let filter = Filter::new(cfg.include.as_deref(), cfg.exclude.as_deref())?;
+        let root = cfg.cgroup_root.clone().or_else(cgroupfs::find_v2_root);
+        match &root {
+            Some(r) => tracing::info!(cgroup_root = %r.display(), max = cfg.max, map_entries = maps.entries, "per-workload attribution on"),
+            None => tracing::warn!("no cgroup v2 hierarchy mounted: every workload folds into workload=\"other\""),
+        }
+        Ok(Workloads { maps, state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root, &cfg.kubelet_log_dir))) })
+    }
+
+    /// Reads the maps, updates the series, deletes the entries of cgroups
+    /// that are gone. Safe to call from several threads: one at a time.
+    pub fn refresh(&self) -> std::io::Result<View> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tracker, cgroups) = &mut *guard;
+        // Read under the lock: two interleaved refreshes would count a deleted entry twice.
+        let runqueue = self.maps.runqueue.read_all()?;
+        let dstate = self.maps.dstate.read_all()?;
+        for id in tracker.update(Instant::now(), runqueue, dstate, cgroups) {
+            self.maps.runqueue.delete(id)?;
+            self.maps.dstate.delete(id)?;
+        }
+        Ok(tracker.view())
+    }
+}

@@ -1,0 +1,467 @@
+//! From per-cgroup kernel histograms to a bounded set of series: deltas,
+//! ranking, the cap and the `other` fold, removal of cgroups that are gone.
+//! Pure logic: the cgroup tree is behind [`Resolver`], so unit tests need
+//! neither BPF nor cgroupfs.
+//!
+//! Every interval's delta of every cgroup lands in exactly one series: its
+//! own while it is exported, `other` otherwise. So each series only grows,
+//! `other` included, and nothing is counted twice. A workload that becomes
+//! exported starts its series from what it waited in that interval (from
+//! zero history when it is new, so a fresh workload loses nothing); one that
+//! leaves the exported set, or whose cgroup is gone, leaves its series
+//! behind (it goes stale in Prometheus) and its later waits go to `other`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use super::labels::Labels;
+use crate::signals::histogram::Histogram;
+
+/// The ranking's memory: a wait counts half after this long.
+pub const RANK_HALF_LIFE: Duration = Duration::from_secs(60);
+/// A folded workload replaces an exported one only when its decayed wait is
+/// this many times larger, so that near-equals do not swap series each scrape.
+pub const HYSTERESIS: f64 = 1.5;
+
+/// Run-queue and D-state histograms of one cgroup (or series), in the
+/// per-workload layout (schema 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pair {
+    pub runqueue: Histogram,
+    pub dstate: Histogram,
+}
+
+impl Default for Pair {
+    fn default() -> Pair {
+        Pair { runqueue: Histogram::workload(), dstate: Histogram::workload() }
+    }
+}
+
+impl Pair {
+    fn add(&mut self, d: &Pair) {
+        self.runqueue.add(&d.runqueue);
+        self.dstate.add(&d.dstate);
+    }
+}
+
+/// What a cgroup id resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Its path relative to the v2 root.
+    Found(String),
+    /// Not there in a walk made after it was first seen: gone, or outside
+    /// the hierarchy this process sees.
+    Missing,
+    /// Not walked since it appeared (walks are rate-limited): ask again later.
+    Pending,
+}
+
+pub trait Resolver {
+    /// `since`: when the id was first seen.
+    fn lookup(&mut self, id: u64, since: Instant, now: Instant) -> Lookup;
+    /// Whether the cgroup at `path` is still the one with `id`.
+    fn alive(&mut self, id: u64, path: &str) -> bool;
+    /// The labels of the workload at `path`.
+    fn labels(&mut self, path: &str, now: Instant) -> Labels;
+}
+
+/// Which cgroup paths may have a series of their own; regexes are anchored
+/// at both ends, as in Prometheus relabelling.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub include: Option<Regex>,
+    pub exclude: Option<Regex>,
+}
+
+impl Filter {
+    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Filter, String> {
+        let re = |what: &str, p: Option<&str>| {
+            p.map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                // The regex crate's errors span lines; a config error is one.
+                let e = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+                format!("workloads {what} pattern {p:?}: {e}")
+            })).transpose()
+        };
+        Ok(Filter { include: re("include", include)?, exclude: re("exclude", exclude)? })
+    }
+
+    pub fn allows(&self, path: &str) -> bool {
+        self.include.as_ref().map_or(true, |r| r.is_match(path)) && !self.exclude.as_ref().is_some_and(|r| r.is_match(path))
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    first_seen: Instant,
+    path: Option<String>,
+    /// Some: may have a series of its own (resolved, allowed by the filter).
+    labels: Option<Labels>,
+    /// Cumulative, as last read from the kernel.
+    last: Pair,
+    /// Decayed run-queue wait, ns: the ranking key.
+    score: f64,
+    /// The series' value while exported.
+    series: Option<Box<Pair>>,
+}
+
+/// One exported workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The cgroup path, relative to the v2 root.
+    pub workload: String,
+    pub labels: Labels,
+    pub hists: Pair,
+}
+
+/// What the exporters publish.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct View {
+    /// Sorted by workload.
+    pub series: Vec<Series>,
+    pub other: Pair,
+    /// Cgroups with data in the kernel maps; exported + folded = tracked.
+    pub tracked: usize,
+    pub exported: usize,
+    pub folded: usize,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    max: usize,
+    filter: Filter,
+    entries: HashMap<u64, Entry>,
+    other: Pair,
+    last_update: Option<Instant>,
+}
+
+impl Tracker {
+    pub fn new(max: usize, filter: Filter) -> Tracker {
+        Tracker { max, filter, entries: HashMap::new(), other: Pair::default(), last_update: None }
+    }
+
+    /// Folds in a read of the kernel maps (cumulative, by cgroup id) and
+    /// returns the ids whose cgroups are gone, to delete from the maps.
+    pub fn update(&mut self, now: Instant, mut runqueue: HashMap<u64, Histogram>, mut dstate: HashMap<u64, Histogram>, r: &mut dyn Resolver) -> Vec<u64> {
+        let dt = self.last_update.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last_update = Some(now);
+        let decay = 0.5f64.powf(dt.as_secs_f64() / RANK_HALF_LIFE.as_secs_f64());
+
+        // 1. Resolve new cgroups, notice the ones that are gone.
+        for id in runqueue.keys().chain(dstate.keys()) {
+            self.entries.entry(*id).or_insert_with(|| Entry { first_seen: now, path: None, labels: None, last: Pair::default(), score: 0.0, series: None });
+        }
+        let mut dead = Vec::new();
+        let mut pending = std::collections::HashSet::new();
+        for (id, e) in &mut self.entries {
+            match &e.path {
+                None => match r.lookup(*id, e.first_seen, now) {
+                    Lookup::Found(p) => {
+                        e.labels = self.filter.allows(&p).then(|| r.labels(&p, now));
+                        e.path = Some(p);
+                    }
+                    Lookup::Missing => dead.push(*id),
+                    Lookup::Pending => {
+                        pending.insert(*id);
+                    }
+                },
+                Some(p) if !r.alive(*id, p) => dead.push(*id),
+                Some(p) => {
+                    if e.labels.as_ref().is_some_and(Labels::wants_names) {
+                        e.labels = Some(r.labels(p, now));
+                    }
+                }
+            }
+        }
+
+        // 2. Deltas and scores. A pending cgroup's waits stay in the kernel's
+        // cumulative until it is resolved: they will go to its own series.
+        let mut deltas: HashMap<u64, Pair> = HashMap::with_capacity(self.entries.len());
+        for (id, e) in &mut self.entries {
+            if pending.contains(id) {
+                continue;
+            }
+            let cur = Pair { runqueue: runqueue.remove(id).unwrap_or_else(Histogram::workload), dstate: dstate.remove(id).unwrap_or_else(Histogram::workload) };
+            let d = Pair { runqueue: grown(&cur.runqueue, &e.last.runqueue), dstate: grown(&cur.dstate, &e.last.dstate) };
+            e.score = e.score * decay + d.runqueue.sum_ns as f64;
+            e.last = cur;
+            deltas.insert(*id, d);
+        }
+        // The last waits of the gone go to `other`: their own series ends now.
+        for id in &dead {
+            self.entries.remove(id);
+            self.other.add(&deltas[id]);
+        }
+
+        // 3. Who is exported, then every delta to exactly one series.
+        self.rank();
+        for (id, d) in &deltas {
+            match self.entries.get_mut(id).map(|e| &mut e.series) {
+                Some(Some(s)) => s.add(d),
+                Some(None) => self.other.add(d),
+                None => {} // dead: done above
+            }
+        }
+        dead
+    }
+
+    /// Keeps at most `max` exported: free places go to the busiest folded
+    /// workloads; a folded one takes an exported one's place only when it
+    /// waited HYSTERESIS times more (decayed), so the set is stable.
+    fn rank(&mut self) {
+        let key = |e: &Entry| (e.score, e.path.clone());
+        let by_score = |a: &(f64, Option<String>, u64), b: &(f64, Option<String>, u64)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
+        let mut members: Vec<_> = Vec::new();
+        let mut others: Vec<_> = Vec::new();
+        for (id, e) in &mut self.entries {
+            if e.labels.is_none() {
+                e.series = None;
+                continue;
+            }
+            let (s, p) = key(e);
+            if e.series.is_some() { members.push((s, p, *id)) } else { others.push((s, p, *id)) }
+        }
+        members.sort_by(by_score); // busiest first
+        others.sort_by(by_score);
+        let mut promote = Vec::new();
+        let mut demote = members.split_off(members.len().min(self.max)); // cap lowered? shed the weakest
+        let mut others = others.into_iter().peekable();
+        while members.len() + promote.len() < self.max {
+            let Some(o) = others.next() else { break };
+            promote.push(o.2);
+        }
+        while let (Some(o), Some(weakest)) = (others.peek(), members.last()) {
+            if o.0 <= HYSTERESIS * weakest.0 {
+                break;
+            }
+            demote.push(members.pop().expect("checked"));
+            promote.push(others.next().expect("checked").2);
+        }
+        for (_, _, id) in demote {
+            self.entries.get_mut(&id).expect("listed").series = None;
+        }
+        for id in promote {
+            self.entries.get_mut(&id).expect("listed").series = Some(Box::default());
+        }
+    }
+
+    pub fn view(&self) -> View {
+        let mut series: Vec<Series> = self
+            .entries
+            .values()
+            .filter_map(|e| {
+                let s = e.series.as_ref()?;
+                Some(Series { workload: e.path.clone()?, labels: e.labels.clone()?, hists: (**s).clone() })
+            })
+            .collect();
+        series.sort_by(|a, b| a.workload.cmp(&b.workload));
+        let exported = series.len();
+        View { series, other: self.other.clone(), tracked: self.entries.len(), exported, folded: self.entries.len() - exported }
+    }
+}
+
+/// What was added since `last`. A cumulative that shrank was deleted and
+/// re-created in the kernel: all of it is new.
+fn grown(cur: &Histogram, last: &Histogram) -> Histogram {
+    if cur.slots.iter().zip(last.slots.iter()).any(|(c, l)| c < l) {
+        return cur.clone();
+    }
+    cur.delta(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::buckets::{kernel_bounds, slot_of};
+
+    /// Cgroups are named by id: `/cg<id>`; ids in `gone` are removed,
+    /// ids >= 1000 are invisible (outside our hierarchy).
+    #[derive(Default)]
+    struct Fake {
+        gone: Vec<u64>,
+        walks: usize,
+    }
+
+    impl Resolver for Fake {
+        fn lookup(&mut self, id: u64, _since: Instant, _now: Instant) -> Lookup {
+            self.walks += 1;
+            if id >= 1000 || self.gone.contains(&id) {
+                Lookup::Missing
+            } else {
+                Lookup::Found(format!("/cg{id}"))
+            }
+        }
+        fn alive(&mut self, id: u64, _path: &str) -> bool {
+            !self.gone.contains(&id)
+        }
+        fn labels(&mut self, path: &str, _now: Instant) -> Labels {
+            Labels { unit: format!("{}.service", &path[1..]), ..Default::default() }
+        }
+    }
+
+    /// In the per-workload layout, as the kernel fills it.
+    fn hist(waits_ns: &[u64]) -> Histogram {
+        let mut h = Histogram::workload();
+        for &v in waits_ns {
+            let s = slot_of(kernel_bounds(), v);
+            h.slots[if s == 0 { 0 } else { (s + 5) >> 2 }] += 1;
+            h.sum_ns += v;
+        }
+        h
+    }
+
+    /// Cumulative kernel state: id -> total wait so far, as one observation each time.
+    #[derive(Default)]
+    struct Kernel(HashMap<u64, Histogram>);
+
+    impl Kernel {
+        fn wait(&mut self, id: u64, ns: u64) {
+            self.0.entry(id).or_insert_with(Histogram::workload).add(&hist(&[ns]));
+        }
+        fn read(&self) -> (HashMap<u64, Histogram>, HashMap<u64, Histogram>) {
+            (self.0.clone(), HashMap::new())
+        }
+    }
+
+    fn total(v: &View) -> u64 {
+        v.series.iter().map(|s| s.hists.runqueue.sum_ns).sum::<u64>() + v.other.runqueue.sum_ns
+    }
+
+    fn names(v: &View) -> Vec<&str> {
+        v.series.iter().map(|s| s.workload.as_str()).collect()
+    }
+
+    #[test]
+    fn cap_keeps_the_busiest_and_folds_the_rest_without_losing_a_nanosecond() {
+        let (mut t, mut r, mut k) = (Tracker::new(2, Filter::default()), Fake::default(), Kernel::default());
+        let t0 = Instant::now();
+        for (id, ns) in [(1, 1000), (2, 5000), (3, 9000), (4, 200)] {
+            k.wait(id, ns);
+        }
+        let (a, b) = k.read();
+        t.update(t0, a, b, &mut r);
+        let v = t.view();
+        assert_eq!(names(&v), ["/cg2", "/cg3"]);
+        assert_eq!((v.tracked, v.exported, v.folded), (4, 2, 2));
+        assert_eq!(v.other.runqueue.sum_ns, 1200, "the folded ones' waits");
+        assert_eq!(v.series[0].labels.unit, "cg2.service");
+        assert_eq!(total(&v), 15200);
+
+        // cg1 becomes slightly busier than cg2: no swap (hysteresis)...
+        k.wait(1, 5500);
+        let (a, b) = k.read();
+        t.update(t0 + Duration::from_secs(1), a, b, &mut r);
+        assert_eq!(names(&t.view()), ["/cg2", "/cg3"]);
+        assert_eq!(total(&t.view()), 20700);
+        // ...much busier: it takes cg2's place, its series starting from this interval.
+        k.wait(1, 100_000);
+        let (a, b) = k.read();
+        t.update(t0 + Duration::from_secs(2), a, b, &mut r);
+        let v = t.view();
+        assert_eq!(names(&v), ["/cg1", "/cg3"]);
+        assert_eq!(v.series[0].hists.runqueue.sum_ns, 100_000);
+        assert_eq!(v.series[0].hists.runqueue.count(), 1);
+        // cg2's 5000 stay in its series, which ends (goes stale) here.
+        assert_eq!(total(&v) + 5000, 120_700, "every wait in exactly one series");
+        // `other` never shrinks although cg2 left it... and went in.
+        assert_eq!(v.other.runqueue.sum_ns, 1200 + 5500);
+    }
+
+    #[test]
+    fn series_only_grow_across_promotions_and_demotions() {
+        let (mut t, mut r, mut k) = (Tracker::new(1, Filter::default()), Fake::default(), Kernel::default());
+        let t0 = Instant::now();
+        let mut prev: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut retired = 0; // the final sums of series that ended
+        for step in 0..40u64 {
+            // Two workloads taking turns at being busy.
+            let busy = if (step / 10) % 2 == 0 { 1 } else { 2 };
+            k.wait(busy, 1_000_000);
+            k.wait(3 - busy, 10_000);
+            let (a, b) = k.read();
+            t.update(t0 + Duration::from_secs(step * 30), a, b, &mut r);
+            let v = t.view();
+            assert!(v.series.len() <= 1);
+            let mut now: Vec<(String, (u64, u64))> = v.series.iter().map(|s| (s.workload.clone(), (s.hists.runqueue.count(), s.hists.runqueue.sum_ns))).collect();
+            now.push(("other".into(), (v.other.runqueue.count(), v.other.runqueue.sum_ns)));
+            for (name, (c, s)) in &now {
+                if let Some((pc, ps)) = prev.get(name) {
+                    assert!(c >= pc && s >= ps, "step {step}: {name} went backwards");
+                }
+            }
+            // A demoted series is gone; when it comes back it is a new series (a reset is fine then).
+            retired += prev.iter().filter(|(n, _)| !now.iter().any(|(m, _)| m == *n)).map(|(_, (_, s))| s).sum::<u64>();
+            prev = now.into_iter().collect();
+            assert_eq!(total(&v) + retired, (step + 1) * 1_010_000, "step {step}");
+        }
+    }
+
+    #[test]
+    fn gone_and_invisible_cgroups_are_deleted_and_folded() {
+        let (mut t, mut r, mut k) = (Tracker::new(10, Filter::default()), Fake::default(), Kernel::default());
+        let t0 = Instant::now();
+        k.wait(1, 100);
+        k.wait(2, 200);
+        k.wait(1000, 300); // invisible
+        let (a, b) = k.read();
+        let dead = t.update(t0, a, b, &mut r);
+        assert_eq!(dead, vec![1000]);
+        k.0.remove(&1000);
+        let v = t.view();
+        assert_eq!((names(&v), v.other.runqueue.sum_ns), (vec!["/cg1", "/cg2"], 300));
+        r.gone.push(2);
+        k.wait(2, 50); // a last wait before it went
+        let (a, b) = k.read();
+        let dead = t.update(t0 + Duration::from_secs(1), a, b, &mut r);
+        assert_eq!(dead, vec![2]);
+        let v = t.view();
+        assert_eq!(names(&v), ["/cg1"]);
+        assert_eq!(v.other.runqueue.sum_ns, 350);
+        assert_eq!((v.tracked, v.exported, v.folded), (1, 1, 0));
+    }
+
+    #[test]
+    fn pending_ids_wait_for_a_walk_and_filters_fold() {
+        struct Later(bool);
+        impl Resolver for Later {
+            fn lookup(&mut self, id: u64, _: Instant, _: Instant) -> Lookup {
+                if self.0 { Lookup::Found(format!("/system.slice/s{id}.service")) } else { Lookup::Pending }
+            }
+            fn alive(&mut self, _: u64, _: &str) -> bool {
+                true
+            }
+            fn labels(&mut self, path: &str, _: Instant) -> Labels {
+                super::super::labels::parse(path)
+            }
+        }
+        let f = Filter::new(None, Some("/system.slice/s2\\.service")).unwrap();
+        assert!(f.allows("/system.slice/s1.service") && !f.allows("/system.slice/s2.service") && f.allows("/system.slice/s2.service.x"));
+        let (mut t, mut k) = (Tracker::new(10, f), Kernel::default());
+        let t0 = Instant::now();
+        k.wait(1, 100);
+        k.wait(2, 200);
+        let (a, b) = k.read();
+        assert!(t.update(t0, a, b, &mut Later(false)).is_empty(), "pending is not gone");
+        let v = t.view();
+        assert_eq!((v.series.len(), v.other.runqueue.sum_ns, v.folded), (0, 0, 2), "pending: not attributed yet");
+        k.wait(1, 1000);
+        let (a, b) = k.read();
+        t.update(t0 + Duration::from_secs(1), a, b, &mut Later(true));
+        let v = t.view();
+        assert_eq!(names(&v), ["/system.slice/s1.service"]);
+        assert_eq!(v.series[0].labels.unit, "s1.service");
+        assert_eq!(v.series[0].hists.runqueue.sum_ns, 1100, "its waits while pending are its own");
+        assert_eq!(v.other.runqueue.sum_ns, 200, "excluded");
+        assert_eq!((v.exported, v.folded), (1, 1));
+        assert!(Filter::new(Some("("), None).is_err());
+    }
+
+    #[test]
+    fn a_recreated_kernel_entry_counts_from_scratch() {
+        let old = hist(&[5, 6, 7]);
+        let new = hist(&[9]);
+        assert_eq!(grown(&new, &old), new);
+        assert_eq!(grown(&old, &hist(&[5])).count(), 2);
+    }
+}
