@@ -60,15 +60,18 @@ static __always_inline __u32 ks_slot(__u64 v)
 	return i & (KS_SLOTS - 1);
 }
 
-static __always_inline void ks_observe(void *hists, __u32 key, __u64 v)
+/* Returns the slot, so a per-workload breakdown need not search again. */
+static __always_inline __u32 ks_observe(void *hists, __u32 key, __u64 v)
 {
 	struct ks_hist *h = bpf_map_lookup_elem(hists, &key);
+	__u32 s = ks_slot(v);
 
-	if (!h)
-		return;
-	/* Per-CPU value, and these probes never nest on one CPU: no atomics. */
-	h->slots[ks_slot(v)]++;
-	h->sum_ns += v;
+	if (h) {
+		/* Per-CPU value, and these probes never nest on one CPU: no atomics. */
+		h->slots[s]++;
+		h->sum_ns += v;
+	}
+	return s;
 }
 
 static __always_inline void ks_drop(__u32 reason)

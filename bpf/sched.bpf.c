@@ -154,9 +154,9 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		return 0;
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
-	ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
+	__u32 slot = ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
 	if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
-		ks_workload_observe(&cg_runq, next, waited, btf);
+		ks_workload_observe(&cg_runq, next, waited, slot, btf);
 	ts->runq = 0;
 	if (!btf && !ts->dstate)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
@@ -178,9 +178,9 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	if (!new_task && ts->dstate) {
 		__u64 slept = since(now, ts->dstate);
 
-		ks_observe(&sched_hists, HIST_DSTATE, slept);
+		__u32 slot = ks_observe(&sched_hists, HIST_DSTATE, slept);
 		if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
-			ks_workload_observe(&cg_dstate, p, slept, btf);
+			ks_workload_observe(&cg_dstate, p, slept, slot, btf);
 		ts->dstate = 0;
 	}
 	/* Woken before it got off the CPU: no wait in the queue starts. */

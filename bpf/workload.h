@@ -83,11 +83,11 @@ static __always_inline __u64 ks_task_cgroup(struct task_struct *t, bool btf)
 	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 }
 
-static __always_inline void ks_workload_observe(void *map, struct task_struct *t, __u64 v, bool btf)
+/* `s`: the node-wide slot of `v`, as ks_observe returned it. */
+static __always_inline void ks_workload_observe(void *map, struct task_struct *t, __u64 v, __u32 s, bool btf)
 {
 	__u64 id = ks_task_cgroup(t, btf);
 	struct ks_whist *h = bpf_map_lookup_elem(map, &id);
-	__u32 s = ks_slot(v);
 	__u32 w = s ? (s + 5) >> 2 : 0;
 
 	if (!h) {
