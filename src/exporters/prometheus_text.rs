@@ -89,6 +89,7 @@ fn labels(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)], extra: Opt
 
 /// Encodes the families; classic buckets at the given native indices.
 pub fn encode(families: &[Family], le_indices: &[i32], out: &mut String) {
+    let mut le_cache: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     for f in families {
         if f.samples.is_empty() {
             continue;
@@ -110,19 +111,28 @@ pub fn encode(families: &[Family], le_indices: &[i32], out: &mut String) {
                     let _ = writeln!(out, " {}", go_float(*v));
                 }
                 Value::Histogram(h) => {
+                    // The labels once per series, the `le` strings once per
+                    // scrape: with many workloads, formatting was the scrape's cost.
+                    let mut ls = String::new();
+                    labels(&mut ls, &s.labels, None);
                     let mut cum = 0u64;
                     for (le, c) in h.classic(le_indices) {
                         cum += c;
-                        let _ = write!(out, "{name}_bucket");
-                        labels(out, &s.labels, Some(("le", &go_float(le))));
-                        let _ = writeln!(out, " {cum}");
+                        out.push_str(&name);
+                        out.push_str("_bucket");
+                        match ls.strip_suffix('}') {
+                            Some(open) => {
+                                out.push_str(open);
+                                out.push(',');
+                            }
+                            None => out.push('{'),
+                        }
+                        out.push_str("le=\"");
+                        out.push_str(le_cache.entry(le.to_bits()).or_insert_with(|| go_float(le)));
+                        let _ = writeln!(out, "\"}} {cum}");
                     }
-                    let _ = write!(out, "{name}_sum");
-                    labels(out, &s.labels, None);
-                    let _ = writeln!(out, " {}", go_float(h.sum_seconds()));
-                    let _ = write!(out, "{name}_count");
-                    labels(out, &s.labels, None);
-                    let _ = writeln!(out, " {cum}");
+                    let _ = writeln!(out, "{name}_sum{ls} {}", go_float(h.sum_seconds()));
+                    let _ = writeln!(out, "{name}_count{ls} {cum}");
                 }
             }
         }

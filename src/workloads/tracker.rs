@@ -152,6 +152,9 @@ impl Tracker {
         for id in runqueue.keys().chain(dstate.keys()) {
             self.entries.entry(*id).or_insert_with(|| Entry { first_seen: now, path: None, labels: None, last: Pair::default(), score: 0.0, series: None });
         }
+        let grew = |id: u64, last: &Pair| {
+            runqueue.get(&id).is_some_and(|h| h.count() > last.runqueue.count()) || dstate.get(&id).is_some_and(|h| h.count() > last.dstate.count())
+        };
         let mut dead = Vec::new();
         let mut pending = std::collections::HashSet::new();
         for (id, e) in &mut self.entries {
@@ -166,7 +169,9 @@ impl Tracker {
                         pending.insert(*id);
                     }
                 },
-                Some(p) if !r.alive(*id, p) => dead.push(*id),
+                // A cgroup whose tasks waited since the last read is there
+                // (ids are not reused): only the quiet ones cost a stat.
+                Some(p) if !grew(*id, &e.last) && !r.alive(*id, p) => dead.push(*id),
                 Some(p) => {
                     if e.labels.as_ref().is_some_and(Labels::wants_names) {
                         e.labels = Some(r.labels(p, now));
@@ -413,11 +418,17 @@ mod tests {
         r.gone.push(2);
         k.wait(2, 50); // a last wait before it went
         let (a, b) = k.read();
+        // It waited since the last read: taken as alive without a stat, and
+        // the last wait lands in its own series.
         let dead = t.update(t0 + Duration::from_secs(1), a, b, &mut r);
-        assert_eq!(dead, vec![2]);
+        assert!(dead.is_empty());
+        assert_eq!(names(&t.view()), ["/cg1", "/cg2"]);
+        let (a, b) = k.read();
+        let dead = t.update(t0 + Duration::from_secs(2), a, b, &mut r);
+        assert_eq!(dead, vec![2], "quiet for one read: checked, and gone");
         let v = t.view();
         assert_eq!(names(&v), ["/cg1"]);
-        assert_eq!(v.other.runqueue.sum_ns, 350);
+        assert_eq!(v.other.runqueue.sum_ns, 300);
         assert_eq!((v.tracked, v.exported, v.folded), (1, 1, 0));
     }
 
