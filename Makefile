@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: deps build run test test-unit soak clean
+.PHONY: deps build run test test-unit soak bench clean
 
 deps:
 	./scripts/install-deps.sh

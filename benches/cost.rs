@@ -8,7 +8,9 @@
 //! tracepoints and the same events, (a) empty programs, the floor any
 //! tracepoint program pays, and (b) a pid-hash run-queue histogram in the
 //! style of libbpf-tools' runqlat, the baseline. Only ratios are quoted: the
-//! machine is shared and absolute times wander.
+//! machine is shared and absolute times wander. Two ksense processes run at
+//! once, one with per-workload attribution and one without (the default), so
+//! attribution's price is measured on the same events too.
 //!
 //! Prints a table; it is a benchmark, not a test: it never fails on a figure.
 
@@ -33,8 +35,75 @@ mod hashrq {
 }
 
 const SCHED: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+/// Workloads for the scrape figure.
+const WORKLOADS: usize = 200;
+/// Set in the environment of a re-executed bench binary: be one workload.
+const SLEEPER: &str = "KSENSE_BENCH_SLEEPER";
+
+/// One workload: wakes up every 10 ms (so it waits in the run queue now and
+/// then) and dies with the bench.
+fn sleeper() -> ! {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup2_root() -> anyhow::Result<std::path::PathBuf> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo")?;
+    mi.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next() == Some("cgroup2")).then(|| pre.split_whitespace().nth(4).map(Into::into)).flatten()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cgroup2 mount in /proc/self/mountinfo"))
+}
+
+/// `n` sleepers, each in a cgroup of its own under `<root>/ksense-bench`;
+/// killed and removed on drop.
+struct Workloads {
+    dir: std::path::PathBuf,
+    children: Vec<Child>,
+}
+
+impl Workloads {
+    fn start(n: usize) -> anyhow::Result<Workloads> {
+        let dir = cgroup2_root()?.join(format!("ksense-bench-{}", std::process::id()));
+        std::fs::create_dir(&dir)?;
+        let mut w = Workloads { dir, children: Vec::new() };
+        for i in 0..n {
+            let cg = w.dir.join(format!("w{i:03}"));
+            std::fs::create_dir(&cg)?;
+            let child = Command::new(std::env::current_exe()?).env(SLEEPER, "1").stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            std::fs::write(cg.join("cgroup.procs"), child.id().to_string())?;
+            w.children.push(child);
+        }
+        Ok(w)
+    }
+}
+
+impl Drop for Workloads {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
 
 fn main() {
+    if std::env::var_os(SLEEPER).is_some() {
+        sleeper();
+    }
     // `cargo bench` passes --bench; a filter that is not ours means "not me".
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if !args.is_empty() && !args.iter().any(|a| "cost".contains(a.as_str())) {
@@ -83,15 +152,27 @@ type Stats = BTreeMap<(&'static str, String), ProgStats>;
 
 /// Every program's counters at one moment: ksense's from its /metrics (what a
 /// user sees), the others' from their fds.
-fn stats(url: &str, o: &Others) -> anyhow::Result<Stats> {
+fn stats(ksense: &[(&'static str, &str)], o: &Others) -> anyhow::Result<Stats> {
     let mut m = Stats::new();
+    for (set, url) in ksense {
+        ksense_stats(&mut m, set, url)?;
+    }
+    for (set, progs) in [("floor", &o.floor), ("hash", &o.hash)] {
+        for (name, fd) in progs {
+            m.insert((set, name.to_string()), prog_stats(fd)?);
+        }
+    }
+    Ok(m)
+}
+
+fn ksense_stats(m: &mut Stats, set: &'static str, url: &str) -> anyhow::Result<()> {
     let text = get(url)?.1;
     for line in text.lines() {
         for (metric, runs) in [("ksense_bpf_program_runs_total{program=\"", true), ("ksense_bpf_program_run_seconds_total{program=\"", false)] {
             if let Some(rest) = line.strip_prefix(metric) {
                 let (prog, val) = rest.split_once("\"} ").unwrap_or_default();
                 let v: f64 = val.parse().unwrap_or(0.0);
-                let e = m.entry(("ksense", prog.to_string())).or_default();
+                let e = m.entry((set, prog.to_string())).or_default();
                 if runs {
                     e.run_cnt = v as u64;
                 } else {
@@ -100,12 +181,7 @@ fn stats(url: &str, o: &Others) -> anyhow::Result<Stats> {
             }
         }
     }
-    for (set, progs) in [("floor", &o.floor), ("hash", &o.hash)] {
-        for (name, fd) in progs {
-            m.insert((set, name.to_string()), prog_stats(fd)?);
-        }
-    }
-    Ok(m)
+    Ok(())
 }
 
 /// ns/run per (set, program) between two snapshots.
@@ -178,12 +254,13 @@ impl Drop for Ksense {
     }
 }
 
-fn start_ksense() -> anyhow::Result<Ksense> {
+fn start_ksense(extra: &[&str]) -> anyhow::Result<Ksense> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_ksense"))
         .args(["--web.listen-address", &format!("127.0.0.1:{port}"), "--log.level", "warn"])
+        .args(extra)
         .arg("--model.state-file")
         .arg(dir.path().join("baseline.json"))
         .stdout(Stdio::null())
@@ -212,14 +289,30 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+fn scrape_stats(url: &str, n: usize) -> anyhow::Result<(Vec<Duration>, usize, String)> {
+    let mut lat = Vec::with_capacity(n);
+    let mut last = String::new();
+    for _ in 0..n {
+        let (d, body) = get(url)?;
+        lat.push(d);
+        last = body;
+    }
+    lat.sort();
+    Ok((lat, last.len(), last))
+}
+
 fn run(secs: u64) -> anyhow::Result<()> {
     let _stats_fd = kernel::enable_stats().map_err(anyhow::Error::msg)?;
-    let ks = start_ksense()?;
-    let pid = ks.child.id();
+    // The default (attribution on), with room for the scrape figure's workloads; and attribution off.
+    let max = WORKLOADS.to_string();
+    let on = start_ksense(&["--workloads.enabled", "true", "--workloads.max", &max])?;
+    let off = start_ksense(&[])?;
     let others = load_others()?;
+    let sets = [("on", on.url.as_str()), ("off", off.url.as_str())];
     std::thread::sleep(Duration::from_secs(1));
 
     println!("ksense cost benchmark: kernel {}, {} CPUs", ksense::app::kernel_release(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("on: ksense --workloads.enabled true (per-workload attribution); off: the default");
     println!();
 
     // ---- BPF cost per event, two storms
@@ -227,75 +320,96 @@ fn run(secs: u64) -> anyhow::Result<()> {
         vec!["stress-ng".into(), "--switch".into(), "2".into(), "--timeout".into(), format!("{secs}s"), "--quiet".into()],
         vec!["perf".into(), "bench".into(), "sched".into(), "pipe".into(), "-l".into(), (secs * 60_000).to_string()],
     ];
-    let mut path_ratio = Vec::new();
     for argv in &storms {
-        let a = stats(&ks.url, &others)?;
+        let a = stats(&sets, &others)?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         storm(&argv)?;
-        let b = stats(&ks.url, &others)?;
+        let b = stats(&sets, &others)?;
         let d = per_run(&a, &b);
-        println!("BPF ns/run under `{}` (same events, all three sets attached at once)", argv.join(" "));
-        println!("  {:<18} {:>11} {:>8} {:>8} {:>8} {:>12} {:>11}  target", "program", "runs", "ksense", "floor", "hash", "ksense/floor", "ksense/hash");
-        let (mut k_total, mut h_total) = (0.0, 0.0);
+        println!("BPF ns/run under `{}` (same events, all four sets attached at once)", argv.join(" "));
+        println!("  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>9}  target", "program", "runs", "on", "off", "floor", "hash", "on/floor", "off/floor", "on/hash");
+        let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
         for name in SCHED {
-            let key = |s: &'static str| (s, name.to_string());
-            let (runs, k) = d.get(&key("ksense")).copied().unwrap_or((0, f64::NAN));
-            let (_, f) = d.get(&key("floor")).copied().unwrap_or((0, f64::NAN));
-            let (hruns, h) = d.get(&key("hash")).copied().unwrap_or((0, f64::NAN));
-            k_total += k * runs as f64;
-            h_total += h * hruns as f64;
+            let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
+            let ((runs, k_on), (off_runs, k_off), (_, f), (hruns, h)) = (get("on"), get("off"), get("floor"), get("hash"));
+            *totals.entry("on").or_default() += k_on * runs as f64;
+            *totals.entry("off").or_default() += k_off * off_runs as f64;
+            *totals.entry("hash").or_default() += h * hruns as f64;
             let target = match name {
                 "sched_switch" => "<= 3.0x floor",
                 "sched_wakeup" => "<= 2.5x floor",
                 _ => "",
             };
-            println!("  {name:<18} {runs:>11} {k:>8.1} {f:>8.1} {h:>8.1} {:>11.2}x {:>10.2}x  {target}", k / f, k / h);
+            println!("  {name:<18} {runs:>11} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {h:>7.1} {:>8.2}x {:>9.2}x {:>8.2}x  {target}", k_on / f, k_off / f, k_on / h);
         }
         for name in ["softirq_entry", "softirq_exit"] {
-            if let Some((runs, k)) = d.get(&("ksense", name.to_string())) {
-                println!("  {name:<18} {runs:>11} {k:>8.1}");
+            if let Some((runs, k)) = d.get(&("on", name.to_string())) {
+                println!("  {name:<18} {runs:>11} {k:>7.1}");
             }
         }
-        let r = k_total / h_total;
-        println!("  run-queue + D-state path, ksense / hash baseline (total ns on the three tracepoints): {r:.2}x  (target <= 0.35x)");
+        println!(
+            "  run-queue + D-state path / hash baseline (total ns on the three tracepoints): on {:.2}x, off {:.2}x  (target <= 0.35x)",
+            totals["on"] / totals["hash"],
+            totals["off"] / totals["hash"]
+        );
         println!();
-        path_ratio.push(r);
     }
 
     // ---- user-space CPU, idle and under the storm (default 1 s interval, no scrapes)
     let window = Duration::from_secs(secs);
-    let c0 = cpu_ns(pid);
+    let pids = [("on", on.child.id()), ("off", off.child.id())];
+    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
     std::thread::sleep(window);
-    let idle = (cpu_ns(pid) - c0) as f64 / window.as_nanos() as f64;
-    let c0 = cpu_ns(pid);
+    let idle: Vec<f64> = pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / window.as_nanos() as f64).collect();
+    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
     let t = Instant::now();
     storm(&["stress-ng", "--switch", "2", "--timeout", &format!("{secs}s"), "--quiet"])?;
-    let busy = (cpu_ns(pid) - c0) as f64 / t.elapsed().as_nanos() as f64;
-    println!("user-space CPU of the ksense process (all threads, 1 s model interval, not scraped)");
-    println!("  idle        {:>7.3} % of one core   (target <= 0.5 %)", idle * 100.0);
-    println!("  under storm {:>7.3} % of one core", busy * 100.0);
+    let busy: Vec<f64> = pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
+    println!("user-space CPU of the ksense process (all threads, 1 s model interval, not scraped), % of one core");
+    println!("  {:<12} {:>8} {:>8}", "", "on", "off");
+    println!("  {:<12} {:>8.3} {:>8.3}   (target <= 0.5 %)", "idle", idle[0] * 100.0, idle[1] * 100.0);
+    println!("  {:<12} {:>8.3} {:>8.3}", "under storm", busy[0] * 100.0, busy[1] * 100.0);
     println!();
 
-    // ---- scrape latency and size
+    // ---- scrape latency and size: node-wide, then with WORKLOADS workloads
     let n = 500;
-    let mut lat = Vec::with_capacity(n);
-    let mut bytes = 0;
-    for _ in 0..n {
-        let (d, body) = get(&ks.url)?;
-        lat.push(d);
-        bytes = body.len();
-    }
-    lat.sort();
+    let (lat, bytes, _) = scrape_stats(&off.url, n)?;
     println!("/metrics (text format, {n} scrapes back to back)");
-    println!("  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} bytes   (target p99 <= 5 ms)", ms(quantile(&lat, 0.5)), ms(quantile(&lat, 0.99)), ms(*lat.last().unwrap()), bytes);
-    println!("  first full scrape {:.0} ms after start   (target <= 1000 ms)", ms(ks.first_scrape));
+    println!("  node-wide (off):        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {bytes} bytes   (target p99 <= 5 ms)", ms(quantile(&lat, 0.5)), ms(quantile(&lat, 0.99)), ms(*lat.last().unwrap()));
+    let workloads = Workloads::start(WORKLOADS)?;
+    // Let every sleeper wait in the run queue at least once and the ids resolve.
+    let t = Instant::now();
+    let exported = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let body = get(&on.url)?.1;
+        let n = body.lines().filter(|l| l.starts_with("ksense_workload_runqueue_latency_seconds_count{") && l.contains(&format!("ksense-bench-{}", std::process::id()))).count();
+        if n >= WORKLOADS || t.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+    };
+    let (lat, bytes, body) = scrape_stats(&on.url, n)?;
+    let series = body.lines().filter(|l| l.starts_with("ksense_workload_runqueue_latency_seconds_count{")).count();
+    println!(
+        "  {WORKLOADS} workloads (on):       p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {bytes} bytes, {series} workload series ({exported} of the bench's)   (target p99 <= 5 ms)",
+        ms(quantile(&lat, 0.5)),
+        ms(quantile(&lat, 0.99)),
+        ms(*lat.last().unwrap())
+    );
+    drop(workloads);
+    println!("  first full scrape after start: on {:.0} ms, off {:.0} ms   (target <= 1000 ms)", ms(on.first_scrape), ms(off.first_scrape));
     println!();
 
     // ---- memory
-    let (map_bytes, maps) = bpf_map_bytes(pid);
     println!("memory");
-    println!("  peak RSS {:.1} MiB (VmHWM), now {:.1} MiB   (target <= 30 MiB)", status_kib(pid, "VmHWM:") as f64 / 1024.0, status_kib(pid, "VmRSS:") as f64 / 1024.0);
-    println!("  BPF maps {:.1} KiB in {maps} maps (kernel memlock accounting)", map_bytes as f64 / 1024.0);
+    for (name, pid) in pids {
+        let (map_bytes, maps) = bpf_map_bytes(pid);
+        println!(
+            "  {name:<4} peak RSS {:.1} MiB (VmHWM), now {:.1} MiB   (target <= 30 MiB); BPF maps {:.1} KiB in {maps} maps (kernel memlock accounting)",
+            status_kib(pid, "VmHWM:") as f64 / 1024.0,
+            status_kib(pid, "VmRSS:") as f64 / 1024.0,
+            map_bytes as f64 / 1024.0
+        );
+    }
     Ok(())
 }
 

@@ -208,7 +208,7 @@ fn root_each_cgroup_carries_its_own_waits() {
     let mut a = Cgroup::new(&format!("/{pre}-a"));
     let mut b = Cgroup::new(&format!("/{pre}-b"));
     let c = Cgroup::new(&format!("/{pre}-c"));
-    let k = Ksense::start(&["--log.level", "warn"]);
+    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true"]);
     let spin = ["sh", "-c", "while :; do :; done"];
     let a_pids: Vec<u32> = (0..3).map(|_| a.spawn(Some(0), &spin)).collect();
     // One thread that sleeps 50 ms at a time and forks nothing: all of B's waits are its own.
@@ -269,7 +269,7 @@ fn root_each_cgroup_carries_its_own_waits() {
 fn root_short_lived_cgroups_stay_under_the_cap_and_go_away() {
     require_root!();
     let cap = 5;
-    let k = Ksense::start(&["--log.level", "warn", "--workloads.max", &cap.to_string()]);
+    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true", "--workloads.max", &cap.to_string()]);
     let gauge = |t: &str, s: &str| sample(t, &format!("ksense_workloads{{state=\"{s}\"}}")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let base = k.scrape();
@@ -312,7 +312,7 @@ fn root_short_lived_cgroups_stay_under_the_cap_and_go_away() {
 #[test]
 fn root_full_map_counts_drops() {
     require_root!();
-    let k = Ksense::start(&["--log.level", "warn", "--workloads.map-entries", "2"]);
+    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true", "--workloads.map-entries", "2"]);
     let pre = test_prefix();
     let mut cgs: Vec<Cgroup> = (0..4).map(|i| Cgroup::new(&format!("/{pre}-full-{i}"))).collect();
     for cg in &mut cgs {
@@ -348,6 +348,8 @@ fn root_kubernetes_paths_get_pod_labels() {
     let k = Ksense::start(&[
         "--log.level",
         "warn",
+        "--workloads.enabled",
+        "true",
         "--workloads.kubelet-log-dir",
         logs.path().to_str().unwrap(),
         "--workloads.exclude",
@@ -367,16 +369,16 @@ fn root_kubernetes_paths_get_pod_labels() {
     // Without the exclude pattern a systemd service is named by its unit;
     // and the raw_tp programs (probe-read cgroup ids) find the same cgroups.
     drop(k);
-    let k = Ksense::start(&["--log.level", "warn", "--bpf.attach", "raw_tp"]);
+    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true", "--bpf.attach", "raw_tp"]);
     let t = scrape_until(&k, "the service's series", Duration::from_secs(10), |t| wl_labels(t, &service).is_some());
     assert_eq!(wl_labels(&t, &service).unwrap(), want(&[("workload", &service), ("unit", "fake.service")]));
 }
 
-/// Attribution off: no per-workload families, and the node-wide series as ever.
+/// Attribution off (the default): no per-workload families, and the node-wide series as ever.
 #[test]
 fn root_attribution_off_serves_node_series_only() {
     require_root!();
-    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "false"]);
+    let k = Ksense::start(&["--log.level", "warn"]);
     std::thread::sleep(Duration::from_millis(300));
     let t = k.scrape();
     assert!(!t.contains("ksense_workload"), "per-workload series with attribution off");

@@ -43,7 +43,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { enabled: true, max: 100, map_entries: 1024, include: None, exclude: None, cgroup_root: None, kubelet_log_dir: "/var/log".into() }
+        Config { enabled: false, max: 100, map_entries: 1024, include: None, exclude: None, cgroup_root: None, kubelet_log_dir: "/var/log".into() }
     }
 }
 
