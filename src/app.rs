@@ -201,7 +201,7 @@ async fn model_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
-    let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: cfg.regularisation };
+    let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: cfg.regularisation, side: cfg.side };
     let mut model = load_or_calibrate(mcfg, &cfg.state_file);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
     publish(&view, &model, None, Vec::new(), saver.failures);

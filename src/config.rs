@@ -65,6 +65,9 @@ pub struct Cli {
     /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
     #[arg(long = "model.regularisation", value_name = "METHOD", global = true, value_parser = ["ledoit-wolf", "ridge"])]
     pub model_regularisation: Option<String>,
+    /// Which deviations count as friction: one-sided (only signals above their baseline) or two-sided (the plain Mahalanobis distance) [default: one-sided]
+    #[arg(long = "model.friction", value_name = "SIDE", global = true, value_parser = ["one-sided", "two-sided"])]
+    pub model_friction: Option<String>,
     /// OTLP collector to push metrics to, e.g. http://localhost:4317 (gRPC) or http://localhost:4318 (HTTP, /v1/metrics is appended when no path is given); push is off when no endpoint is set [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT]
     #[arg(long = "otlp.endpoint", value_name = "URL", global = true)]
     pub otlp_endpoint: Option<String>,
@@ -206,6 +209,7 @@ pub struct ModelFile {
     pub state_file: Option<PathBuf>,
     pub features: Option<Vec<String>>,
     pub regularisation: Option<String>,
+    pub friction: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -298,6 +302,7 @@ pub struct ModelConfig {
     pub state_file: PathBuf,
     pub features: Vec<String>,
     pub regularisation: crate::model::Regularisation,
+    pub side: crate::model::Side,
 }
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
@@ -387,6 +392,7 @@ impl Config {
             return Err(max_from(&format!("max connections {max_connections} must be between 1 and 65536")));
         }
         let reg_from = src.of(cli.model_regularisation.is_none() && file.model.regularisation.is_some(), "model.regularisation");
+        let side_from = src.of(cli.model_friction.is_none() && file.model.friction.is_some(), "model.friction");
         // An OTLP error names the section when any of its values came from the file.
         let otlp_from = src.of(
             (cli.otlp_endpoint.is_none() && file.otlp.endpoint.is_some())
@@ -404,6 +410,8 @@ impl Config {
             features: cli.model_features.or(file.model.features).unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
             // Ledoit-Wolf validated better than the reference's ridge in bench/qos.
             regularisation: cli.model_regularisation.or(file.model.regularisation).as_deref().unwrap_or("ledoit-wolf").parse().map_err(|e| reg_from(&format!("model regularisation: {e}")))?,
+            // One-sided validated better than the plain distance on every bench/qos run.
+            side: cli.model_friction.or(file.model.friction).as_deref().unwrap_or("one-sided").parse().map_err(|e: String| side_from(&e))?,
         };
         crate::signals::features::parse_all(&model.features).map_err(|e| feats_from(&e))?;
         if model.interval.is_zero() {

@@ -164,7 +164,7 @@ def describe(v):
 def named_variants():
     V = [mk(label="default (offline): " + describe(mk()))]
     V += [mk(transform="lin"), mk(reg="lw"), mk(transform="lin", reg="lw")]
-    V += [mk(side="one"), mk(side="signed"), mk(agg="median"), mk(agg="max"), mk(agg="hist")]
+    V += [mk(side="one"), mk(reg="lw", side="one"), mk(side="signed"), mk(agg="median"), mk(agg="max"), mk(agg="hist")]
     # the K-Sense reference's features, as it computes them (lin) and on ksense's log scale
     V += [mk(REFERENCE, transform="lin", label="reference: " + describe(mk(REFERENCE, transform="lin"))),
           mk(REFERENCE), mk(REFERENCE, reg="lw")]

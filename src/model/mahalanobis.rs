@@ -15,6 +15,40 @@ pub struct Score {
     pub contributions: Vec<f64>,
 }
 
+/// Which deviations from the baseline count as friction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Side {
+    /// Every deviation, as in the plain Mahalanobis distance.
+    #[default]
+    Two,
+    /// Only excesses: each feature's residual is cut at 0 before the
+    /// distance, so a signal quieter than its baseline adds nothing. Every
+    /// feature is a latency or a CPU share (higher is worse), and a node
+    /// calmer than usual is not friction. bench/qos: Spearman rho vs client
+    /// P99 +0.01 to +0.02 on every run (README, "Does friction track P99?").
+    One,
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Side, String> {
+        match s {
+            "two-sided" => Ok(Side::Two),
+            "one-sided" => Ok(Side::One),
+            _ => Err(format!("unknown friction side {s:?} (one-sided or two-sided)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Two => "two-sided",
+            Side::One => "one-sided",
+        })
+    }
+}
+
 /// Scores `x` against mean `mean` and covariance Σ = L Lᵀ (`chol` lower).
 ///
 /// Direction is sign(sᵀ Σ⁻¹ (x−μ)) with s = per-feature baseline standard
@@ -24,9 +58,12 @@ pub struct Score {
 /// of the baseline. It is invariant to feature order and to the unit of each
 /// feature. A value of exactly 0 (including x = μ) reports −1 (not worse).
 ///
+/// With [`Side::One`], friction and contributions use the residual cut at 0
+/// per feature; direction still uses the whole residual (better or worse).
+///
 /// Returns `None` if the inputs have the wrong length, a solve fails, or any
 /// output would be non-finite: the caller skips the interval.
-pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[f64]) -> Option<Score> {
+pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[f64], side: Side) -> Option<Score> {
     let d = mean.len();
     if x.len() != d || std.len() != d || chol.dim() != (d, d) {
         return None;
@@ -39,10 +76,19 @@ pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[
     let z = chol.solve_triangular(UPLO::Lower, Diag::NonUnit, &r).ok()?;
     // w = L⁻ᵀ z = Σ⁻¹ r.
     let w = chol.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &z).ok()?;
+    let along = std.dot(&w);
+    let (r, z, w) = match side {
+        Side::Two => (r, z, w),
+        Side::One => {
+            let r = r.mapv(|v| v.max(0.0));
+            let z = chol.solve_triangular(UPLO::Lower, Diag::NonUnit, &r).ok()?;
+            let w = chol.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &z).ok()?;
+            (r, z, w)
+        }
+    };
     let f2 = z.dot(&z);
     let friction = f2.sqrt();
     let contributions: Vec<f64> = r.iter().zip(w.iter()).map(|(a, b)| a * b).collect();
-    let along = std.dot(&w);
     if !friction.is_finite() || !along.is_finite() || !contributions.iter().all(|c| c.is_finite()) {
         return None;
     }
@@ -60,7 +106,7 @@ mod tests {
     fn score_cov(mean: &[f64], cov: &Array2<f64>, x: &[f64]) -> Score {
         let l = cov.cholesky(UPLO::Lower).unwrap();
         let s = cov.diag().mapv(f64::sqrt);
-        score(&arr1(mean), l.view(), &s, x).unwrap()
+        score(&arr1(mean), l.view(), &s, x, Side::Two).unwrap()
     }
 
     #[test]
@@ -109,13 +155,13 @@ mod tests {
         let l = cov.cholesky(UPLO::Lower).unwrap();
         let s = arr1(&[1.0, 1.0]);
         let m = arr1(&[0.0, 0.0]);
-        assert!(score(&m, l.view(), &s, &[1.0]).is_none());
-        assert!(score(&m, l.view(), &s, &[f64::NAN, 1.0]).is_none());
-        assert!(score(&m, l.view(), &s, &[f64::INFINITY, 1.0]).is_none());
+        assert!(score(&m, l.view(), &s, &[1.0], Side::Two).is_none());
+        assert!(score(&m, l.view(), &s, &[f64::NAN, 1.0], Side::Two).is_none());
+        assert!(score(&m, l.view(), &s, &[f64::INFINITY, 1.0], Side::Two).is_none());
         // Overflowing result is rejected too.
         let tiny = Array2::<f64>::eye(2) * 1e-300;
         let l = tiny.cholesky(UPLO::Lower).unwrap();
-        assert!(score(&m, l.view(), &s, &[1e300, 1e300]).is_none());
+        assert!(score(&m, l.view(), &s, &[1e300, 1e300], Side::Two).is_none());
     }
 
     /// Random SPD matrix A Aᵀ + εI from proptest-chosen entries.
@@ -150,5 +196,35 @@ mod tests {
             prop_assert!((sum - f2).abs() <= 1e-9 * mag.max(f2) + 1e-300, "sum {} f2 {}", sum, f2);
             prop_assert!(s.direction == 1 || s.direction == -1);
         }
+    }
+
+    #[test]
+    fn one_sided_counts_only_excesses() {
+        let cov = arr2(&[[1.0, 0.3], [0.3, 1.0]]);
+        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let sd = cov.diag().mapv(f64::sqrt);
+        let m = arr1(&[0.0, 0.0]);
+        // Quieter than the baseline on every feature: no friction, and "better".
+        let s = score(&m, l.view(), &sd, &[-2.0, -1.0], Side::One).unwrap();
+        assert_eq!(s.friction, 0.0);
+        assert_eq!(s.direction, -1);
+        assert!(score(&m, l.view(), &sd, &[-2.0, -1.0], Side::Two).unwrap().friction > 1.0);
+        // All excesses: the same as two-sided.
+        let (a, b) = (score(&m, l.view(), &sd, &[2.0, 1.0], Side::One).unwrap(), score(&m, l.view(), &sd, &[2.0, 1.0], Side::Two).unwrap());
+        assert_eq!(a, b);
+        // Mixed: only the excess counts, and sum(c) = F^2 still.
+        let s = score(&m, l.view(), &sd, &[3.0, -5.0], Side::One).unwrap();
+        let only = score(&m, l.view(), &sd, &[3.0, 0.0], Side::Two).unwrap();
+        assert!((s.friction - only.friction).abs() < 1e-12);
+        assert!((s.contributions.iter().sum::<f64>() - s.friction * s.friction).abs() < 1e-9);
+        assert_eq!(s.contributions[1], 0.0);
+    }
+
+    #[test]
+    fn side_parses() {
+        assert_eq!("one-sided".parse::<Side>(), Ok(Side::One));
+        assert_eq!("two-sided".parse::<Side>(), Ok(Side::Two));
+        assert!("both".parse::<Side>().is_err());
+        assert_eq!(Side::One.to_string(), "one-sided");
     }
 }

@@ -21,6 +21,7 @@ mod testutil;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use baseline::{min_samples, Baseline, BaselineError, Regularisation};
+pub use mahalanobis::Side;
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
 pub use state::{discard, load, set_aside, StateError, STATE_VERSION};
 
@@ -42,6 +43,8 @@ pub struct ModelConfig {
     /// Keep only the last `window` accepted samples (raised to d+2 if smaller).
     pub window: usize,
     pub regularisation: Regularisation,
+    /// Which deviations count as friction (`--model.friction`).
+    pub side: Side,
 }
 
 impl ModelConfig {
@@ -52,6 +55,7 @@ impl ModelConfig {
             warmup: DEFAULT_WARMUP,
             window: DEFAULT_WINDOW,
             regularisation: Regularisation::default(),
+            side: Side::default(),
         }
     }
 }
@@ -161,7 +165,7 @@ impl Model {
         let Phase::Ready { baseline, energy } = &mut self.phase else {
             return None;
         };
-        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x) else {
+        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x, self.cfg.side) else {
             self.skipped += 1;
             return None;
         };

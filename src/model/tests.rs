@@ -6,7 +6,7 @@ use super::*;
 const REGS: [Regularisation; 2] = [Regularisation::Ridge, Regularisation::LedoitWolf];
 
 fn cfg(d: usize, warmup_s: u64, window: usize, reg: Regularisation) -> ModelConfig {
-    ModelConfig { features: names(d), warmup: Duration::from_secs(warmup_s), window, regularisation: reg }
+    ModelConfig { features: names(d), warmup: Duration::from_secs(warmup_s), window, regularisation: reg, side: Default::default() }
 }
 
 /// Calibrates on `samples` (one per second, all accepted); returns the model,
