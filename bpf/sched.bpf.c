@@ -154,9 +154,11 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		return 0;
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
+	/* per-workload breakdown: bpf/workload.h */
+	struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_runq, next, btf) : NULL;
 	__u32 slot = ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
-	if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
-		ks_workload_observe(&cg_runq, next, waited, slot, btf);
+	if (wh)
+		ks_workload_add(wh, slot, waited);
 	ts->runq = 0;
 	if (!btf && !ts->dstate)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
@@ -178,9 +180,12 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	if (!new_task && ts->dstate) {
 		__u64 slept = since(now, ts->dstate);
 
+		/* per-workload breakdown: bpf/workload.h */
+		struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_dstate, p, btf) : NULL;
 		__u32 slot = ks_observe(&sched_hists, HIST_DSTATE, slept);
-		if (ks_workloads) /* per-workload breakdown: bpf/workload.h */
-			ks_workload_observe(&cg_dstate, p, slept, slot, btf);
+
+		if (wh)
+			ks_workload_add(wh, slot, slept);
 		ts->dstate = 0;
 	}
 	/* Woken before it got off the CPU: no wait in the queue starts. */
