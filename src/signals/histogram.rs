@@ -6,7 +6,9 @@ use crate::probes::buckets::{self, SLOTS};
 /// Cumulative counts since the probes were attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Histogram {
-    pub slots: Box<[u64; SLOTS]>,
+    /// `SLOTS` long in the node-wide layout, `WORKLOAD_SLOTS` in the
+    /// per-workload one (copied several times a scrape for each workload).
+    pub slots: Box<[u64]>,
     pub sum_ns: u64,
     /// Native schema of the slots: `buckets::SCHEMA` (2, the node-wide
     /// layout) or `buckets::WORKLOAD_SCHEMA` (0, per-workload, 66 slots).
@@ -15,7 +17,7 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { slots: Box::new([0; SLOTS]), sum_ns: 0, schema: buckets::SCHEMA }
+        Histogram { slots: vec![0; SLOTS].into_boxed_slice(), sum_ns: 0, schema: buckets::SCHEMA }
     }
 }
 
@@ -31,7 +33,7 @@ pub struct NativeBuckets {
 impl Histogram {
     /// An empty histogram in the per-workload layout.
     pub fn workload() -> Histogram {
-        Histogram { schema: buckets::WORKLOAD_SCHEMA, ..Default::default() }
+        Histogram { slots: vec![0; buckets::WORKLOAD_SLOTS].into_boxed_slice(), sum_ns: 0, schema: buckets::WORKLOAD_SCHEMA }
     }
 
     /// Native index of a slot in this histogram's schema.
@@ -63,7 +65,7 @@ impl Histogram {
     /// ns sum is modular, as the kernel's u64 may wrap on a busy node after
     /// months, and a modular difference stays right across one wrap.
     pub fn delta(&self, earlier: &Histogram) -> Histogram {
-        let mut d = Histogram { schema: self.schema, ..Default::default() };
+        let mut d = Histogram { slots: vec![0; self.slots.len()].into_boxed_slice(), sum_ns: 0, schema: self.schema };
         for ((o, a), b) in d.slots.iter_mut().zip(self.slots.iter()).zip(earlier.slots.iter()) {
             *o = a.saturating_sub(*b);
         }
@@ -109,7 +111,7 @@ impl Histogram {
         let mut nb = NativeBuckets { zero_count: self.slots[0], ..Default::default() };
         let mut prev_index: Option<i32> = None;
         let mut prev_count = 0i64;
-        for s in 1..SLOTS {
+        for s in 1..self.slots.len() {
             let c = self.slots[s];
             if c == 0 {
                 continue;

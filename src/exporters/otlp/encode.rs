@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::exporters::families::{Family, Kind, Sample, Value};
-use crate::probes::buckets::{self, SLOTS};
+use crate::probes::buckets;
 use crate::signals::histogram::Histogram;
 
 /// The kernel buckets are native schema 2, which is OTLP scale 2.
@@ -104,7 +104,8 @@ pub fn histogram_point(h: &Histogram, attributes: Vec<KeyValue>, start: u64, now
     let used = |s: &usize| h.slots[*s] != 0;
     // Per-workload histograms are schema 0 (fewer slots): same mapping, their own indices.
     let index = |slot: usize| buckets::slot_index_in(h.schema, slot).expect("a used slot >= 1 has an index") - 1;
-    let positive = match ((1..SLOTS).find(used), (1..SLOTS).rev().find(used)) {
+    let n = h.slots.len();
+    let positive = match ((1..n).find(used), (1..n).rev().find(used)) {
         (Some(lo), Some(hi)) => Buckets { offset: index(lo), bucket_counts: h.slots[lo..=hi].to_vec() },
         _ => Buckets::default(),
     };
@@ -129,7 +130,7 @@ pub fn histogram_point(h: &Histogram, attributes: Vec<KeyValue>, start: u64, now
 mod tests {
     use super::*;
     use crate::exporters::families::{self, BuildInfo, ModelView, OtlpExports, Score, Unit};
-    use crate::probes::buckets::{index_slot, kernel_bounds, slot_of};
+    use crate::probes::buckets::{index_slot, kernel_bounds, slot_of, SLOTS};
     use crate::probes::reader::ProgStats;
     use crate::probes::KernelSnapshot;
     use std::time::Duration;
