@@ -25,7 +25,7 @@ pub enum Side {
     /// distance, so a signal quieter than its baseline adds nothing. Every
     /// feature is a latency or a CPU share (higher is worse), and a node
     /// calmer than usual is not friction. bench/qos: Spearman rho vs client
-    /// P99 +0.01 to +0.02 on every run (README, "Does friction track P99?").
+    /// P99 +0.005 to +0.023 on every run (README, "Does friction track P99?").
     One,
 }
 
