@@ -68,23 +68,26 @@ fn escape_help(v: &str, out: &mut String) {
     }
 }
 
-fn labels(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)], extra: Option<(&str, &str)>) {
-    if ls.is_empty() && extra.is_none() {
-        return;
-    }
-    out.push('{');
-    let mut first = true;
-    for (k, v) in ls.iter().map(|(k, v)| (*k, v.as_ref())).chain(extra) {
-        if !first {
+/// `k="v",k2="v2"`, escaped, without braces.
+fn label_pairs(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)]) {
+    for (i, (k, v)) in ls.iter().enumerate() {
+        if i > 0 {
             out.push(',');
         }
-        first = false;
         out.push_str(k);
         out.push_str("=\"");
         escape_label(v, out);
         out.push('"');
     }
-    out.push('}');
+}
+
+/// `{k="v",...}`, or nothing without labels.
+fn labels(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)]) {
+    if !ls.is_empty() {
+        out.push('{');
+        label_pairs(out, ls);
+        out.push('}');
+    }
 }
 
 /// Encodes the families; classic buckets at the given native indices.
@@ -107,30 +110,28 @@ pub fn encode(families: &[Family], le_indices: &[i32], out: &mut String) {
             match &s.value {
                 Value::Gauge(v) | Value::Counter(v) => {
                     out.push_str(&name);
-                    labels(out, &s.labels, None);
+                    labels(out, &s.labels);
                     let _ = writeln!(out, " {}", go_float(*v));
                 }
                 Value::Histogram(h) => {
                     // The labels once per series, the `le` strings once per
                     // scrape: with many workloads, formatting was the scrape's cost.
-                    let mut ls = String::new();
-                    labels(&mut ls, &s.labels, None);
+                    let mut pairs = String::new();
+                    label_pairs(&mut pairs, &s.labels);
                     let mut cum = 0u64;
                     for (le, c) in h.classic(le_indices) {
                         cum += c;
                         out.push_str(&name);
-                        out.push_str("_bucket");
-                        match ls.strip_suffix('}') {
-                            Some(open) => {
-                                out.push_str(open);
-                                out.push(',');
-                            }
-                            None => out.push('{'),
+                        out.push_str("_bucket{");
+                        out.push_str(&pairs);
+                        if !pairs.is_empty() {
+                            out.push(',');
                         }
                         out.push_str("le=\"");
                         out.push_str(le_cache.entry(le.to_bits()).or_insert_with(|| go_float(le)));
                         let _ = writeln!(out, "\"}} {cum}");
                     }
+                    let ls = if pairs.is_empty() { pairs } else { format!("{{{pairs}}}") };
                     let _ = writeln!(out, "{name}_sum{ls} {}", go_float(h.sum_seconds()));
                     let _ = writeln!(out, "{name}_count{ls} {cum}");
                 }
