@@ -37,6 +37,9 @@ fn vfork_sleep(ms: u64) {
     // SAFETY: the child only calls async-signal-safe nanosleep and _exit, and
     // touches no memory of the parent.
     unsafe {
+        // vfork is deprecated in libc for its misuse; here it is the point:
+        // the parent waits in D state while the child runs.
+        #[allow(deprecated)]
         let pid = libc::vfork();
         if pid == 0 {
             libc::nanosleep(&ts, std::ptr::null_mut());
