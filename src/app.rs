@@ -125,8 +125,11 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         };
         let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
         http::serve(listener, exporter, opts, shutdown_signal()).await?;
-        for t in [otlp_task, sweep_task].into_iter().flatten() {
+        if let Some(t) = sweep_task {
             t.abort();
+        }
+        if let Some(p) = otlp_task {
+            p.shutdown().await;
         }
         // In-flight scrapes are done; the model saves what changed since its last save.
         let _ = stop_model.send(true);

@@ -500,3 +500,48 @@ fn root_otlp_slow_or_refusing_collector_never_stalls_metrics() {
     assert_eq!(warned.len(), 1, "one line for the whole outage:\n{stderr}");
     assert!(warned[0].contains("timed out"), "{}", warned[0]);
 }
+
+/// The run-queue histogram's count in one export.
+fn runqueue_count(req: &ExportMetricsServiceRequest) -> u64 {
+    let m = &req.resource_metrics[0].scope_metrics[0].metrics;
+    m.iter().find_map(|m| match &m.data {
+        Some(Data::ExponentialHistogram(h)) if prometheus_name(m) == "ksense_runqueue_latency_seconds" => h.data_points.first().map(|p| p.count),
+        _ => None,
+    }).expect("the run-queue histogram")
+}
+
+/// SIGTERM in the middle of an interval: the values of that moment are
+/// pushed once more before exit, not lost with the interval in progress.
+#[test]
+fn root_otlp_last_export_at_shutdown() {
+    require_root!();
+    let r = Receiver::start(Proto::Http);
+    let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1h"]);
+    // The first tick exports at once; the next would be an hour away.
+    r.wait_for_count(1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let before_stop = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let (status, stderr) = k.stop();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    assert_eq!(r.count(), 2, "one periodic export and one at shutdown:\n{stderr}");
+    let log = r.shared.log.lock().unwrap();
+    assert!(data_time(&log[1].req) > before_stop, "the last export was read at the stop");
+    let (first, last) = (runqueue_count(&log[0].req), runqueue_count(&log[1].req));
+    assert!(last > first, "the last export carries the waits since the first ({first} -> {last})");
+    assert!(stderr.contains("last export at shutdown sent"), "{stderr}");
+}
+
+/// No collector at all: shutdown still ends within --otlp.timeout or so.
+#[test]
+fn root_otlp_last_export_to_a_dead_collector_is_bounded() {
+    require_root!();
+    let port = common::free_port();
+    let k = Ksense::start(&["--otlp.endpoint", &format!("http://127.0.0.1:{port}"), "--otlp.interval", "1h", "--otlp.timeout", "2s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let (status, stderr) = k.stop();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status}:\n{stderr}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(stderr.contains("last export at shutdown failed"), "{stderr}");
+}

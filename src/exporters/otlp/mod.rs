@@ -106,14 +106,60 @@ impl Backoff {
     }
 }
 
-/// Starts pushing; abort the handle to stop.
-pub fn spawn(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>) -> anyhow::Result<JoinHandle<()>> {
+/// The push loop; `shutdown` stops it with one last export.
+pub struct Pusher {
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Pusher {
+    /// Stops the periodic push and exports the values of this moment once,
+    /// bounded by --otlp.timeout: a collector gets the counts up to the stop
+    /// and not only up to the last interval (as the OTel SDKs' shutdown does).
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts pushing.
+pub fn spawn(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>) -> anyhow::Result<Pusher> {
     let transport = Transport::new(&cfg)?;
     tracing::info!(endpoint = %cfg.endpoint, protocol = cfg.protocol.as_str(), interval = ?cfg.interval, timeout = ?cfg.timeout, "pushing metrics over OTLP");
     let queue = Arc::new(Latest::default());
-    Ok(tokio::spawn(async move {
-        tokio::join!(collect(exporter.clone(), cfg.interval, queue.clone()), send(cfg, exporter, counters, transport, queue));
-    }))
+    let stop = Arc::new(Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            _ = async { tokio::join!(collect(exporter.clone(), cfg.interval, queue.clone()), send(cfg.clone(), exporter.clone(), counters.clone(), transport, queue)) } => {}
+            _ = stopped.notified() => {}
+        }
+        final_export(&cfg, &exporter, &counters).await;
+    });
+    Ok(Pusher { stop, task })
+}
+
+/// On a fresh connection: the loop's may be mid-request or backing off.
+async fn final_export(cfg: &OtlpConfig, exporter: &Exporter, counters: &Counters) {
+    let families = match exporter.families() {
+        Ok(f) => f,
+        Err(e) => return tracing::warn!(error = %e, "OTLP: reading the metrics for the last export failed"),
+    };
+    let req = encode::request(&families, &cfg.resource, exporter.kernel.started(), SystemTime::now());
+    let result = match Transport::new(cfg) {
+        Ok(mut t) => tokio::time::timeout(cfg.timeout, t.export(req)).await.unwrap_or_else(|_| Err(format!("timed out after {:?}", cfg.timeout))),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(_) => {
+            counters.success.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("OTLP: last export at shutdown sent");
+        }
+        Err(e) => {
+            counters.failure.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(endpoint = %cfg.endpoint, error = %e, "OTLP: last export at shutdown failed; the collector has the values up to the previous one");
+        }
+    }
 }
 
 async fn collect(exporter: Arc<Exporter>, interval: Duration, queue: Arc<Latest<Arc<Snapshot>>>) {
