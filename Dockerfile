@@ -66,9 +66,12 @@ FROM debian:bookworm-slim AS runtime
 # libz.so.1 (zlib1g), libopenblas.so.0 (libopenblas0-pthread),
 # libgfortran.so.5 (libgfortran5, pulls libquadmath0), libgcc_s.so.1
 # (libgcc-s1, already in the base image; listed so the dependency is explicit).
+# ca-certificates: the trust store for an https:// OTLP collector without
+# --otlp.tls.ca-file.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
+      ca-certificates \
       libelf1 \
       zlib1g \
       libopenblas0-pthread \

@@ -83,6 +83,15 @@ pub struct Cli {
     /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
     #[arg(long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
     pub otlp_timeout: Option<Duration>,
+    /// CA certificates (PEM) that verify an https:// collector [default: the system's trust store] [env: OTEL_EXPORTER_OTLP_CERTIFICATE]
+    #[arg(long = "otlp.tls.ca-file", value_name = "FILE", global = true)]
+    pub otlp_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector that asks for one (mutual TLS); with --otlp.tls.key-file [env: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE]
+    #[arg(long = "otlp.tls.cert-file", value_name = "FILE", global = true)]
+    pub otlp_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM) [env: OTEL_EXPORTER_OTLP_CLIENT_KEY]
+    #[arg(long = "otlp.tls.key-file", value_name = "FILE", global = true)]
+    pub otlp_key_file: Option<PathBuf>,
     /// TLS and basic auth, in the Prometheus exporter-toolkit web configuration format (YAML) [default: plain HTTP]
     #[arg(long = "web.config.file", value_name = "FILE", global = true)]
     pub web_config_file: Option<PathBuf>,
@@ -158,6 +167,9 @@ pub struct OtlpFile {
     /// `[otlp.headers]` key = "value"
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -399,7 +411,10 @@ impl Config {
                 || (cli.otlp_protocol.is_none() && file.otlp.protocol.is_some())
                 || (cli.otlp_interval.is_none() && file.otlp.interval.is_some())
                 || (cli.otlp_timeout.is_none() && file.otlp.timeout.is_some())
-                || !file.otlp.headers.is_empty(),
+                || !file.otlp.headers.is_empty()
+                || (cli.otlp_ca_file.is_none() && file.otlp.ca_file.is_some())
+                || (cli.otlp_cert_file.is_none() && file.otlp.cert_file.is_some())
+                || (cli.otlp_key_file.is_none() && file.otlp.key_file.is_some()),
             "otlp",
         );
         let model = ModelConfig {
@@ -428,6 +443,7 @@ impl Config {
             timeout: cli.otlp_timeout.or(file.otlp.timeout),
             // File first, so a flag for the same header wins.
             headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
+            tls: otlp_config::TlsFiles { ca_file: cli.otlp_ca_file.or(file.otlp.ca_file), cert_file: cli.otlp_cert_file.or(file.otlp.cert_file), key_file: cli.otlp_key_file.or(file.otlp.key_file) },
         };
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
         let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname).map_err(|e| otlp_from(&e))?;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::pki::Pki;
 use common::{sample, Ksense};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
@@ -105,6 +106,8 @@ async fn http_export(shared: Shared, req: Request<hyper::body::Incoming>) -> Res
 struct Receiver {
     proto: Proto,
     port: u16,
+    /// Serves TLS when set (an https:// collector).
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Shared,
     rt: tokio::runtime::Runtime,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -112,33 +115,36 @@ struct Receiver {
 
 impl Receiver {
     fn start(proto: Proto) -> Receiver {
+        Receiver::start_with(proto, None)
+    }
+
+    fn start_with(proto: Proto, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let mut r = Receiver { proto, port: common::free_port(), shared: Shared::default(), rt, server: None };
+        let mut r = Receiver { proto, port: common::free_port(), tls, shared: Shared::default(), rt, server: None };
         r.restart();
         r
     }
 
     fn restart(&mut self) {
         let listener = self.rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port))).expect("binding the receiver port again");
-        let (shared, proto) = (self.shared.clone(), self.proto);
+        let (shared, proto, tls) = (self.shared.clone(), self.proto, self.tls.clone());
         self.server = Some(self.rt.spawn(async move {
             // Dropping the set (when this task is aborted) closes every connection.
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let io = TokioIo::new(stream);
-                let shared = shared.clone();
-                match proto {
-                    Proto::Grpc => {
-                        let svc = hyper_util::service::TowerToHyperService::new(MetricsServiceServer::new(shared));
+                match &tls {
+                    None => serve_connection(stream, proto, shared.clone(), &mut conns),
+                    Some(cfg) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
+                        let shared = shared.clone();
                         conns.spawn(async move {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
-                        });
-                    }
-                    Proto::Http => {
-                        let svc = hyper::service::service_fn(move |req| http_export(shared.clone(), req));
-                        conns.spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                            // A client that does not trust us (or we it) fails here: nothing recorded.
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let mut inner = tokio::task::JoinSet::new();
+                                serve_connection(s, proto, shared, &mut inner);
+                                while inner.join_next().await.is_some() {}
+                            }
                         });
                     }
                 }
@@ -192,6 +198,49 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn serve_connection<I>(io: I, proto: Proto, shared: Shared, conns: &mut tokio::task::JoinSet<()>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    match proto {
+        Proto::Grpc => {
+            let svc = hyper_util::service::TowerToHyperService::new(MetricsServiceServer::new(shared));
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+            });
+        }
+        Proto::Http => {
+            let svc = hyper::service::service_fn(move |req| http_export(shared.clone(), req));
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    }
+}
+
+/// A collector's TLS: the test PKI's server certificate (localhost,
+/// 127.0.0.1); with `client_ca`, a client certificate from the client CA is required.
+fn tls_server(pki: &Pki, proto: Proto, client_ca: bool) -> Arc<rustls::ServerConfig> {
+    let pem = |name: &str| std::fs::read(pki.path(name)).unwrap();
+    let certs = rustls_pemfile::certs(&mut pem("server.crt").as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut pem("server.key").as_slice()).unwrap().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let b = if client_ca {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut pem("client-ca.crt").as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        b.with_client_cert_verifier(rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap())
+    } else {
+        b.with_no_client_auth()
+    };
+    let mut cfg = b.with_single_cert(certs, key).unwrap();
+    cfg.alpn_protocols = vec![if proto == Proto::Grpc { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    Arc::new(cfg)
 }
 
 // ---- reading both sides ----------------------------------------------------
@@ -544,4 +593,60 @@ fn root_otlp_last_export_to_a_dead_collector_is_bounded() {
     assert!(status.success(), "exit {status}:\n{stderr}");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(stderr.contains("last export at shutdown failed"), "{stderr}");
+}
+
+/// gRPC to an https:// collector that requires a client certificate: the
+/// CA file verifies it, the client certificate gets in, and what arrives is
+/// what /metrics serves.
+#[test]
+fn root_otlp_https_grpc_with_ca_file_and_client_certificate() {
+    require_root!();
+    let pki = Pki::new();
+    let r = Receiver::start_with(Proto::Grpc, Some(tls_server(&pki, Proto::Grpc, true)));
+    let url = format!("https://localhost:{}", r.port);
+    let k = Ksense::start(&["--otlp.endpoint", &url, "--otlp.interval", "1s", "--otlp.tls.ca-file", &pki.path("ca.crt"), "--otlp.tls.cert-file", &pki.path("client.crt"), "--otlp.tls.key-file", &pki.path("client.key")]);
+    check_sandwich(&k, &r);
+    assert_eq!(exports(&k.scrape(), "failure"), 0.0);
+}
+
+/// HTTP to an https:// collector, the CA from the standard variable; then a
+/// CA that did not sign the collector's certificate: every push fails, is
+/// counted, nothing arrives, and the log says why.
+#[test]
+fn root_otlp_https_http_trusts_only_the_given_ca() {
+    require_root!();
+    let pki = Pki::new();
+    let r = Receiver::start_with(Proto::Http, Some(tls_server(&pki, Proto::Http, false)));
+    let url = format!("https://127.0.0.1:{}", r.port);
+    let ca = pki.path("ca.crt");
+    let k = Ksense::start_with_env(tempfile::tempdir().unwrap(), &["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"], &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())]);
+    check_sandwich(&k, &r);
+    drop(k);
+    let before = r.count();
+    let k = Ksense::start(&["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s", "--otlp.tls.ca-file", &pki.path("other-ca.crt")]);
+    let t0 = Instant::now();
+    while exports(&k.scrape(), "failure") < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no failed push counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, stderr) = k.stop();
+    assert_eq!(r.count(), before, "nothing gets through to a collector we do not trust");
+    let warn = stderr.lines().find(|l| l.contains("OTLP export failed")).unwrap_or_else(|| panic!("no warning:\n{stderr}"));
+    eprintln!("{warn}");
+    assert!(warn.contains("certificate"), "the warning says why: {warn}");
+}
+
+/// A TLS file that cannot be read stops ksense at start, naming the file.
+#[test]
+fn root_otlp_missing_ca_file_is_a_startup_error() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("baseline.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args(["--otlp.endpoint", "https://localhost:4317", "--otlp.tls.ca-file", "/nonexistent/ca.pem", "--web.listen-address", &format!("127.0.0.1:{}", common::free_port()), "--model.state-file", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/ca.pem") && !err.contains("panicked"), "{err}");
 }

@@ -9,63 +9,14 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::{sample, Ksense, Ready};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
-/// A CA, a server certificate for localhost/127.0.0.1 signed by it, and
-/// client certificates from a client CA and from an unrelated CA.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    (p.self_signed(&key).unwrap(), key)
-}
-
-fn leaf(sans: &[&str], usage: ExtendedKeyUsagePurpose, issuer: &(rcgen::Certificate, KeyPair)) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, sans[0]);
-    p.extended_key_usages = vec![usage];
-    (p.signed_by(&key, &issuer.0, &issuer.1).unwrap().pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let w = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).unwrap();
-        let server_ca = ca("ksense test server CA");
-        let client_ca = ca("ksense test client CA");
-        let other_ca = ca("some other CA");
-        w("ca.crt", &server_ca.0.pem());
-        w("client-ca.crt", &client_ca.0.pem());
-        w("other-ca.crt", &other_ca.0.pem());
-        let (c, k) = leaf(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth, &server_ca);
-        w("server.crt", &c);
-        w("server.key", &k);
-        let (c, k) = leaf(&["prometheus"], ExtendedKeyUsagePurpose::ClientAuth, &client_ca);
-        w("client.crt", &c);
-        w("client.key", &k);
-        let (c, k) = leaf(&["intruder"], ExtendedKeyUsagePurpose::ClientAuth, &other_ca);
-        w("intruder.crt", &c);
-        w("intruder.key", &k);
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-
-    /// Writes a web config next to the certificates (relative names resolve there).
-    fn web_config(&self, yaml: &str) -> String {
-        let p = self.path("web.yml");
-        std::fs::write(&p, yaml).unwrap();
-        p
-    }
+/// Writes a web config next to the certificates (relative names resolve there).
+fn web_config(pki: &Pki, yaml: &str) -> String {
+    let p = pki.path("web.yml");
+    std::fs::write(&p, yaml).unwrap();
+    p
 }
 
 /// curl's exit code and the HTTP status it got ("000" when none).
@@ -87,7 +38,7 @@ fn root_tls_and_basic_auth() {
     require_root!();
     let pki = Pki::new();
     let hash = bcrypt::hash("s3cret", 10).unwrap();
-    let web = pki.web_config(&format!(
+    let web = web_config(&pki, &format!(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\nhttp_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n"
     ));
     let k = start_tls(&web);
@@ -140,7 +91,7 @@ fn root_tls_client_certificates() {
         ("RequestClientCert", false, ["200", "200", "200"]),
     ] {
         let ca_line = if ca_file { "  client_ca_file: client-ca.crt\n" } else { "" };
-        let web = pki.web_config(&format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {auth}\n{ca_line}"));
+        let web = web_config(&pki, &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {auth}\n{ca_line}"));
         let k = start_tls(&web);
         let url = https(&k, "/metrics");
         for (certs, want, what) in [(&none[..], want[0], "no client certificate"), (&intruder[..], want[1], "another CA"), (&client[..], want[2], "the client CA")] {
@@ -157,7 +108,7 @@ fn root_tls_min_version_tls13_refuses_a_tls12_client() {
     require_root!();
     let pki = Pki::new();
     let ca = pki.path("ca.crt");
-    let web = pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n");
+    let web = web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n");
     let k = start_tls(&web);
     let url = https(&k, "/metrics");
     let (rc, code) = curl(&["--cacert", &ca, "--tls-max", "1.2", &url]);
@@ -165,7 +116,7 @@ fn root_tls_min_version_tls13_refuses_a_tls12_client() {
     assert_eq!(curl(&["--cacert", &ca, "--tlsv1.3", &url]).1, "200");
     drop(k);
     // The default (TLS12) takes a TLS 1.2 client.
-    let web = pki.web_config("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
+    let web = web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
     let k = start_tls(&web);
     assert_eq!(curl(&["--cacert", &ca, "--tls-max", "1.2", &https(&k, "/metrics")]).1, "200");
 }
@@ -177,7 +128,7 @@ fn root_real_prometheus_scrapes_over_tls_with_basic_auth() {
     require_root!();
     let pki = Pki::new();
     let hash = bcrypt::hash("s3cret", 10).unwrap();
-    let web = pki.web_config(&format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"));
+    let web = web_config(&pki, &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"));
     let k = start_tls(&web);
     let prom_port = common::free_port();
     let cfg = pki.path("prometheus.yml");

@@ -235,7 +235,7 @@ fn tls_config(t: &TlsFile, dir: &Path, err: &impl Fn(&str, &str) -> String) -> R
     Ok((cfg, auth))
 }
 
-fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let certs = rustls_pemfile::certs(&mut data.as_slice()).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{}: {e}", p.display()))?;
     if certs.is_empty() {
@@ -244,7 +244,7 @@ fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn read_key(p: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_key(p: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
     rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| format!("{}: {e}", p.display()))?

@@ -2,6 +2,7 @@
 //! standard `OTEL_*` environment variables, in that order of precedence.
 //! Push is on only when an endpoint is given by one of them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
@@ -46,6 +47,18 @@ pub struct OtlpConfig {
     /// Lower-case names; sent with every export (gRPC metadata or HTTP headers).
     pub headers: Vec<(String, String)>,
     pub resource: Vec<(String, String)>,
+    /// Used when the endpoint is https://.
+    pub tls: TlsFiles,
+}
+
+/// PEM files for an https:// collector, read when connecting.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsFiles {
+    /// CA certificates that verify the collector; None: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for a collector that asks for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// What the flags and the file said (flags already merged over the file).
@@ -57,6 +70,7 @@ pub struct Given {
     pub timeout: Option<Duration>,
     /// `key=value` from `--otlp.header`, after the file's `[otlp.headers]`.
     pub headers: Vec<String>,
+    pub tls: TlsFiles,
 }
 
 /// Resolves the settings; `env` looks up environment variables (a map in
@@ -80,7 +94,7 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
         env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", with_default_path(&e, protocol, true)))
     };
     let Some((from, endpoint)) = endpoint else {
-        if given.protocol.is_some() || given.interval.is_some() || given.timeout.is_some() || !given.headers.is_empty() {
+        if given.protocol.is_some() || given.interval.is_some() || given.timeout.is_some() || !given.headers.is_empty() || given.tls != TlsFiles::default() {
             return Err("OTLP settings given but no endpoint: set --otlp.endpoint (e.g. http://localhost:4317), [otlp] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT".into());
         }
         return Ok(None);
@@ -119,7 +133,21 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
         check_header(k, v)?;
     }
 
-    Ok(Some(OtlpConfig { endpoint, protocol, interval, timeout, headers, resource: resource(&env, hostname)? }))
+    let tls = tls_files(given.tls, &env)?;
+    if !endpoint.starts_with("https://") && tls != TlsFiles::default() {
+        return Err(format!("{from} {endpoint:?}: OTLP TLS files are given but the endpoint is not https://"));
+    }
+    Ok(Some(OtlpConfig { endpoint, protocol, interval, timeout, headers, resource: resource(&env, hostname)?, tls }))
+}
+
+/// Flags and file first, then the signal-specific variable, then the generic one.
+fn tls_files(given: TlsFiles, env: &dyn Fn(&str) -> Option<String>) -> Result<TlsFiles, String> {
+    let pick = |g: Option<PathBuf>, var: &str| g.or_else(|| env(&format!("OTEL_EXPORTER_OTLP_METRICS_{var}")).or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{var}"))).map(|v| PathBuf::from(v.trim())));
+    let t = TlsFiles { ca_file: pick(given.ca_file, "CERTIFICATE"), cert_file: pick(given.cert_file, "CLIENT_CERTIFICATE"), key_file: pick(given.key_file, "CLIENT_KEY") };
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        return Err("OTLP client certificate and key go together: set both --otlp.tls.cert-file and --otlp.tls.key-file (or neither)".into());
+    }
+    Ok(t)
 }
 
 /// `service.name`, `service.version`, `host.name`, `service.instance.id`
@@ -171,8 +199,7 @@ fn with_default_path(url: &str, protocol: Protocol, always: bool) -> String {
 fn check_endpoint(url: &str, from: &str) -> Result<(), String> {
     let u: Uri = url.parse().map_err(|e| format!("{from} {url:?}: {e} (use e.g. http://collector:4317)"))?;
     match u.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(format!("{from} {url:?}: https is not supported yet; push over http:// to a collector on the node or in the cluster")),
+        Some("http" | "https") => {}
         _ => return Err(format!("{from} {url:?}: needs a scheme and host, e.g. http://collector:4317")),
     }
     if u.host().is_none_or(str::is_empty) {
@@ -307,10 +334,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_from_flags_then_signal_then_generic_variables() {
+        let env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic-ca.pem"), ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/metrics-ca.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")];
+        let c = run(endpoint("https://c:4317"), &env).unwrap().unwrap();
+        assert_eq!(c.tls, TlsFiles { ca_file: Some("/metrics-ca.pem".into()), cert_file: Some("/c.pem".into()), key_file: Some("/k.pem".into()) });
+        let c = run(Given { tls: TlsFiles { ca_file: Some("/flag.pem".into()), ..Default::default() }, ..endpoint("https://c:4317") }, &env).unwrap().unwrap();
+        assert_eq!(c.tls.ca_file, Some("/flag.pem".into()), "the flag wins");
+        let c = run(endpoint("https://c:4317"), &[]).unwrap().unwrap();
+        assert_eq!(c.tls, TlsFiles::default(), "https with the system's trust store");
+    }
+
+    #[test]
     fn bad_values_are_errors_naming_their_source() {
         for (given, env, want) in [
             (endpoint("collector:4317"), vec![], "--otlp.endpoint"),
-            (endpoint("https://c:4317"), vec![], "https"),
+            (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..endpoint("http://c:4317") }, vec![], "not https://"),
+            (endpoint("http://c:4317"), vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")], "go together"),
+            (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..Default::default() }, vec![], "no endpoint"),
             (endpoint("http://"), vec![], "--otlp.endpoint"),
             (Given { protocol: Some("http/json".into()), ..endpoint("http://c:1") }, vec![], "http/json"),
             (Given::default(), vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")], "OTEL_EXPORTER_OTLP_PROTOCOL"),

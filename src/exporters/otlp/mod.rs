@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod encode;
+pub mod tls;
 pub mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -15,11 +16,12 @@ use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::{OtlpConfig, Protocol};
+use super::tls;
 
 pub enum Transport {
     Grpc { client: MetricsServiceClient<Channel>, metadata: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)> },
     // Boxed: the pooled client is several times the size of the gRPC one.
-    Http { client: Box<Client<HttpConnector, Full<Bytes>>>, uri: http::Uri, headers: Vec<(HeaderName, HeaderValue)> },
+    Http { client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>, uri: http::Uri, headers: Vec<(HeaderName, HeaderValue)> },
 }
 
 /// Data points the collector accepted the request but rejected, and why.
@@ -37,14 +39,13 @@ impl Transport {
             Protocol::Grpc => {
                 // No request timeout here: the push loop's is the one that
                 // applies, and it replaces the connection when it fires.
-                let channel = Endpoint::from_shared(cfg.endpoint.clone())?.connect_timeout(cfg.timeout).connect_lazy();
+                let conn = tls::connector(cfg, true).map_err(anyhow::Error::msg)?;
+                let channel = Endpoint::from_shared(cfg.endpoint.clone())?.connect_timeout(cfg.timeout).connect_with_connector_lazy(conn);
                 let metadata = cfg.headers.iter().map(|(k, v)| Ok((MetadataKey::from_bytes(k.as_bytes())?, MetadataValue::try_from(v.as_str())?))).collect::<anyhow::Result<_>>()?;
                 Transport::Grpc { client: MetricsServiceClient::new(channel), metadata }
             }
             Protocol::HttpProtobuf => {
-                let mut conn = HttpConnector::new();
-                conn.set_connect_timeout(Some(cfg.timeout));
-                conn.set_nodelay(true);
+                let conn = tls::connector(cfg, false).map_err(anyhow::Error::msg)?;
                 let headers = cfg.headers.iter().map(|(k, v)| Ok((HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?))).collect::<anyhow::Result<_>>()?;
                 Transport::Http { client: Box::new(Client::builder(TokioExecutor::new()).build(conn)), uri: cfg.endpoint.parse()?, headers }
             }
