@@ -120,7 +120,12 @@ static __always_inline __u64 since(__u64 now, __u64 start)
 static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 				     struct task_struct *next, bool btf)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/*
+	 * The clock is read only when a stamp or a wait needs it: most
+	 * switches (prev going to sleep, next the idle task or not waiting)
+	 * need it once or not at all.
+	 */
+	__u64 now = 0;
 	struct task_ts *ts;
 	__u32 pid;
 
@@ -132,6 +137,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		if (preempt || state == KS_TASK_RUNNING) {
 			ts = ts_get(prev, pid, btf, true);
 			if (ts) {
+				now = bpf_ktime_get_ns();
 				ts->runq = now;
 				ts->woken = 0;
 			}
@@ -140,6 +146,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
 			ts = ts_get(prev, pid, btf, true);
 			if (ts) {
+				now = bpf_ktime_get_ns();
 				ts->dstate = now;
 				ts->runq = 0;
 			}
@@ -152,6 +159,8 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	ts = ts_get(next, pid, btf, false);
 	if (!ts || !ts->runq)
 		return 0;
+	if (!now)
+		now = bpf_ktime_get_ns();
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
 	/* per-workload breakdown: bpf/workload.h */
@@ -171,7 +180,14 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	struct task_ts *ts;
 	__u64 now;
 
-	if (!pid)
+	/*
+	 * Woken before it got off the CPU (ttwu_runnable): no wait in the queue
+	 * starts, and no D-state sleep can be running either, since one starts
+	 * at switch-out and try_to_wake_up waits for on_cpu to clear before
+	 * waking a task that has switched out. Checked first: it saves the
+	 * storage lookup.
+	 */
+	if (!pid || task_on_cpu(p, btf))
 		return 0;
 	ts = ts_get(p, pid, btf, true);
 	if (!ts)
@@ -188,9 +204,6 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 			ks_workload_add(wh, slot, slept);
 		ts->dstate = 0;
 	}
-	/* Woken before it got off the CPU: no wait in the queue starts. */
-	if (task_on_cpu(p, btf))
-		return 0;
 	/* Keep an earlier start: a task preempted mid-way into a sleep is still queued. */
 	if (!ts->runq) {
 		ts->runq = now;

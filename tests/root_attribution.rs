@@ -392,3 +392,39 @@ fn root_attribution_off_serves_node_series_only() {
     eprintln!("dropped {dropped} of {recorded} run-queue events");
     assert!(dropped < 0.01 * recorded, "{dropped} drops of {recorded}");
 }
+
+/// The batched read of the per-workload maps (a few hundred entries per
+/// bpf() call) and the key-by-key one agree: read batched, by key, batched
+/// again while the cgroups keep waiting, every cgroup is in all three and
+/// its counts never go back. Tiny batches force many calls (and a bucket
+/// larger than a batch, when there is one, makes it grow).
+#[test]
+fn root_batched_and_key_by_key_reads_agree() {
+    require_root!();
+    use ksense::probes::{kernel, AttachMode, Options, Probes};
+    let s = kernel::probe();
+    let mut p = Probes::attach_with(AttachMode::choose("auto", &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) }).unwrap();
+    let maps = p.take_workload_maps().expect("workload maps");
+    let pre = test_prefix();
+    let mut cgs: Vec<Cgroup> = (0..40).map(|i| Cgroup::new(&format!("/{pre}-batch-{i}"))).collect();
+    for cg in &mut cgs {
+        cg.spawn(None, &["sh", "-c", "while :; do sleep 0.01; done"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ids: Vec<u64> = cgs.iter().map(|c| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap()).collect();
+    for small in [1usize, 64 << 10] {
+        let a = maps.runqueue.read_all_batched(small).unwrap();
+        let b = maps.runqueue.read_all_by_key().unwrap();
+        let c = maps.runqueue.read_all_batched(small).unwrap();
+        assert!(a.len() >= ids.len() && a.len() <= b.len() && b.len() <= c.len(), "entries {} {} {}", a.len(), b.len(), c.len());
+        for (k, ha) in &a {
+            let (hb, hc) = (&b[k], &c[k]);
+            for (x, y) in [(ha, hb), (hb, hc)] {
+                assert!(x.count() <= y.count() && x.slots.iter().zip(y.slots.iter()).all(|(p, q)| p <= q), "cgroup {k}: counts went back");
+            }
+        }
+        for id in &ids {
+            assert!(a.get(id).is_some_and(|h| h.count() > 0), "cgroup {id} missing from the batched read");
+        }
+    }
+}

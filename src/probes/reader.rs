@@ -73,6 +73,10 @@ fn add_ks_hist(h: &mut Histogram, v: &[u8]) {
     h.sum_ns = h.sum_ns.wrapping_add(u64::from_ne_bytes(v[slots * 8..slots * 8 + 8].try_into().expect("8 bytes")));
 }
 
+/// The kernel's own "operation not supported" (not in libc): what bpf()
+/// answers for a map type without batch operations.
+const ENOTSUPP: i32 = 524;
+
 /// A per-CPU hash map from a u64 (a cgroup id) to a `struct ks_whist`
 /// (bpf/workload.h), read entry by entry while the programs keep updating it.
 #[derive(Debug)]
@@ -93,10 +97,66 @@ impl HistHash {
         Ok(HistHash { fd, value_size, cpus: cpus as usize })
     }
 
-    /// Every entry. Entries deleted during the iteration are skipped; one
-    /// deleted under the iterator's feet may restart it, so the keys are
-    /// collected first and looked up after.
+    /// Every entry, a few hundred per bpf() call (BPF_MAP_LOOKUP_BATCH,
+    /// 5.6+); key by key where the kernel has no batch lookup. With 200
+    /// workloads that is 4 calls instead of 800 per scrape.
     pub fn read_all(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
+        match self.read_all_batched(256 << 10) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => self.read_all_by_key(),
+            r => r,
+        }
+    }
+
+    /// Batches of about `max_bytes` of values (read_all: 256 KiB, so a node
+    /// with many CPUs does not allocate megabytes per scrape).
+    pub fn read_all_batched(&self, max_bytes: usize) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
+        let stride = self.value_size.next_multiple_of(8);
+        let elem = stride * self.cpus;
+        let mut count_max = (max_bytes / elem).max(1);
+        let mut keys = vec![0u64; count_max];
+        let mut vals = vec![0u8; elem * count_max];
+        let mut out = std::collections::HashMap::new();
+        // The cursor is the kernel's (a bucket index for hash maps); 8 bytes covers it.
+        let (mut cursor, mut next) = (0u64, 0u64);
+        let mut first = true;
+        loop {
+            let mut count = count_max as u32;
+            let opts = sys::bpf_map_batch_opts { sz: std::mem::size_of::<sys::bpf_map_batch_opts>() as _, elem_flags: 0, flags: 0 };
+            let in_batch: *mut u64 = if first { std::ptr::null_mut() } else { &mut cursor };
+            // SAFETY: keys and vals hold count_max elements each; the cursors are live u64s.
+            let rc = unsafe { sys::bpf_map_lookup_batch(self.fd.as_raw_fd(), in_batch.cast(), (&mut next as *mut u64).cast(), keys.as_mut_ptr().cast(), vals.as_mut_ptr().cast(), &mut count, &opts) };
+            let err = if rc < 0 { -rc } else { 0 };
+            if err == libc::ENOSPC && count_max < 1 << 16 {
+                // One bucket holds more entries than a batch (nothing was
+                // copied): make room, same cursor.
+                count_max *= 2;
+                keys.resize(count_max, 0);
+                vals.resize(elem * count_max, 0);
+                continue;
+            }
+            if err != 0 && err != libc::ENOENT {
+                return Err(std::io::Error::from_raw_os_error(err));
+            }
+            for (i, k) in keys[..count as usize].iter().enumerate() {
+                let mut h = Histogram::workload();
+                for cpu in vals[i * elem..(i + 1) * elem].chunks_exact(stride) {
+                    add_ks_hist(&mut h, &cpu[..self.value_size]);
+                }
+                out.insert(*k, h);
+            }
+            if err == libc::ENOENT {
+                return Ok(out); // the last batch
+            }
+            cursor = next;
+            first = false;
+        }
+    }
+
+    /// Every entry, one call for each key and one for each value. Entries
+    /// deleted during the iteration are skipped; one deleted under the
+    /// iterator's feet may restart it, so the keys are collected first and
+    /// looked up after.
+    pub fn read_all_by_key(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
         let mut keys = Vec::new();
         let mut key = 0u64;
         let mut first = true;
