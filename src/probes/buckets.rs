@@ -46,7 +46,7 @@ pub fn zero_threshold_seconds() -> f64 {
 
 /// Native index of a slot (`None` for the zero bucket).
 pub fn slot_index(slot: usize) -> Option<i32> {
-    (slot >= 1 && slot < SLOTS).then(|| FIRST_INDEX + slot as i32 - 1)
+    (1..SLOTS).contains(&slot).then(|| FIRST_INDEX + slot as i32 - 1)
 }
 
 /// Slot holding native index `i` (clamped to the kernel's range).

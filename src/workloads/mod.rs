@@ -89,7 +89,7 @@ impl Resolver for Cgroups {
     fn labels(&mut self, path: &str, now: Instant) -> Labels {
         let mut l = labels::parse(path);
         if l.wants_names() {
-            if self.kubelet_at.map_or(true, |t| now.saturating_duration_since(t) >= KUBELET_RELOAD_INTERVAL) {
+            if self.kubelet_at.is_none_or(|t| now.saturating_duration_since(t) >= KUBELET_RELOAD_INTERVAL) {
                 self.kubelet.reload();
                 self.kubelet_at = Some(now);
             }

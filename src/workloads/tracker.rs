@@ -88,7 +88,7 @@ impl Filter {
     }
 
     pub fn allows(&self, path: &str) -> bool {
-        self.include.as_ref().map_or(true, |r| r.is_match(path)) && !self.exclude.as_ref().is_some_and(|r| r.is_match(path))
+        self.include.as_ref().is_none_or(|r| r.is_match(path)) && !self.exclude.as_ref().is_some_and(|r| r.is_match(path))
     }
 }
 
