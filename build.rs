@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCES: &[&str] = &["bpf/sched", "bpf/softirq", "bench/bpf/floor", "bench/bpf/hashrq"];
+const SOURCES: &[&str] = &["bpf/sched", "bpf/softirq", "bench/bpf/floor", "bench/bpf/hashrq", "bench/bpf/parts"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

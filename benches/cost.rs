@@ -33,8 +33,12 @@ mod floor {
 mod hashrq {
     include!(concat!(env!("OUT_DIR"), "/hashrq.skel.rs"));
 }
+mod parts {
+    include!(concat!(env!("OUT_DIR"), "/parts.skel.rs"));
+}
 
 const SCHED: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+const PARTS: [&str; 3] = ["clock", "task storage lookup", "bucket search + histogram"];
 /// Workloads for the scrape figure.
 const WORKLOADS: usize = 200;
 /// Set in the environment of a re-executed bench binary: be one workload.
@@ -124,6 +128,9 @@ fn main() {
 struct Others {
     floor: Vec<(&'static str, OwnedFd)>,
     hash: Vec<(&'static str, OwnedFd)>,
+    /// The parts of a sched_switch program, each alone on sched_switch;
+    /// attached only for their own storm (see `load_parts`).
+    parts: Vec<(&'static str, OwnedFd)>,
     _links: Vec<Link>,
 }
 
@@ -145,7 +152,24 @@ fn load_others() -> anyhow::Result<Others> {
         links.push(prog.attach()?);
         hs.push((*name, prog.as_fd().try_clone_to_owned()?));
     }
-    Ok(Others { floor: fl, hash: hs, _links: links })
+    Ok(Others { floor: fl, hash: hs, parts: Vec::new(), _links: links })
+}
+
+/// The parts programs, attached until the links are dropped: three more
+/// programs on sched_switch slow every other one a little, so they run in a
+/// storm of their own.
+fn load_parts() -> anyhow::Result<(Vec<(&'static str, OwnedFd)>, Vec<Link>)> {
+    let mut o = MaybeUninit::<OpenObject>::uninit();
+    let mut open = parts::PartsSkelBuilder::default().open(&mut o)?;
+    open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow::anyhow!("parts rodata"))?.ks_bounds = *ksense::probes::buckets::kernel_bounds();
+    let sk = open.load()?;
+    let p = &sk.progs;
+    let (mut fds, mut links) = (Vec::new(), Vec::new());
+    for (name, prog) in PARTS.iter().zip([&p.parts_clock, &p.parts_storage, &p.parts_search]) {
+        links.push(prog.attach()?);
+        fds.push((*name, prog.as_fd().try_clone_to_owned()?));
+    }
+    Ok((fds, links))
 }
 
 type Stats = BTreeMap<(&'static str, String), ProgStats>;
@@ -157,7 +181,7 @@ fn stats(ksense: &[(&'static str, &str)], o: &Others) -> anyhow::Result<Stats> {
     for (set, url) in ksense {
         ksense_stats(&mut m, set, url)?;
     }
-    for (set, progs) in [("floor", &o.floor), ("hash", &o.hash)] {
+    for (set, progs) in [("floor", &o.floor), ("hash", &o.hash), ("parts", &o.parts)] {
         for (name, fd) in progs {
             m.insert((set, name.to_string()), prog_stats(fd)?);
         }
@@ -352,6 +376,27 @@ fn run(secs: u64) -> anyhow::Result<()> {
             totals["on"] / totals["hash"],
             totals["off"] / totals["hash"]
         );
+        println!();
+    }
+
+    // ---- what bounds it: the parts of sched_switch, each alone, in a storm of their own
+    {
+        let (fds, links) = load_parts()?;
+        let mut others = others;
+        others.parts = fds;
+        let a = stats(&sets, &others)?;
+        storm(&["stress-ng", "--switch", "2", "--timeout", &format!("{secs}s"), "--quiet"])?;
+        let b = stats(&sets, &others)?;
+        drop(links);
+        let d = per_run(&a, &b);
+        let ns = |set: &'static str, name: &str| d.get(&(set, name.to_string())).map_or(f64::NAN, |x| x.1);
+        let floor = ns("floor", "sched_switch");
+        println!("What bounds sched_switch: each part alone as a program on sched_switch, ns/run above the empty floor ({floor:.1} ns), same storm (stress-ng --switch 2)");
+        for p in PARTS {
+            println!("  {p:<28} {:>+7.1}", ns("parts", p) - floor);
+        }
+        println!("  {:<28} {:>+7.1}   (clock, one or two storage lookups, search, in one program)", "ksense sched_switch (off)", ns("off", "sched_switch") - floor);
+        println!("  {:<28} {:>+7.1}", "hash baseline sched_switch", ns("hash", "sched_switch") - floor);
         println!();
     }
 

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The parts of ksense's sched_switch program, one program each, on the same
+ * tracepoint as the floor: what the clock, a task-storage lookup and the
+ * bucket search with its histogram update cost alone. bench/cost subtracts
+ * the floor and prints them beside the whole: what bounds ksense's cost.
+ */
+#include "ksense.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Keeps each part's result alive, so the compiler cannot drop the work. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sink SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} parts_ts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_hist);
+} parts_hist SEC(".maps");
+
+static __always_inline void keep(__u64 v)
+{
+	__u32 k = 0;
+	__u64 *s = bpf_map_lookup_elem(&sink, &k);
+
+	if (s)
+		*s += v;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(parts_clock, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	keep(bpf_ktime_get_ns());
+	return 0;
+}
+
+/* As ksense looks up a task's start: the entry exists after the first switch. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(parts_storage, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u64 *v = bpf_task_storage_get(&parts_ts, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (v)
+		*v += 1;
+	return 0;
+}
+
+/* A value that varies from switch to switch, as waits do. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(parts_search, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u64 v = ((__u64)next->pid * 2654435761u) & 0xffffff;
+
+	keep(ks_observe(&parts_hist, 0, v));
+	return 0;
+}
