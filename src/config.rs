@@ -83,6 +83,9 @@ pub struct Cli {
     /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
     #[arg(long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
     pub otlp_timeout: Option<Duration>,
+    /// Compress each push: gzip or none [default: none] [env: OTEL_EXPORTER_OTLP_COMPRESSION]
+    #[arg(long = "otlp.compression", value_name = "ALGORITHM", global = true, value_parser = ["gzip", "none"])]
+    pub otlp_compression: Option<String>,
     /// CA certificates (PEM) that verify an https:// collector [default: the system's trust store] [env: OTEL_EXPORTER_OTLP_CERTIFICATE]
     #[arg(long = "otlp.tls.ca-file", value_name = "FILE", global = true)]
     pub otlp_ca_file: Option<PathBuf>,
@@ -167,6 +170,7 @@ pub struct OtlpFile {
     /// `[otlp.headers]` key = "value"
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    pub compression: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
@@ -412,6 +416,7 @@ impl Config {
                 || (cli.otlp_interval.is_none() && file.otlp.interval.is_some())
                 || (cli.otlp_timeout.is_none() && file.otlp.timeout.is_some())
                 || !file.otlp.headers.is_empty()
+                || (cli.otlp_compression.is_none() && file.otlp.compression.is_some())
                 || (cli.otlp_ca_file.is_none() && file.otlp.ca_file.is_some())
                 || (cli.otlp_cert_file.is_none() && file.otlp.cert_file.is_some())
                 || (cli.otlp_key_file.is_none() && file.otlp.key_file.is_some()),
@@ -443,6 +448,7 @@ impl Config {
             timeout: cli.otlp_timeout.or(file.otlp.timeout),
             // File first, so a flag for the same header wins.
             headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
+            compression: cli.otlp_compression.or(file.otlp.compression),
             tls: otlp_config::TlsFiles { ca_file: cli.otlp_ca_file.or(file.otlp.ca_file), cert_file: cli.otlp_cert_file.or(file.otlp.cert_file), key_file: cli.otlp_key_file.or(file.otlp.key_file) },
         };
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());

@@ -49,6 +49,8 @@ pub struct OtlpConfig {
     pub resource: Vec<(String, String)>,
     /// Used when the endpoint is https://.
     pub tls: TlsFiles,
+    /// gzip the requests (`--otlp.compression gzip`).
+    pub gzip: bool,
 }
 
 /// PEM files for an https:// collector, read when connecting.
@@ -71,6 +73,7 @@ pub struct Given {
     /// `key=value` from `--otlp.header`, after the file's `[otlp.headers]`.
     pub headers: Vec<String>,
     pub tls: TlsFiles,
+    pub compression: Option<String>,
 }
 
 /// Resolves the settings; `env` looks up environment variables (a map in
@@ -94,7 +97,7 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
         env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", with_default_path(&e, protocol, true)))
     };
     let Some((from, endpoint)) = endpoint else {
-        if given.protocol.is_some() || given.interval.is_some() || given.timeout.is_some() || !given.headers.is_empty() || given.tls != TlsFiles::default() {
+        if given.protocol.is_some() || given.interval.is_some() || given.timeout.is_some() || !given.headers.is_empty() || given.tls != TlsFiles::default() || given.compression.is_some() {
             return Err("OTLP settings given but no endpoint: set --otlp.endpoint (e.g. http://localhost:4317), [otlp] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT".into());
         }
         return Ok(None);
@@ -137,7 +140,22 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
     if !endpoint.starts_with("https://") && tls != TlsFiles::default() {
         return Err(format!("{from} {endpoint:?}: OTLP TLS files are given but the endpoint is not https://"));
     }
-    Ok(Some(OtlpConfig { endpoint, protocol, interval, timeout, headers, resource: resource(&env, hostname)?, tls }))
+    let gzip = match (&given.compression, env("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"), env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+        (Some(c), _, _) => compression(c, "--otlp.compression / [otlp] compression")?,
+        (None, Some(c), _) => compression(&c, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION")?,
+        (None, None, Some(c)) => compression(&c, "OTEL_EXPORTER_OTLP_COMPRESSION")?,
+        (None, None, None) => false,
+    };
+    Ok(Some(OtlpConfig { endpoint, protocol, interval, timeout, headers, resource: resource(&env, hostname)?, tls, gzip }))
+}
+
+/// The OTel values: `gzip` or `none`.
+fn compression(v: &str, from: &str) -> Result<bool, String> {
+    match v.trim() {
+        "gzip" => Ok(true),
+        "none" => Ok(false),
+        other => Err(format!("{from}: unknown OTLP compression {other:?} (gzip or none)")),
+    }
 }
 
 /// Flags and file first, then the signal-specific variable, then the generic one.
@@ -334,6 +352,15 @@ mod tests {
     }
 
     #[test]
+    fn compression_from_flag_then_variables() {
+        assert!(!run(endpoint("http://c:4317"), &[]).unwrap().unwrap().gzip, "off by default, as in the OTel SDKs");
+        assert!(run(endpoint("http://c:4317"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).unwrap().unwrap().gzip);
+        let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"), ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none")];
+        assert!(!run(endpoint("http://c:4317"), &env).unwrap().unwrap().gzip, "the signal-specific variable wins");
+        assert!(run(Given { compression: Some("gzip".into()), ..endpoint("http://c:4317") }, &env).unwrap().unwrap().gzip, "the flag wins");
+    }
+
+    #[test]
     fn tls_files_from_flags_then_signal_then_generic_variables() {
         let env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic-ca.pem"), ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/metrics-ca.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")];
         let c = run(endpoint("https://c:4317"), &env).unwrap().unwrap();
@@ -350,6 +377,8 @@ mod tests {
             (endpoint("collector:4317"), vec![], "--otlp.endpoint"),
             (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..endpoint("http://c:4317") }, vec![], "not https://"),
             (endpoint("http://c:4317"), vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")], "go together"),
+            (Given { compression: Some("zstd".into()), ..endpoint("http://c:4317") }, vec![], "gzip or none"),
+            (endpoint("http://c:4317"), vec![("OTEL_EXPORTER_OTLP_COMPRESSION", "br")], "OTEL_EXPORTER_OTLP_COMPRESSION"),
             (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..Default::default() }, vec![], "no endpoint"),
             (endpoint("http://"), vec![], "--otlp.endpoint"),
             (Given { protocol: Some("http/json".into()), ..endpoint("http://c:1") }, vec![], "http/json"),

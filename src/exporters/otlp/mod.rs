@@ -126,7 +126,7 @@ impl Pusher {
 /// Starts pushing.
 pub fn spawn(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>) -> anyhow::Result<Pusher> {
     let transport = Transport::new(&cfg)?;
-    tracing::info!(endpoint = %cfg.endpoint, protocol = cfg.protocol.as_str(), interval = ?cfg.interval, timeout = ?cfg.timeout, "pushing metrics over OTLP");
+    tracing::info!(endpoint = %cfg.endpoint, protocol = cfg.protocol.as_str(), interval = ?cfg.interval, timeout = ?cfg.timeout, gzip = cfg.gzip, "pushing metrics over OTLP");
     let queue = Arc::new(Latest::default());
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();
