@@ -507,6 +507,13 @@ def self_dashboard():
         desc="task_storage: per-task storage allocation failed; map_full: a BPF map is full; "
              "recursion: a program was re-entered. Any sustained rate biases the histograms."), 12, 8)
 
+    L.add(timeseries(
+        "OTLP pushes by result",
+        targets((f"sum by (result) (rate(ksense_otlp_exports_total{{{SEL}}}[$__rate_interval]))", "{{result}}")),
+        unit="ops", fill=20, stack=True,
+        desc="Pushes to the OpenTelemetry Collector (only when --otlp.endpoint is set). Failures alone for "
+             "10 minutes fire KsenseOTLPPushFailing; the ksense log says why."), 12, 8)
+
     L.row("Scrape: $node")
     L.add(timeseries("Scrape duration", targets((f"scrape_duration_seconds{{{SEL}}}", "{{instance}}")),
                      unit="s", fill=0, min_=0), 12, 7)

@@ -64,9 +64,23 @@ wait_http() { # url seconds pid
 }
 metrics() { python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" "$1" 2>/dev/null || true; }
 
+# ---- an OTLP/HTTP receiver that accepts every push, so the OTLP panel has data
+oport="$(free_port)"
+python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$oport" &
+pids+=("$!")
+
 # ---- ksense ------------------------------------------------------------------
 kport="$(free_port)"
-kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json")
+kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json"
+       --otlp.endpoint "http://127.0.0.1:$oport" --otlp.protocol http/protobuf --otlp.interval 1s)
 help="$("$bin" --help 2>&1 || true)"
 # Faster calibration, when ksense has these flags (planned), so the model
 # metrics have data within the test.
