@@ -689,6 +689,14 @@ mod tests {
         assert!(Config::load(cli(&["--otlp.endpoint", "localhost:4317"])).is_err());
         std::fs::write(&p, "[otlp]\nprotocol = \"udp\"\nendpoint = \"http://c:1\"\n").unwrap();
         assert!(Config::load(cli(&["--config.file", f])).unwrap_err().contains("udp"));
+        // TLS and compression from the file, a flag over one of them.
+        std::fs::write(&p, "[otlp]\nendpoint = \"https://c:4317\"\ncompression = \"gzip\"\nca_file = \"/f/ca.pem\"\ncert_file = \"/f/c.pem\"\nkey_file = \"/f/k.pem\"\n").unwrap();
+        let c = Config::load(cli(&["--config.file", f, "--otlp.tls.ca-file", "/flag/ca.pem"])).unwrap().otlp.unwrap();
+        assert!(c.gzip);
+        assert_eq!(c.tls, otlp_config::TlsFiles { ca_file: Some("/flag/ca.pem".into()), cert_file: Some("/f/c.pem".into()), key_file: Some("/f/k.pem".into()) });
+        std::fs::write(&p, "[otlp]\nendpoint = \"http://c:4317\"\nca_file = \"/f/ca.pem\"\n").unwrap();
+        let e = Config::load(cli(&["--config.file", f])).unwrap_err();
+        assert!(e.contains("not https://") && e.contains("otlp"), "{e}");
     }
 
     #[test]
