@@ -2,10 +2,23 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+/// Runs ksense to its exit; one that starts serving instead (input that
+/// should have been refused) is killed after 10 s and fails the test.
 fn ksense(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ksense")).args(args).output().unwrap()
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ksense")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("ksense {args:?} did not exit within 10 s: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn stderr(o: &std::process::Output) -> String {
@@ -17,7 +30,7 @@ fn help_lists_every_flag() {
     let o = ksense(&["--help"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "--otlp.endpoint", "--otlp.protocol", "--otlp.interval", "--otlp.header", "--otlp.timeout", "check", "recalibrate"] {
+    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "--otlp.endpoint", "--otlp.protocol", "--otlp.interval", "--otlp.header", "--otlp.timeout", "--otlp.compression", "--otlp.tls.ca-file", "--otlp.tls.cert-file", "--otlp.tls.key-file", "check", "recalibrate"] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
     assert!(ksense(&["--version"]).status.success());
@@ -33,7 +46,9 @@ fn malformed_flags_exit_2_with_a_message() {
         &["--model.features", "cpu_usage"],
         &["--web.telemetry-path", "metrics"],
         &["--otlp.endpoint", "localhost:4317"],
-        &["--otlp.endpoint", "https://collector:4317"],
+        &["--otlp.endpoint", "http://collector:4317", "--otlp.tls.ca-file", "/etc/ca.pem"],
+        &["--otlp.endpoint", "https://collector:4317", "--otlp.tls.cert-file", "/etc/c.pem"],
+        &["--otlp.endpoint", "http://collector:4317", "--otlp.compression", "zstd"],
         &["--otlp.protocol", "http/json"],
         &["--otlp.endpoint", "http://c:4317", "--otlp.header", "novalue"],
         &["--otlp.timeout", "5s"],
