@@ -104,7 +104,14 @@ struct Entry {
     score: f64,
     /// The series' value while exported.
     series: Option<Box<Pair>>,
+    /// When the cgroup was last known to exist (it waited, or a stat found it).
+    alive_at: Option<Instant>,
 }
+
+/// A quiet cgroup is stat'ed at most this often: back-to-back scrapes would
+/// otherwise stat every idle cgroup each time (17 % of a scrape with 200
+/// workloads). A cgroup removed meanwhile keeps its series this much longer.
+pub const ALIVE_RECHECK: Duration = Duration::from_secs(1);
 
 /// One exported workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,7 +157,7 @@ impl Tracker {
 
         // 1. Resolve new cgroups, notice the ones that are gone.
         for id in runqueue.keys().chain(dstate.keys()) {
-            self.entries.entry(*id).or_insert_with(|| Entry { first_seen: now, path: None, labels: None, last: Pair::default(), score: 0.0, series: None });
+            self.entries.entry(*id).or_insert_with(|| Entry { first_seen: now, path: None, labels: None, last: Pair::default(), score: 0.0, series: None, alive_at: None });
         }
         let grew = |id: u64, last: &Pair| {
             runqueue.get(&id).is_some_and(|h| h.count() > last.runqueue.count()) || dstate.get(&id).is_some_and(|h| h.count() > last.dstate.count())
@@ -163,6 +170,7 @@ impl Tracker {
                     Lookup::Found(p) => {
                         e.labels = self.filter.allows(&p).then(|| r.labels(&p, now));
                         e.path = Some(p);
+                        e.alive_at = Some(now);
                     }
                     Lookup::Missing => dead.push(*id),
                     Lookup::Pending => {
@@ -170,9 +178,18 @@ impl Tracker {
                     }
                 },
                 // A cgroup whose tasks waited since the last read is there
-                // (ids are not reused): only the quiet ones cost a stat.
-                Some(p) if !grew(*id, &e.last) && !r.alive(*id, p) => dead.push(*id),
+                // (ids are not reused): only the quiet ones cost a stat, and
+                // not more than once per ALIVE_RECHECK.
                 Some(p) => {
+                    if grew(*id, &e.last) {
+                        e.alive_at = Some(now);
+                    } else if e.alive_at.is_none_or(|t| now.saturating_duration_since(t) >= ALIVE_RECHECK) {
+                        if !r.alive(*id, p) {
+                            dead.push(*id);
+                            continue;
+                        }
+                        e.alive_at = Some(now);
+                    }
                     if e.labels.as_ref().is_some_and(Labels::wants_names) {
                         e.labels = Some(r.labels(p, now));
                     }
@@ -286,6 +303,7 @@ mod tests {
     struct Fake {
         gone: Vec<u64>,
         walks: usize,
+        stats: usize,
     }
 
     impl Resolver for Fake {
@@ -298,6 +316,7 @@ mod tests {
             }
         }
         fn alive(&mut self, id: u64, _path: &str) -> bool {
+            self.stats += 1;
             !self.gone.contains(&id)
         }
         fn labels(&mut self, path: &str, _now: Instant) -> Labels {
@@ -400,6 +419,31 @@ mod tests {
             prev = now.into_iter().collect();
             assert_eq!(total(&v) + retired, (step + 1) * 1_010_000, "step {step}");
         }
+    }
+
+    /// Scrapes back to back: a quiet cgroup costs a stat once per
+    /// ALIVE_RECHECK, not once per read, and its removal is still noticed.
+    #[test]
+    fn quiet_cgroups_are_stated_at_most_once_per_recheck() {
+        let (mut t, mut r, mut k) = (Tracker::new(10, Filter::default()), Fake::default(), Kernel::default());
+        let t0 = Instant::now();
+        k.wait(1, 100);
+        let (a, b) = k.read();
+        t.update(t0, a, b, &mut r);
+        for ms in [1, 100, 500, 999] {
+            let (a, b) = k.read();
+            assert!(t.update(t0 + Duration::from_millis(ms), a, b, &mut r).is_empty());
+        }
+        assert_eq!(r.stats, 0, "resolved at t0, quiet since: no stat within a second");
+        let (a, b) = k.read();
+        t.update(t0 + ALIVE_RECHECK, a, b, &mut r);
+        assert_eq!(r.stats, 1);
+        r.gone.push(1);
+        let (a, b) = k.read();
+        assert!(t.update(t0 + ALIVE_RECHECK + Duration::from_millis(10), a, b, &mut r).is_empty(), "checked 10 ms ago");
+        let (a, b) = k.read();
+        assert_eq!(t.update(t0 + 2 * ALIVE_RECHECK, a, b, &mut r), vec![1], "gone, noticed at the next check");
+        assert_eq!(r.stats, 2);
     }
 
     #[test]
