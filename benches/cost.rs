@@ -124,6 +124,9 @@ fn main() {
     }
 }
 
+/// Programs by tracepoint (or part) name.
+type Progs = Vec<(&'static str, OwnedFd)>;
+
 /// The comparison programs, attached for the whole run.
 struct Others {
     floor: Vec<(&'static str, OwnedFd)>,
@@ -158,7 +161,7 @@ fn load_others() -> anyhow::Result<Others> {
 /// The parts programs, attached until the links are dropped: three more
 /// programs on sched_switch slow every other one a little, so they run in a
 /// storm of their own.
-fn load_parts() -> anyhow::Result<(Vec<(&'static str, OwnedFd)>, Vec<Link>)> {
+fn load_parts() -> anyhow::Result<(Progs, Vec<Link>)> {
     let mut o = MaybeUninit::<OpenObject>::uninit();
     let mut open = parts::PartsSkelBuilder::default().open(&mut o)?;
     open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow::anyhow!("parts rodata"))?.ks_bounds = *ksense::probes::buckets::kernel_bounds();
