@@ -129,11 +129,8 @@ type Progs = Vec<(&'static str, OwnedFd)>;
 
 /// The comparison programs, attached for the whole run.
 struct Others {
-    floor: Vec<(&'static str, OwnedFd)>,
-    hash: Vec<(&'static str, OwnedFd)>,
-    /// The parts of a sched_switch program, each alone on sched_switch;
-    /// attached only for their own storm (see `load_parts`).
-    parts: Vec<(&'static str, OwnedFd)>,
+    floor: Progs,
+    hash: Progs,
     _links: Vec<Link>,
 }
 
@@ -155,7 +152,7 @@ fn load_others() -> anyhow::Result<Others> {
         links.push(prog.attach()?);
         hs.push((*name, prog.as_fd().try_clone_to_owned()?));
     }
-    Ok(Others { floor: fl, hash: hs, parts: Vec::new(), _links: links })
+    Ok(Others { floor: fl, hash: hs, _links: links })
 }
 
 /// The parts programs, attached until the links are dropped: three more
@@ -184,12 +181,16 @@ fn stats(ksense: &[(&'static str, &str)], o: &Others) -> anyhow::Result<Stats> {
     for (set, url) in ksense {
         ksense_stats(&mut m, set, url)?;
     }
-    for (set, progs) in [("floor", &o.floor), ("hash", &o.hash), ("parts", &o.parts)] {
-        for (name, fd) in progs {
-            m.insert((set, name.to_string()), prog_stats(fd)?);
-        }
-    }
+    add_progs(&mut m, "floor", &o.floor)?;
+    add_progs(&mut m, "hash", &o.hash)?;
     Ok(m)
+}
+
+fn add_progs(m: &mut Stats, set: &'static str, progs: &Progs) -> anyhow::Result<()> {
+    for (name, fd) in progs {
+        m.insert((set, name.to_string()), prog_stats(fd)?);
+    }
+    Ok(())
 }
 
 fn ksense_stats(m: &mut Stats, set: &'static str, url: &str) -> anyhow::Result<()> {
@@ -384,12 +385,12 @@ fn run(secs: u64) -> anyhow::Result<()> {
 
     // ---- what bounds it: the parts of sched_switch, each alone, in a storm of their own
     {
-        let (fds, links) = load_parts()?;
-        let mut others = others;
-        others.parts = fds;
-        let a = stats(&sets, &others)?;
+        let (parts, links) = load_parts()?;
+        let mut a = stats(&sets, &others)?;
+        add_progs(&mut a, "parts", &parts)?;
         storm(&["stress-ng", "--switch", "2", "--timeout", &format!("{secs}s"), "--quiet"])?;
-        let b = stats(&sets, &others)?;
+        let mut b = stats(&sets, &others)?;
+        add_progs(&mut b, "parts", &parts)?;
         drop(links);
         let d = per_run(&a, &b);
         let ns = |set: &'static str, name: &str| d.get(&(set, name.to_string())).map_or(f64::NAN, |x| x.1);

@@ -99,7 +99,7 @@ impl HistHash {
 
     /// Every entry, a few hundred per bpf() call (BPF_MAP_LOOKUP_BATCH,
     /// 5.6+); key by key where the kernel has no batch lookup. With 200
-    /// workloads that is 4 calls instead of 800 per scrape.
+    /// workloads that is one call per map instead of 400 (strace).
     pub fn read_all(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
         match self.read_all_batched(256 << 10) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => self.read_all_by_key(),

@@ -142,11 +142,13 @@ pub fn spawn(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>) 
 
 /// On a fresh connection: the loop's may be mid-request or backing off.
 async fn final_export(cfg: &OtlpConfig, exporter: &Exporter, counters: &Counters) {
+    // Stamped before the read, as `collect` does.
+    let time = SystemTime::now();
     let families = match exporter.families() {
         Ok(f) => f,
         Err(e) => return tracing::warn!(error = %e, "OTLP: reading the metrics for the last export failed"),
     };
-    let req = encode::request(&families, &cfg.resource, exporter.kernel.started(), SystemTime::now());
+    let req = encode::request(&families, &cfg.resource, exporter.kernel.started(), time);
     let result = match Transport::new(cfg) {
         Ok(mut t) => tokio::time::timeout(cfg.timeout, t.export(req)).await.unwrap_or_else(|_| Err(format!("timed out after {:?}", cfg.timeout))),
         Err(e) => Err(e.to_string()),

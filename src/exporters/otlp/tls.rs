@@ -30,12 +30,15 @@ pub fn client_config(t: &TlsFiles) -> Result<ClientConfig, String> {
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots);
+    let b = builder()?.with_root_certificates(roots);
     Ok(match (&t.cert_file, &t.key_file) {
         (Some(c), Some(k)) => b.with_client_auth_cert(read_certs(c)?, read_key(k)?).map_err(|e| format!("{} and {}: {e}", c.display(), k.display()))?,
         _ => b.with_no_client_auth(),
     })
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().map_err(|e| e.to_string())
 }
 
 /// TCP, then TLS when the URL is https://. `h2`: gRPC (ALPN h2), else HTTP/1.1.
@@ -48,11 +51,7 @@ pub fn connector(cfg: &OtlpConfig, h2: bool) -> Result<HttpsConnector<HttpConnec
         client_config(&cfg.tls).map_err(|e| format!("OTLP TLS: {e}"))?
     } else {
         // Never used: plain http:// passes through.
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth()
+        builder()?.with_root_certificates(RootCertStore::empty()).with_no_client_auth()
     };
     let b = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
     Ok(if h2 { b.enable_http2().wrap_connector(tcp) } else { b.enable_http1().wrap_connector(tcp) })
