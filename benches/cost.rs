@@ -61,7 +61,9 @@ fn cgroup2_root() -> anyhow::Result<std::path::PathBuf> {
     mi.lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next() == Some("cgroup2")).then(|| pre.split_whitespace().nth(4).map(Into::into)).flatten()
+            (post.split_whitespace().next() == Some("cgroup2"))
+                .then(|| pre.split_whitespace().nth(4).map(Into::into))
+                .flatten()
         })
         .ok_or_else(|| anyhow::anyhow!("no cgroup2 mount in /proc/self/mountinfo"))
 }
@@ -81,7 +83,11 @@ impl Workloads {
         for i in 0..n {
             let cg = w.dir.join(format!("w{i:03}"));
             std::fs::create_dir(&cg)?;
-            let child = Command::new(std::env::current_exe()?).env(SLEEPER, "1").stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            let child = Command::new(std::env::current_exe()?)
+                .env(SLEEPER, "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()?;
             std::fs::write(cg.join("cgroup.procs"), child.id().to_string())?;
             w.children.push(child);
         }
@@ -161,7 +167,8 @@ fn load_others() -> anyhow::Result<Others> {
 fn load_parts() -> anyhow::Result<(Progs, Vec<Link>)> {
     let mut o = MaybeUninit::<OpenObject>::uninit();
     let mut open = parts::PartsSkelBuilder::default().open(&mut o)?;
-    open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow::anyhow!("parts rodata"))?.ks_bounds = *ksense::probes::buckets::kernel_bounds();
+    open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow::anyhow!("parts rodata"))?.ks_bounds =
+        *ksense::probes::buckets::kernel_bounds();
     let sk = open.load()?;
     let p = &sk.progs;
     let (mut fds, mut links) = (Vec::new(), Vec::new());
@@ -196,7 +203,10 @@ fn add_progs(m: &mut Stats, set: &'static str, progs: &Progs) -> anyhow::Result<
 fn ksense_stats(m: &mut Stats, set: &'static str, url: &str) -> anyhow::Result<()> {
     let text = get(url)?.1;
     for line in text.lines() {
-        for (metric, runs) in [("ksense_bpf_program_runs_total{program=\"", true), ("ksense_bpf_program_run_seconds_total{program=\"", false)] {
+        for (metric, runs) in [
+            ("ksense_bpf_program_runs_total{program=\"", true),
+            ("ksense_bpf_program_run_seconds_total{program=\"", false),
+        ] {
             if let Some(rest) = line.strip_prefix(metric) {
                 let (prog, val) = rest.split_once("\"} ").unwrap_or_default();
                 let v: f64 = val.parse().unwrap_or(0.0);
@@ -259,7 +269,11 @@ fn bpf_map_bytes(pid: u32) -> (u64, usize) {
             continue;
         }
         maps += 1;
-        total += info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
     }
     (total, maps)
 }
@@ -297,7 +311,9 @@ fn start_ksense(extra: &[&str]) -> anyhow::Result<Ksense> {
     // First full scrape: every kernel family present.
     loop {
         if let Ok((_, body)) = get(&url) {
-            if body.contains("ksense_runqueue_latency_seconds_count") && body.contains("ksense_softirq_duration_seconds_count") {
+            if body.contains("ksense_runqueue_latency_seconds_count")
+                && body.contains("ksense_softirq_duration_seconds_count")
+            {
                 break;
             }
         }
@@ -339,13 +355,24 @@ fn run(secs: u64) -> anyhow::Result<()> {
     let sets = [("on", on.url.as_str()), ("off", off.url.as_str())];
     std::thread::sleep(Duration::from_secs(1));
 
-    println!("ksense cost benchmark: kernel {}, {} CPUs", ksense::app::kernel_release(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "ksense cost benchmark: kernel {}, {} CPUs",
+        ksense::app::kernel_release(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     println!("on: ksense --workloads.enabled true (per-workload attribution); off: the default");
     println!();
 
     // ---- BPF cost per event, two storms
     let storms: [Vec<String>; 2] = [
-        vec!["stress-ng".into(), "--switch".into(), "2".into(), "--timeout".into(), format!("{secs}s"), "--quiet".into()],
+        vec![
+            "stress-ng".into(),
+            "--switch".into(),
+            "2".into(),
+            "--timeout".into(),
+            format!("{secs}s"),
+            "--quiet".into(),
+        ],
         vec!["perf".into(), "bench".into(), "sched".into(), "pipe".into(), "-l".into(), (secs * 60_000).to_string()],
     ];
     for argv in &storms {
@@ -355,11 +382,15 @@ fn run(secs: u64) -> anyhow::Result<()> {
         let b = stats(&sets, &others)?;
         let d = per_run(&a, &b);
         println!("BPF ns/run under `{}` (same events, all four sets attached at once)", argv.join(" "));
-        println!("  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>9}  target", "program", "runs", "on", "off", "floor", "hash", "on/floor", "off/floor", "on/hash");
+        println!(
+            "  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>9}  target",
+            "program", "runs", "on", "off", "floor", "hash", "on/floor", "off/floor", "on/hash"
+        );
         let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
         for name in SCHED {
             let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
-            let ((runs, k_on), (off_runs, k_off), (_, f), (hruns, h)) = (get("on"), get("off"), get("floor"), get("hash"));
+            let ((runs, k_on), (off_runs, k_off), (_, f), (hruns, h)) =
+                (get("on"), get("off"), get("floor"), get("hash"));
             *totals.entry("on").or_default() += k_on * runs as f64;
             *totals.entry("off").or_default() += k_off * off_runs as f64;
             *totals.entry("hash").or_default() += h * hruns as f64;
@@ -399,7 +430,11 @@ fn run(secs: u64) -> anyhow::Result<()> {
         for p in PARTS {
             println!("  {p:<28} {:>+7.1}", ns("parts", p) - floor);
         }
-        println!("  {:<28} {:>+7.1}   (clock, one or two storage lookups, search, in one program)", "ksense sched_switch (off)", ns("off", "sched_switch") - floor);
+        println!(
+            "  {:<28} {:>+7.1}   (clock, one or two storage lookups, search, in one program)",
+            "ksense sched_switch (off)",
+            ns("off", "sched_switch") - floor
+        );
         println!("  {:<28} {:>+7.1}", "hash baseline sched_switch", ns("hash", "sched_switch") - floor);
         // The least any timestamping design pays: the floor plus one clock read per event.
         let runs = |name: &str| d.get(&("hash", name.to_string())).map_or(0.0, |x| x.0 as f64);
@@ -419,11 +454,13 @@ fn run(secs: u64) -> anyhow::Result<()> {
     let pids = [("on", on.child.id()), ("off", off.child.id())];
     let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
     std::thread::sleep(window);
-    let idle: Vec<f64> = pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / window.as_nanos() as f64).collect();
+    let idle: Vec<f64> =
+        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / window.as_nanos() as f64).collect();
     let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
     let t = Instant::now();
     storm(&["stress-ng", "--switch", "2", "--timeout", &format!("{secs}s"), "--quiet"])?;
-    let busy: Vec<f64> = pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
+    let busy: Vec<f64> =
+        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
     println!("user-space CPU of the ksense process (all threads, 1 s model interval, not scraped), % of one core");
     println!("  {:<12} {:>8} {:>8}", "", "on", "off");
     println!("  {:<12} {:>8.3} {:>8.3}   (target <= 0.5 %)", "idle", idle[0] * 100.0, idle[1] * 100.0);
@@ -434,14 +471,25 @@ fn run(secs: u64) -> anyhow::Result<()> {
     let n = 500;
     let (lat, bytes, _) = scrape_stats(&off.url, n)?;
     println!("/metrics (text format, {n} scrapes back to back)");
-    println!("  node-wide (off):        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {bytes} bytes   (target p99 <= 5 ms)", ms(quantile(&lat, 0.5)), ms(quantile(&lat, 0.99)), ms(*lat.last().unwrap()));
+    println!(
+        "  node-wide (off):        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {bytes} bytes   (target p99 <= 5 ms)",
+        ms(quantile(&lat, 0.5)),
+        ms(quantile(&lat, 0.99)),
+        ms(*lat.last().unwrap())
+    );
     let workloads = Workloads::start(WORKLOADS)?;
     // Let every sleeper wait in the run queue at least once and the ids resolve.
     let t = Instant::now();
     let exported = loop {
         std::thread::sleep(Duration::from_millis(500));
         let body = get(&on.url)?.1;
-        let n = body.lines().filter(|l| l.starts_with("ksense_workload_runqueue_latency_seconds_count{") && l.contains(&format!("ksense-bench-{}", std::process::id()))).count();
+        let n = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("ksense_workload_runqueue_latency_seconds_count{")
+                    && l.contains(&format!("ksense-bench-{}", std::process::id()))
+            })
+            .count();
         if n >= WORKLOADS || t.elapsed() > Duration::from_secs(30) {
             break n;
         }
@@ -455,7 +503,11 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ms(*lat.last().unwrap())
     );
     drop(workloads);
-    println!("  first full scrape after start: on {:.0} ms, off {:.0} ms   (target <= 1000 ms)", ms(on.first_scrape), ms(off.first_scrape));
+    println!(
+        "  first full scrape after start: on {:.0} ms, off {:.0} ms   (target <= 1000 ms)",
+        ms(on.first_scrape),
+        ms(off.first_scrape)
+    );
     println!();
 
     // ---- memory

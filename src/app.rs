@@ -13,8 +13,8 @@ use crate::exporters::otlp;
 use crate::model::{self, Model, ModelConfig, StateError};
 use crate::privileges;
 use crate::probes::{kernel, AttachMode, Options, Probes};
-use crate::workloads::Workloads;
 use crate::signals::features::{self, Feature};
+use crate::workloads::Workloads;
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or privileges.
 pub const EXIT_USAGE: i32 = 2;
@@ -38,7 +38,13 @@ fn check() -> i32 {
     let checks = kernel::checks(&support);
     let mut failed = false;
     for c in &checks {
-        let mark = if c.ok { "ok  " } else if c.required { "FAIL" } else { "warn" };
+        let mark = if c.ok {
+            "ok  "
+        } else if c.required {
+            "FAIL"
+        } else {
+            "warn"
+        };
         println!("{mark}  {:<22} {}", c.name, c.detail);
         failed |= c.required && !c.ok;
     }
@@ -64,7 +70,9 @@ fn recalibrate(cfg: &Config) -> i32 {
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -83,9 +91,20 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let attached = probes.programs.iter().filter(|p| p.attached).count();
     if cfg.strict && attached < probes.programs.len() {
         let missing: Vec<&str> = probes.programs.iter().filter_map(|p| p.error.as_deref()).collect();
-        anyhow::bail!("--strict: {} of {} BPF programs not attached ({})", probes.programs.len() - attached, probes.programs.len(), missing.join("; "));
+        anyhow::bail!(
+            "--strict: {} of {} BPF programs not attached ({})",
+            probes.programs.len() - attached,
+            probes.programs.len(),
+            missing.join("; ")
+        );
     }
-    tracing::info!(mode = mode.as_str(), programs = attached, of = probes.programs.len(), millis = t0.elapsed().as_millis() as u64, "BPF programs attached");
+    tracing::info!(
+        mode = mode.as_str(),
+        programs = attached,
+        of = probes.programs.len(),
+        millis = t0.elapsed().as_millis() as u64,
+        "BPF programs attached"
+    );
 
     // Bound before the capabilities go (a port below 1024 needs CAP_NET_BIND_SERVICE).
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
@@ -96,7 +115,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let names: Vec<String> = kept.caps.iter().map(|c| c.to_string()).collect();
         tracing::info!(kept = %if names.is_empty() { "none".to_string() } else { names.join(",") }, bounding_cleared = kept.bounding_cleared, "capabilities dropped");
     } else {
-        tracing::warn!(threads = privileges::threads(), "not dropping capabilities: more than one thread already running");
+        tracing::warn!(
+            threads = privileges::threads(),
+            "not dropping capabilities: more than one thread already running"
+        );
     }
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -188,8 +210,12 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
         }
         Err(e) => {
             match model::set_aside(path) {
-                Ok(to) => tracing::warn!(error = %e, moved_to = %to.display(), "saved baseline unusable: set aside, calibrating anew"),
-                Err(e2) => tracing::warn!(error = %e, set_aside_error = %e2, "saved baseline unusable, calibrating anew"),
+                Ok(to) => {
+                    tracing::warn!(error = %e, moved_to = %to.display(), "saved baseline unusable: set aside, calibrating anew")
+                }
+                Err(e2) => {
+                    tracing::warn!(error = %e, set_aside_error = %e2, "saved baseline unusable, calibrating anew")
+                }
             }
             Model::new(mcfg)
         }
@@ -204,7 +230,13 @@ async fn model_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
-    let mcfg = ModelConfig { features: cfg.features.clone(), warmup: cfg.warmup, window, regularisation: cfg.regularisation, side: cfg.side };
+    let mcfg = ModelConfig {
+        features: cfg.features.clone(),
+        warmup: cfg.warmup,
+        window,
+        regularisation: cfg.regularisation,
+        side: cfg.side,
+    };
     let mut model = load_or_calibrate(mcfg, &cfg.state_file);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
     publish(&view, &model, None, Vec::new(), saver.failures);
@@ -278,7 +310,13 @@ fn elapsed(start: Instant) -> Duration {
     start.elapsed()
 }
 
-fn publish(view: &RwLock<Option<ModelView>>, m: &Model, out: Option<model::Output>, signals: Vec<(String, f64)>, save_failures: u64) {
+fn publish(
+    view: &RwLock<Option<ModelView>>,
+    m: &Model,
+    out: Option<model::Output>,
+    signals: Vec<(String, f64)>,
+    save_failures: u64,
+) {
     let names = &m.config().features;
     let score = out.map(|o| Score {
         friction: o.friction,

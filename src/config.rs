@@ -280,7 +280,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(3600),
             _ => return Err(bad()),
         };
-        total = unit.checked_mul(u32::try_from(n).map_err(|_| bad())?).ok_or_else(bad)?.checked_add(total).ok_or_else(bad)?;
+        total = unit
+            .checked_mul(u32::try_from(n).map_err(|_| bad())?)
+            .ok_or_else(bad)?
+            .checked_add(total)
+            .ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -347,19 +351,23 @@ impl Config {
         };
         // A value taken from the file is reported with the file, line and field.
         let src = Source { path: cli.config_file.as_deref(), text: &text };
-        let listen_from = src.of(cli.listen_address.is_none() && file.web.listen_address.is_some(), "web.listen_address");
+        let listen_from =
+            src.of(cli.listen_address.is_none() && file.web.listen_address.is_some(), "web.listen_address");
         let listen = cli.listen_address.or(file.web.listen_address).unwrap_or_else(|| format!(":{DEFAULT_PORT}"));
         let path_from = src.of(cli.telemetry_path.is_none() && file.web.telemetry_path.is_some(), "web.telemetry_path");
         let telemetry_path = cli.telemetry_path.or(file.web.telemetry_path).unwrap_or_else(|| "/metrics".into());
         if !telemetry_path.starts_with('/') || telemetry_path == "/" {
             return Err(path_from(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself")));
         }
-        let buckets_from = src.of(cli.classic_buckets.is_none() && file.web.classic_buckets.is_some(), "web.classic_buckets");
+        let buckets_from =
+            src.of(cli.classic_buckets.is_none() && file.web.classic_buckets.is_some(), "web.classic_buckets");
         let classic = match cli.classic_buckets.or(file.web.classic_buckets) {
             None => buckets::default_classic_indices(),
             Some(v) => {
                 if v.is_empty() || v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-                    return Err(buckets_from(&format!("classic buckets {v:?}: every bound must be a positive number of seconds")));
+                    return Err(buckets_from(&format!(
+                        "classic buckets {v:?}: every bound must be a positive number of seconds"
+                    )));
                 }
                 let mut idx: Vec<i32> = v.iter().map(|&x| buckets::index_at_or_above(x)).collect();
                 idx.sort_unstable();
@@ -388,8 +396,10 @@ impl Config {
             _ => None,
         };
         let feats_from = src.of(cli.model_features.is_none() && file.model.features.is_some(), "model.features");
-        let (cli_window_set, file_window_set) = (cli.model_baseline_window.is_some(), file.model.baseline_window.is_some());
-        let window_from = src.of(cli.model_baseline_window.is_none() && file.model.baseline_window.is_some(), "model.baseline_window");
+        let (cli_window_set, file_window_set) =
+            (cli.model_baseline_window.is_some(), file.model.baseline_window.is_some());
+        let window_from = src
+            .of(cli.model_baseline_window.is_none() && file.model.baseline_window.is_some(), "model.baseline_window");
         let interval_from = src.of(cli.model_interval.is_none() && file.model.interval.is_some(), "model.interval");
         let web_from = src.of(cli.web_config_file.is_none() && file.web.config_file.is_some(), "web.config_file");
         let web_file = cli.web_config_file.or(file.web.config_file);
@@ -399,15 +409,22 @@ impl Config {
             match crate::probes::kernel::TRACEPOINTS.iter().find(|t| **t == name.trim()) {
                 Some(t) if !bpf_disable.contains(t) => bpf_disable.push(*t),
                 Some(_) => {}
-                None => return Err(disable_from(&format!("unknown BPF program {name:?} (one of {})", crate::probes::kernel::TRACEPOINTS.join(", ")))),
+                None => {
+                    return Err(disable_from(&format!(
+                        "unknown BPF program {name:?} (one of {})",
+                        crate::probes::kernel::TRACEPOINTS.join(", ")
+                    )))
+                }
             }
         }
-        let max_from = src.of(cli.max_connections.is_none() && file.web.max_connections.is_some(), "web.max_connections");
+        let max_from =
+            src.of(cli.max_connections.is_none() && file.web.max_connections.is_some(), "web.max_connections");
         let max_connections = cli.max_connections.or(file.web.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if !(1..=65536).contains(&max_connections) {
             return Err(max_from(&format!("max connections {max_connections} must be between 1 and 65536")));
         }
-        let reg_from = src.of(cli.model_regularisation.is_none() && file.model.regularisation.is_some(), "model.regularisation");
+        let reg_from =
+            src.of(cli.model_regularisation.is_none() && file.model.regularisation.is_some(), "model.regularisation");
         let side_from = src.of(cli.model_friction.is_none() && file.model.friction.is_some(), "model.friction");
         // An OTLP error names the section when any of its values came from the file.
         let otlp_from = src.of(
@@ -425,13 +442,34 @@ impl Config {
         let model = ModelConfig {
             interval: cli.model_interval.or(file.model.interval).unwrap_or(Duration::from_secs(1)),
             warmup: cli.model_warmup.or(file.model.warmup).unwrap_or(Duration::from_secs(600)),
-            baseline_window: cli.model_baseline_window.or(file.model.baseline_window).unwrap_or(Duration::from_secs(300)),
-            state_file: cli.model_state_file.or(file.model.state_file).unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
-            features: cli.model_features.or(file.model.features).unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
+            baseline_window: cli
+                .model_baseline_window
+                .or(file.model.baseline_window)
+                .unwrap_or(Duration::from_secs(300)),
+            state_file: cli
+                .model_state_file
+                .or(file.model.state_file)
+                .unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
+            features: cli
+                .model_features
+                .or(file.model.features)
+                .unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
             // Ledoit-Wolf validated better than the reference's ridge in bench/qos.
-            regularisation: cli.model_regularisation.or(file.model.regularisation).as_deref().unwrap_or("ledoit-wolf").parse().map_err(|e| reg_from(&format!("model regularisation: {e}")))?,
+            regularisation: cli
+                .model_regularisation
+                .or(file.model.regularisation)
+                .as_deref()
+                .unwrap_or("ledoit-wolf")
+                .parse()
+                .map_err(|e| reg_from(&format!("model regularisation: {e}")))?,
             // One-sided validated better than the plain distance on every bench/qos run.
-            side: cli.model_friction.or(file.model.friction).as_deref().unwrap_or("one-sided").parse().map_err(|e: String| side_from(&e))?,
+            side: cli
+                .model_friction
+                .or(file.model.friction)
+                .as_deref()
+                .unwrap_or("one-sided")
+                .parse()
+                .map_err(|e: String| side_from(&e))?,
         };
         crate::signals::features::parse_all(&model.features).map_err(|e| feats_from(&e))?;
         if model.interval.is_zero() {
@@ -439,7 +477,10 @@ impl Config {
         }
         if model.baseline_window < model.interval {
             let from = if cli_window_set || !file_window_set { &interval_from } else { &window_from };
-            return Err(from(&format!("model baseline window ({:?}) must be at least one interval ({:?})", model.baseline_window, model.interval)));
+            return Err(from(&format!(
+                "model baseline window ({:?}) must be at least one interval ({:?})",
+                model.baseline_window, model.interval
+            )));
         }
         let otlp_given = otlp_config::Given {
             endpoint: cli.otlp_endpoint.or(file.otlp.endpoint),
@@ -449,18 +490,31 @@ impl Config {
             // File first, so a flag for the same header wins.
             headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
             compression: cli.otlp_compression.or(file.otlp.compression),
-            tls: otlp_config::TlsFiles { ca_file: cli.otlp_ca_file.or(file.otlp.ca_file), cert_file: cli.otlp_cert_file.or(file.otlp.cert_file), key_file: cli.otlp_key_file.or(file.otlp.key_file) },
+            tls: otlp_config::TlsFiles {
+                ca_file: cli.otlp_ca_file.or(file.otlp.ca_file),
+                cert_file: cli.otlp_cert_file.or(file.otlp.cert_file),
+                key_file: cli.otlp_key_file.or(file.otlp.key_file),
+            },
         };
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname).map_err(|e| otlp_from(&e))?;
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let otlp =
+            otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname).map_err(|e| otlp_from(&e))?;
         let web = match web_file {
             Some(p) => Some(crate::exporters::webconfig::WebConfig::load(&p).map_err(|e| web_from(&e))?),
             None => None,
         };
-        let entries_from = src.of(cli.workloads_map_entries.is_none() && file.workloads.map_entries.is_some(), "workloads.map_entries");
+        let entries_from = src
+            .of(cli.workloads_map_entries.is_none() && file.workloads.map_entries.is_some(), "workloads.map_entries");
         let filter_from = src.of(
-            (cli.workloads_include.is_none() && file.workloads.include.is_some()) || (cli.workloads_exclude.is_none() && file.workloads.exclude.is_some()),
-            if cli.workloads_include.is_none() && file.workloads.include.is_some() { "workloads.include" } else { "workloads.exclude" },
+            (cli.workloads_include.is_none() && file.workloads.include.is_some())
+                || (cli.workloads_exclude.is_none() && file.workloads.exclude.is_some()),
+            if cli.workloads_include.is_none() && file.workloads.include.is_some() {
+                "workloads.include"
+            } else {
+                "workloads.exclude"
+            },
         );
         let d = crate::workloads::Config::default();
         let (wf, dflt_dir) = (file.workloads, d.kubelet_log_dir.clone());
@@ -474,9 +528,13 @@ impl Config {
             kubelet_log_dir: cli.workloads_kubelet_log_dir.or(wf.kubelet_log_dir).unwrap_or(dflt_dir),
         };
         if !(1..=1 << 20).contains(&workloads.map_entries) {
-            return Err(entries_from(&format!("workloads map entries {} must be between 1 and 1048576", workloads.map_entries)));
+            return Err(entries_from(&format!(
+                "workloads map entries {} must be between 1 and 1048576",
+                workloads.map_entries
+            )));
         }
-        crate::workloads::tracker::Filter::new(workloads.include.as_deref(), workloads.exclude.as_deref()).map_err(|e| filter_from(&e))?;
+        crate::workloads::tracker::Filter::new(workloads.include.as_deref(), workloads.exclude.as_deref())
+            .map_err(|e| filter_from(&e))?;
         Ok(Config {
             command: cli.command.unwrap_or(Command::Serve),
             listen: parse_listen(&listen).map_err(|e| listen_from(&e))?,
@@ -502,7 +560,8 @@ pub fn parse_file(path: &Path, text: &str) -> Result<File, String> {
     serde_path_to_error::deserialize::<_, File>(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.span().map(|s| fileerr::line_of_offset(text, s.start)).or_else(|| fileerr::line_for(text, &field));
+        let line =
+            inner.span().map(|s| fileerr::line_of_offset(text, s.start)).or_else(|| fileerr::line_for(text, &field));
         fileerr::located("config file", path, line, &field, inner.message())
     })
 }
@@ -558,8 +617,13 @@ mod tests {
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[web]\nlisten_address = \"127.0.0.1:1\"\ntelemetry_path = \"/m\"\n[model]\nwarmup = \"5s\"\n").unwrap();
-        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--web.listen-address", "127.0.0.1:2"])).unwrap();
+        std::fs::write(
+            &p,
+            "[web]\nlisten_address = \"127.0.0.1:1\"\ntelemetry_path = \"/m\"\n[model]\nwarmup = \"5s\"\n",
+        )
+        .unwrap();
+        let c =
+            Config::load(cli(&["--config.file", p.to_str().unwrap(), "--web.listen-address", "127.0.0.1:2"])).unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.telemetry_path, "/m");
         assert_eq!(c.model.warmup, Duration::from_secs(5));
@@ -584,8 +648,17 @@ mod tests {
         assert_eq!((c.workloads.max, c.workloads.map_entries), (100, 1024));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[workloads]\nmax = 7\nexclude = \"/system\\\\.slice/.*\"\nkubelet_log_dir = \"/l\"\n").unwrap();
-        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--workloads.enabled", "true", "--workloads.max", "3"])).unwrap();
+        std::fs::write(&p, "[workloads]\nmax = 7\nexclude = \"/system\\\\.slice/.*\"\nkubelet_log_dir = \"/l\"\n")
+            .unwrap();
+        let c = Config::load(cli(&[
+            "--config.file",
+            p.to_str().unwrap(),
+            "--workloads.enabled",
+            "true",
+            "--workloads.max",
+            "3",
+        ]))
+        .unwrap();
         assert!(c.workloads.enabled);
         assert_eq!(c.workloads.max, 3);
         assert_eq!(c.workloads.exclude.as_deref(), Some("/system\\.slice/.*"));
@@ -606,22 +679,80 @@ mod tests {
     use proptest::prelude::*;
 
     const TOML_LINES: &[&str] = &[
-        "[web]", "[log]", "[bpf]", "[model]", "[nope]", "[web", "[[web]]", "", "# comment", "=", "a b c", "\"", "key = ", "web.listen_address = \":1\"",
+        "[web]",
+        "[log]",
+        "[bpf]",
+        "[model]",
+        "[nope]",
+        "[web",
+        "[[web]]",
+        "",
+        "# comment",
+        "=",
+        "a b c",
+        "\"",
+        "key = ",
+        "web.listen_address = \":1\"",
     ];
     const TOML_KEYS: &[&str] = &[
-        "listen_address", "telemetry_path", "classic_buckets", "config_file", "max_connections", "level", "format", "attach", "disable", "strict",
-        "interval", "warmup", "baseline_window", "state_file", "features", "bogus", "\"quoted key\"",
+        "listen_address",
+        "telemetry_path",
+        "classic_buckets",
+        "config_file",
+        "max_connections",
+        "level",
+        "format",
+        "attach",
+        "disable",
+        "strict",
+        "interval",
+        "warmup",
+        "baseline_window",
+        "state_file",
+        "features",
+        "bogus",
+        "\"quoted key\"",
     ];
     const TOML_VALUES: &[&str] = &[
-        "\":9\"", "\"127.0.0.1:0\"", "\"nohost\"", "\"/m\"", "\"metrics\"", "[0.1, 1]", "[]", "[-1]", "\"10s\"", "\"ten\"", "\"0s\"", "42", "0", "-1",
-        "99999999999", "true", "\"sched_switch\"", "[\"nope\"]", "[\"softirq_exit\"]", "\"\"", "\"debug\"", "\"loud\"", "\"raw_tp\"", "1.5", "nan",
-        "\"/nonexistent.yml\"", "[\"runqueue_p99\"]", "[\"cpu\"]", "{ a = 1 }", "\"\\u0000\"", "'''", "[1, \"a\"]",
+        "\":9\"",
+        "\"127.0.0.1:0\"",
+        "\"nohost\"",
+        "\"/m\"",
+        "\"metrics\"",
+        "[0.1, 1]",
+        "[]",
+        "[-1]",
+        "\"10s\"",
+        "\"ten\"",
+        "\"0s\"",
+        "42",
+        "0",
+        "-1",
+        "99999999999",
+        "true",
+        "\"sched_switch\"",
+        "[\"nope\"]",
+        "[\"softirq_exit\"]",
+        "\"\"",
+        "\"debug\"",
+        "\"loud\"",
+        "\"raw_tp\"",
+        "1.5",
+        "nan",
+        "\"/nonexistent.yml\"",
+        "[\"runqueue_p99\"]",
+        "[\"cpu\"]",
+        "{ a = 1 }",
+        "\"\\u0000\"",
+        "'''",
+        "[1, \"a\"]",
     ];
 
     fn toml_line() -> impl Strategy<Value = String> {
         prop_oneof![
             proptest::sample::select(TOML_LINES).prop_map(str::to_string),
-            (proptest::sample::select(TOML_KEYS), proptest::sample::select(TOML_VALUES)).prop_map(|(k, v)| format!("{k} = {v}")),
+            (proptest::sample::select(TOML_KEYS), proptest::sample::select(TOML_VALUES))
+                .prop_map(|(k, v)| format!("{k} = {v}")),
             "[ -~]{0,30}",
         ]
     }
@@ -663,7 +794,14 @@ mod tests {
 
     #[test]
     fn hardening_flags() {
-        let c = Config::load(cli(&["--bpf.disable", "softirq_entry,softirq_exit,softirq_entry", "--strict", "--web.max-connections", "8"])).unwrap();
+        let c = Config::load(cli(&[
+            "--bpf.disable",
+            "softirq_entry,softirq_exit,softirq_entry",
+            "--strict",
+            "--web.max-connections",
+            "8",
+        ]))
+        .unwrap();
         assert_eq!(c.bpf_disable, vec!["softirq_entry", "softirq_exit"]);
         assert!(c.strict);
         assert_eq!(c.max_connections, 8);
@@ -681,10 +819,34 @@ mod tests {
         std::fs::write(&p, "[otlp]\nendpoint = \"http://file:4318\"\nprotocol = \"http/protobuf\"\ninterval = \"30s\"\ntimeout = \"2s\"\n[otlp.headers]\nauthorization = \"Bearer file\"\nx-org = \"o\"\n").unwrap();
         let f = p.to_str().unwrap();
         let c = Config::load(cli(&["--config.file", f])).unwrap().otlp.unwrap();
-        assert_eq!((c.endpoint.as_str(), c.protocol.as_str(), c.interval, c.timeout), ("http://file:4318/v1/metrics", "http/protobuf", Duration::from_secs(30), Duration::from_secs(2)));
-        let c = Config::load(cli(&["--config.file", f, "--otlp.endpoint", "http://flag:4317", "--otlp.protocol", "grpc", "--otlp.header", "authorization=Bearer flag", "--otlp.header", "x-a=1"])).unwrap().otlp.unwrap();
+        assert_eq!(
+            (c.endpoint.as_str(), c.protocol.as_str(), c.interval, c.timeout),
+            ("http://file:4318/v1/metrics", "http/protobuf", Duration::from_secs(30), Duration::from_secs(2))
+        );
+        let c = Config::load(cli(&[
+            "--config.file",
+            f,
+            "--otlp.endpoint",
+            "http://flag:4317",
+            "--otlp.protocol",
+            "grpc",
+            "--otlp.header",
+            "authorization=Bearer flag",
+            "--otlp.header",
+            "x-a=1",
+        ]))
+        .unwrap()
+        .otlp
+        .unwrap();
         assert_eq!((c.endpoint.as_str(), c.protocol.as_str()), ("http://flag:4317", "grpc"));
-        assert_eq!(c.headers, vec![("authorization".into(), "Bearer flag".into()), ("x-org".into(), "o".into()), ("x-a".into(), "1".into())]);
+        assert_eq!(
+            c.headers,
+            vec![
+                ("authorization".into(), "Bearer flag".into()),
+                ("x-org".into(), "o".into()),
+                ("x-a".into(), "1".into())
+            ]
+        );
         assert!(Config::load(cli(&["--otlp.interval", "5s"])).unwrap_err().contains("no endpoint"));
         assert!(Config::load(cli(&["--otlp.endpoint", "localhost:4317"])).is_err());
         std::fs::write(&p, "[otlp]\nprotocol = \"udp\"\nendpoint = \"http://c:1\"\n").unwrap();
@@ -693,7 +855,14 @@ mod tests {
         std::fs::write(&p, "[otlp]\nendpoint = \"https://c:4317\"\ncompression = \"gzip\"\nca_file = \"/f/ca.pem\"\ncert_file = \"/f/c.pem\"\nkey_file = \"/f/k.pem\"\n").unwrap();
         let c = Config::load(cli(&["--config.file", f, "--otlp.tls.ca-file", "/flag/ca.pem"])).unwrap().otlp.unwrap();
         assert!(c.gzip);
-        assert_eq!(c.tls, otlp_config::TlsFiles { ca_file: Some("/flag/ca.pem".into()), cert_file: Some("/f/c.pem".into()), key_file: Some("/f/k.pem".into()) });
+        assert_eq!(
+            c.tls,
+            otlp_config::TlsFiles {
+                ca_file: Some("/flag/ca.pem".into()),
+                cert_file: Some("/f/c.pem".into()),
+                key_file: Some("/f/k.pem".into())
+            }
+        );
         std::fs::write(&p, "[otlp]\nendpoint = \"http://c:4317\"\nca_file = \"/f/ca.pem\"\n").unwrap();
         let e = Config::load(cli(&["--config.file", f])).unwrap_err();
         assert!(e.contains("not https://") && e.contains("otlp"), "{e}");
@@ -701,7 +870,13 @@ mod tests {
 
     #[test]
     fn bad_flags_are_usage_errors() {
-        for args in [&["--log.level", "loud"][..], &["--model.interval", "1x"], &["--nope"], &["--otlp.protocol", "http/json"], &["--otlp.interval", "15"]] {
+        for args in [
+            &["--log.level", "loud"][..],
+            &["--model.interval", "1x"],
+            &["--nope"],
+            &["--otlp.protocol", "http/json"],
+            &["--otlp.interval", "15"],
+        ] {
             let e = Cli::try_parse_from(std::iter::once("ksense").chain(args.iter().copied())).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }

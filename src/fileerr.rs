@@ -46,7 +46,7 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
     let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
     let mut best = None;
     let mut table: Vec<String> = Vec::new(); // current TOML table
-    // YAML: the chain of (indent, key) above the current line.
+                                             // YAML: the chain of (indent, key) above the current line.
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_end();

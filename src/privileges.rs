@@ -31,7 +31,11 @@ pub struct Kept {
 pub fn drop_after_attach(still_works: impl FnOnce() -> bool) -> Result<Kept, String> {
     let e = |what: &'static str| move |err: caps::errors::CapsError| format!("dropping capabilities ({what}): {err}");
     // bpf() checks CAP_BPF (since 5.8) or CAP_SYS_ADMIN.
-    let runtime_cap = if caps::runtime::thread_all_supported().contains(&Capability::CAP_BPF) { Capability::CAP_BPF } else { Capability::CAP_SYS_ADMIN };
+    let runtime_cap = if caps::runtime::thread_all_supported().contains(&Capability::CAP_BPF) {
+        Capability::CAP_BPF
+    } else {
+        Capability::CAP_SYS_ADMIN
+    };
     let permitted = caps::read(None, CapSet::Permitted).map_err(e("reading"))?;
     let setpcap = permitted.contains(&Capability::CAP_SETPCAP);
 

@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 /// Runs ksense to its exit; one that starts serving instead (input that
 /// should have been refused) is killed after 10 s and fails the test.
 fn ksense(args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ksense")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed() > Duration::from_secs(10) {
@@ -30,7 +35,29 @@ fn help_lists_every_flag() {
     let o = ksense(&["--help"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--web.listen-address", "--web.telemetry-path", "--config.file", "--log.level", "--log.format", "--model.interval", "--model.warmup", "--model.baseline-window", "--model.state-file", "--model.features", "--otlp.endpoint", "--otlp.protocol", "--otlp.interval", "--otlp.header", "--otlp.timeout", "--otlp.compression", "--otlp.tls.ca-file", "--otlp.tls.cert-file", "--otlp.tls.key-file", "check", "recalibrate"] {
+    for flag in [
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--config.file",
+        "--log.level",
+        "--log.format",
+        "--model.interval",
+        "--model.warmup",
+        "--model.baseline-window",
+        "--model.state-file",
+        "--model.features",
+        "--otlp.endpoint",
+        "--otlp.protocol",
+        "--otlp.interval",
+        "--otlp.header",
+        "--otlp.timeout",
+        "--otlp.compression",
+        "--otlp.tls.ca-file",
+        "--otlp.tls.cert-file",
+        "--otlp.tls.key-file",
+        "check",
+        "recalibrate",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
     assert!(ksense(&["--version"]).status.success());
@@ -63,8 +90,16 @@ fn malformed_flags_exit_2_with_a_message() {
 /// The standard OTLP variables are checked like flags.
 #[test]
 fn malformed_otel_environment_exits_2_naming_the_variable() {
-    for (k, v) in [("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")] {
-        let o = Command::new(env!("CARGO_BIN_EXE_ksense")).env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317").env(k, v).output().unwrap();
+    for (k, v) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ksense"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+            .env(k, v)
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(2), "{k}={v}: {}", stderr(&o));
         assert!(stderr(&o).contains(k), "{k}: {}", stderr(&o));
     }
@@ -100,7 +135,15 @@ fn recalibrate_discards_the_saved_baseline() {
 fn root_unprivileged_user_is_told_what_is_missing() {
     require_root!();
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_ksense"), "--web.listen-address", "127.0.0.1:0"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_ksense"),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("setpriv (util-linux)");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -124,7 +167,13 @@ fn root_check_reports_this_kernel() {
 /// the file, line and field.
 #[test]
 fn malformed_web_config_and_hardening_flags_exit_2() {
-    for args in [&["--web.max-connections", "0"][..], &["--web.max-connections", "many"], &["--bpf.disable", "sched_nope"], &["--web.config.file", "/nonexistent/web.yml"], &["--strict=yes"]] {
+    for args in [
+        &["--web.max-connections", "0"][..],
+        &["--web.max-connections", "many"],
+        &["--bpf.disable", "sched_nope"],
+        &["--web.config.file", "/nonexistent/web.yml"],
+        &["--strict=yes"],
+    ] {
         let o = ksense(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"));
@@ -132,8 +181,16 @@ fn malformed_web_config_and_hardening_flags_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("web.yml");
     for (text, line, field) in [
-        ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS14\n", 4, "tls_server_config.min_version"),
-        ("tls_server_config:\n  cert_file: nonexistent.crt\n  key_file: server.key\n", 2, "tls_server_config.cert_file"),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS14\n",
+            4,
+            "tls_server_config.min_version",
+        ),
+        (
+            "tls_server_config:\n  cert_file: nonexistent.crt\n  key_file: server.key\n",
+            2,
+            "tls_server_config.cert_file",
+        ),
         ("basic_auth_users:\n  prometheus: hunter2\n", 2, "basic_auth_users.prometheus"),
         ("# comment\nbasic_auth_user:\n  a: b\n", 2, "basic_auth_user"),
     ] {

@@ -129,8 +129,11 @@ fn wl_labels(text: &str, rel: &str) -> Option<HashMap<String, String>> {
     text.lines().find_map(|l| {
         let rest = l.strip_prefix(&format!("{RUNQ}_count{{"))?;
         let (labels, _) = rest.split_once("} ")?;
-        let m: HashMap<String, String> =
-            labels.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string())).collect();
+        let m: HashMap<String, String> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
         labels.split(',').any(|kv| kv == needle).then_some(m)
     })
 }
@@ -147,7 +150,11 @@ fn scrape_until(k: &Ksense, what: &str, timeout: Duration, ok: impl Fn(&str) -> 
         if ok(&text) {
             return text;
         }
-        assert!(t0.elapsed() < timeout, "{what} within {timeout:?}; last scrape:\n{}", text.lines().filter(|l| l.contains("workload")).collect::<Vec<_>>().join("\n"));
+        assert!(
+            t0.elapsed() < timeout,
+            "{what} within {timeout:?}; last scrape:\n{}",
+            text.lines().filter(|l| l.contains("workload")).collect::<Vec<_>>().join("\n")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -214,7 +221,9 @@ fn root_each_cgroup_carries_its_own_waits() {
     // One thread that sleeps 50 ms at a time and forks nothing: all of B's waits are its own.
     let b_pids = vec![b.spawn(Some(1), &["python3", "-c", "import time\nwhile True: time.sleep(0.05)"])];
     // Both series exported (the sleeper has waited at least once) before the window opens.
-    scrape_until(&k, "series for A and B", Duration::from_secs(10), |t| wl(t, &format!("{RUNQ}_count"), &a.rel).is_some() && wl(t, &format!("{RUNQ}_count"), &b.rel).is_some());
+    scrape_until(&k, "series for A and B", Duration::from_secs(10), |t| {
+        wl(t, &format!("{RUNQ}_count"), &a.rel).is_some() && wl(t, &format!("{RUNQ}_count"), &b.rel).is_some()
+    });
     std::thread::sleep(Duration::from_millis(300));
 
     // schedstat read on both sides of each scrape: the midpoint is the scrape's moment.
@@ -247,13 +256,20 @@ fn root_each_cgroup_carries_its_own_waits() {
     b.kill_all();
     let before = k.scrape();
     dstate_in(&c.path, 200);
-    let after = scrape_until(&k, "C's D-state series", Duration::from_secs(10), |t| wl(t, &format!("{DSTATE}_count"), &c.rel).is_some());
+    let after = scrape_until(&k, "C's D-state series", Duration::from_secs(10), |t| {
+        wl(t, &format!("{DSTATE}_count"), &c.rel).is_some()
+    });
     let dsum = wl(&after, &format!("{DSTATE}_sum"), &c.rel).unwrap();
     // 0.2 s plus the wakeup latency, which a loaded machine stretches.
     assert!((0.2..0.5).contains(&dsum), "C's D-state sum {dsum} s, expected one 0.2 s sleep");
     // One observation in the default classic bucket that holds it: above
     // le = 2^-4 s, at or below le = 2^-2 s (or 1 s when woken late).
-    let bucket = |le: &str| after.lines().find(|l| l.starts_with(&format!("{DSTATE}_bucket{{workload=\"{}\",le=\"{le}\"}}", c.rel))).and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    let bucket = |le: &str| {
+        after
+            .lines()
+            .find(|l| l.starts_with(&format!("{DSTATE}_bucket{{workload=\"{}\",le=\"{le}\"}}", c.rel)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
     let upper = if dsum <= 0.25 { "0.25" } else { "1" };
     assert_eq!(bucket(upper).unwrap() - bucket("0.0625").unwrap(), 1, "one sleep between 0.0625 s and {upper} s");
     for cg in [&a, &b] {
@@ -297,7 +313,11 @@ fn root_short_lived_cgroups_stay_under_the_cap_and_go_away() {
     let t = scrape_until(&k, "series and map entries back to baseline", Duration::from_secs(15), |t| {
         series_count(t) <= base_series && gauge(t, "tracked") <= base_tracked + 2.0
     });
-    eprintln!("series: baseline {base_series}, max {max_seen}, after {}; tracked: baseline {base_tracked}, after {}", series_count(&t), gauge(&t, "tracked"));
+    eprintln!(
+        "series: baseline {base_series}, max {max_seen}, after {}; tracked: baseline {base_tracked}, after {}",
+        series_count(&t),
+        gauge(&t, "tracked")
+    );
     assert!(!t.lines().any(|l| l.contains(&format!("{pre}-churn"))), "a series of a removed cgroup is still served");
     // Far from full (1024 entries), but a burst of new cgroups can outrun the
     // kernel's BPF allocator for a moment: those few events count as dropped.
@@ -318,7 +338,9 @@ fn root_full_map_counts_drops() {
     for cg in &mut cgs {
         cg.spawn(None, &["sh", "-c", "for i in 1 2 3 4 5; do sleep 0.01; done"]);
     }
-    let t = scrape_until(&k, "drops counted", Duration::from_secs(10), |t| sample(t, "ksense_events_dropped_total{reason=\"cgroup_map_full\"}").unwrap_or(0.0) > 0.0);
+    let t = scrape_until(&k, "drops counted", Duration::from_secs(10), |t| {
+        sample(t, "ksense_events_dropped_total{reason=\"cgroup_map_full\"}").unwrap_or(0.0) > 0.0
+    });
     // Two per map; the run-queue and D-state maps may hold different cgroups.
     assert!(sample(&t, "ksense_workloads{state=\"tracked\"}").unwrap() <= 4.0);
     assert!(sample(&t, "ksense_runqueue_latency_seconds_count").unwrap() > 0.0);
@@ -341,7 +363,10 @@ fn root_kubernetes_paths_get_pod_labels() {
     std::fs::create_dir_all(logs.path().join(format!("pods/shop_cart-5d8f7_{uid}/server"))).unwrap();
     std::fs::create_dir_all(logs.path().join("containers")).unwrap();
     std::fs::write(logs.path().join(format!("containers/cart-5d8f7_shop_server-{cid}.log")), "").unwrap();
-    let systemd = format!("/{pre}-k8s/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope", uid.replace('-', "_"));
+    let systemd = format!(
+        "/{pre}-k8s/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope",
+        uid.replace('-', "_")
+    );
     let cgroupfs_style = format!("/{pre}-k8s/kubepods/besteffort/pod{uid2}/{cid2}");
     let service = format!("/{pre}-k8s/system.slice/fake.service");
     let mut cgs: Vec<Cgroup> = [&systemd, &cgroupfs_style, &service].iter().map(|p| Cgroup::new(p)).collect();
@@ -360,13 +385,31 @@ fn root_kubernetes_paths_get_pod_labels() {
     }
     // The excluded service's first waits may land a scrape after the pods'.
     let t = scrape_until(&k, "both pods' series and the service folded", Duration::from_secs(10), |t| {
-        wl_labels(t, &systemd).is_some() && wl_labels(t, &cgroupfs_style).is_some() && sample(t, "ksense_workloads{state=\"folded\"}").unwrap_or(0.0) >= 1.0
+        wl_labels(t, &systemd).is_some()
+            && wl_labels(t, &cgroupfs_style).is_some()
+            && sample(t, "ksense_workloads{state=\"folded\"}").unwrap_or(0.0) >= 1.0
     });
     let l = wl_labels(&t, &systemd).unwrap();
-    let want = |pairs: &[(&str, &str)]| -> HashMap<String, String> { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
-    assert_eq!(l, want(&[("workload", &systemd), ("namespace", "shop"), ("pod", "cart-5d8f7"), ("container", "server"), ("pod_uid", uid), ("container_id", cid)]));
+    let want = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    assert_eq!(
+        l,
+        want(&[
+            ("workload", &systemd),
+            ("namespace", "shop"),
+            ("pod", "cart-5d8f7"),
+            ("container", "server"),
+            ("pod_uid", uid),
+            ("container_id", cid)
+        ])
+    );
     let l = wl_labels(&t, &cgroupfs_style).unwrap();
-    assert_eq!(l, want(&[("workload", &cgroupfs_style), ("pod_uid", uid2), ("container_id", cid2)]), "no kubelet log dirs for this pod: no names");
+    assert_eq!(
+        l,
+        want(&[("workload", &cgroupfs_style), ("pod_uid", uid2), ("container_id", cid2)]),
+        "no kubelet log dirs for this pod: no names"
+    );
     assert!(wl_labels(&t, &service).is_none(), "excluded by pattern, yet served");
     // Without the exclude pattern a systemd service is named by its unit;
     // and the raw_tp programs (probe-read cgroup ids) find the same cgroups.
@@ -403,7 +446,9 @@ fn root_batched_and_key_by_key_reads_agree() {
     require_root!();
     use ksense::probes::{kernel, AttachMode, Options, Probes};
     let s = kernel::probe();
-    let mut p = Probes::attach_with(AttachMode::choose("auto", &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) }).unwrap();
+    let mut p =
+        Probes::attach_with(AttachMode::choose("auto", &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) })
+            .unwrap();
     let maps = p.take_workload_maps().expect("workload maps");
     let pre = test_prefix();
     let mut cgs: Vec<Cgroup> = (0..40).map(|i| Cgroup::new(&format!("/{pre}-batch-{i}"))).collect();
@@ -411,16 +456,28 @@ fn root_batched_and_key_by_key_reads_agree() {
         cg.spawn(None, &["sh", "-c", "while :; do sleep 0.01; done"]);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let ids: Vec<u64> = cgs.iter().map(|c| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap()).collect();
+    let ids: Vec<u64> = cgs
+        .iter()
+        .map(|c| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap())
+        .collect();
     for small in [1usize, 64 << 10] {
         let a = maps.runqueue.read_all_batched(small).unwrap();
         let b = maps.runqueue.read_all_by_key().unwrap();
         let c = maps.runqueue.read_all_batched(small).unwrap();
-        assert!(a.len() >= ids.len() && a.len() <= b.len() && b.len() <= c.len(), "entries {} {} {}", a.len(), b.len(), c.len());
+        assert!(
+            a.len() >= ids.len() && a.len() <= b.len() && b.len() <= c.len(),
+            "entries {} {} {}",
+            a.len(),
+            b.len(),
+            c.len()
+        );
         for (k, ha) in &a {
             let (hb, hc) = (&b[k], &c[k]);
             for (x, y) in [(ha, hb), (hb, hc)] {
-                assert!(x.count() <= y.count() && x.slots.iter().zip(y.slots.iter()).all(|(p, q)| p <= q), "cgroup {k}: counts went back");
+                assert!(
+                    x.count() <= y.count() && x.slots.iter().zip(y.slots.iter()).all(|(p, q)| p <= q),
+                    "cgroup {k}: counts went back"
+                );
             }
         }
         for id in &ids {

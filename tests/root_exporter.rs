@@ -35,7 +35,13 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     }
     let vectors = text.lines().filter(|l| l.starts_with("ksense_softirq_duration_seconds_count{")).count();
     assert_eq!(vectors, 10, "one softirq series per vector");
-    let mut p = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (apt-get install prometheus)");
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
     std::io::Write::write_all(p.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
     let lint = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -54,7 +60,10 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
 fn root_openmetrics_and_protobuf_negotiated() {
     require_root!();
     let k = Ksense::start(&[]);
-    let om = ureq::get(&k.url("/metrics")).set("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5").call().unwrap();
+    let om = ureq::get(&k.url("/metrics"))
+        .set("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .call()
+        .unwrap();
     assert!(om.content_type().starts_with("application/openmetrics-text"), "{}", om.content_type());
     let body = om.into_string().unwrap();
     assert!(body.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");

@@ -74,14 +74,21 @@ fn root_no_btf_is_one_clear_line() {
         env!("CARGO_BIN_EXE_ksense"),
         state.display()
     );
-    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().expect("unshare (util-linux)");
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("BTF") && err.contains("/sys/kernel/btf/vmlinux") && err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    assert!(
+        err.contains("BTF") && err.contains("/sys/kernel/btf/vmlinux") && err.contains("CONFIG_DEBUG_INFO_BTF"),
+        "{err}"
+    );
     // `ksense check` says the same.
     let script = format!("mount -t tmpfs none /sys/kernel/btf && exec {} check", env!("CARGO_BIN_EXE_ksense"));
-    let o = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let o =
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.lines().any(|l| l.starts_with("FAIL") && l.contains("btf")), "{out}");
@@ -128,7 +135,10 @@ fn root_sigterm_and_sigint_finish_scrapes_and_exit_0() {
             total += ok;
             // A request sent in the instant the server stopped accepting may
             // see its connection closed before any answer; an answer is never cut.
-            assert!(bad.iter().all(|b| !b.contains("incomplete") && !b.contains("reading the body")), "signal {sig}: {bad:?}");
+            assert!(
+                bad.iter().all(|b| !b.contains("incomplete") && !b.contains("reading the body")),
+                "signal {sig}: {bad:?}"
+            );
         }
         assert!(total > 10, "scrapes ran: {total}");
         assert_eq!(st.code(), Some(0), "signal {sig}: {st}\n{log}");
@@ -142,12 +152,16 @@ struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
     fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "ksense-test", path.to_str().unwrap()]).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "ksense-test", path.to_str().unwrap()])
+            .status()
+            .unwrap();
         assert!(st.success(), "mount tmpfs");
         Tmpfs(path.to_path_buf())
     }
     fn remount(&self, opt: &str) {
-        let st = Command::new("mount").args(["-o", &format!("remount,{opt}"), self.0.to_str().unwrap()]).status().unwrap();
+        let st =
+            Command::new("mount").args(["-o", &format!("remount,{opt}"), self.0.to_str().unwrap()]).status().unwrap();
         assert!(st.success(), "remount {opt}");
     }
 }
@@ -177,7 +191,10 @@ fn root_read_only_or_full_disk_is_a_counter_not_a_crash() {
             "read-only" => fs.remount("ro"),
             _ => {
                 // Fill it: nothing is left for a temporary file.
-                let _ = Command::new("dd").args(["if=/dev/zero", &format!("of={}", root.join("fill").display()), "bs=4k"]).stderr(Stdio::null()).status();
+                let _ = Command::new("dd")
+                    .args(["if=/dev/zero", &format!("of={}", root.join("fill").display()), "bs=4k"])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         let k = Ksense::start_in(dir, FAST);
@@ -202,10 +219,17 @@ fn root_read_only_or_full_disk_is_a_counter_not_a_crash() {
         assert!(st.success(), "{case}: {st}\n{log}");
         let failed: Vec<&str> = log.lines().filter(|l| l.contains("saving the baseline failed")).collect();
         assert!(!failed.is_empty() && failed.len() as f64 <= failures + 1.0, "{case}: one line per failure: {log}");
-        assert!(failed[0].contains(if case == "read-only" { "Read-only file system" } else { "No space left" }), "{case}: {}", failed[0]);
+        assert!(
+            failed[0].contains(if case == "read-only" { "Read-only file system" } else { "No space left" }),
+            "{case}: {}",
+            failed[0]
+        );
         let names: Vec<String> = ksense::config::DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect();
         ksense::model::load(&state, &names).unwrap_or_else(|e| panic!("{case}: saved at shutdown: {e}\n{log}"));
-        assert!(std::fs::read_dir(&root).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "{case}: temporary file left");
+        assert!(
+            std::fs::read_dir(&root).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")),
+            "{case}: temporary file left"
+        );
     }
 }
 
@@ -232,7 +256,10 @@ fn root_every_counter_is_monotonic() {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// wrk with 1,000 connections for 10 s against /metrics: no socket error,
@@ -257,7 +284,11 @@ fn root_1000_concurrent_connections() {
     assert!(out.status.success(), "{report}");
     assert!(!report.contains("Socket errors"), "{report}");
     assert!(!report.contains("Non-2xx"), "{report}");
-    let requests: u64 = report.lines().find_map(|l| l.trim().split_once(" requests in ")).and_then(|(n, _)| n.trim().parse().ok()).expect("wrk summary");
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .expect("wrk summary");
     assert!(requests >= 1000, "{report}");
     assert!(rss1 < 256 * 1024, "VmRSS {rss1} KiB after 1,000 connections");
     let after = k.scrape();
@@ -265,7 +296,10 @@ fn root_1000_concurrent_connections() {
         let series = format!("ksense_bpf_program_runs_total{{program=\"{p}\"}}");
         assert!(sample(&after, &series).unwrap() > sample(&before, &series).unwrap(), "{p} stopped counting");
     }
-    assert!(sample(&after, "ksense_runqueue_latency_seconds_count").unwrap() > sample(&before, "ksense_runqueue_latency_seconds_count").unwrap());
+    assert!(
+        sample(&after, "ksense_runqueue_latency_seconds_count").unwrap()
+            > sample(&before, "ksense_runqueue_latency_seconds_count").unwrap()
+    );
     let (st, log) = k.stop();
     assert!(st.success(), "{log}");
 }

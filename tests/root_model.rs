@@ -19,19 +19,29 @@ fn root_calibrates_scores_saves_and_restarts_without_recalibrating() {
     assert!(!text.contains("\nksense_friction "), "no friction before a baseline exists");
 
     let text = wait_for(&k, "ksense_baseline_ready", 1.0, Duration::from_secs(30));
-    let text = if text.contains("\nksense_friction ") { text } else { std::thread::sleep(Duration::from_secs(1)); k.scrape() };
+    let text = if text.contains("\nksense_friction ") {
+        text
+    } else {
+        std::thread::sleep(Duration::from_secs(1));
+        k.scrape()
+    };
     let f = sample(&text, "ksense_friction").expect("friction once ready");
     assert!(f.is_finite() && f >= 0.0);
     let dir = sample(&text, "ksense_direction").unwrap();
     assert!(dir == 1.0 || dir == -1.0);
-    let contrib: f64 = text.lines().filter(|l| l.starts_with("ksense_friction_contribution{")).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum();
+    let contrib: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("ksense_friction_contribution{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
     assert!((contrib - f * f).abs() <= 1e-6 * (1.0 + f * f), "contributions {contrib} vs friction² {}", f * f);
     for s in ksense::config::DEFAULT_FEATURES {
         assert!(text.contains(&format!("ksense_signal{{signal=\"{s}\"}}")), "signal {s}");
     }
     assert!(sample(&text, "ksense_baseline_samples").unwrap() >= 6.0);
     let state = k.state_file();
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).expect("baseline saved")).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("baseline saved")).unwrap();
     assert_eq!(saved["features"].as_array().unwrap().len(), ksense::config::DEFAULT_FEATURES.len());
 
     // SIGTERM: clean exit, and the baseline survives the restart.
@@ -58,7 +68,10 @@ fn root_corrupt_or_mismatched_baseline_is_set_aside() {
         let k = Ksense::start_in(dir, extra);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(sample(&k.scrape(), "ksense_baseline_ready"), Some(0.0));
-        let aside = std::fs::read_dir(k.dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("baseline.json.bad-"));
+        let aside = std::fs::read_dir(k.dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("baseline.json.bad-"));
         assert!(aside, "the corrupt file was not set aside");
         let (_, log) = k.stop();
         assert_eq!(log.lines().filter(|l| l.contains("set aside")).count(), 1, "{log}");

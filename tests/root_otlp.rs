@@ -16,10 +16,14 @@ use common::{sample, Ksense};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
+};
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prost::Message;
 
@@ -65,19 +69,28 @@ impl Shared {
     }
 
     fn record(&self, path: &str, headers: &http::HeaderMap, req: ExportMetricsServiceRequest, wire_bytes: usize) {
-        let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let headers =
+            headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
         self.log.lock().unwrap().push(Received { path: path.to_string(), headers, req, wire_bytes });
     }
 }
 
 #[tonic::async_trait]
 impl MetricsService for Shared {
-    async fn export(&self, request: tonic::Request<ExportMetricsServiceRequest>) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         if self.behave().await {
             return Err(tonic::Status::unavailable("refusing on purpose"));
         }
         let headers = request.metadata().clone().into_headers();
-        self.record("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", &headers, request.into_inner(), 0);
+        self.record(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            &headers,
+            request.into_inner(),
+            0,
+        );
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -103,7 +116,8 @@ async fn http_export(shared: Shared, req: Request<hyper::body::Incoming>) -> Res
         None => body,
         Some("gzip") => {
             let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).expect("a valid gzip body");
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .expect("a valid gzip body");
             Bytes::from(out)
         }
         Some(other) => panic!("content-encoding {other}"),
@@ -138,7 +152,10 @@ impl Receiver {
     }
 
     fn restart(&mut self) {
-        let listener = self.rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port))).expect("binding the receiver port again");
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
+            .expect("binding the receiver port again");
         let (shared, proto, tls) = (self.shared.clone(), self.proto, self.tls.clone());
         self.server = Some(self.rt.spawn(async move {
             // Dropping the set (when this task is aborted) closes every connection.
@@ -192,7 +209,11 @@ impl Receiver {
             if let Some(i) = self.shared.log.lock().unwrap().iter().position(|r| data_time(&r.req) > after) {
                 return i;
             }
-            assert!(t0.elapsed() < timeout, "no OTLP export with data after the given moment within {timeout:?} ({} received)", self.count());
+            assert!(
+                t0.elapsed() < timeout,
+                "no OTLP export with data after the given moment within {timeout:?} ({} received)",
+                self.count()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -220,7 +241,9 @@ where
     match proto {
         Proto::Grpc => {
             // As a Collector: takes gzip-compressed requests.
-            let svc = hyper_util::service::TowerToHyperService::new(MetricsServiceServer::new(shared).accept_compressed(tonic::codec::CompressionEncoding::Gzip));
+            let svc = hyper_util::service::TowerToHyperService::new(
+                MetricsServiceServer::new(shared).accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            );
             conns.spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
             });
@@ -241,13 +264,16 @@ fn tls_server(pki: &Pki, proto: Proto, client_ca: bool) -> Arc<rustls::ServerCon
     let certs = rustls_pemfile::certs(&mut pem("server.crt").as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
     let key = rustls_pemfile::private_key(&mut pem("server.key").as_slice()).unwrap().unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let b =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
     let b = if client_ca {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut pem("client-ca.crt").as_slice()) {
             roots.add(c.unwrap()).unwrap();
         }
-        b.with_client_cert_verifier(rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap())
+        b.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap(),
+        )
     } else {
         b.with_no_client_auth()
     };
@@ -260,10 +286,12 @@ fn tls_server(pki: &Pki, proto: Proto, client_ca: bool) -> Arc<rustls::ServerCon
 
 fn data_time(req: &ExportMetricsServiceRequest) -> u64 {
     let m = &req.resource_metrics[0].scope_metrics[0].metrics;
-    m.iter().find_map(|m| match &m.data {
-        Some(Data::Gauge(g)) => g.data_points.first().map(|p| p.time_unix_nano),
-        _ => None,
-    }).expect("a gauge with a data point")
+    m.iter()
+        .find_map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.first().map(|p| p.time_unix_nano),
+            _ => None,
+        })
+        .expect("a gauge with a data point")
 }
 
 fn scrape_protobuf(k: &Ksense) -> BTreeMap<String, pb::MetricFamily> {
@@ -359,14 +387,19 @@ fn check_sandwich(k: &Ksense, r: &Receiver) -> ExportMetricsServiceRequest {
         assert!(b.contains_key(name), "OTLP has {name}, /metrics does not");
     }
     for (name, fa) in &a {
-        let m = by_name.get(name).unwrap_or_else(|| panic!("/metrics has {name}, OTLP does not (has {:?})", by_name.keys()));
+        let m = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("/metrics has {name}, OTLP does not (has {:?})", by_name.keys()));
         let fb = &b[name];
         assert_eq!(m.description, fa.help, "{name} help");
         assert_eq!(m.unit, if fa.unit == "seconds" { "s" } else { "" }, "{name} unit (/metrics: {:?})", fa.unit);
         let want_type = match &m.data {
             Some(Data::Gauge(_)) => pb::MetricType::Gauge,
             Some(Data::Sum(s)) => {
-                assert!(s.is_monotonic && s.aggregation_temporality == AggregationTemporality::Cumulative as i32, "{name}");
+                assert!(
+                    s.is_monotonic && s.aggregation_temporality == AggregationTemporality::Cumulative as i32,
+                    "{name}"
+                );
                 pb::MetricType::Counter
             }
             Some(Data::ExponentialHistogram(h)) => {
@@ -378,10 +411,18 @@ fn check_sandwich(k: &Ksense, r: &Receiver) -> ExportMetricsServiceRequest {
         assert_eq!(fa.r#type, want_type as i32, "{name} type");
         for sa in &fa.metric {
             let l = labels(sa);
-            let sb = fb.metric.iter().find(|s| labels(s) == l).unwrap_or_else(|| panic!("{name}{l:?} gone from the second scrape"));
+            let sb = fb
+                .metric
+                .iter()
+                .find(|s| labels(s) == l)
+                .unwrap_or_else(|| panic!("{name}{l:?} gone from the second scrape"));
             match &m.data {
                 Some(Data::Gauge(g)) => {
-                    let p = g.data_points.iter().find(|p| attrs(&p.attributes) == l).unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    let p = g
+                        .data_points
+                        .iter()
+                        .find(|p| attrs(&p.attributes) == l)
+                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
                     let (va, ve, vb) = (sa.gauge.as_ref().unwrap().value, number(p), sb.gauge.as_ref().unwrap().value);
                     if CONSTANT.contains(&name.as_str()) {
                         assert!(va == ve && ve == vb, "{name}{l:?}: /metrics {va}, {vb}; OTLP {ve}");
@@ -392,13 +433,31 @@ fn check_sandwich(k: &Ksense, r: &Receiver) -> ExportMetricsServiceRequest {
                     }
                 }
                 Some(Data::Sum(s)) => {
-                    let p = s.data_points.iter().find(|p| attrs(&p.attributes) == l).unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
-                    between(name, &format!("{l:?}"), sa.counter.as_ref().unwrap().value, number(p), sb.counter.as_ref().unwrap().value);
+                    let p = s
+                        .data_points
+                        .iter()
+                        .find(|p| attrs(&p.attributes) == l)
+                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    between(
+                        name,
+                        &format!("{l:?}"),
+                        sa.counter.as_ref().unwrap().value,
+                        number(p),
+                        sb.counter.as_ref().unwrap().value,
+                    );
                 }
                 Some(Data::ExponentialHistogram(h)) => {
-                    let p = h.data_points.iter().find(|p| attrs(&p.attributes) == l).unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    let p = h
+                        .data_points
+                        .iter()
+                        .find(|p| attrs(&p.attributes) == l)
+                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
                     let (ha, hb) = (sa.histogram.as_ref().unwrap(), sb.histogram.as_ref().unwrap());
-                    assert_eq!((p.scale, p.zero_threshold), (ha.schema, ha.zero_threshold), "{name}{l:?} scale and zero threshold");
+                    assert_eq!(
+                        (p.scale, p.zero_threshold),
+                        (ha.schema, ha.zero_threshold),
+                        "{name}{l:?} scale and zero threshold"
+                    );
                     between(name, "count", ha.sample_count as f64, p.count as f64, hb.sample_count as f64);
                     between(name, "sum", ha.sample_sum, p.sum.unwrap(), hb.sample_sum);
                     let pos = p.positive.as_ref().unwrap();
@@ -410,7 +469,11 @@ fn check_sandwich(k: &Ksense, r: &Receiver) -> ExportMetricsServiceRequest {
                         }
                     }
                     let (na, nb) = (native_buckets(ha), native_buckets(hb));
-                    assert_eq!(p.zero_count + pos.bucket_counts.iter().sum::<u64>(), p.count, "{name}{l:?}: buckets add up to the count");
+                    assert_eq!(
+                        p.zero_count + pos.bucket_counts.iter().sum::<u64>(),
+                        p.count,
+                        "{name}{l:?}: buckets add up to the count"
+                    );
                     for idx in na.keys().chain(e.keys()).chain(nb.keys()) {
                         let get = |m: &BTreeMap<i32, u64>| m.get(idx).copied().unwrap_or(0) as f64;
                         between(name, &format!("{l:?} bucket {idx}"), get(&na), get(&e), get(&nb));
@@ -432,7 +495,8 @@ fn hostname() -> String {
 }
 
 fn exports(text: &str, result: &str) -> f64 {
-    sample(text, &format!("ksense_otlp_exports_total{{result=\"{result}\"}}")).unwrap_or_else(|| panic!("no ksense_otlp_exports_total{{result={result:?}}}"))
+    sample(text, &format!("ksense_otlp_exports_total{{result=\"{result}\"}}"))
+        .unwrap_or_else(|| panic!("no ksense_otlp_exports_total{{result={result:?}}}"))
 }
 
 /// Scrapes /metrics for `span` and returns the slowest scrape.
@@ -455,8 +519,16 @@ fn root_otlp_grpc_matches_metrics_with_headers_and_resource() {
     require_root!();
     let r = Receiver::start(Proto::Grpc);
     let dir = tempfile::tempdir().unwrap();
-    let env = [("K8S_NODE_NAME", "node-7"), ("K8S_POD_NAME", "ksense-abcde"), ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")];
-    let k = Ksense::start_with_env(dir, &["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.header", "authorization=Bearer x"], &env);
+    let env = [
+        ("K8S_NODE_NAME", "node-7"),
+        ("K8S_POD_NAME", "ksense-abcde"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+    ];
+    let k = Ksense::start_with_env(
+        dir,
+        &["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.header", "authorization=Bearer x"],
+        &env,
+    );
     let req = check_sandwich(&k, &r);
     let res = resource(&req);
     for (key, want) in [
@@ -471,13 +543,20 @@ fn root_otlp_grpc_matches_metrics_with_headers_and_resource() {
         assert_eq!(res.get(key).map(String::as_str), Some(want), "resource {key}: {res:?}");
     }
     let log = r.shared.log.lock().unwrap();
-    assert!(log.iter().all(|x| x.headers.get("authorization").map(String::as_str) == Some("Bearer x")), "every export carries the header");
+    assert!(
+        log.iter().all(|x| x.headers.get("authorization").map(String::as_str) == Some("Bearer x")),
+        "every export carries the header"
+    );
     // Cumulative: one start time (the probes' attach), data times moving on.
-    let starts: Vec<u64> = log.iter().flat_map(|x| x.req.resource_metrics[0].scope_metrics[0].metrics.iter()).filter_map(|m| match &m.data {
-        Some(Data::Sum(s)) => Some(s.data_points[0].start_time_unix_nano),
-        Some(Data::ExponentialHistogram(h)) => Some(h.data_points[0].start_time_unix_nano),
-        _ => None,
-    }).collect();
+    let starts: Vec<u64> = log
+        .iter()
+        .flat_map(|x| x.req.resource_metrics[0].scope_metrics[0].metrics.iter())
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(s.data_points[0].start_time_unix_nano),
+            Some(Data::ExponentialHistogram(h)) => Some(h.data_points[0].start_time_unix_nano),
+            _ => None,
+        })
+        .collect();
     assert!(starts[0] > 0 && starts.iter().all(|s| *s == starts[0]), "one start time for every cumulative point");
     assert!(starts[0] < data_time(&log[0].req));
     assert!(log.windows(2).all(|w| data_time(&w[0].req) < data_time(&w[1].req)));
@@ -501,7 +580,9 @@ fn root_otlp_http_configured_by_environment_matches_metrics() {
     let req = check_sandwich(&k, &r);
     assert_eq!(resource(&req).get("service.name").map(String::as_str), Some("ksense-env"));
     let log = r.shared.log.lock().unwrap();
-    assert!(log.iter().all(|x| x.path == "/v1/metrics" && x.headers.get("x-scope-orgid").map(String::as_str) == Some("tenant 1")));
+    assert!(log
+        .iter()
+        .all(|x| x.path == "/v1/metrics" && x.headers.get("x-scope-orgid").map(String::as_str) == Some("tenant 1")));
 }
 
 /// The collector dies mid-run and comes back on the same port: /metrics
@@ -542,7 +623,16 @@ fn root_otlp_slow_or_refusing_collector_never_stalls_metrics() {
     require_root!();
     let r = Receiver::start(Proto::Http);
     r.set(Duration::from_secs(3), false);
-    let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s", "--otlp.timeout", "500ms"]);
+    let k = Ksense::start(&[
+        "--otlp.endpoint",
+        &r.endpoint(),
+        "--otlp.protocol",
+        "http/protobuf",
+        "--otlp.interval",
+        "1s",
+        "--otlp.timeout",
+        "500ms",
+    ]);
     let worst = scrape_for(&k, Duration::from_secs(4));
     eprintln!("slow collector: slowest of the /metrics scrapes {worst:?}");
     assert!(worst < Duration::from_millis(500), "/metrics took {worst:?} with a slow collector");
@@ -566,10 +656,14 @@ fn root_otlp_slow_or_refusing_collector_never_stalls_metrics() {
 /// The run-queue histogram's count in one export.
 fn runqueue_count(req: &ExportMetricsServiceRequest) -> u64 {
     let m = &req.resource_metrics[0].scope_metrics[0].metrics;
-    m.iter().find_map(|m| match &m.data {
-        Some(Data::ExponentialHistogram(h)) if prometheus_name(m) == "ksense_runqueue_latency_seconds" => h.data_points.first().map(|p| p.count),
-        _ => None,
-    }).expect("the run-queue histogram")
+    m.iter()
+        .find_map(|m| match &m.data {
+            Some(Data::ExponentialHistogram(h)) if prometheus_name(m) == "ksense_runqueue_latency_seconds" => {
+                h.data_points.first().map(|p| p.count)
+            }
+            _ => None,
+        })
+        .expect("the run-queue histogram")
 }
 
 /// SIGTERM in the middle of an interval: the values of that moment are
@@ -578,7 +672,8 @@ fn runqueue_count(req: &ExportMetricsServiceRequest) -> u64 {
 fn root_otlp_last_export_at_shutdown() {
     require_root!();
     let r = Receiver::start(Proto::Http);
-    let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1h"]);
+    let k =
+        Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1h"]);
     // The first tick exports at once; the next would be an hour away.
     r.wait_for_count(1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
@@ -598,7 +693,14 @@ fn root_otlp_last_export_at_shutdown() {
 fn root_otlp_last_export_to_a_dead_collector_is_bounded() {
     require_root!();
     let port = common::free_port();
-    let k = Ksense::start(&["--otlp.endpoint", &format!("http://127.0.0.1:{port}"), "--otlp.interval", "1h", "--otlp.timeout", "2s"]);
+    let k = Ksense::start(&[
+        "--otlp.endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "--otlp.interval",
+        "1h",
+        "--otlp.timeout",
+        "2s",
+    ]);
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     let (status, stderr) = k.stop();
@@ -617,7 +719,18 @@ fn root_otlp_https_grpc_with_ca_file_and_client_certificate() {
     let pki = Pki::new();
     let r = Receiver::start_with(Proto::Grpc, Some(tls_server(&pki, Proto::Grpc, true)));
     let url = format!("https://localhost:{}", r.port);
-    let k = Ksense::start(&["--otlp.endpoint", &url, "--otlp.interval", "1s", "--otlp.tls.ca-file", &pki.path("ca.crt"), "--otlp.tls.cert-file", &pki.path("client.crt"), "--otlp.tls.key-file", &pki.path("client.key")]);
+    let k = Ksense::start(&[
+        "--otlp.endpoint",
+        &url,
+        "--otlp.interval",
+        "1s",
+        "--otlp.tls.ca-file",
+        &pki.path("ca.crt"),
+        "--otlp.tls.cert-file",
+        &pki.path("client.crt"),
+        "--otlp.tls.key-file",
+        &pki.path("client.key"),
+    ]);
     check_sandwich(&k, &r);
     assert_eq!(exports(&k.scrape(), "failure"), 0.0);
 }
@@ -632,11 +745,24 @@ fn root_otlp_https_http_trusts_only_the_given_ca() {
     let r = Receiver::start_with(Proto::Http, Some(tls_server(&pki, Proto::Http, false)));
     let url = format!("https://127.0.0.1:{}", r.port);
     let ca = pki.path("ca.crt");
-    let k = Ksense::start_with_env(tempfile::tempdir().unwrap(), &["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"], &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())]);
+    let k = Ksense::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"],
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())],
+    );
     check_sandwich(&k, &r);
     drop(k);
     let before = r.count();
-    let k = Ksense::start(&["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s", "--otlp.tls.ca-file", &pki.path("other-ca.crt")]);
+    let k = Ksense::start(&[
+        "--otlp.endpoint",
+        &url,
+        "--otlp.protocol",
+        "http/protobuf",
+        "--otlp.interval",
+        "1s",
+        "--otlp.tls.ca-file",
+        &pki.path("other-ca.crt"),
+    ]);
     let t0 = Instant::now();
     while exports(&k.scrape(), "failure") < 1.0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "no failed push counted");
@@ -644,7 +770,8 @@ fn root_otlp_https_http_trusts_only_the_given_ca() {
     }
     let (_, stderr) = k.stop();
     assert_eq!(r.count(), before, "nothing gets through to a collector we do not trust");
-    let warn = stderr.lines().find(|l| l.contains("OTLP export failed")).unwrap_or_else(|| panic!("no warning:\n{stderr}"));
+    let warn =
+        stderr.lines().find(|l| l.contains("OTLP export failed")).unwrap_or_else(|| panic!("no warning:\n{stderr}"));
     eprintln!("{warn}");
     assert!(warn.contains("certificate"), "the warning says why: {warn}");
 }
@@ -656,7 +783,16 @@ fn root_otlp_missing_ca_file_is_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("baseline.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
-        .args(["--otlp.endpoint", "https://localhost:4317", "--otlp.tls.ca-file", "/nonexistent/ca.pem", "--web.listen-address", &format!("127.0.0.1:{}", common::free_port()), "--model.state-file", state.to_str().unwrap()])
+        .args([
+            "--otlp.endpoint",
+            "https://localhost:4317",
+            "--otlp.tls.ca-file",
+            "/nonexistent/ca.pem",
+            "--web.listen-address",
+            &format!("127.0.0.1:{}", common::free_port()),
+            "--model.state-file",
+            state.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -673,11 +809,18 @@ fn root_otlp_gzip_on_both_transports() {
     let r = Receiver::start(Proto::Grpc);
     let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.compression", "gzip"]);
     check_sandwich(&k, &r);
-    assert!(r.shared.log.lock().unwrap().iter().all(|x| x.headers.get("grpc-encoding").map(String::as_str) == Some("gzip")), "every gRPC export is gzip-compressed");
+    assert!(
+        r.shared.log.lock().unwrap().iter().all(|x| x.headers.get("grpc-encoding").map(String::as_str) == Some("gzip")),
+        "every gRPC export is gzip-compressed"
+    );
     drop(k);
     let r = Receiver::start(Proto::Http);
     let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")];
-    let k = Ksense::start_with_env(tempfile::tempdir().unwrap(), &["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"], &env);
+    let k = Ksense::start_with_env(
+        tempfile::tempdir().unwrap(),
+        &["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"],
+        &env,
+    );
     check_sandwich(&k, &r);
     let log = r.shared.log.lock().unwrap();
     for x in log.iter() {

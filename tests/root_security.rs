@@ -21,7 +21,11 @@ fn web_config(pki: &Pki, yaml: &str) -> String {
 
 /// curl's exit code and the HTTP status it got ("000" when none).
 fn curl(args: &[&str]) -> (i32, String) {
-    let o = Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"]).args(args).output().expect("curl");
+    let o = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).to_string())
 }
 
@@ -59,7 +63,8 @@ fn root_tls_and_basic_auth() {
     assert_eq!(curl(&["--cacert", &ca, "-u", "prometheus:wrong", &https(&k, "/")]).1, "401", "every path is protected");
 
     // The body, the configured header, and the cost of cached checks.
-    let o = Command::new("curl").args(["-sS", "-i", "--cacert", &ca, "-u", "prometheus:s3cret", &url]).output().unwrap();
+    let o =
+        Command::new("curl").args(["-sS", "-i", "--cacert", &ca, "-u", "prometheus:s3cret", &url]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("ksense_build_info{"), "{out}");
     assert!(out.to_lowercase().contains("strict-transport-security: max-age=31536000"), "{out}");
@@ -94,7 +99,11 @@ fn root_tls_client_certificates() {
         let web = web_config(&pki, &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {auth}\n{ca_line}"));
         let k = start_tls(&web);
         let url = https(&k, "/metrics");
-        for (certs, want, what) in [(&none[..], want[0], "no client certificate"), (&intruder[..], want[1], "another CA"), (&client[..], want[2], "the client CA")] {
+        for (certs, want, what) in [
+            (&none[..], want[0], "no client certificate"),
+            (&intruder[..], want[1], "another CA"),
+            (&client[..], want[2], "the client CA"),
+        ] {
             let mut args = vec!["--cacert", ca.as_str()];
             args.extend(certs.iter().copied());
             args.push(&url);
@@ -108,7 +117,8 @@ fn root_tls_min_version_tls13_refuses_a_tls12_client() {
     require_root!();
     let pki = Pki::new();
     let ca = pki.path("ca.crt");
-    let web = web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n");
+    let web =
+        web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n");
     let k = start_tls(&web);
     let url = https(&k, "/metrics");
     let (rc, code) = curl(&["--cacert", &ca, "--tls-max", "1.2", &url]);
@@ -143,7 +153,14 @@ fn root_real_prometheus_scrapes_over_tls_with_basic_auth() {
     .unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut prom = Command::new("prometheus")
-        .args(["--config.file", &cfg, "--storage.tsdb.path", data.path().to_str().unwrap(), "--web.listen-address", &format!("127.0.0.1:{prom_port}")])
+        .args([
+            "--config.file",
+            &cfg,
+            "--storage.tsdb.path",
+            data.path().to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{prom_port}"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -208,11 +225,17 @@ fn root_http_hygiene() {
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     // Only GET and HEAD, with an Allow header; nothing changes state.
     for m in ["POST", "PUT", "DELETE", "PATCH"] {
-        let r = raw(k.port, format!("{m} /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        let r = raw(
+            k.port,
+            format!("{m} /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         assert!(r.starts_with("HTTP/1.1 405") && r.to_lowercase().contains("allow: get, head"), "{m}: {r}");
     }
     // A GET with a body is refused unread.
-    let r = raw(k.port, format!("GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{}", "x".repeat(100)).as_bytes());
+    let r = raw(
+        k.port,
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{}", "x".repeat(100)).as_bytes(),
+    );
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     // HEAD: headers only.
     let r = raw(k.port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -235,7 +258,8 @@ fn root_connections_over_the_cap_wait_and_are_served() {
     // ...so a fifth waits (the kernel completes its handshake; nobody reads it).
     let t0 = Instant::now();
     let port = k.port;
-    let waiting = std::thread::spawn(move || raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    let waiting =
+        std::thread::spawn(move || raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
     std::thread::sleep(Duration::from_secs(1));
     assert!(!waiting.is_finished(), "the fifth connection was served while every slot was taken");
     drop(idle);
@@ -244,14 +268,24 @@ fn root_connections_over_the_cap_wait_and_are_served() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     // Many clients at once with a small cap: every request answered.
     let hs: Vec<_> = (0..32)
-        .map(|_| std::thread::spawn(move || (0..5).all(|_| raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200"))))
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5).all(|_| {
+                    raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .starts_with("HTTP/1.1 200")
+                })
+            })
+        })
         .collect();
     assert!(hs.into_iter().all(|h| h.join().unwrap()));
 }
 
 fn status_field(pid: u32, field: &str) -> String {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("no {field} in status"))
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in status"))
 }
 
 fn hex(pid: u32, field: &str) -> u64 {
@@ -270,7 +304,12 @@ fn assert_least_privilege(k: &Ksense) {
     assert!(eff == 0 || eff == CAP_BPF, "CapEff {eff:#x}");
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let st = std::fs::read_to_string(task.path().join("status")).unwrap();
-        let get = |f: &str| st.lines().find_map(|l| l.strip_prefix(&format!("{f}:"))).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap();
+        let get = |f: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(&format!("{f}:")))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap()
+        };
         assert_eq!(get("CapEff"), eff, "thread {:?}", task.file_name());
         assert_eq!(get("CapPrm"), eff, "permitted = effective");
         assert_eq!(get("CapInh"), 0);
@@ -308,7 +347,15 @@ fn root_runs_as_nobody_with_cap_bpf_and_cap_perfmon() {
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
     let bin = dir.path().join("ksense");
     std::fs::copy(env!("CARGO_BIN_EXE_ksense"), &bin).unwrap();
-    let cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", bin.to_str().unwrap()];
+    let cmd = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+bpf,+perfmon",
+        "--ambient-caps=+bpf,+perfmon",
+        bin.to_str().unwrap(),
+    ];
     let k = Ksense::start_full(&cmd, dir, &[], Ready::Http);
     assert_eq!(status_field(k.pid(), "Uid").split_whitespace().next(), Some("65534"));
     let text = k.scrape();
@@ -322,4 +369,3 @@ fn root_runs_as_nobody_with_cap_bpf_and_cap_perfmon() {
     let (st, log) = k.stop();
     assert!(st.success(), "{log}");
 }
-

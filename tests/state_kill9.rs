@@ -21,7 +21,9 @@ fn names() -> Vec<String> {
 /// Baseline number `g`: `g + 6` samples, so the sample count tells which one
 /// was loaded, and the mean must then match exactly what `g` computes.
 fn baseline(g: usize) -> Baseline {
-    let samples: Vec<Vec<f64>> = (0..g + 6).map(|i| (0..FEATURES).map(|j| ((i * 7 + j * 13 + g) % 17) as f64 + 0.25 * j as f64).collect()).collect();
+    let samples: Vec<Vec<f64>> = (0..g + 6)
+        .map(|i| (0..FEATURES).map(|j| ((i * 7 + j * 13 + g) % 17) as f64 + 0.25 * j as f64).collect())
+        .collect();
     Baseline::from_samples(names(), &samples, Regularisation::Ridge, 1_700_000_000 + g as u64).unwrap()
 }
 
@@ -67,7 +69,8 @@ fn kill9_during_save_never_leaves_a_corrupt_state() {
         let g = b.samples() - 6;
         assert!(g < GENERATIONS, "kill {i}: unknown baseline with {} samples", b.samples());
         // serde_json's float parsing may be 1 ulp off: compare to 1e-14.
-        let same = b.mean().iter().zip(expected[g].mean().iter()).all(|(x, y)| (x - y).abs() <= 1e-14 * x.abs().max(y.abs()));
+        let same =
+            b.mean().iter().zip(expected[g].mean().iter()).all(|(x, y)| (x - y).abs() <= 1e-14 * x.abs().max(y.abs()));
         assert!(same, "kill {i}: baseline {g} loaded with another mean");
         assert_eq!(b.created_unix(), expected[g].created_unix());
         loaded.insert(g);
@@ -77,6 +80,11 @@ fn kill9_during_save_never_leaves_a_corrupt_state() {
     assert!(loaded.len() > 1, "the writer never completed a save");
     // The next save (another process) clears the temporary files of the dead writers.
     expected[1].save(&path).unwrap();
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(".tmp-")).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(left.is_empty(), "stale temporary files: {left:?}");
 }

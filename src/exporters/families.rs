@@ -125,7 +125,12 @@ fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: Kind
 
 /// Every family, in exposition order. Non-finite gauge values are dropped:
 /// ksense never serves NaN or ±Inf.
-pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo, otlp: Option<OtlpExports>) -> Vec<Family> {
+pub fn build(
+    k: &KernelSnapshot,
+    model: Option<&ModelView>,
+    info: &BuildInfo,
+    otlp: Option<OtlpExports>,
+) -> Vec<Family> {
     let mut out = vec![
         family("ksense_runqueue_latency", Some(Unit::Seconds), "Time tasks spent runnable, waiting in a run queue, before running (wakeup or preemption to switch-in).", Kind::Histogram, one(Value::Histogram(k.runqueue.clone()))),
         family("ksense_runqueue_wakeup_latency", Some(Unit::Seconds), "The run-queue waits that began at a wakeup (or a new task): what a thread that slept, e.g. waiting for a request, waits before it runs. Part of ksense_runqueue_latency_seconds.", Kind::Histogram, one(Value::Histogram(k.runqueue_wakeup.clone()))),
@@ -182,7 +187,10 @@ pub fn build(k: &KernelSnapshot, model: Option<&ModelView>, info: &BuildInfo, ot
             None,
             "OTLP export attempts, by result (failure: refused, unreachable or timed out).",
             Kind::Counter,
-            [("success", o.success), ("failure", o.failure)].into_iter().map(|(r, c)| Sample { labels: vec![("result", Cow::Borrowed(r))], value: Value::Counter(c as f64) }).collect(),
+            [("success", o.success), ("failure", o.failure)]
+                .into_iter()
+                .map(|(r, c)| Sample { labels: vec![("result", Cow::Borrowed(r))], value: Value::Counter(c as f64) })
+                .collect(),
         ));
     }
     if let Some(w) = &k.workloads {
@@ -214,10 +222,14 @@ fn workload_families(w: &View) -> Vec<Family> {
                 Sample { labels, value: Value::Histogram(pick(&s.hists).clone()) }
             })
             .collect();
-        v.push(Sample { labels: vec![("workload", Cow::Borrowed("other"))], value: Value::Histogram(pick(&w.other).clone()) });
+        v.push(Sample {
+            labels: vec![("workload", Cow::Borrowed("other"))],
+            value: Value::Histogram(pick(&w.other).clone()),
+        });
         v
     };
-    let state = |s: &'static str, n: usize| Sample { labels: vec![("state", Cow::Borrowed(s))], value: Value::Gauge(n as f64) };
+    let state =
+        |s: &'static str, n: usize| Sample { labels: vec![("state", Cow::Borrowed(s))], value: Value::Gauge(n as f64) };
     vec![
         family(
             "ksense_workload_runqueue_latency",
@@ -246,7 +258,9 @@ fn workload_families(w: &View) -> Vec<Family> {
 
 fn model_families(m: &ModelView) -> Vec<Family> {
     let labelled = |v: &[(String, f64)]| -> Vec<Sample> {
-        v.iter().map(|(s, x)| Sample { labels: vec![("signal", Cow::Owned(s.clone()))], value: Value::Gauge(*x) }).collect()
+        v.iter()
+            .map(|(s, x)| Sample { labels: vec![("signal", Cow::Owned(s.clone()))], value: Value::Gauge(*x) })
+            .collect()
     };
     let mut out = vec![
         family("ksense_baseline_ready", None, "1 once the baseline is calibrated and frozen, 0 while calibrating.", Kind::Gauge, one(Value::Gauge(f64::from(u8::from(m.ready))))),
@@ -256,11 +270,41 @@ fn model_families(m: &ModelView) -> Vec<Family> {
     ];
     if let Some(s) = &m.score {
         out.extend([
-            family("ksense_friction", None, "Mahalanobis distance of the current features from the baseline.", Kind::Gauge, one(Value::Gauge(s.friction))),
-            family("ksense_direction", None, "+1 when the node is worse than its baseline, -1 when better.", Kind::Gauge, one(Value::Gauge(s.direction))),
-            family("ksense_energy", None, "Short-term instability of friction: mean |change| over the adaptive window.", Kind::Gauge, one(Value::Gauge(s.energy))),
-            family("ksense_energy_window", None, "Intervals in the adaptive energy window.", Kind::Gauge, one(Value::Gauge(s.energy_window))),
-            family("ksense_friction_contribution", None, "Each feature's contribution to friction squared; they sum to friction squared.", Kind::Gauge, labelled(&s.contributions)),
+            family(
+                "ksense_friction",
+                None,
+                "Mahalanobis distance of the current features from the baseline.",
+                Kind::Gauge,
+                one(Value::Gauge(s.friction)),
+            ),
+            family(
+                "ksense_direction",
+                None,
+                "+1 when the node is worse than its baseline, -1 when better.",
+                Kind::Gauge,
+                one(Value::Gauge(s.direction)),
+            ),
+            family(
+                "ksense_energy",
+                None,
+                "Short-term instability of friction: mean |change| over the adaptive window.",
+                Kind::Gauge,
+                one(Value::Gauge(s.energy)),
+            ),
+            family(
+                "ksense_energy_window",
+                None,
+                "Intervals in the adaptive energy window.",
+                Kind::Gauge,
+                one(Value::Gauge(s.energy_window)),
+            ),
+            family(
+                "ksense_friction_contribution",
+                None,
+                "Each feature's contribution to friction squared; they sum to friction squared.",
+                Kind::Gauge,
+                labelled(&s.contributions),
+            ),
         ]);
     }
     out

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -53,7 +56,8 @@ impl Exporter {
         let mut snap = self.kernel.snapshot()?;
         if let Some(w) = &self.workloads {
             // A failed read costs the per-workload series of this scrape, never the scrape.
-            snap.workloads = w.refresh().map_err(|e| tracing::warn!(error = %e, "reading the per-workload maps failed")).ok();
+            snap.workloads =
+                w.refresh().map_err(|e| tracing::warn!(error = %e, "reading the per-workload maps failed")).ok();
         }
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
         Ok(families::build(&snap, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get())))
@@ -72,7 +76,10 @@ impl Exporter {
                 openmetrics::encode_text(fams, &self.le_indices, self.kernel.started())?.into_bytes(),
                 openmetrics::OPENMETRICS_CONTENT_TYPE,
             ),
-            Format::Protobuf => (openmetrics::encode_protobuf(fams, &self.le_indices, self.kernel.started())?, openmetrics::PROTOBUF_CONTENT_TYPE),
+            Format::Protobuf => (
+                openmetrics::encode_protobuf(fams, &self.le_indices, self.kernel.started())?,
+                openmetrics::PROTOBUF_CONTENT_TYPE,
+            ),
         })
     }
 
@@ -89,7 +96,10 @@ impl Exporter {
         // GET and HEAD carry no body; a request that sends one is refused
         // unread (and the connection closed) rather than buffered.
         let has_body = req.headers().contains_key(TRANSFER_ENCODING)
-            || req.headers().get(CONTENT_LENGTH).is_some_and(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) != Some(0));
+            || req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .is_some_and(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) != Some(0));
         if has_body {
             let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "GET and HEAD requests take no body\n");
             r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
@@ -156,7 +166,12 @@ pub struct ServeOptions {
 /// backlog (no error, no reset). So that waiting clients are not starved by
 /// keep-alive connections, responses carry `Connection: close` while every
 /// slot is taken, and an idle connection is closed after the header timeout.
-pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, opts: ServeOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
@@ -180,7 +195,8 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, opts: ServeOp
                 continue;
             }
         };
-        let (ex, web, slots, tls, watcher) = (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher());
+        let (ex, web, slots, tls, watcher) =
+            (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _permit = permit;
             let svc = hyper::service::service_fn(move |req| {
@@ -188,7 +204,10 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, opts: ServeOp
                 async move { Ok::<_, std::convert::Infallible>(respond(&ex, &web, &slots, req).await) }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(MAX_HEADER_BYTES).max_headers(MAX_HEADERS);
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS);
             let result = match tls {
                 None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
                 Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {

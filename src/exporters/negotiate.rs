@@ -29,7 +29,8 @@ pub fn negotiate(accept: Option<&str>) -> Format {
         }
         let format = match media.as_str() {
             "application/vnd.google.protobuf"
-                if proto.as_deref() == Some("io.prometheus.client.MetricFamily") && encoding.as_deref() == Some("delimited") =>
+                if proto.as_deref() == Some("io.prometheus.client.MetricFamily")
+                    && encoding.as_deref() == Some("delimited") =>
             {
                 Format::Protobuf
             }
@@ -61,7 +62,10 @@ mod tests {
         assert_eq!(negotiate(Some("text/plain;q=0.2, application/openmetrics-text;q=0.9")), Format::OpenMetrics);
         assert_eq!(negotiate(Some("application/openmetrics-text;q=0, text/plain")), Format::Text);
         // protobuf without the delimited encoding is not something we speak
-        assert_eq!(negotiate(Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text")), Format::Text);
+        assert_eq!(
+            negotiate(Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text")),
+            Format::Text
+        );
         assert_eq!(negotiate(Some("garbage;;;q=x")), Format::Text);
     }
 }

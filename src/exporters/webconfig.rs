@@ -84,7 +84,13 @@ enum TlsVersion {
 }
 
 /// Response headers exporter-toolkit allows in `http_server_config.headers`.
-const ALLOWED_HEADERS: [&str; 5] = ["Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "X-XSS-Protection", "Content-Security-Policy"];
+const ALLOWED_HEADERS: [&str; 5] = [
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+];
 
 /// The checked web configuration.
 #[derive(Clone, Debug, Default)]
@@ -105,7 +111,9 @@ impl WebConfig {
     /// As `load`, from text already read (`path` names it in errors and
     /// anchors relative file names).
     pub fn parse(path: &Path, text: &str) -> Result<WebConfig, String> {
-        let err = |field: &str, msg: &str| fileerr::located("web config file", path, fileerr::line_for(text, field), field, msg);
+        let err = |field: &str, msg: &str| {
+            fileerr::located("web config file", path, fileerr::line_for(text, field), field, msg)
+        };
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
@@ -137,7 +145,10 @@ impl WebConfig {
             for (name, value) in h.headers.unwrap_or_default() {
                 let field = format!("http_server_config.headers.{name}");
                 let Some(allowed) = ALLOWED_HEADERS.iter().find(|a| a.eq_ignore_ascii_case(&name)) else {
-                    return Err(err(&field, &format!("header {name:?} is not allowed (allowed: {})", ALLOWED_HEADERS.join(", "))));
+                    return Err(err(
+                        &field,
+                        &format!("header {name:?} is not allowed (allowed: {})", ALLOWED_HEADERS.join(", ")),
+                    ));
                 };
                 let value = HeaderValue::from_str(&value).map_err(|_| err(&field, "invalid header value"))?;
                 cfg.headers.push((HeaderName::from_static(static_lower(allowed)), value));
@@ -168,7 +179,11 @@ fn static_lower(h: &'static str) -> &'static str {
     }
 }
 
-fn tls_config(t: &TlsFile, dir: &Path, err: &impl Fn(&str, &str) -> String) -> Result<(ServerConfig, ClientAuth), String> {
+fn tls_config(
+    t: &TlsFile,
+    dir: &Path,
+    err: &impl Fn(&str, &str) -> String,
+) -> Result<(ServerConfig, ClientAuth), String> {
     let file = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
     let (Some(cert_file), Some(key_file)) = (&t.cert_file, &t.key_file) else {
         let missing = if t.cert_file.is_none() { "cert_file" } else { "key_file" };
@@ -180,13 +195,19 @@ fn tls_config(t: &TlsFile, dir: &Path, err: &impl Fn(&str, &str) -> String) -> R
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = {
         for (field, v) in [("min_version", t.min_version), ("max_version", t.max_version)] {
             if matches!(v, Some(TlsVersion::TLS10 | TlsVersion::TLS11)) {
-                return Err(err(&format!("tls_server_config.{field}"), "TLS 1.0 and 1.1 are not supported: use TLS12 or TLS13"));
+                return Err(err(
+                    &format!("tls_server_config.{field}"),
+                    "TLS 1.0 and 1.1 are not supported: use TLS12 or TLS13",
+                ));
             }
         }
         let min = t.min_version.unwrap_or(TlsVersion::TLS12);
         let max = t.max_version.unwrap_or(TlsVersion::TLS13);
         if min > max {
-            return Err(err("tls_server_config.max_version", &format!("max_version {max:?} is below min_version {min:?}")));
+            return Err(err(
+                "tls_server_config.max_version",
+                &format!("max_version {max:?} is below min_version {min:?}"),
+            ));
         }
         [(TlsVersion::TLS12, &rustls::version::TLS12), (TlsVersion::TLS13, &rustls::version::TLS13)]
             .into_iter()
@@ -200,11 +221,16 @@ fn tls_config(t: &TlsFile, dir: &Path, err: &impl Fn(&str, &str) -> String) -> R
     let roots = match &t.client_ca_file {
         Some(ca) => {
             if auth == ClientAuth::NoClientCert {
-                return Err(err("tls_server_config.client_ca_file", "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type too"));
+                return Err(err(
+                    "tls_server_config.client_ca_file",
+                    "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type too",
+                ));
             }
             let mut roots = RootCertStore::empty();
             for c in read_certs(&file(ca)).map_err(|e| err("tls_server_config.client_ca_file", &e))? {
-                roots.add(c).map_err(|e| err("tls_server_config.client_ca_file", &format!("not a CA certificate: {e}")))?;
+                roots
+                    .add(c)
+                    .map_err(|e| err("tls_server_config.client_ca_file", &format!("not a CA certificate: {e}")))?;
             }
             Some(Arc::new(roots))
         }
@@ -237,7 +263,9 @@ fn tls_config(t: &TlsFile, dir: &Path, err: &impl Fn(&str, &str) -> String) -> R
 
 pub(crate) fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let certs = rustls_pemfile::certs(&mut data.as_slice()).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{}: {e}", p.display()))?;
+    let certs = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate in it", p.display()));
     }
@@ -267,13 +295,28 @@ impl ClientCertVerifier for AcceptAnyClientCert {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
-    fn verify_client_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         Ok(ClientCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -311,17 +354,25 @@ impl BasicAuth {
             if user.is_empty() || user.contains(':') {
                 return Err(err(&field, "a user name must be non-empty and must not contain ':'"));
             }
-            let parts = hash.parse::<bcrypt::HashParts>().map_err(|e| err(&field, &format!("not a bcrypt hash ({e}): make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'")))?;
+            let parts = hash.parse::<bcrypt::HashParts>().map_err(|e| {
+                err(&field, &format!("not a bcrypt hash ({e}): make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'"))
+            })?;
             cost.get_or_insert(parts.get_cost());
         }
-        let dummy = bcrypt::hash("ksense: no such user", cost.unwrap_or(4).clamp(4, 14)).map_err(|e| err("basic_auth_users", &e.to_string()))?;
+        let dummy = bcrypt::hash("ksense: no such user", cost.unwrap_or(4).clamp(4, 14))
+            .map_err(|e| err("basic_auth_users", &e.to_string()))?;
         Ok(BasicAuth { users, dummy, ok_cache: Mutex::new(HashSet::new()), checks: tokio::sync::Semaphore::new(2) })
     }
 
     /// Whether the `Authorization` header holds a known user and its password.
     pub async fn check(&self, header: Option<&HeaderValue>) -> bool {
         let Some((user, pass)) = header.and_then(parse_basic) else { return false };
-        let key: [u8; 32] = Sha256::new().chain_update(user.as_bytes()).chain_update([0]).chain_update(pass.as_bytes()).finalize().into();
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(pass.as_bytes())
+            .finalize()
+            .into();
         if self.ok_cache.lock().map(|c| c.contains(&key)).unwrap_or(false) {
             return true;
         }
@@ -330,7 +381,9 @@ impl BasicAuth {
             None => (false, self.dummy.clone()),
         };
         let Ok(_permit) = self.checks.acquire().await else { return false };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false)).await.unwrap_or(false) && known;
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false)).await.unwrap_or(false)
+                && known;
         if ok {
             if let Ok(mut c) = self.ok_cache.lock() {
                 if c.len() >= CACHE_MAX {
@@ -374,9 +427,17 @@ mod tests {
     fn errors_name_file_line_and_field() {
         let cases = [
             ("tls_server_config:\n  cert_fil: a\n", 2, "cert_fil"),
-            ("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n", 2, "tls_server_config.cert_file"),
+            (
+                "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n",
+                2,
+                "tls_server_config.cert_file",
+            ),
             ("tls_server_config:\n  key_file: k\n", 1, "tls_server_config.cert_file"),
-            ("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n", 4, "client_auth_type"),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
+                4,
+                "client_auth_type",
+            ),
             ("basic_auth_users:\n  alice: plaintext\n", 2, "basic_auth_users.alice"),
             ("http_server_config:\n  headers:\n    Content-Type: x\n", 3, "http_server_config.headers.Content-Type"),
             ("nope: 1\n", 1, "nope"),
@@ -384,7 +445,10 @@ mod tests {
         ];
         for (text, line, field) in cases {
             let e = parse(text).unwrap_err();
-            assert!(e.contains("/etc/ksense/web.yml") && e.contains(&format!("line {line},")) && e.contains(field), "{text:?}: {e}");
+            assert!(
+                e.contains("/etc/ksense/web.yml") && e.contains(&format!("line {line},")) && e.contains(field),
+                "{text:?}: {e}"
+            );
             assert!(!e.contains('\n'), "{e}");
         }
     }
@@ -392,12 +456,47 @@ mod tests {
     use proptest::prelude::*;
 
     const KEYS: &[&str] = &[
-        "tls_server_config:", "basic_auth_users:", "http_server_config:", "  cert_file:", "  key_file:", "  client_ca_file:", "  client_auth_type:",
-        "  min_version:", "  max_version:", "  headers:", "    X-Frame-Options:", "    Content-Type:", "  http2:", "  alice:", "  a:b:", "nope:", "  cipher_suites:", "- x",
+        "tls_server_config:",
+        "basic_auth_users:",
+        "http_server_config:",
+        "  cert_file:",
+        "  key_file:",
+        "  client_ca_file:",
+        "  client_auth_type:",
+        "  min_version:",
+        "  max_version:",
+        "  headers:",
+        "    X-Frame-Options:",
+        "    Content-Type:",
+        "  http2:",
+        "  alice:",
+        "  a:b:",
+        "nope:",
+        "  cipher_suites:",
+        "- x",
     ];
     const VALUES: &[&str] = &[
-        "", " /nonexistent.pem", " server.crt", " RequireAndVerifyClientCert", " NoClientCert", " Sometimes", " TLS10", " TLS12", " TLS13", " TLS99", " true",
-        " 1", " [1, 2]", " {a: b}", " \"$2y$10$abc\"", " $2b$04$KQ3r0M5j6LJ0ZQm9s5q7UuU7pWq5n0i7G3sQ3pYx9m0mQ9V8x1u6a", " DENY", " ~", " 'unterminated", " &a", " *a",
+        "",
+        " /nonexistent.pem",
+        " server.crt",
+        " RequireAndVerifyClientCert",
+        " NoClientCert",
+        " Sometimes",
+        " TLS10",
+        " TLS12",
+        " TLS13",
+        " TLS99",
+        " true",
+        " 1",
+        " [1, 2]",
+        " {a: b}",
+        " \"$2y$10$abc\"",
+        " $2b$04$KQ3r0M5j6LJ0ZQm9s5q7UuU7pWq5n0i7G3sQ3pYx9m0mQ9V8x1u6a",
+        " DENY",
+        " ~",
+        " 'unterminated",
+        " &a",
+        " *a",
         " !!binary x",
     ];
 
@@ -426,7 +525,13 @@ mod tests {
     async fn basic_auth_caches_only_successes() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let auth = BasicAuth::new([("alice".to_string(), hash)].into(), &|_: &str, m: &str| m.to_string()).unwrap();
-        let hdr = |u: &str, p: &str| HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))).unwrap();
+        let hdr = |u: &str, p: &str| {
+            HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ))
+            .unwrap()
+        };
         assert!(!auth.check(None).await);
         assert!(!auth.check(Some(&hdr("alice", "wrong"))).await);
         assert!(!auth.check(Some(&hdr("bob", "s3cret"))).await);

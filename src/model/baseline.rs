@@ -110,10 +110,7 @@ impl Baseline {
             return Err(BaselineError::Dimension(format!("mean has {} values, expected {d}", mean.len())));
         }
         if covariance.dim() != (d, d) {
-            return Err(BaselineError::Dimension(format!(
-                "covariance is {:?}, expected ({d}, {d})",
-                covariance.dim()
-            )));
+            return Err(BaselineError::Dimension(format!("covariance is {:?}, expected ({d}, {d})", covariance.dim())));
         }
         if !mean.iter().all(|v| v.is_finite()) {
             return Err(BaselineError::NonFinite("mean"));
@@ -136,24 +133,12 @@ impl Baseline {
                 }
             }
         }
-        let cholesky = covariance
-            .cholesky(UPLO::Lower)
-            .map_err(|_| BaselineError::NotPositiveDefinite)?;
+        let cholesky = covariance.cholesky(UPLO::Lower).map_err(|_| BaselineError::NotPositiveDefinite)?;
         if !cholesky.iter().all(|v| v.is_finite()) || (0..d).any(|i| cholesky[[i, i]] <= 0.0) {
             return Err(BaselineError::NotPositiveDefinite);
         }
         let std = covariance.diag().mapv(f64::sqrt);
-        Ok(Baseline {
-            features,
-            mean,
-            covariance,
-            cholesky,
-            std,
-            samples,
-            energy_k,
-            regularisation,
-            created_unix,
-        })
+        Ok(Baseline { features, mean, covariance, cholesky, std, samples, energy_k, regularisation, created_unix })
     }
 
     /// Computes mean, sample covariance (n−1), regularises it and factorises it.

@@ -50,13 +50,7 @@ impl Energy {
     /// than 20 values this simply averages everything seen so far.
     pub fn new(k: Option<f64>) -> Energy {
         let k = k.filter(|k| k.is_finite() && *k >= 0.0);
-        Energy {
-            k,
-            prev: None,
-            vol: None,
-            diffs: VecDeque::with_capacity(MAX_WINDOW),
-            k_frictions: Vec::new(),
-        }
+        Energy { k, prev: None, vol: None, diffs: VecDeque::with_capacity(MAX_WINDOW), k_frictions: Vec::new() }
     }
 
     /// The learned k, if any.
@@ -121,11 +115,7 @@ impl Energy {
             self.diffs.push_back(d);
         }
         let take = window.min(self.diffs.len());
-        let energy = if take == 0 {
-            0.0
-        } else {
-            self.diffs.iter().rev().take(take).sum::<f64>() / take as f64
-        };
+        let energy = if take == 0 { 0.0 } else { self.diffs.iter().rev().take(take).sum::<f64>() / take as f64 };
         // Finite inputs bound the mean of finite |ΔF|, so this always holds;
         // kept as the last guard of "never output NaN/Inf".
         energy.is_finite().then_some(EnergyOut { energy, window, k_calibrated })

@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(s.direction, -1);
         assert!(score(&m, l.view(), &sd, &[-2.0, -1.0], Side::Two).unwrap().friction > 1.0);
         // All excesses: the same as two-sided.
-        let (a, b) = (score(&m, l.view(), &sd, &[2.0, 1.0], Side::One).unwrap(), score(&m, l.view(), &sd, &[2.0, 1.0], Side::Two).unwrap());
+        let (a, b) = (
+            score(&m, l.view(), &sd, &[2.0, 1.0], Side::One).unwrap(),
+            score(&m, l.view(), &sd, &[2.0, 1.0], Side::Two).unwrap(),
+        );
         assert_eq!(a, b);
         // Mixed: only the excess counts, and sum(c) = F^2 still.
         let s = score(&m, l.view(), &sd, &[3.0, -5.0], Side::One).unwrap();

@@ -21,8 +21,8 @@ mod testutil;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use baseline::{min_samples, Baseline, BaselineError, Regularisation};
-pub use mahalanobis::Side;
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
+pub use mahalanobis::Side;
 pub use state::{discard, load, set_aside, StateError, STATE_VERSION};
 
 use baseline::Calibrator;
@@ -165,7 +165,8 @@ impl Model {
         let Phase::Ready { baseline, energy } = &mut self.phase else {
             return None;
         };
-        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x, self.cfg.side) else {
+        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x, self.cfg.side)
+        else {
             self.skipped += 1;
             return None;
         };

@@ -81,10 +81,8 @@ impl Baseline {
             regularisation: self.regularisation.as_str().to_string(),
             created_unix: self.created_unix,
         };
-        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::other(e),
-        })?;
+        let mut json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| StateError::Io { path: path.to_path_buf(), source: io::Error::other(e) })?;
         json.push(b'\n');
         write_atomic(path, &json)
     }
@@ -103,10 +101,8 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
     // Version first, from a loose parse, so a future format is reported as
     // Version rather than as Corrupt.
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let version = value
-        .get("version")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| corrupt("missing or invalid version".into()))?;
+    let version =
+        value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("missing or invalid version".into()))?;
     if version != u64::from(STATE_VERSION) {
         return Err(StateError::Version { path: path.to_path_buf(), found: version, expected: STATE_VERSION });
     }
@@ -141,11 +137,7 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
     .map_err(|e: BaselineError| corrupt(e.to_string()))?;
     // The stored factor must be the factor of the stored covariance.
     let scale = baseline.cholesky.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let max_diff = baseline
-        .cholesky
-        .iter()
-        .zip(stored_chol.iter())
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let max_diff = baseline.cholesky.iter().zip(stored_chol.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
     if max_diff > 1e-9 * scale {
         return Err(corrupt(format!("cholesky factor does not match covariance (max diff {max_diff:e})")));
     }
@@ -211,11 +203,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
         .into_owned();
     remove_stale_temps(dir, &name);
     // Same directory, so the rename is atomic (same filesystem).
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let result = (|| -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(data)?;

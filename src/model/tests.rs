@@ -6,7 +6,13 @@ use super::*;
 const REGS: [Regularisation; 2] = [Regularisation::Ridge, Regularisation::LedoitWolf];
 
 fn cfg(d: usize, warmup_s: u64, window: usize, reg: Regularisation) -> ModelConfig {
-    ModelConfig { features: names(d), warmup: Duration::from_secs(warmup_s), window, regularisation: reg, side: Default::default() }
+    ModelConfig {
+        features: names(d),
+        warmup: Duration::from_secs(warmup_s),
+        window,
+        regularisation: reg,
+        side: Default::default(),
+    }
 }
 
 /// Calibrates on `samples` (one per second, all accepted); returns the model,
@@ -136,10 +142,7 @@ fn permuting_features_changes_nothing_but_order() {
             dirs[(oa.direction > 0) as usize] += 1;
             let scale: f64 = oa.contributions.iter().map(|c| c.abs()).sum();
             for (j, &p) in perm.iter().enumerate() {
-                assert!(
-                    (ob.contributions[j] - oa.contributions[p]).abs() <= 1e-9 * scale,
-                    "{reg}: contribution {j}"
-                );
+                assert!((ob.contributions[j] - oa.contributions[p]).abs() <= 1e-9 * scale, "{reg}: contribution {j}");
             }
             assert!(rel_close(oa.energy, ob.energy, 1e-8) || (oa.energy - ob.energy).abs() < 1e-12);
             assert_eq!(oa.energy_window, ob.energy_window);
@@ -406,4 +409,3 @@ fn default_config() {
     assert_eq!(c.window, 300);
     assert_eq!(c.regularisation, Regularisation::Ridge);
 }
-

@@ -47,11 +47,8 @@ impl Support {
 
 pub fn probe() -> Support {
     let btf = Path::new(BTF_PATH).exists();
-    let missing_tracepoints = if btf {
-        TRACEPOINTS.iter().copied().filter(|tp| find_tp_btf_id(tp).is_none()).collect()
-    } else {
-        Vec::new()
-    };
+    let missing_tracepoints =
+        if btf { TRACEPOINTS.iter().copied().filter(|tp| find_tp_btf_id(tp).is_none()).collect() } else { Vec::new() };
     Support {
         btf,
         tp_btf: if btf { probe_attach(true) } else { Err("no kernel BTF".into()) },
@@ -68,22 +65,52 @@ pub fn probe() -> Support {
 pub fn checks(s: &Support) -> Vec<Check> {
     let res = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_else(|| "ok".into());
     let mut v = vec![
-        Check { name: "privileges".into(), ok: privileges().is_ok(), required: true, detail: privileges().err().unwrap_or_else(|| "ok".into()) },
-        Check { name: "btf".into(), ok: s.btf, required: true, detail: if s.btf { BTF_PATH.into() } else { NO_BTF.into() } },
+        Check {
+            name: "privileges".into(),
+            ok: privileges().is_ok(),
+            required: true,
+            detail: privileges().err().unwrap_or_else(|| "ok".into()),
+        },
+        Check {
+            name: "btf".into(),
+            ok: s.btf,
+            required: true,
+            detail: if s.btf { BTF_PATH.into() } else { NO_BTF.into() },
+        },
         Check { name: "tp_btf".into(), ok: s.tp_btf.is_ok(), required: false, detail: res(&s.tp_btf) },
         Check { name: "raw_tp".into(), ok: s.raw_tp.is_ok(), required: false, detail: res(&s.raw_tp) },
-        Check { name: "task_storage".into(), ok: s.task_storage, required: false, detail: if s.task_storage { "ok".into() } else { "BPF_MAP_TYPE_TASK_STORAGE unsupported: falling back to a pid hash".into() } },
+        Check {
+            name: "task_storage".into(),
+            ok: s.task_storage,
+            required: false,
+            detail: if s.task_storage {
+                "ok".into()
+            } else {
+                "BPF_MAP_TYPE_TASK_STORAGE unsupported: falling back to a pid hash".into()
+            },
+        },
         Check { name: "bpf_stats".into(), ok: s.stats.is_ok(), required: false, detail: res(&s.stats) },
     ];
     v.push(Check {
         name: "attach".into(),
         ok: s.tp_btf_usable() || s.raw_tp.is_ok(),
         required: true,
-        detail: if s.tp_btf_usable() { "tp_btf".into() } else if s.raw_tp.is_ok() { "raw_tp".into() } else { "neither tp_btf nor raw_tp programs attach".into() },
+        detail: if s.tp_btf_usable() {
+            "tp_btf".into()
+        } else if s.raw_tp.is_ok() {
+            "raw_tp".into()
+        } else {
+            "neither tp_btf nor raw_tp programs attach".into()
+        },
     });
     for tp in TRACEPOINTS {
         let missing = s.missing_tracepoints.contains(tp);
-        v.push(Check { name: format!("probe {tp}"), ok: !missing, required: false, detail: if missing { "tracepoint not in kernel BTF".into() } else { "ok".into() } });
+        v.push(Check {
+            name: format!("probe {tp}"),
+            ok: !missing,
+            required: false,
+            detail: if missing { "tracepoint not in kernel BTF".into() } else { "ok".into() },
+        });
     }
     v
 }
@@ -148,7 +175,8 @@ fn probe_attach(btf: bool) -> Result<(), String> {
     let mut insns = [sys::bpf_insn::default(), sys::bpf_insn::default()];
     insns[0].code = (sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K) as u8;
     insns[1].code = (sys::BPF_JMP | sys::BPF_EXIT) as u8;
-    let mut opts = sys::bpf_prog_load_opts { sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _, ..Default::default() };
+    let mut opts =
+        sys::bpf_prog_load_opts { sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _, ..Default::default() };
     let prog_type = if btf {
         opts.expected_attach_type = sys::BPF_TRACE_RAW_TP;
         opts.attach_btf_id = find_tp_btf_id("sched_switch").ok_or("sched_switch not in kernel BTF")?;
@@ -158,7 +186,9 @@ fn probe_attach(btf: bool) -> Result<(), String> {
     };
     let license = c"GPL";
     // SAFETY: pointers to live locals; the kernel copies the instructions.
-    let fd = unsafe { sys::bpf_prog_load(prog_type, c"ksense_probe".as_ptr(), license.as_ptr(), insns.as_ptr(), 2, &mut opts) };
+    let fd = unsafe {
+        sys::bpf_prog_load(prog_type, c"ksense_probe".as_ptr(), license.as_ptr(), insns.as_ptr(), 2, &mut opts)
+    };
     if fd < 0 {
         return Err(format!("loading a probe program: {}", std::io::Error::from_raw_os_error(-fd)));
     }

@@ -18,7 +18,8 @@ use crate::signals::histogram::Histogram;
 use reader::{HistHash, PercpuArray, ProgStats};
 
 /// Softirq vectors in kernel order, named as node_exporter names them.
-pub const SOFTIRQ_VECTORS: [&str; 10] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+pub const SOFTIRQ_VECTORS: [&str; 10] =
+    ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
 pub const DROP_REASONS: [&str; 3] = ["task_storage", "map_full", "cgroup_map_full"];
@@ -43,8 +44,17 @@ impl AttachMode {
         match requested {
             "auto" if s.tp_btf_usable() => Ok(AttachMode::TpBtf),
             "auto" if s.raw_tp.is_ok() => Ok(AttachMode::RawTp),
-            "auto" => bail!("this kernel attaches neither tp_btf ({}) nor raw_tp ({}) programs", err(&s.tp_btf), err(&s.raw_tp)),
-            "tp_btf" if !s.tp_btf_usable() => bail!("tp_btf requested but unusable here: btf={}, tp_btf: {}, task storage={}", s.btf, err(&s.tp_btf), s.task_storage),
+            "auto" => bail!(
+                "this kernel attaches neither tp_btf ({}) nor raw_tp ({}) programs",
+                err(&s.tp_btf),
+                err(&s.raw_tp)
+            ),
+            "tp_btf" if !s.tp_btf_usable() => bail!(
+                "tp_btf requested but unusable here: btf={}, tp_btf: {}, task storage={}",
+                s.btf,
+                err(&s.tp_btf),
+                s.task_storage
+            ),
             "tp_btf" => Ok(AttachMode::TpBtf),
             "raw_tp" => Ok(AttachMode::RawTp),
             other => bail!("unknown attach mode {other:?} (auto, tp_btf or raw_tp)"),
@@ -133,7 +143,12 @@ impl Probes {
     }
 
     /// [`Probes::attach`] with options.
-    pub fn attach_with(mode: AttachMode, support: &kernel::Support, disable: &[&str], opts: Options) -> anyhow::Result<Probes> {
+    pub fn attach_with(
+        mode: AttachMode,
+        support: &kernel::Support,
+        disable: &[&str],
+        opts: Options,
+    ) -> anyhow::Result<Probes> {
         if !support.btf {
             bail!("{}", kernel::NO_BTF);
         }
@@ -153,7 +168,8 @@ impl Probes {
 
         // sched: run-queue and D-state
         let mut obj = MaybeUninit::<OpenObject>::uninit();
-        let mut open = skel::sched::SchedSkelBuilder::default().open(&mut obj).context("opening the sched BPF object")?;
+        let mut open =
+            skel::sched::SchedSkelBuilder::default().open(&mut obj).context("opening the sched BPF object")?;
         open.maps.rodata_data.as_deref_mut().context("sched rodata")?.ks_bounds = bounds;
         let btf = mode == AttachMode::TpBtf;
         // Only the chosen variant's storage map is created.
@@ -190,14 +206,19 @@ impl Probes {
         let sched_hists = percpu(&sk.maps.sched_hists)?;
         let drops = percpu(&sk.maps.ks_drops)?;
         let workload_maps = match opts.workload_entries {
-            Some(entries) => Some(WorkloadMaps { runqueue: hist_hash(&sk.maps.cg_runq)?, dstate: hist_hash(&sk.maps.cg_dstate)?, entries }),
+            Some(entries) => Some(WorkloadMaps {
+                runqueue: hist_hash(&sk.maps.cg_runq)?,
+                dstate: hist_hash(&sk.maps.cg_dstate)?,
+                entries,
+            }),
             None => None,
         };
         drop(sk);
 
         // softirq
         let mut obj = MaybeUninit::<OpenObject>::uninit();
-        let mut open = skel::softirq::SoftirqSkelBuilder::default().open(&mut obj).context("opening the softirq BPF object")?;
+        let mut open =
+            skel::softirq::SoftirqSkelBuilder::default().open(&mut obj).context("opening the softirq BPF object")?;
         open.maps.rodata_data.as_deref_mut().context("softirq rodata")?.ks_bounds = bounds;
         let p = &mut open.progs;
         for (name, tp, raw) in [
@@ -218,9 +239,22 @@ impl Probes {
         drop(sk);
 
         if links.is_empty() {
-            bail!("no BPF program could be attached: {}", programs.iter().filter_map(|p| p.error.as_deref()).collect::<Vec<_>>().join("; "));
+            bail!(
+                "no BPF program could be attached: {}",
+                programs.iter().filter_map(|p| p.error.as_deref()).collect::<Vec<_>>().join("; ")
+            );
         }
-        Ok(Probes { mode, attached_at: SystemTime::now(), programs, sched_hists, softirq_hists, drops, workload_maps, _links: Mutex::new(links), _stats: stats })
+        Ok(Probes {
+            mode,
+            attached_at: SystemTime::now(),
+            programs,
+            sched_hists,
+            softirq_hists,
+            drops,
+            workload_maps,
+            _links: Mutex::new(links),
+            _stats: stats,
+        })
     }
 
     /// The per-workload maps, when attached with them.

@@ -37,7 +37,9 @@ impl PercpuArray {
         let stride = self.value_size.next_multiple_of(8);
         buf.resize(stride * self.cpus, 0);
         // SAFETY: buf holds cpus * stride bytes, as the kernel requires.
-        let rc = unsafe { sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), (&key as *const u32).cast(), buf.as_mut_ptr().cast()) };
+        let rc = unsafe {
+            sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), (&key as *const u32).cast(), buf.as_mut_ptr().cast())
+        };
         if rc < 0 {
             return Err(std::io::Error::from_raw_os_error(-rc));
         }
@@ -102,7 +104,9 @@ impl HistHash {
     /// workloads that is one call per map instead of 400 (strace).
     pub fn read_all(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
         match self.read_all_batched(256 << 10) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => self.read_all_by_key(),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => {
+                self.read_all_by_key()
+            }
             r => r,
         }
     }
@@ -121,10 +125,24 @@ impl HistHash {
         let mut first = true;
         loop {
             let mut count = count_max as u32;
-            let opts = sys::bpf_map_batch_opts { sz: std::mem::size_of::<sys::bpf_map_batch_opts>() as _, elem_flags: 0, flags: 0 };
+            let opts = sys::bpf_map_batch_opts {
+                sz: std::mem::size_of::<sys::bpf_map_batch_opts>() as _,
+                elem_flags: 0,
+                flags: 0,
+            };
             let in_batch: *mut u64 = if first { std::ptr::null_mut() } else { &mut cursor };
             // SAFETY: keys and vals hold count_max elements each; the cursors are live u64s.
-            let rc = unsafe { sys::bpf_map_lookup_batch(self.fd.as_raw_fd(), in_batch.cast(), (&mut next as *mut u64).cast(), keys.as_mut_ptr().cast(), vals.as_mut_ptr().cast(), &mut count, &opts) };
+            let rc = unsafe {
+                sys::bpf_map_lookup_batch(
+                    self.fd.as_raw_fd(),
+                    in_batch.cast(),
+                    (&mut next as *mut u64).cast(),
+                    keys.as_mut_ptr().cast(),
+                    vals.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
             let err = if rc < 0 { -rc } else { 0 };
             if err == libc::ENOSPC && count_max < 1 << 16 {
                 // One bucket holds more entries than a batch (nothing was
@@ -164,7 +182,8 @@ impl HistHash {
             let mut next = 0u64;
             let prev: *const u64 = if first { std::ptr::null() } else { &key };
             // SAFETY: prev is null or points to a live u64; next is a u64 the kernel fills.
-            let rc = unsafe { sys::bpf_map_get_next_key(self.fd.as_raw_fd(), prev.cast(), (&mut next as *mut u64).cast()) };
+            let rc =
+                unsafe { sys::bpf_map_get_next_key(self.fd.as_raw_fd(), prev.cast(), (&mut next as *mut u64).cast()) };
             if rc < 0 {
                 if -rc == libc::ENOENT {
                     break;
@@ -185,7 +204,9 @@ impl HistHash {
         let mut buf = vec![0u8; stride * self.cpus];
         for k in keys {
             // SAFETY: buf holds a value for each possible CPU, the key is a live u64.
-            let rc = unsafe { sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), (&k as *const u64).cast(), buf.as_mut_ptr().cast()) };
+            let rc = unsafe {
+                sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), (&k as *const u64).cast(), buf.as_mut_ptr().cast())
+            };
             if rc == 0 {
                 let mut h = Histogram::workload();
                 for cpu in buf.chunks_exact(stride) {

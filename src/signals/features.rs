@@ -42,7 +42,9 @@ pub struct Feature {
 
 impl Feature {
     pub fn parse(name: &str) -> Result<Feature, String> {
-        let bad = |why: &str| format!("unknown model feature {name:?}: {why} (e.g. runqueue_p99, dstate_mean, softirq_net_rx_mean)");
+        let bad = |why: &str| {
+            format!("unknown model feature {name:?}: {why} (e.g. runqueue_p99, dstate_mean, softirq_net_rx_mean)")
+        };
         let (src, stat) = name.rsplit_once('_').ok_or_else(|| bad("expected <source>_<statistic>"))?;
         let stat = match stat {
             "mean" => Stat::Mean,
@@ -64,8 +66,13 @@ impl Feature {
             "runqueue_wakeup" => Source::RunqueueWakeup,
             "dstate" => Source::Dstate,
             s => {
-                let v = s.strip_prefix("softirq_").ok_or_else(|| bad("source must be runqueue, runqueue_wakeup, dstate or softirq_<vector>"))?;
-                let i = SOFTIRQ_VECTORS.iter().position(|n| n.eq_ignore_ascii_case(v)).ok_or_else(|| bad("unknown softirq vector"))?;
+                let v = s
+                    .strip_prefix("softirq_")
+                    .ok_or_else(|| bad("source must be runqueue, runqueue_wakeup, dstate or softirq_<vector>"))?;
+                let i = SOFTIRQ_VECTORS
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(v))
+                    .ok_or_else(|| bad("unknown softirq vector"))?;
                 Source::Softirq(i)
             }
         };
@@ -158,7 +165,9 @@ mod tests {
         }
         let before = KernelSnapshot { softirq: vec![Histogram::default(); 10], ..Default::default() };
         let d = interval_delta(&now, &before);
-        let fs = parse_all(&["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()]).unwrap();
+        let fs =
+            parse_all(&["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()])
+                .unwrap();
         let (x, ok) = vector(&fs, &d, 2.0);
         assert!(ok);
         assert!((x[0] - 1e-3).abs() < 1e-12);

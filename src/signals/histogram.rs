@@ -33,7 +33,11 @@ pub struct NativeBuckets {
 impl Histogram {
     /// An empty histogram in the per-workload layout.
     pub fn workload() -> Histogram {
-        Histogram { slots: vec![0; buckets::WORKLOAD_SLOTS].into_boxed_slice(), sum_ns: 0, schema: buckets::WORKLOAD_SCHEMA }
+        Histogram {
+            slots: vec![0; buckets::WORKLOAD_SLOTS].into_boxed_slice(),
+            sum_ns: 0,
+            schema: buckets::WORKLOAD_SCHEMA,
+        }
     }
 
     /// Native index of a slot in this histogram's schema.

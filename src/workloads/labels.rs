@@ -35,7 +35,8 @@ impl Labels {
 
     /// A Kubernetes workload whose names are not all known yet.
     pub fn wants_names(&self) -> bool {
-        !self.pod_uid.is_empty() && (self.pod.is_empty() || (!self.container_id.is_empty() && self.container.is_empty()))
+        !self.pod_uid.is_empty()
+            && (self.pod.is_empty() || (!self.container_id.is_empty() && self.container.is_empty()))
     }
 }
 
@@ -54,7 +55,9 @@ pub fn parse(path: &str) -> Labels {
     // A container outside Kubernetes: docker-<id>.scope, libpod-<id>.scope, /docker/<id>.
     for (i, c) in comps.iter().enumerate().rev() {
         let scoped = c.ends_with(".scope") && RUNTIME_PREFIXES.iter().any(|p| c.starts_with(p));
-        let cgroupfs = i > 0 && matches!(comps[i - 1], "docker" | "containerd" | "libpod_parent" | "machine") && is_container_id(c);
+        let cgroupfs = i > 0
+            && matches!(comps[i - 1], "docker" | "containerd" | "libpod_parent" | "machine")
+            && is_container_id(c);
         if scoped || cgroupfs {
             if let Some(id) = container_id(c) {
                 return Labels { container_id: id, ..Default::default() };
@@ -69,7 +72,8 @@ pub fn parse(path: &str) -> Labels {
 const UNIT_SUFFIXES: [&str; 5] = [".service", ".scope", ".socket", ".mount", ".swap"];
 
 /// Container runtimes' systemd scope prefixes, longest first.
-const RUNTIME_PREFIXES: [&str; 7] = ["cri-containerd-", "crio-conmon-", "libpod-conmon-", "crio-", "cri-o-", "docker-", "libpod-"];
+const RUNTIME_PREFIXES: [&str; 7] =
+    ["cri-containerd-", "crio-conmon-", "libpod-conmon-", "crio-", "cri-o-", "docker-", "libpod-"];
 
 /// `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>.slice`
 /// (systemd). UIDs are 36-character UUIDs, or 32 hex digits for static pods.
@@ -78,7 +82,9 @@ fn pod_uid(c: &str) -> Option<String> {
     let start = if c.starts_with("pod") { 0 } else { c.rfind("-pod")? + 1 };
     let uid = c[start + 3..].replace('_', "-");
     let uuid = uid.len() == 36
-        && uid.char_indices().all(|(i, ch)| if matches!(i, 8 | 13 | 18 | 23) { ch == '-' } else { ch.is_ascii_hexdigit() });
+        && uid
+            .char_indices()
+            .all(|(i, ch)| if matches!(i, 8 | 13 | 18 | 23) { ch == '-' } else { ch.is_ascii_hexdigit() });
     (uuid || (uid.len() == 32 && is_hex(&uid))).then_some(uid)
 }
 
@@ -144,7 +150,9 @@ impl KubeletLogs {
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -183,7 +191,10 @@ mod tests {
             (format!("/kubepods/besteffort/pod{UID}/{CID}"), k8s(UID, CID)),
             (format!("/kubepods/pod{UID}/{CID}"), k8s(UID, CID)),
             // a static pod's uid is a 32-digit hash
-            ("/kubepods/burstable/pod6a3f0e1d2c3b4a5968778695a4b3c2d1/abc".to_string(), k8s("6a3f0e1d2c3b4a5968778695a4b3c2d1", "")),
+            (
+                "/kubepods/burstable/pod6a3f0e1d2c3b4a5968778695a4b3c2d1/abc".to_string(),
+                k8s("6a3f0e1d2c3b4a5968778695a4b3c2d1", ""),
+            ),
         ] {
             assert_eq!(parse(&path), want, "{path}");
         }
@@ -195,7 +206,10 @@ mod tests {
         let ctr = |c: &str| Labels { container_id: c.into(), ..Default::default() };
         assert_eq!(parse("/system.slice/nginx.service"), unit("nginx.service"));
         assert_eq!(parse("/user.slice/user-1000.slice/session-3.scope"), unit("session-3.scope"));
-        assert_eq!(parse("/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.service"), unit("app-foo.service"));
+        assert_eq!(
+            parse("/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.service"),
+            unit("app-foo.service")
+        );
         assert_eq!(parse(&format!("/system.slice/docker-{CID}.scope")), ctr(CID));
         assert_eq!(parse(&format!("/machine.slice/libpod-{CID}.scope/container")), ctr(CID));
         assert_eq!(parse(&format!("/docker/{CID}")), ctr(CID));
@@ -204,7 +218,10 @@ mod tests {
         assert_eq!(parse("/my/own/group"), Labels::default());
         // A pod-like name outside kubepods is not a pod.
         assert_eq!(parse(&format!("/pod{UID}")), Labels::default());
-        assert_eq!(parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot_a_uid.slice"), Labels::default());
+        assert_eq!(
+            parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot_a_uid.slice"),
+            Labels::default()
+        );
     }
 
     #[test]

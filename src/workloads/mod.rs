@@ -43,7 +43,15 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { enabled: false, max: 100, map_entries: 1024, include: None, exclude: None, cgroup_root: None, kubelet_log_dir: "/var/log".into() }
+        Config {
+            enabled: false,
+            max: 100,
+            map_entries: 1024,
+            include: None,
+            exclude: None,
+            cgroup_root: None,
+            kubelet_log_dir: "/var/log".into(),
+        }
     }
 }
 
@@ -59,7 +67,13 @@ pub struct Cgroups {
 
 impl Cgroups {
     pub fn new(root: Option<PathBuf>, kubelet_log_dir: &std::path::Path) -> Cgroups {
-        Cgroups { root, paths: HashMap::new(), walked_at: None, kubelet: KubeletLogs::new(kubelet_log_dir), kubelet_at: None }
+        Cgroups {
+            root,
+            paths: HashMap::new(),
+            walked_at: None,
+            kubelet: KubeletLogs::new(kubelet_log_dir),
+            kubelet_at: None,
+        }
     }
 }
 
@@ -111,10 +125,15 @@ impl Workloads {
         let filter = Filter::new(cfg.include.as_deref(), cfg.exclude.as_deref())?;
         let root = cfg.cgroup_root.clone().or_else(cgroupfs::find_v2_root);
         match &root {
-            Some(r) => tracing::info!(cgroup_root = %r.display(), max = cfg.max, map_entries = maps.entries, "per-workload attribution on"),
+            Some(r) => {
+                tracing::info!(cgroup_root = %r.display(), max = cfg.max, map_entries = maps.entries, "per-workload attribution on")
+            }
             None => tracing::warn!("no cgroup v2 hierarchy mounted: every workload folds into workload=\"other\""),
         }
-        Ok(Workloads { maps, state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root, &cfg.kubelet_log_dir))) })
+        Ok(Workloads {
+            maps,
+            state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root, &cfg.kubelet_log_dir))),
+        })
     }
 
     /// Reads the maps, updates the series, deletes the entries of cgroups

@@ -78,17 +78,22 @@ pub struct Filter {
 impl Filter {
     pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Filter, String> {
         let re = |what: &str, p: Option<&str>| {
-            p.map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| {
-                // The regex crate's errors span lines; a config error is one.
-                let e = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-                format!("workloads {what} pattern {p:?}: {e}")
-            })).transpose()
+            p.map(|p| {
+                Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                    // The regex crate's errors span lines; a config error is one.
+                    let e =
+                        e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+                    format!("workloads {what} pattern {p:?}: {e}")
+                })
+            })
+            .transpose()
         };
         Ok(Filter { include: re("include", include)?, exclude: re("exclude", exclude)? })
     }
 
     pub fn allows(&self, path: &str) -> bool {
-        self.include.as_ref().is_none_or(|r| r.is_match(path)) && !self.exclude.as_ref().is_some_and(|r| r.is_match(path))
+        self.include.as_ref().is_none_or(|r| r.is_match(path))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(path))
     }
 }
 
@@ -150,17 +155,32 @@ impl Tracker {
 
     /// Folds in a read of the kernel maps (cumulative, by cgroup id) and
     /// returns the ids whose cgroups are gone, to delete from the maps.
-    pub fn update(&mut self, now: Instant, mut runqueue: HashMap<u64, Histogram>, mut dstate: HashMap<u64, Histogram>, r: &mut dyn Resolver) -> Vec<u64> {
+    pub fn update(
+        &mut self,
+        now: Instant,
+        mut runqueue: HashMap<u64, Histogram>,
+        mut dstate: HashMap<u64, Histogram>,
+        r: &mut dyn Resolver,
+    ) -> Vec<u64> {
         let dt = self.last_update.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last_update = Some(now);
         let decay = 0.5f64.powf(dt.as_secs_f64() / RANK_HALF_LIFE.as_secs_f64());
 
         // 1. Resolve new cgroups, notice the ones that are gone.
         for id in runqueue.keys().chain(dstate.keys()) {
-            self.entries.entry(*id).or_insert_with(|| Entry { first_seen: now, path: None, labels: None, last: Pair::default(), score: 0.0, series: None, alive_at: None });
+            self.entries.entry(*id).or_insert_with(|| Entry {
+                first_seen: now,
+                path: None,
+                labels: None,
+                last: Pair::default(),
+                score: 0.0,
+                series: None,
+                alive_at: None,
+            });
         }
         let grew = |id: u64, last: &Pair| {
-            runqueue.get(&id).is_some_and(|h| h.count() > last.runqueue.count()) || dstate.get(&id).is_some_and(|h| h.count() > last.dstate.count())
+            runqueue.get(&id).is_some_and(|h| h.count() > last.runqueue.count())
+                || dstate.get(&id).is_some_and(|h| h.count() > last.dstate.count())
         };
         let mut dead = Vec::new();
         let mut pending = std::collections::HashSet::new();
@@ -204,8 +224,12 @@ impl Tracker {
             if pending.contains(id) {
                 continue;
             }
-            let cur = Pair { runqueue: runqueue.remove(id).unwrap_or_else(Histogram::workload), dstate: dstate.remove(id).unwrap_or_else(Histogram::workload) };
-            let d = Pair { runqueue: grown(&cur.runqueue, &e.last.runqueue), dstate: grown(&cur.dstate, &e.last.dstate) };
+            let cur = Pair {
+                runqueue: runqueue.remove(id).unwrap_or_else(Histogram::workload),
+                dstate: dstate.remove(id).unwrap_or_else(Histogram::workload),
+            };
+            let d =
+                Pair { runqueue: grown(&cur.runqueue, &e.last.runqueue), dstate: grown(&cur.dstate, &e.last.dstate) };
             e.score = e.score * decay + d.runqueue.sum_ns as f64;
             e.last = cur;
             deltas.insert(*id, d);
@@ -233,7 +257,9 @@ impl Tracker {
     /// waited HYSTERESIS times more (decayed), so the set is stable.
     fn rank(&mut self) {
         let key = |e: &Entry| (e.score, e.path.clone());
-        let by_score = |a: &(f64, Option<String>, u64), b: &(f64, Option<String>, u64)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
+        let by_score = |a: &(f64, Option<String>, u64), b: &(f64, Option<String>, u64)| {
+            b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+        };
         let mut members: Vec<_> = Vec::new();
         let mut others: Vec<_> = Vec::new();
         for (id, e) in &mut self.entries {
@@ -242,7 +268,11 @@ impl Tracker {
                 continue;
             }
             let (s, p) = key(e);
-            if e.series.is_some() { members.push((s, p, *id)) } else { others.push((s, p, *id)) }
+            if e.series.is_some() {
+                members.push((s, p, *id))
+            } else {
+                others.push((s, p, *id))
+            }
         }
         members.sort_by(by_score); // busiest first
         others.sort_by(by_score);
@@ -279,7 +309,13 @@ impl Tracker {
             .collect();
         series.sort_by(|a, b| a.workload.cmp(&b.workload));
         let exported = series.len();
-        View { series, other: self.other.clone(), tracked: self.entries.len(), exported, folded: self.entries.len() - exported }
+        View {
+            series,
+            other: self.other.clone(),
+            tracked: self.entries.len(),
+            exported,
+            folded: self.entries.len() - exported,
+        }
     }
 }
 
@@ -407,7 +443,11 @@ mod tests {
             t.update(t0 + Duration::from_secs(step * 30), a, b, &mut r);
             let v = t.view();
             assert!(v.series.len() <= 1);
-            let mut now: Vec<(String, (u64, u64))> = v.series.iter().map(|s| (s.workload.clone(), (s.hists.runqueue.count(), s.hists.runqueue.sum_ns))).collect();
+            let mut now: Vec<(String, (u64, u64))> = v
+                .series
+                .iter()
+                .map(|s| (s.workload.clone(), (s.hists.runqueue.count(), s.hists.runqueue.sum_ns)))
+                .collect();
             now.push(("other".into(), (v.other.runqueue.count(), v.other.runqueue.sum_ns)));
             for (name, (c, s)) in &now {
                 if let Some((pc, ps)) = prev.get(name) {
@@ -481,7 +521,11 @@ mod tests {
         struct Later(bool);
         impl Resolver for Later {
             fn lookup(&mut self, id: u64, _: Instant, _: Instant) -> Lookup {
-                if self.0 { Lookup::Found(format!("/system.slice/s{id}.service")) } else { Lookup::Pending }
+                if self.0 {
+                    Lookup::Found(format!("/system.slice/s{id}.service"))
+                } else {
+                    Lookup::Pending
+                }
             }
             fn alive(&mut self, _: u64, _: &str) -> bool {
                 true
@@ -491,7 +535,11 @@ mod tests {
             }
         }
         let f = Filter::new(None, Some("/system.slice/s2\\.service")).unwrap();
-        assert!(f.allows("/system.slice/s1.service") && !f.allows("/system.slice/s2.service") && f.allows("/system.slice/s2.service.x"));
+        assert!(
+            f.allows("/system.slice/s1.service")
+                && !f.allows("/system.slice/s2.service")
+                && f.allows("/system.slice/s2.service.x")
+        );
         let (mut t, mut k) = (Tracker::new(10, f), Kernel::default());
         let t0 = Instant::now();
         k.wait(1, 100);

@@ -67,7 +67,13 @@ impl Ksense {
         Self::start_full_env(cmd, dir, extra, ready, &[])
     }
 
-    pub fn start_full_env(cmd: &[&str], dir: tempfile::TempDir, extra: &[&str], ready: Ready, env: &[(&str, &str)]) -> Ksense {
+    pub fn start_full_env(
+        cmd: &[&str],
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        ready: Ready,
+        env: &[(&str, &str)],
+    ) -> Ksense {
         let port = free_port();
         let state = dir.path().join("baseline.json");
         let mut cmd = match cmd.split_first() {
@@ -166,7 +172,8 @@ impl Drop for Ksense {
 
 /// The value of one sample line `name{labels} value` in text format.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
 /// Every series of the text format whose value may never decrease: counters

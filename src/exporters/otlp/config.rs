@@ -78,14 +78,19 @@ pub struct Given {
 
 /// Resolves the settings; `env` looks up environment variables (a map in
 /// tests), `hostname` is the node's. `Ok(None)`: push is off.
-pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &str) -> Result<Option<OtlpConfig>, String> {
+pub fn resolve(
+    given: Given,
+    env: &dyn Fn(&str) -> Option<String>,
+    hostname: &str,
+) -> Result<Option<OtlpConfig>, String> {
     let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let protocol = match (&given.protocol, env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
-        (Some(p), _, _) => Protocol::parse(p, "--otlp.protocol / [otlp] protocol")?,
-        (None, Some(p), _) => Protocol::parse(&p, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?,
-        (None, None, Some(p)) => Protocol::parse(&p, "OTEL_EXPORTER_OTLP_PROTOCOL")?,
-        (None, None, None) => Protocol::Grpc,
-    };
+    let protocol =
+        match (&given.protocol, env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            (Some(p), _, _) => Protocol::parse(p, "--otlp.protocol / [otlp] protocol")?,
+            (None, Some(p), _) => Protocol::parse(&p, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?,
+            (None, None, Some(p)) => Protocol::parse(&p, "OTEL_EXPORTER_OTLP_PROTOCOL")?,
+            (None, None, None) => Protocol::Grpc,
+        };
     // Per the OTel spec, the signal-specific variable is the full URL and the
     // generic one a base to which HTTP appends /v1/metrics. A flag given
     // without a path gets it too, so `http://collector:4318` just works.
@@ -94,10 +99,17 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
     } else if let Some(e) = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
         Some(("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", e.trim().to_string()))
     } else {
-        env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", with_default_path(&e, protocol, true)))
+        env("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", with_default_path(&e, protocol, true)))
     };
     let Some((from, endpoint)) = endpoint else {
-        if given.protocol.is_some() || given.interval.is_some() || given.timeout.is_some() || !given.headers.is_empty() || given.tls != TlsFiles::default() || given.compression.is_some() {
+        if given.protocol.is_some()
+            || given.interval.is_some()
+            || given.timeout.is_some()
+            || !given.headers.is_empty()
+            || given.tls != TlsFiles::default()
+            || given.compression.is_some()
+        {
             return Err("OTLP settings given but no endpoint: set --otlp.endpoint (e.g. http://localhost:4317), [otlp] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT".into());
         }
         return Ok(None);
@@ -140,13 +152,26 @@ pub fn resolve(given: Given, env: &dyn Fn(&str) -> Option<String>, hostname: &st
     if !endpoint.starts_with("https://") && tls != TlsFiles::default() {
         return Err(format!("{from} {endpoint:?}: OTLP TLS files are given but the endpoint is not https://"));
     }
-    let gzip = match (&given.compression, env("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"), env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+    let gzip = match (
+        &given.compression,
+        env("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"),
+        env("OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ) {
         (Some(c), _, _) => compression(c, "--otlp.compression / [otlp] compression")?,
         (None, Some(c), _) => compression(&c, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION")?,
         (None, None, Some(c)) => compression(&c, "OTEL_EXPORTER_OTLP_COMPRESSION")?,
         (None, None, None) => false,
     };
-    Ok(Some(OtlpConfig { endpoint, protocol, interval, timeout, headers, resource: resource(&env, hostname)?, tls, gzip }))
+    Ok(Some(OtlpConfig {
+        endpoint,
+        protocol,
+        interval,
+        timeout,
+        headers,
+        resource: resource(&env, hostname)?,
+        tls,
+        gzip,
+    }))
 }
 
 /// The OTel values: `gzip` or `none`.
@@ -160,8 +185,18 @@ fn compression(v: &str, from: &str) -> Result<bool, String> {
 
 /// Flags and file first, then the signal-specific variable, then the generic one.
 fn tls_files(given: TlsFiles, env: &dyn Fn(&str) -> Option<String>) -> Result<TlsFiles, String> {
-    let pick = |g: Option<PathBuf>, var: &str| g.or_else(|| env(&format!("OTEL_EXPORTER_OTLP_METRICS_{var}")).or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{var}"))).map(|v| PathBuf::from(v.trim())));
-    let t = TlsFiles { ca_file: pick(given.ca_file, "CERTIFICATE"), cert_file: pick(given.cert_file, "CLIENT_CERTIFICATE"), key_file: pick(given.key_file, "CLIENT_KEY") };
+    let pick = |g: Option<PathBuf>, var: &str| {
+        g.or_else(|| {
+            env(&format!("OTEL_EXPORTER_OTLP_METRICS_{var}"))
+                .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{var}")))
+                .map(|v| PathBuf::from(v.trim()))
+        })
+    };
+    let t = TlsFiles {
+        ca_file: pick(given.ca_file, "CERTIFICATE"),
+        cert_file: pick(given.cert_file, "CLIENT_CERTIFICATE"),
+        key_file: pick(given.key_file, "CLIENT_KEY"),
+    };
     if t.cert_file.is_some() != t.key_file.is_some() {
         return Err("OTLP client certificate and key go together: set both --otlp.tls.cert-file and --otlp.tls.key-file (or neither)".into());
     }
@@ -173,7 +208,11 @@ fn tls_files(given: TlsFiles, env: &dyn Fn(&str) -> Option<String>) -> Result<Tl
 /// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME override.
 fn resource(env: &dyn Fn(&str) -> Option<String>, hostname: &str) -> Result<Vec<(String, String)>, String> {
     let node = env("K8S_NODE_NAME");
-    let mut r = vec![("service.name".to_string(), "ksense".to_string()), ("service.version".into(), env!("CARGO_PKG_VERSION").into()), ("host.name".into(), hostname.to_string())];
+    let mut r = vec![
+        ("service.name".to_string(), "ksense".to_string()),
+        ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("host.name".into(), hostname.to_string()),
+    ];
     // One instance per node: the Collector's Prometheus exporters turn this into
     // `instance`, so series from different nodes never collide.
     r.push(("service.instance.id".into(), node.clone().unwrap_or_else(|| hostname.to_string())));
@@ -227,7 +266,10 @@ fn check_endpoint(url: &str, from: &str) -> Result<(), String> {
 }
 
 fn millis(v: &str, from: &str) -> Result<Duration, String> {
-    v.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| format!("{from}={v:?}: expected milliseconds, e.g. 10000"))
+    v.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{from}={v:?}: expected milliseconds, e.g. 10000"))
 }
 
 fn check_header(k: &str, v: &str) -> Result<(), String> {
@@ -245,7 +287,8 @@ fn key_values(s: &str, var: &str) -> Result<Vec<(String, String)>, String> {
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').ok_or_else(|| format!("{var}: {p:?} is not key=value"))?;
-            let (k, v) = (k.trim(), percent_decode(v.trim()).ok_or_else(|| format!("{var}: bad percent-encoding in {p:?}"))?);
+            let (k, v) =
+                (k.trim(), percent_decode(v.trim()).ok_or_else(|| format!("{var}: bad percent-encoding in {p:?}"))?);
             if k.is_empty() {
                 return Err(format!("{var}: empty key in {p:?}"));
             }
@@ -299,8 +342,13 @@ mod tests {
     #[test]
     fn defaults_and_flag_endpoint_paths() {
         let c = run(endpoint("http://c:4317"), &[]).unwrap().unwrap();
-        assert_eq!((c.protocol, c.endpoint.as_str(), c.interval, c.timeout), (Protocol::Grpc, "http://c:4317", DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
-        let http = |e: &str| run(Given { protocol: Some("http/protobuf".into()), ..endpoint(e) }, &[]).unwrap().unwrap().endpoint;
+        assert_eq!(
+            (c.protocol, c.endpoint.as_str(), c.interval, c.timeout),
+            (Protocol::Grpc, "http://c:4317", DEFAULT_INTERVAL, DEFAULT_TIMEOUT)
+        );
+        let http = |e: &str| {
+            run(Given { protocol: Some("http/protobuf".into()), ..endpoint(e) }, &[]).unwrap().unwrap().endpoint
+        };
         assert_eq!(http("http://c:4318"), "http://c:4318/v1/metrics");
         assert_eq!(http("http://c:4318/"), "http://c:4318/v1/metrics");
         assert_eq!(http("http://c:4318/custom/path"), "http://c:4318/custom/path");
@@ -309,25 +357,76 @@ mod tests {
     #[test]
     fn env_endpoints_follow_the_spec() {
         let http = [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
-        let c = run(Given::default(), &[http[0], ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base/")]).unwrap().unwrap();
+        let c =
+            run(Given::default(), &[http[0], ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base/")]).unwrap().unwrap();
         assert_eq!(c.endpoint, "http://c:4318/base/v1/metrics");
-        let c = run(Given::default(), &[http[0], ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"), ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318/m")]).unwrap().unwrap();
+        let c = run(
+            Given::default(),
+            &[
+                http[0],
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:1"),
+                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318/m"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.endpoint, "http://c:4318/m", "the signal-specific URL is used as is");
         let c = run(Given::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]).unwrap().unwrap();
         assert_eq!((c.protocol, c.endpoint.as_str()), (Protocol::Grpc, "http://c:4317"));
         // METRICS_ variants win over the generic ones; flags win over both.
-        let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"), ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "3000"), ("OTEL_METRIC_EXPORT_INTERVAL", "5000")];
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "3000"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+        ];
         let c = run(Given::default(), &env).unwrap().unwrap();
-        assert_eq!((c.protocol, c.timeout, c.interval), (Protocol::HttpProtobuf, Duration::from_secs(3), Duration::from_secs(5)));
-        let c = run(Given { protocol: Some("grpc".into()), timeout: Some(Duration::from_secs(1)), interval: Some(Duration::from_secs(2)), ..endpoint("http://f:1") }, &env).unwrap().unwrap();
-        assert_eq!((c.protocol, c.endpoint.as_str(), c.timeout, c.interval), (Protocol::Grpc, "http://f:1", Duration::from_secs(1), Duration::from_secs(2)));
+        assert_eq!(
+            (c.protocol, c.timeout, c.interval),
+            (Protocol::HttpProtobuf, Duration::from_secs(3), Duration::from_secs(5))
+        );
+        let c = run(
+            Given {
+                protocol: Some("grpc".into()),
+                timeout: Some(Duration::from_secs(1)),
+                interval: Some(Duration::from_secs(2)),
+                ..endpoint("http://f:1")
+            },
+            &env,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.protocol, c.endpoint.as_str(), c.timeout, c.interval),
+            (Protocol::Grpc, "http://f:1", Duration::from_secs(1), Duration::from_secs(2))
+        );
     }
 
     #[test]
     fn headers_merge_env_then_flags_percent_decoded() {
-        let env = [("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20abc, x-tenant=a"), ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=b")];
-        let c = run(Given { headers: vec!["x-extra = 1".into(), "authorization=Bearer t=1".into()], ..endpoint("http://c:4317") }, &env).unwrap().unwrap();
-        assert_eq!(c.headers, vec![("authorization".into(), "Bearer t=1".into()), ("x-tenant".into(), "b".into()), ("x-extra".into(), "1".into())]);
+        let env = [
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20abc, x-tenant=a"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=b"),
+        ];
+        let c = run(
+            Given {
+                headers: vec!["x-extra = 1".into(), "authorization=Bearer t=1".into()],
+                ..endpoint("http://c:4317")
+            },
+            &env,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.headers,
+            vec![
+                ("authorization".into(), "Bearer t=1".into()),
+                ("x-tenant".into(), "b".into()),
+                ("x-extra".into(), "1".into())
+            ]
+        );
         for bad in ["novalue", "bad key=1", "k=\u{7f}"] {
             assert!(run(Given { headers: vec![bad.into()], ..endpoint("http://c:4317") }, &[]).is_err(), "{bad}");
         }
@@ -342,7 +441,12 @@ mod tests {
         assert_eq!(attr(&c, "host.name"), Some("node-a"));
         assert_eq!(attr(&c, "service.instance.id"), Some("node-a"));
         assert_eq!(attr(&c, "k8s.node.name"), None);
-        let env = [("K8S_NODE_NAME", "n1"), ("K8S_POD_NAME", "ksense-x"), ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.name=a%2Cb"), ("OTEL_SERVICE_NAME", "ks")];
+        let env = [
+            ("K8S_NODE_NAME", "n1"),
+            ("K8S_POD_NAME", "ksense-x"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.name=a%2Cb"),
+            ("OTEL_SERVICE_NAME", "ks"),
+        ];
         let c = run(endpoint("http://c:4317"), &env).unwrap().unwrap();
         assert_eq!(attr(&c, "k8s.node.name"), Some("n1"));
         assert_eq!(attr(&c, "k8s.pod.name"), Some("ksense-x"));
@@ -357,15 +461,38 @@ mod tests {
         assert!(run(endpoint("http://c:4317"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).unwrap().unwrap().gzip);
         let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"), ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none")];
         assert!(!run(endpoint("http://c:4317"), &env).unwrap().unwrap().gzip, "the signal-specific variable wins");
-        assert!(run(Given { compression: Some("gzip".into()), ..endpoint("http://c:4317") }, &env).unwrap().unwrap().gzip, "the flag wins");
+        assert!(
+            run(Given { compression: Some("gzip".into()), ..endpoint("http://c:4317") }, &env).unwrap().unwrap().gzip,
+            "the flag wins"
+        );
     }
 
     #[test]
     fn tls_files_from_flags_then_signal_then_generic_variables() {
-        let env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic-ca.pem"), ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/metrics-ca.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"), ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")];
+        let env = [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic-ca.pem"),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/metrics-ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+        ];
         let c = run(endpoint("https://c:4317"), &env).unwrap().unwrap();
-        assert_eq!(c.tls, TlsFiles { ca_file: Some("/metrics-ca.pem".into()), cert_file: Some("/c.pem".into()), key_file: Some("/k.pem".into()) });
-        let c = run(Given { tls: TlsFiles { ca_file: Some("/flag.pem".into()), ..Default::default() }, ..endpoint("https://c:4317") }, &env).unwrap().unwrap();
+        assert_eq!(
+            c.tls,
+            TlsFiles {
+                ca_file: Some("/metrics-ca.pem".into()),
+                cert_file: Some("/c.pem".into()),
+                key_file: Some("/k.pem".into())
+            }
+        );
+        let c = run(
+            Given {
+                tls: TlsFiles { ca_file: Some("/flag.pem".into()), ..Default::default() },
+                ..endpoint("https://c:4317")
+            },
+            &env,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.tls.ca_file, Some("/flag.pem".into()), "the flag wins");
         let c = run(endpoint("https://c:4317"), &[]).unwrap().unwrap();
         assert_eq!(c.tls, TlsFiles::default(), "https with the system's trust store");
@@ -375,14 +502,33 @@ mod tests {
     fn bad_values_are_errors_naming_their_source() {
         for (given, env, want) in [
             (endpoint("collector:4317"), vec![], "--otlp.endpoint"),
-            (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..endpoint("http://c:4317") }, vec![], "not https://"),
+            (
+                Given {
+                    tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() },
+                    ..endpoint("http://c:4317")
+                },
+                vec![],
+                "not https://",
+            ),
             (endpoint("http://c:4317"), vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")], "go together"),
             (Given { compression: Some("zstd".into()), ..endpoint("http://c:4317") }, vec![], "gzip or none"),
-            (endpoint("http://c:4317"), vec![("OTEL_EXPORTER_OTLP_COMPRESSION", "br")], "OTEL_EXPORTER_OTLP_COMPRESSION"),
-            (Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..Default::default() }, vec![], "no endpoint"),
+            (
+                endpoint("http://c:4317"),
+                vec![("OTEL_EXPORTER_OTLP_COMPRESSION", "br")],
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ),
+            (
+                Given { tls: TlsFiles { ca_file: Some("/ca.pem".into()), ..Default::default() }, ..Default::default() },
+                vec![],
+                "no endpoint",
+            ),
             (endpoint("http://"), vec![], "--otlp.endpoint"),
             (Given { protocol: Some("http/json".into()), ..endpoint("http://c:1") }, vec![], "http/json"),
-            (Given::default(), vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            (
+                Given::default(),
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:1"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
             (endpoint("http://c:1"), vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], "OTEL_EXPORTER_OTLP_TIMEOUT"),
             (Given { interval: Some(Duration::ZERO), ..endpoint("http://c:1") }, vec![], "greater than zero"),
             (endpoint("http://c:1"), vec![("OTEL_RESOURCE_ATTRIBUTES", "novalue")], "OTEL_RESOURCE_ATTRIBUTES"),

@@ -9,7 +9,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric::Data, number_data_point, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -44,7 +45,11 @@ fn nanos(t: SystemTime) -> u64 {
 }
 
 fn string_kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.to_string(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_string())) }), ..Default::default() }
+    KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_string())) }),
+        ..Default::default()
+    }
 }
 
 fn attributes(s: &Sample) -> Vec<KeyValue> {
@@ -53,14 +58,26 @@ fn attributes(s: &Sample) -> Vec<KeyValue> {
 
 /// `start`: when the cumulative values started (the probes' attach time);
 /// `now`: when the families were read.
-pub fn request(families: &[Family], resource: &[(String, String)], start: SystemTime, now: SystemTime) -> ExportMetricsServiceRequest {
+pub fn request(
+    families: &[Family],
+    resource: &[(String, String)],
+    start: SystemTime,
+    now: SystemTime,
+) -> ExportMetricsServiceRequest {
     let (start, now) = (nanos(start), nanos(now));
     let metrics = families.iter().filter(|f| !f.samples.is_empty()).map(|f| metric(f, start, now)).collect();
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(), ..Default::default() }),
+            resource: Some(Resource {
+                attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
+                ..Default::default()
+            }),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope { name: "ksense".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "ksense".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
                 metrics,
                 schema_url: String::new(),
             }],
@@ -76,12 +93,22 @@ fn metric(f: &Family, start: u64, now: u64) -> Metric {
             Value::Gauge(v) | Value::Counter(v) => v,
             Value::Histogram(_) => unreachable!("a {:?} family holds numbers", f.kind),
         };
-        NumberDataPoint { attributes: attributes(s), start_time_unix_nano: start, time_unix_nano: now, value: Some(number_data_point::Value::AsDouble(v)), ..Default::default() }
+        NumberDataPoint {
+            attributes: attributes(s),
+            start_time_unix_nano: start,
+            time_unix_nano: now,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        }
     };
     let data = match f.kind {
         // A gauge has no start: it is not accumulated over time.
         Kind::Gauge => Data::Gauge(Gauge { data_points: f.samples.iter().map(|s| number(s, 0)).collect() }),
-        Kind::Counter => Data::Sum(Sum { data_points: f.samples.iter().map(|s| number(s, start)).collect(), aggregation_temporality: cumulative, is_monotonic: true }),
+        Kind::Counter => Data::Sum(Sum {
+            data_points: f.samples.iter().map(|s| number(s, start)).collect(),
+            aggregation_temporality: cumulative,
+            is_monotonic: true,
+        }),
         Kind::Histogram => Data::ExponentialHistogram(ExponentialHistogram {
             data_points: f
                 .samples
@@ -94,13 +121,24 @@ fn metric(f: &Family, start: u64, now: u64) -> Metric {
             aggregation_temporality: cumulative,
         }),
     };
-    Metric { name: metric_name(f).into(), description: f.help.into(), unit: metric_unit(f).into(), data: Some(data), ..Default::default() }
+    Metric {
+        name: metric_name(f).into(),
+        description: f.help.into(),
+        unit: metric_unit(f).into(),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// Slot 0 is the zero bucket (0 and 1 ns); slots 1.. are the positive
 /// buckets, dense from the first to the last non-empty one. The last slot
 /// reaches beyond u64::MAX ns, so it is an ordinary bucket: nothing overflows.
-pub fn histogram_point(h: &Histogram, attributes: Vec<KeyValue>, start: u64, now: u64) -> ExponentialHistogramDataPoint {
+pub fn histogram_point(
+    h: &Histogram,
+    attributes: Vec<KeyValue>,
+    start: u64,
+    now: u64,
+) -> ExponentialHistogramDataPoint {
     let used = |s: &usize| h.slots[*s] != 0;
     // Per-workload histograms are schema 0 (fewer slots): same mapping, their own indices.
     let index = |slot: usize| buckets::slot_index_in(h.schema, slot).expect("a used slot >= 1 has an index") - 1;
@@ -153,7 +191,13 @@ mod tests {
         let m = ModelView {
             ready: true,
             samples: 3,
-            score: Some(Score { friction: 1.0, direction: 1.0, energy: 0.1, energy_window: 5.0, contributions: vec![("runqueue_mean".into(), 1.0)] }),
+            score: Some(Score {
+                friction: 1.0,
+                direction: 1.0,
+                energy: 0.1,
+                energy_window: 5.0,
+                contributions: vec![("runqueue_mean".into(), 1.0)],
+            }),
             signals: vec![("runqueue_mean".into(), 1e-6)],
             save_failures: 0,
         };
@@ -169,7 +213,11 @@ mod tests {
     /// token, move/append `total` for monotonic sums, `ratio` for unit-"1"
     /// gauges, join with `_`.
     fn translate_escaping(name: &str, unit: &str, kind: Kind) -> String {
-        let mut tokens: Vec<String> = name.split(|c: char| !(c.is_ascii_alphanumeric() || c == ':')).filter(|t| !t.is_empty()).map(String::from).collect();
+        let mut tokens: Vec<String> = name
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
         let main = unit_word(unit);
         if !main.is_empty() && !tokens.iter().any(|t| t == main) {
             tokens.push(main.into());
@@ -250,7 +298,10 @@ mod tests {
             assert_eq!(m.description, f.help);
         }
         assert!(fams.iter().any(|f| f.prometheus_name() == "ksense_otlp_exports_total"));
-        assert_eq!(translate_escaping("ksense_bpf_program_run", "s", Kind::Counter), "ksense_bpf_program_run_seconds_total");
+        assert_eq!(
+            translate_escaping("ksense_bpf_program_run", "s", Kind::Counter),
+            "ksense_bpf_program_run_seconds_total"
+        );
     }
 
     #[test]
@@ -273,7 +324,10 @@ mod tests {
         for &v in vals.iter().filter(|&&v| v > 1) {
             let k = otlp_index(slot_of(b, v));
             let secs = v as f64 / 1e9;
-            assert!(base.powi(k) < secs * (1.0 + 1e-12) && secs <= base.powi(k + 1) * (1.0 + 1e-12), "{v} ns not in bucket {k}");
+            assert!(
+                base.powi(k) < secs * (1.0 + 1e-12) && secs <= base.powi(k + 1) * (1.0 + 1e-12),
+                "{v} ns not in bucket {k}"
+            );
             assert!(pos.bucket_counts[(k - pos.offset) as usize] > 0, "{v} ns: bucket {k} empty");
         }
         // 2^-10 s = 976562.5 ns: 976562 sits in native -40 (OTLP -41), 976563 in native -39 (OTLP -40).
@@ -311,7 +365,10 @@ mod tests {
         assert_eq!(rq.unit, "s");
         let Some(Data::ExponentialHistogram(eh)) = &rq.data else { panic!() };
         assert_eq!(eh.aggregation_temporality, AggregationTemporality::Cumulative as i32);
-        assert_eq!((eh.data_points[0].start_time_unix_nano, eh.data_points[0].time_unix_nano), (1_000_000_000_000, 2_000_000_000_000));
+        assert_eq!(
+            (eh.data_points[0].start_time_unix_nano, eh.data_points[0].time_unix_nano),
+            (1_000_000_000_000, 2_000_000_000_000)
+        );
         assert_eq!(eh.data_points[0].sum, Some(0.002));
         let Some(Data::Sum(s)) = &by_name("ksense_bpf_program_run").data else { panic!() };
         assert_eq!(s.aggregation_temporality, AggregationTemporality::Cumulative as i32);
@@ -320,7 +377,10 @@ mod tests {
         assert_eq!(s.data_points[0].attributes, vec![string_kv("program", "sched_switch")]);
         let Some(Data::Gauge(g)) = &by_name("ksense_build_info").data else { panic!() };
         assert_eq!(g.data_points[0].start_time_unix_nano, 0);
-        assert_eq!(g.data_points[0].attributes.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["version", "kernel", "attach"]);
+        assert_eq!(
+            g.data_points[0].attributes.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+            ["version", "kernel", "attach"]
+        );
         let sirq = by_name("ksense_softirq_duration");
         let Some(Data::ExponentialHistogram(eh)) = &sirq.data else { panic!() };
         assert_eq!(eh.data_points.len(), 10);

@@ -150,7 +150,9 @@ async fn final_export(cfg: &OtlpConfig, exporter: &Exporter, counters: &Counters
     };
     let req = encode::request(&families, &cfg.resource, exporter.kernel.started(), time);
     let result = match Transport::new(cfg) {
-        Ok(mut t) => tokio::time::timeout(cfg.timeout, t.export(req)).await.unwrap_or_else(|_| Err(format!("timed out after {:?}", cfg.timeout))),
+        Ok(mut t) => tokio::time::timeout(cfg.timeout, t.export(req))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {:?}", cfg.timeout))),
         Err(e) => Err(e.to_string()),
     };
     match result {
@@ -189,9 +191,16 @@ struct Outage {
     failures: u64,
 }
 
-async fn send(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>, mut transport: Transport, queue: Arc<Latest<Arc<Snapshot>>>) {
+async fn send(
+    cfg: OtlpConfig,
+    exporter: Arc<Exporter>,
+    counters: Arc<Counters>,
+    mut transport: Transport,
+    queue: Arc<Latest<Arc<Snapshot>>>,
+) {
     let start = exporter.kernel.started();
-    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) ^ u64::from(std::process::id());
+    let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        ^ u64::from(std::process::id());
     let mut backoff = Backoff::new(seed);
     let mut outage: Option<Outage> = None;
     let mut last_rejection = None;
@@ -220,7 +229,11 @@ async fn send(cfg: OtlpConfig, exporter: Arc<Exporter>, counters: Arc<Counters>,
                 counters.success.fetch_add(1, Ordering::Relaxed);
                 backoff.reset();
                 if let Some(o) = outage.take() {
-                    tracing::info!(failed_attempts = o.failures, seconds = o.since.elapsed().as_secs(), "OTLP export recovered");
+                    tracing::info!(
+                        failed_attempts = o.failures,
+                        seconds = o.since.elapsed().as_secs(),
+                        "OTLP export recovered"
+                    );
                 }
                 // Said once per distinct answer, not once per export.
                 if rejected.as_ref() != last_rejection.as_ref() {

@@ -32,13 +32,17 @@ pub fn client_config(t: &TlsFiles) -> Result<ClientConfig, String> {
     }
     let b = builder()?.with_root_certificates(roots);
     Ok(match (&t.cert_file, &t.key_file) {
-        (Some(c), Some(k)) => b.with_client_auth_cert(read_certs(c)?, read_key(k)?).map_err(|e| format!("{} and {}: {e}", c.display(), k.display()))?,
+        (Some(c), Some(k)) => b
+            .with_client_auth_cert(read_certs(c)?, read_key(k)?)
+            .map_err(|e| format!("{} and {}: {e}", c.display(), k.display()))?,
         _ => b.with_no_client_auth(),
     })
 }
 
 fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().map_err(|e| e.to_string())
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
 }
 
 /// TCP, then TLS when the URL is https://. `h2`: gRPC (ALPN h2), else HTTP/1.1.

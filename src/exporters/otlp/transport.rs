@@ -19,9 +19,17 @@ use super::config::{OtlpConfig, Protocol};
 use super::tls;
 
 pub enum Transport {
-    Grpc { client: MetricsServiceClient<Channel>, metadata: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)> },
+    Grpc {
+        client: MetricsServiceClient<Channel>,
+        metadata: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
+    },
     // Boxed: the pooled client is several times the size of the gRPC one.
-    Http { client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>, uri: http::Uri, headers: Vec<(HeaderName, HeaderValue)>, gzip: bool },
+    Http {
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+        uri: http::Uri,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        gzip: bool,
+    },
 }
 
 /// Data points the collector accepted the request but rejected, and why.
@@ -40,8 +48,14 @@ impl Transport {
                 // No request timeout here: the push loop's is the one that
                 // applies, and it replaces the connection when it fires.
                 let conn = tls::connector(cfg, true).map_err(anyhow::Error::msg)?;
-                let channel = Endpoint::from_shared(cfg.endpoint.clone())?.connect_timeout(cfg.timeout).connect_with_connector_lazy(conn);
-                let metadata = cfg.headers.iter().map(|(k, v)| Ok((MetadataKey::from_bytes(k.as_bytes())?, MetadataValue::try_from(v.as_str())?))).collect::<anyhow::Result<_>>()?;
+                let channel = Endpoint::from_shared(cfg.endpoint.clone())?
+                    .connect_timeout(cfg.timeout)
+                    .connect_with_connector_lazy(conn);
+                let metadata = cfg
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Ok((MetadataKey::from_bytes(k.as_bytes())?, MetadataValue::try_from(v.as_str())?)))
+                    .collect::<anyhow::Result<_>>()?;
                 let mut client = MetricsServiceClient::new(channel);
                 if cfg.gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -50,8 +64,17 @@ impl Transport {
             }
             Protocol::HttpProtobuf => {
                 let conn = tls::connector(cfg, false).map_err(anyhow::Error::msg)?;
-                let headers = cfg.headers.iter().map(|(k, v)| Ok((HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?))).collect::<anyhow::Result<_>>()?;
-                Transport::Http { client: Box::new(Client::builder(TokioExecutor::new()).build(conn)), uri: cfg.endpoint.parse()?, headers, gzip: cfg.gzip }
+                let headers = cfg
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Ok((HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?)))
+                    .collect::<anyhow::Result<_>>()?;
+                Transport::Http {
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(conn)),
+                    uri: cfg.endpoint.parse()?,
+                    headers,
+                    gzip: cfg.gzip,
+                }
             }
         })
     }
@@ -64,7 +87,11 @@ impl Transport {
                 for (k, v) in metadata.iter() {
                     r.metadata_mut().insert(k.clone(), v.clone());
                 }
-                client.export(r).await.map_err(|s| with_causes(format!("gRPC {:?}: {}", s.code(), s.message()), &s))?.into_inner()
+                client
+                    .export(r)
+                    .await
+                    .map_err(|s| with_causes(format!("gRPC {:?}: {}", s.code(), s.message()), &s))?
+                    .into_inner()
             }
             Transport::Http { client, uri, headers, gzip } => {
                 let mut b = http::Request::post(uri.clone()).header(CONTENT_TYPE, "application/x-protobuf");
@@ -80,7 +107,11 @@ impl Transport {
                 let resp = client.request(r).await.map_err(|e| with_causes(format!("HTTP: {e}"), &e))?;
                 let status = resp.status();
                 // A misbehaving server cannot make us buffer without bound.
-                let body = Limited::new(resp.into_body(), 1 << 20).collect().await.map_err(|e| format!("HTTP {status}: reading the response: {e}"))?.to_bytes();
+                let body = Limited::new(resp.into_body(), 1 << 20)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("HTTP {status}: reading the response: {e}"))?
+                    .to_bytes();
                 if !status.is_success() {
                     let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                     return Err(format!("HTTP {status}: {}", text.trim()));
@@ -89,7 +120,10 @@ impl Transport {
                 ExportMetricsServiceResponse::decode(body).unwrap_or_default()
             }
         };
-        Ok(resp.partial_success.filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty()).map(|p| Rejected { points: p.rejected_data_points, message: p.error_message }))
+        Ok(resp
+            .partial_success
+            .filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty())
+            .map(|p| Rejected { points: p.rejected_data_points, message: p.error_message }))
     }
 }
 
