@@ -30,20 +30,11 @@
 ############################ build ############################
 FROM rust:1-bookworm AS build
 
-# clang/llvm compile the BPF C programs (libbpf-cargo skeletons), libelf and
-# zlib are libbpf's dependencies, OpenBLAS backs the model's linear algebra,
-# protoc the protobuf exposition.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends \
-      clang \
-      llvm \
-      libelf-dev \
-      zlib1g-dev \
-      pkg-config \
-      libopenblas-dev \
-      protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+# The build dependencies have one home, scripts/install-deps.sh (clang and llvm
+# for the BPF programs, libelf/zlib/pkg-config for libbpf, OpenBLAS, protoc and
+# its well-known .proto files); the image runs the same script a user runs.
+COPY scripts/install-deps.sh /usr/local/bin/ksense-install-deps
+RUN ksense-install-deps && rm -rf /var/lib/apt/lists/*
 # libbpf-cargo pipes the generated skeletons through rustfmt when a `rustfmt`
 # is on PATH. The image's minimal rustup profile has the rustfmt proxy but not
 # the component, so the proxy would fail the build: install the component.

@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: deps build run test test-unit soak bench clean
+.PHONY: deps build run test test-unit lint soak bench clean
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,11 @@ test:
 SOAK_MINUTES ?= 2
 soak: build
 	bench/soak.py --minutes $(SOAK_MINUTES)
+
+# What CI checks besides the tests: formatting and clippy, warnings as errors.
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 # Unit tests only: no root, no kernel.
 test-unit:

@@ -30,7 +30,9 @@ binary = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "target/release/ksen
 
 BUILD_IMAGE = "rust:1-bookworm"
 RUNTIME_IMAGE = "debian:bookworm-slim"
-BUILD_DEPS = {"clang", "llvm", "libelf-dev", "zlib1g-dev", "pkg-config", "libopenblas-dev", "protobuf-compiler"}
+# The build dependencies' one home is scripts/install-deps.sh (its first `pkgs=(...)`).
+INSTALL_DEPS = "scripts/install-deps.sh"
+BUILD_DEPS = set(re.search(r"^pkgs=\(([^)]*)\)", (root / INSTALL_DEPS).read_text(), re.M).group(1).split())
 # What the binary is expected to link, used only when it is not built yet.
 EXPECTED_RUNTIME = {"libelf1", "zlib1g", "libopenblas0-pthread", "libgfortran5"}
 LIBC_PACKAGES = {"libc6"}
@@ -155,6 +157,8 @@ for ins, args, ln in build["instrs"]:
         flags, _ = split_flags(args) if args.startswith("--") else ({}, [])
         cmd = args
         build_pkgs += apt_installs(cmd)
+        if "install-deps" in cmd:  # the script, copied in under any name
+            build_pkgs += sorted(BUILD_DEPS)
         for part in re.split(r"&&|;", cmd):
             toks = shlex.split(part)
             if "cargo" in toks and "build" in toks:
