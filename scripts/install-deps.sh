@@ -6,12 +6,13 @@ set -euo pipefail
 # clang and llvm compile the BPF programs (libbpf-cargo); libelf, zlib and
 # pkg-config build libbpf (libbpf-sys); OpenBLAS backs the model's linear
 # algebra; protoc and the well-known .proto files (libprotobuf-dev, which
-# protobuf-compiler only recommends) build prometheus-client's protobuf format.
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-dev protobuf-compiler libprotobuf-dev)
+# protobuf-compiler only recommends) build prometheus-client's protobuf format;
+# curl is the README's scrape.
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-dev protobuf-compiler libprotobuf-dev curl)
 if [ "${1:-}" = "--test" ]; then
     # Real servers and load generators the tests drive, and the tools they call
-    # (curl, mount/umount, unshare and setpriv from util-linux).
-    pkgs+=(prometheus stress-ng nginx wrk python3 curl util-linux mount)
+    # (mount/umount, unshare and setpriv from util-linux).
+    pkgs+=(prometheus stress-ng nginx wrk python3 util-linux mount)
 fi
 
 missing=()
