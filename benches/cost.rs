@@ -168,7 +168,7 @@ fn load_parts() -> anyhow::Result<(Progs, Vec<Link>)> {
     let mut o = MaybeUninit::<OpenObject>::uninit();
     let mut open = parts::PartsSkelBuilder::default().open(&mut o)?;
     open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow::anyhow!("parts rodata"))?.ks_bounds =
-        *ksense::probes::buckets::kernel_bounds();
+        *ksense::signals::buckets::kernel_bounds();
     let sk = open.load()?;
     let p = &sk.progs;
     let (mut fds, mut links) = (Vec::new(), Vec::new());

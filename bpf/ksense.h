@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include "core_fixes.bpf.h"
 
 /*
  * Buckets: slot 0 is the zero bucket, slot s >= 1 holds values v (in ns) with
@@ -32,6 +33,13 @@ enum ks_drop {
 	KS_DROP_CGROUP_MAP_FULL = 2, /* no room for a cgroup in a per-workload map */
 	KS_DROP_MAX = 3,
 };
+
+/*
+ * Never read by the programs: a global of the enum's type puts it in the
+ * object's BTF, so the skeleton generates it for user space (src/probes)
+ * and its values are not copied by hand.
+ */
+const volatile enum ks_drop ks_drop_reasons = KS_DROP_MAX;
 
 /* Filled by user space before load (rodata), so there is one source of truth. */
 const volatile __u64 ks_bounds[KS_SLOTS] = {};

@@ -28,7 +28,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define KS_TASK_UNINTERRUPTIBLE 0x0002
 #define KS_TASK_NOLOAD 0x0400
 
-enum { HIST_RUNQ_REQUEUE = 0, HIST_DSTATE = 1, HIST_RUNQ_WAKEUP = 2, HIST_SCHED_MAX };
+/* Keys of sched_hists. */
+enum ks_sched_hist { HIST_RUNQ_REQUEUE = 0, HIST_DSTATE = 1, HIST_RUNQ_WAKEUP = 2, HIST_SCHED_MAX };
+/* Never read: puts the enum in BTF for the skeleton (see ks_drop_reasons). */
+const volatile enum ks_sched_hist ks_sched_hists = HIST_SCHED_MAX;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -59,11 +62,6 @@ struct {
 	__type(value, struct task_ts);
 } pid_ts SEC(".maps");
 
-/* Kernels before 5.14 call task_struct::__state `state`. */
-struct task_struct___o {
-	volatile long state;
-} __attribute__((preserve_access_index));
-
 /*
  * `btf` is a compile-time constant at every call site: tp_btf programs load
  * task fields directly, raw_tp programs must go through probe reads.
@@ -71,15 +69,6 @@ struct task_struct___o {
 static __always_inline __u32 task_pid(struct task_struct *t, bool btf)
 {
 	return btf ? t->pid : BPF_CORE_READ(t, pid);
-}
-
-static __always_inline __u32 task_state(struct task_struct *t, bool btf)
-{
-	if (bpf_core_field_exists(t->__state))
-		return btf ? t->__state : BPF_CORE_READ(t, __state);
-	if (btf)
-		return ((struct task_struct___o *)t)->state;
-	return BPF_CORE_READ((struct task_struct___o *)t, state);
 }
 
 static __always_inline bool task_on_cpu(struct task_struct *t, bool btf)
@@ -131,7 +120,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 
 	pid = task_pid(prev, btf);
 	if (pid) { /* pid 0: the idle task never waits for anything */
-		__u32 state = task_state(prev, btf);
+		__u32 state = ks_task_state(prev, btf);
 
 		/* Preempted (even mid-way into a sleep) or yielded: still queued. */
 		if (preempt || state == KS_TASK_RUNNING) {

@@ -54,35 +54,6 @@ struct ks_cgroup_hists {
 struct ks_cgroup_hists cg_runq SEC(".maps");
 struct ks_cgroup_hists cg_dstate SEC(".maps");
 
-/* Before 5.5 a kernfs node id was a union of inode number and generation. */
-union kernfs_node_id___old {
-	struct {
-		__u32 ino;
-		__u32 generation;
-	};
-	__u64 id;
-} __attribute__((preserve_access_index));
-
-struct kernfs_node___old {
-	union kernfs_node_id___old id;
-} __attribute__((preserve_access_index));
-
-/*
- * The id of the task's cgroup in the v2 (default) hierarchy, which is the
- * inode number of its directory there, on hybrid hosts too. Read at every
- * observation, not cached: tasks move between cgroups.
- */
-static __always_inline __u64 ks_task_cgroup(struct task_struct *t, bool btf)
-{
-	if (btf)
-		return t->cgroups->dfl_cgrp->kn->id;
-	if (bpf_core_type_exists(union kernfs_node_id___old)) {
-		struct kernfs_node___old *kn = (void *)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn);
-		return BPF_CORE_READ(kn, id.ino);
-	}
-	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-}
-
 /*
  * The task's cgroup histogram (this CPU's copy), created on first use; NULL
  * when there is no room. Called before the node-wide bucket search, so that

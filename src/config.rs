@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::exporters::otlp::config::{self as otlp_config, OtlpConfig};
 use crate::fileerr;
-use crate::probes::buckets;
+use crate::signals::buckets;
 
 pub const DEFAULT_PORT: u16 = 9827;
 
@@ -101,8 +101,8 @@ pub struct Cli {
     /// Connections served at once; more wait in the listen backlog and are served as others close [default: 1024]
     #[arg(long = "web.max-connections", value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: Option<u32>,
-    /// BPF programs not to load, comma separated: sched_switch, sched_wakeup, sched_wakeup_new, softirq_entry, softirq_exit
-    #[arg(long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true)]
+    #[arg(long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
+          help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
     pub bpf_disable: Option<Vec<String>>,
     /// Exit with an error when any BPF program is not attached, instead of serving the rest
     #[arg(long = "strict", global = true)]
@@ -300,7 +300,7 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub attach: String,
-    pub model: ModelConfig,
+    pub model: crate::model::pipeline::Settings,
     /// None: OTLP push is off.
     pub otlp: Option<OtlpConfig>,
     /// `--web.config.file`, parsed and checked (certificates loaded) at start.
@@ -313,17 +313,6 @@ pub struct Config {
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
-
-#[derive(Debug, Clone)]
-pub struct ModelConfig {
-    pub interval: Duration,
-    pub warmup: Duration,
-    pub baseline_window: Duration,
-    pub state_file: PathBuf,
-    pub features: Vec<String>,
-    pub regularisation: crate::model::Regularisation,
-    pub side: crate::model::Side,
-}
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
 /// wait a woken thread has before it runs, and the CPU share the network
@@ -406,15 +395,10 @@ impl Config {
         let disable_from = src.of(cli.bpf_disable.is_none() && file.bpf.disable.is_some(), "bpf.disable");
         let mut bpf_disable = Vec::new();
         for name in cli.bpf_disable.or(file.bpf.disable).unwrap_or_default() {
-            match crate::probes::kernel::TRACEPOINTS.iter().find(|t| **t == name.trim()) {
-                Some(t) if !bpf_disable.contains(t) => bpf_disable.push(*t),
+            match crate::probes::program_names().find(|t| *t == name.trim()) {
+                Some(t) if !bpf_disable.contains(&t) => bpf_disable.push(t),
                 Some(_) => {}
-                None => {
-                    return Err(disable_from(&format!(
-                        "unknown BPF program {name:?} (one of {})",
-                        crate::probes::kernel::TRACEPOINTS.join(", ")
-                    )))
-                }
+                None => return Err(disable_from(&format!("unknown BPF program {name:?} (one of {})", bpf_programs()))),
             }
         }
         let max_from =
@@ -439,7 +423,7 @@ impl Config {
                 || (cli.otlp_key_file.is_none() && file.otlp.key_file.is_some()),
             "otlp",
         );
-        let model = ModelConfig {
+        let model = crate::model::pipeline::Settings {
             interval: cli.model_interval.or(file.model.interval).unwrap_or(Duration::from_secs(1)),
             warmup: cli.model_warmup.or(file.model.warmup).unwrap_or(Duration::from_secs(600)),
             baseline_window: cli
@@ -471,7 +455,8 @@ impl Config {
                 .parse()
                 .map_err(|e: String| side_from(&e))?,
         };
-        crate::signals::features::parse_all(&model.features).map_err(|e| feats_from(&e))?;
+        crate::signals::features::parse_all(&model.features, &crate::probes::signal_names())
+            .map_err(|e| feats_from(&e))?;
         if model.interval.is_zero() {
             return Err(interval_from("model interval must be greater than zero"));
         }
@@ -582,6 +567,11 @@ impl Source<'_> {
             _ => msg.to_string(),
         }
     }
+}
+
+/// The programs `--bpf.disable` takes, as its help and errors list them.
+fn bpf_programs() -> String {
+    crate::probes::program_names().collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -5,8 +5,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ksense::probes::{buckets, kernel, AttachMode, KernelSnapshot, Probes, SOFTIRQ_VECTORS};
+use ksense::probes::{kernel, AttachMode, Probes, SOFTIRQ_VECTORS};
 use ksense::signals::histogram::Histogram;
+use ksense::signals::{buckets, Snapshot};
+
+/// The growth of one signal between two snapshots.
+fn delta(after: &Snapshot, before: &Snapshot, signal: &str) -> Histogram {
+    let get = |s: &Snapshot| s.signal(signal).unwrap_or_else(|| panic!("no signal {signal}")).clone();
+    get(after).delta(&get(before))
+}
+
+fn softirq(vector: &str) -> String {
+    format!("softirq_{}", vector.to_ascii_lowercase())
+}
 
 fn attach(mode: &str) -> Probes {
     let s = kernel::probe();
@@ -57,7 +68,7 @@ fn dstate_vfork(mode: &str) {
     let before = p.snapshot().unwrap();
     vfork_sleep(200);
     let after = p.snapshot().unwrap();
-    let d = after.dstate.delta(&before.dstate);
+    let d = delta(&after, &before, "dstate");
     let slot = slot_of_seconds(0.2);
     assert!(d.slots[slot] >= 1, "{mode}: no D-state observation in the bucket holding 0.2 s: {:?}", d.native());
     let sum = d.sum_seconds();
@@ -139,7 +150,7 @@ fn runqueue_vs_schedstat(mode: &str) {
     }
     // Threads born in the window start from 0; those that died are lost (few).
     let truth = d1.iter().map(|(k, v)| v - d0.get(k).copied().unwrap_or(0).min(*v)).sum::<u64>() as f64 / 1e9;
-    let hist = s1.runqueue.delta(&s0.runqueue).sum_seconds();
+    let hist = delta(&s1, &s0, "runqueue").sum_seconds();
     // 3 spinners on one CPU for 2 s wait ~4 s in all.
     assert!(truth > 2.0, "{mode}: contention too weak: schedstat run_delay grew {truth} s");
     // Both count a wait at switch-in; the walks of /proc are not instant, so
@@ -230,8 +241,8 @@ fn runqueue_wakeup_split(mode: &str) {
     for h in handles {
         h.join().unwrap();
     }
-    let wakeup = s1.runqueue_wakeup.delta(&s0.runqueue_wakeup).sum_seconds();
-    let requeue = s1.runqueue.delta(&s0.runqueue).sum_seconds() - wakeup;
+    let wakeup = delta(&s1, &s0, "runqueue_wakeup").sum_seconds();
+    let requeue = delta(&s1, &s0, "runqueue").sum_seconds() - wakeup;
     let (spin, sleep) = ((spin1 - spin0) as f64 / 1e9, (sleep1 - sleep0) as f64 / 1e9);
     eprintln!("{mode}: requeue waits {requeue:.4} s (spinners' run_delay {spin:.4} s), wakeup waits {wakeup:.4} s (sleeper's {sleep:.4} s)");
     assert!(
@@ -301,7 +312,7 @@ fn softirq_counts(mode: &str) {
     let mut busy = 0;
     for (i, v) in SOFTIRQ_VECTORS.iter().enumerate() {
         let truth = c1[i] - c0[i];
-        let got = s1.softirq[i].delta(&s0.softirq[i]).count();
+        let got = delta(&s1, &s0, &softirq(v)).count();
         let slack = 20 + truth / 50;
         assert!(
             got + slack >= truth && got <= truth + slack,
@@ -344,19 +355,19 @@ fn root_raw_tp_and_tp_btf_agree() {
     vfork_sleep(100);
     t.join().unwrap();
     let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
-    let da = |x: &KernelSnapshot, y: &KernelSnapshot| (x.runqueue.delta(&y.runqueue), x.dstate.delta(&y.dstate));
+    let da = |x: &Snapshot, y: &Snapshot| (delta(x, y, "runqueue"), delta(x, y, "dstate"));
     let ((ra, dsa), (rb, dsb)) = (da(&a1, &a0), da(&b1, &b0));
     assert!(ra.count() > 1000, "too little scheduling to compare: {}", ra.count());
     close(ra.count(), rb.count(), 0.05, "run-queue count");
     close(dsa.count(), dsb.count(), 0.05, "D-state count");
     assert!(dsb.slots[slot_of_seconds(0.1)] >= 2, "raw_tp missed the 100 ms vfork waits");
-    for (i, v) in SOFTIRQ_VECTORS.iter().enumerate() {
-        close(a1.softirq[i].delta(&a0.softirq[i]).count(), b1.softirq[i].delta(&b0.softirq[i]).count(), 0.05, v);
+    for v in SOFTIRQ_VECTORS {
+        close(delta(&a1, &a0, &softirq(v)).count(), delta(&b1, &b0, &softirq(v)).count(), 0.05, v);
     }
-    for s in [&a1, &b1] {
-        for (name, attached, st) in &s.programs {
-            assert!(*attached, "{name} not attached");
-            if *name != "sched_wakeup_new" {
+    for p in [&a, &b] {
+        for (name, attached, st) in p.program_stats().unwrap() {
+            assert!(attached, "{name} not attached");
+            if name != "sched_wakeup_new" {
                 assert!(st.run_cnt > 0 && st.run_time_ns > 0, "{name}: no run-time statistics: {st:?}");
             }
         }

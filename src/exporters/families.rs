@@ -1,103 +1,12 @@
-//! The one definition of every metric ksense exports. The Prometheus
-//! encoders and the OTLP exporter all walk these families, so names, units,
-//! help and labels cannot drift apart between them.
+//! The families of the process itself (build info, OTLP exports) and of the
+//! model, added to the collectors' (the probes define theirs beside the
+//! programs, the per-workload tracker beside its bookkeeping).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::probes::{KernelSnapshot, SOFTIRQ_VECTORS};
-use crate::signals::histogram::Histogram;
-use crate::workloads::{Pair, View};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Gauge,
-    Counter,
-    Histogram,
-}
-
-#[derive(Clone, Debug)]
-pub enum Value {
-    Gauge(f64),
-    Counter(f64),
-    Histogram(Histogram),
-}
-
-#[derive(Clone, Debug)]
-pub struct Sample {
-    pub labels: Vec<(&'static str, Cow<'static, str>)>,
-    pub value: Value,
-}
-
-/// A metric family. `name` excludes the unit and `_total` suffixes, which
-/// each encoder adds as its format wants (Prometheus: `_seconds`, `_total`;
-/// OTLP: unit `s`).
-#[derive(Clone, Debug)]
-pub struct Family {
-    pub name: &'static str,
-    pub unit: Option<Unit>,
-    pub help: &'static str,
-    pub kind: Kind,
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    Seconds,
-}
-
-impl Unit {
-    /// Prometheus suffix.
-    pub fn prometheus(self) -> &'static str {
-        match self {
-            Unit::Seconds => "seconds",
-        }
-    }
-    /// UCUM, as OTLP wants it; the OTLP -> Prometheus translation maps it back.
-    pub fn ucum(self) -> &'static str {
-        match self {
-            Unit::Seconds => "s",
-        }
-    }
-}
-
-impl Family {
-    /// The full Prometheus name of the family's samples (`_total` included
-    /// for counters, as in the text format's TYPE line).
-    pub fn prometheus_name(&self) -> String {
-        let mut n = self.name.to_string();
-        if let Some(u) = self.unit {
-            n.push('_');
-            n.push_str(u.prometheus());
-        }
-        if self.kind == Kind::Counter {
-            n.push_str("_total");
-        }
-        n
-    }
-}
-
-/// What the model publishes each interval (plain data: the exporters do not
-/// depend on the model's internals).
-#[derive(Clone, Debug, Default)]
-pub struct ModelView {
-    pub ready: bool,
-    pub samples: usize,
-    /// Present once a score exists; absent while calibrating or without data.
-    pub score: Option<Score>,
-    /// Current feature values (seconds), by signal name.
-    pub signals: Vec<(String, f64)>,
-    /// Baseline saves that failed (full or read-only disk...), since start.
-    pub save_failures: u64,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Score {
-    pub friction: f64,
-    pub direction: f64,
-    pub energy: f64,
-    pub energy_window: f64,
-    pub contributions: Vec<(String, f64)>,
-}
+use crate::model::pipeline::ModelView;
+use crate::signals::metric::{family, one, Family, Kind, Sample, Value};
 
 /// OTLP export attempts so far, by result; present only when OTLP push is on
 /// (a Prometheus-only install has no use for a pair of zeros).
@@ -105,6 +14,24 @@ pub struct Score {
 pub struct OtlpExports {
     pub success: u64,
     pub failure: u64,
+}
+
+/// `ksense_otlp_exports_total`, shared by the OTLP pusher and /metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    success: AtomicU64,
+    failure: AtomicU64,
+}
+
+impl Counters {
+    pub fn record(&self, ok: bool) {
+        let c = if ok { &self.success } else { &self.failure };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> OtlpExports {
+        OtlpExports { success: self.success.load(Ordering::Relaxed), failure: self.failure.load(Ordering::Relaxed) }
+    }
 }
 
 /// Static facts about this process.
@@ -115,72 +42,28 @@ pub struct BuildInfo {
     pub attach_mode: &'static str,
 }
 
-fn one(value: Value) -> Vec<Sample> {
-    vec![Sample { labels: Vec::new(), value }]
-}
-
-fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: Kind, samples: Vec<Sample>) -> Family {
-    Family { name, unit, help, kind, samples }
-}
-
-/// Every family, in exposition order. Non-finite gauge values are dropped:
-/// ksense never serves NaN or ±Inf.
+/// The collectors' families, then the process's and the model's. Non-finite
+/// gauge values are dropped: ksense never serves NaN or ±Inf.
 pub fn build(
-    k: &KernelSnapshot,
+    mut out: Vec<Family>,
     model: Option<&ModelView>,
     info: &BuildInfo,
     otlp: Option<OtlpExports>,
 ) -> Vec<Family> {
-    let mut out = vec![
-        family("ksense_runqueue_latency", Some(Unit::Seconds), "Time tasks spent runnable, waiting in a run queue, before running (wakeup or preemption to switch-in).", Kind::Histogram, one(Value::Histogram(k.runqueue.clone()))),
-        family("ksense_runqueue_wakeup_latency", Some(Unit::Seconds), "The run-queue waits that began at a wakeup (or a new task): what a thread that slept, e.g. waiting for a request, waits before it runs. Part of ksense_runqueue_latency_seconds.", Kind::Histogram, one(Value::Histogram(k.runqueue_wakeup.clone()))),
-        family("ksense_dstate_duration", Some(Unit::Seconds), "Time tasks spent in uninterruptible sleep (D state), from switch-out to wakeup.", Kind::Histogram, one(Value::Histogram(k.dstate.clone()))),
-        family(
-            "ksense_softirq_duration",
-            Some(Unit::Seconds),
-            "Time spent handling softirqs, per vector.",
-            Kind::Histogram,
-            k.softirq.iter().zip(SOFTIRQ_VECTORS).map(|(h, v)| Sample { labels: vec![("vector", Cow::Borrowed(v))], value: Value::Histogram(h.clone()) }).collect(),
-        ),
-        family(
-            "ksense_bpf_program_attached",
-            None,
-            "Whether the BPF program is attached (1) or not (0).",
-            Kind::Gauge,
-            k.programs.iter().map(|(n, a, _)| Sample { labels: vec![("program", Cow::Borrowed(*n))], value: Value::Gauge(f64::from(u8::from(*a))) }).collect(),
-        ),
-        family(
-            "ksense_bpf_program_runs",
-            None,
-            "Times the BPF program ran, as counted by the kernel (run_cnt).",
-            Kind::Counter,
-            k.programs.iter().map(|(n, _, s)| Sample { labels: vec![("program", Cow::Borrowed(*n))], value: Value::Counter(s.run_cnt as f64) }).collect(),
-        ),
-        family(
-            "ksense_bpf_program_run",
-            Some(Unit::Seconds),
-            "Time the BPF program ran, as counted by the kernel (run_time_ns).",
-            Kind::Counter,
-            k.programs.iter().map(|(n, _, s)| Sample { labels: vec![("program", Cow::Borrowed(*n))], value: Value::Counter(s.run_time_ns as f64 / 1e9) }).collect(),
-        ),
-        family(
-            "ksense_events_dropped",
-            None,
-            "Events the probes could not record, by reason.",
-            Kind::Counter,
-            k.dropped.iter().map(|(r, c)| Sample { labels: vec![("reason", Cow::Borrowed(*r))], value: Value::Counter(*c as f64) }).collect(),
-        ),
-        family(
-            "ksense_build_info",
-            None,
-            "ksense version, kernel release and attach mode; always 1.",
-            Kind::Gauge,
-            vec![Sample {
-                labels: vec![("version", Cow::Borrowed(info.version)), ("kernel", Cow::Owned(info.kernel.clone())), ("attach", Cow::Borrowed(info.attach_mode))],
-                value: Value::Gauge(1.0),
-            }],
-        ),
-    ];
+    out.push(family(
+        "ksense_build_info",
+        None,
+        "ksense version, kernel release and attach mode; always 1.",
+        Kind::Gauge,
+        vec![Sample {
+            labels: vec![
+                ("version", Cow::Borrowed(info.version)),
+                ("kernel", Cow::Owned(info.kernel.clone())),
+                ("attach", Cow::Borrowed(info.attach_mode)),
+            ],
+            value: Value::Gauge(1.0),
+        }],
+    ));
     if let Some(o) = otlp {
         out.push(family(
             "ksense_otlp_exports",
@@ -193,9 +76,6 @@ pub fn build(
                 .collect(),
         ));
     }
-    if let Some(w) = &k.workloads {
-        out.extend(workload_families(w));
-    }
     if let Some(m) = model {
         out.extend(model_families(m));
     }
@@ -206,54 +86,6 @@ pub fn build(
         });
     }
     out
-}
-
-/// Per-workload histograms: one series per exported workload (labelled with
-/// its cgroup path and what the path says), plus `workload="other"`.
-fn workload_families(w: &View) -> Vec<Family> {
-    let series = |pick: fn(&Pair) -> &Histogram, skip_empty: bool| -> Vec<Sample> {
-        let mut v: Vec<Sample> = w
-            .series
-            .iter()
-            .filter(|s| !skip_empty || pick(&s.hists).count() > 0)
-            .map(|s| {
-                let mut labels = vec![("workload", Cow::Owned(s.workload.clone()))];
-                labels.extend(s.labels.pairs().map(|(k, v)| (k, Cow::Owned(v.to_string()))));
-                Sample { labels, value: Value::Histogram(pick(&s.hists).clone()) }
-            })
-            .collect();
-        v.push(Sample {
-            labels: vec![("workload", Cow::Borrowed("other"))],
-            value: Value::Histogram(pick(&w.other).clone()),
-        });
-        v
-    };
-    let state =
-        |s: &'static str, n: usize| Sample { labels: vec![("state", Cow::Borrowed(s))], value: Value::Gauge(n as f64) };
-    vec![
-        family(
-            "ksense_workload_runqueue_latency",
-            Some(Unit::Seconds),
-            "Run-queue latency of the tasks of each workload (cgroup), for the busiest workloads; the rest are summed in workload=\"other\".",
-            Kind::Histogram,
-            series(|p| &p.runqueue, false),
-        ),
-        // Most workloads never sleep in D state: no empty series for them.
-        family(
-            "ksense_workload_dstate_duration",
-            Some(Unit::Seconds),
-            "D-state (uninterruptible sleep) duration of the tasks of each workload (cgroup), for the exported workloads; the rest are summed in workload=\"other\".",
-            Kind::Histogram,
-            series(|p| &p.dstate, true),
-        ),
-        family(
-            "ksense_workloads",
-            None,
-            "Workloads (cgroups) with waits in the kernel maps (tracked), those with series of their own (exported) and those summed in workload=\"other\" (folded).",
-            Kind::Gauge,
-            vec![state("tracked", w.tracked), state("exported", w.exported), state("folded", w.folded)],
-        ),
-    ]
 }
 
 fn model_families(m: &ModelView) -> Vec<Family> {

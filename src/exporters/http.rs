@@ -1,8 +1,8 @@
 //! The HTTP endpoint: `/metrics` (format chosen by Accept) and a landing page.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,124 +16,61 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::families::{self, BuildInfo, Family, ModelView};
-use super::negotiate::{negotiate, Format};
+use super::gather::Exporter;
+use super::negotiate::negotiate;
 use super::webconfig::WebConfig;
-use super::{openmetrics, prometheus_text};
-use crate::probes::KernelSnapshot;
 
-/// Where the kernel histograms come from (the probes; a fake in unit tests).
-pub trait KernelSource: Send + Sync + 'static {
-    fn snapshot(&self) -> std::io::Result<KernelSnapshot>;
-    /// When the histograms started counting.
-    fn started(&self) -> SystemTime;
-}
-
-impl KernelSource for crate::probes::Probes {
-    fn snapshot(&self) -> std::io::Result<KernelSnapshot> {
-        crate::probes::Probes::snapshot(self)
+/// Answers one request (authorization already checked).
+fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let allow_get = |msg: &str| {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, msg);
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return allow_get("only GET and HEAD\n");
     }
-    fn started(&self) -> SystemTime {
-        self.attached_at
+    // GET and HEAD carry no body; a request that sends one is refused
+    // unread (and the connection closed) rather than buffered.
+    let has_body = req.headers().contains_key(TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) != Some(0));
+    if has_body {
+        let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "GET and HEAD requests take no body\n");
+        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        return r;
     }
-}
-
-pub struct Exporter {
-    pub kernel: Arc<dyn KernelSource>,
-    pub model: Arc<RwLock<Option<ModelView>>>,
-    pub info: BuildInfo,
-    pub le_indices: Vec<i32>,
-    pub telemetry_path: String,
-    /// Present when OTLP push is on: its export counts are served too.
-    pub otlp: Option<Arc<super::otlp::Counters>>,
-    /// Per-workload attribution, when on.
-    pub workloads: Option<Arc<crate::workloads::Workloads>>,
-}
-
-impl Exporter {
-    /// Every family as of now: what a scrape serves and what OTLP pushes.
-    pub fn families(&self) -> anyhow::Result<Vec<Family>> {
-        let mut snap = self.kernel.snapshot()?;
-        if let Some(w) = &self.workloads {
-            // A failed read costs the per-workload series of this scrape, never the scrape.
-            snap.workloads =
-                w.refresh().map_err(|e| tracing::warn!(error = %e, "reading the per-workload maps failed")).ok();
-        }
-        let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
-        Ok(families::build(&snap, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get())))
-    }
-
-    /// Reads the kernel now and encodes in the requested format.
-    pub fn render(&self, format: Format) -> anyhow::Result<(Vec<u8>, &'static str)> {
-        let fams = self.families()?;
-        Ok(match format {
-            Format::Text => {
-                let mut s = String::with_capacity(16 * 1024);
-                prometheus_text::encode(&fams, &self.le_indices, &mut s);
-                (s.into_bytes(), prometheus_text::CONTENT_TYPE)
+    if path == ex.telemetry_path {
+        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let t0 = Instant::now();
+        return match ex.render(negotiate(accept)) {
+            Ok((body, ct)) => {
+                tracing::debug!(bytes = body.len(), micros = t0.elapsed().as_micros() as u64, "scrape");
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+                r
             }
-            Format::OpenMetrics => (
-                openmetrics::encode_text(fams, &self.le_indices, self.kernel.started())?.into_bytes(),
-                openmetrics::OPENMETRICS_CONTENT_TYPE,
-            ),
-            Format::Protobuf => (
-                openmetrics::encode_protobuf(fams, &self.le_indices, self.kernel.started())?,
-                openmetrics::PROTOBUF_CONTENT_TYPE,
-            ),
-        })
-    }
-
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        let allow_get = |msg: &str| {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, msg);
-            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
+            Err(e) => {
+                tracing::error!(error = %e, "scrape failed");
+                text(StatusCode::INTERNAL_SERVER_ERROR, &format!("scrape failed: {e}\n"))
+            }
         };
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return allow_get("only GET and HEAD\n");
-        }
-        // GET and HEAD carry no body; a request that sends one is refused
-        // unread (and the connection closed) rather than buffered.
-        let has_body = req.headers().contains_key(TRANSFER_ENCODING)
-            || req
-                .headers()
-                .get(CONTENT_LENGTH)
-                .is_some_and(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) != Some(0));
-        if has_body {
-            let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "GET and HEAD requests take no body\n");
-            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            return r;
-        }
-        if path == self.telemetry_path {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            let t0 = Instant::now();
-            return match self.render(negotiate(accept)) {
-                Ok((body, ct)) => {
-                    tracing::debug!(bytes = body.len(), micros = t0.elapsed().as_micros() as u64, "scrape");
-                    let mut r = Response::new(Full::new(Bytes::from(body)));
-                    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-                    r
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "scrape failed");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, &format!("scrape failed: {e}\n"))
-                }
-            };
-        }
-        if path == "/" {
-            let page = format!(
-                "<!doctype html><html><head><title>ksense</title></head><body><h1>ksense {}</h1>\
-                 <p>Node-level kernel latency exporter (run queue, D state, softirq).</p>\
-                 <p><a href=\"{}\">Metrics</a></p></body></html>\n",
-                self.info.version, self.telemetry_path
-            );
-            let mut r = Response::new(Full::new(Bytes::from(page)));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            return r;
-        }
-        text(StatusCode::NOT_FOUND, "not found\n")
     }
+    if path == "/" {
+        let page = format!(
+            "<!doctype html><html><head><title>ksense</title></head><body><h1>ksense {}</h1>\
+             <p>Node-level kernel latency exporter (run queue, D state, softirq).</p>\
+             <p><a href=\"{}\">Metrics</a></p></body></html>\n",
+            ex.info.version, ex.telemetry_path
+        );
+        let mut r = Response::new(Full::new(Bytes::from(page)));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        return r;
+    }
+    text(StatusCode::NOT_FOUND, "not found\n")
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
@@ -236,7 +173,7 @@ async fn respond(ex: &Exporter, web: &WebConfig, slots: &Semaphore, req: Request
         Some(a) => a.check(req.headers().get(AUTHORIZATION)).await,
     };
     let mut r = if authorized {
-        ex.handle(&req)
+        handle(ex, &req)
     } else {
         let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
         r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"ksense\""));

@@ -1,7 +1,8 @@
-//! Exporters: the metric families (one definition), their encoders for
-//! /metrics, and the OTLP push.
+//! Exporters: the family gatherer, its encoders for /metrics, and the OTLP
+//! push.
 
 pub mod families;
+pub mod gather;
 pub mod http;
 pub mod negotiate;
 pub mod openmetrics;

@@ -8,8 +8,8 @@ use prometheus_client::encoding::{DescriptorEncoder, NativeHistogram, NativeHist
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit as PUnit};
 
-use super::families::{Family, Kind, Unit, Value};
-use crate::probes::buckets;
+use crate::signals::buckets;
+use crate::signals::metric::{Family, Kind, Unit, Value};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROTOBUF_CONTENT_TYPE: &str =

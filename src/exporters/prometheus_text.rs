@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::families::{Family, Kind, Value};
+use crate::signals::metric::{Family, Kind, Value};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

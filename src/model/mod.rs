@@ -14,6 +14,7 @@
 mod baseline;
 mod energy;
 mod mahalanobis;
+pub mod pipeline;
 pub mod state;
 #[cfg(test)]
 mod testutil;

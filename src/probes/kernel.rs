@@ -12,9 +12,6 @@ pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 /// The one message when the kernel has no BTF (ksense cannot work without it).
 pub const NO_BTF: &str = "kernel BTF missing (/sys/kernel/btf/vmlinux not found): ksense's BPF programs are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4 or later; Debian 11+, Ubuntu 20.10+, RHEL 8.2+ kernels have it)";
 
-/// Every tracepoint a ksense program attaches to, with the program's public name.
-pub const TRACEPOINTS: &[&str] = &["sched_switch", "sched_wakeup", "sched_wakeup_new", "softirq_entry", "softirq_exit"];
-
 #[derive(Clone, Debug)]
 pub struct Check {
     pub name: String,
@@ -48,7 +45,7 @@ impl Support {
 pub fn probe() -> Support {
     let btf = Path::new(BTF_PATH).exists();
     let missing_tracepoints =
-        if btf { TRACEPOINTS.iter().copied().filter(|tp| find_tp_btf_id(tp).is_none()).collect() } else { Vec::new() };
+        if btf { super::program_names().filter(|tp| find_tp_btf_id(tp).is_none()).collect() } else { Vec::new() };
     Support {
         btf,
         tp_btf: if btf { probe_attach(true) } else { Err("no kernel BTF".into()) },
@@ -103,8 +100,8 @@ pub fn checks(s: &Support) -> Vec<Check> {
             "neither tp_btf nor raw_tp programs attach".into()
         },
     });
-    for tp in TRACEPOINTS {
-        let missing = s.missing_tracepoints.contains(tp);
+    for tp in super::program_names() {
+        let missing = s.missing_tracepoints.contains(&tp);
         v.push(Check {
             name: format!("probe {tp}"),
             ok: !missing,

@@ -1,25 +1,67 @@
 //! Kernel side: load the BPF programs, attach them, read their histograms.
+//!
+//! Each probe family is one `bpf/<name>.bpf.c` and one module here that opens
+//! its skeleton, attaches its programs and reads its maps into a
+//! [`Snapshot`]; [`FAMILIES`] registers them. Everything else (the
+//! `--bpf.disable` names, `ksense check`'s tracepoint list, the model's
+//! signal names, the program statistics) is derived from that table.
 
-pub mod buckets;
 pub mod kernel;
 pub mod reader;
+mod sched;
 mod skel;
+mod softirq;
 
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, OpenObject, OpenProgramMut, ProgramMut};
+use anyhow::bail;
+use libbpf_rs::{Link, MapCore, OpenProgramMut, ProgramMut};
 
+use crate::signals::buckets::{self, SLOTS};
 use crate::signals::histogram::Histogram;
+use crate::signals::metric::{family, Collector, Family, Kind, Sample, Unit, Value};
+use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
+pub use softirq::SOFTIRQ_VECTORS;
 
-/// Softirq vectors in kernel order, named as node_exporter names them.
-pub const SOFTIRQ_VECTORS: [&str; 10] =
-    ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+/// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
+/// (built by build.rs), a module with its [`ProbeFamily`], and a line here.
+pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY];
+
+/// One probe family: what it attaches, and how.
+pub struct ProbeFamily {
+    pub name: &'static str,
+    /// Its logical programs, named by their tracepoint: what `--bpf.disable`
+    /// takes and `ksense check` looks up.
+    pub programs: &'static [&'static str],
+    /// The signal names its snapshot carries, for the model's features.
+    pub signals: fn() -> Vec<String>,
+    /// Opens, loads and attaches the family's programs; the reader holds its maps.
+    pub attach: fn(&mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>>,
+    /// Fills a snapshot as a read would, every histogram equal to the one
+    /// given: what tests and fake sources serve without a kernel.
+    pub example: fn(&Histogram, &mut Snapshot),
+}
+
+/// An attached family's maps.
+pub trait Reader: Send + Sync + std::fmt::Debug {
+    /// Appends its families and signals to `out`, and adds its drop counts
+    /// (indexed like [`DROP_REASONS`]) to `drops`.
+    fn read(&self, out: &mut Snapshot, drops: &mut [u64; DROP_REASONS.len()], buf: &mut Vec<u8>)
+        -> std::io::Result<()>;
+}
+
+/// Every program name, over all families.
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().flat_map(|f| f.programs.iter().copied())
+}
+
+/// Every signal name the probes provide, over all families.
+pub fn signal_names() -> Vec<String> {
+    FAMILIES.iter().flat_map(|f| (f.signals)()).collect()
+}
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
 pub const DROP_REASONS: [&str; 3] = ["task_storage", "map_full", "cgroup_map_full"];
@@ -75,26 +117,6 @@ pub struct Program {
     pub error: Option<String>,
 }
 
-/// Everything read in one pass over the maps.
-#[derive(Clone, Debug, Default)]
-pub struct KernelSnapshot {
-    /// Every run-queue wait (the two below added up).
-    pub runqueue: Histogram,
-    /// Waits that began at a wakeup (or a new task): what a thread that slept
-    /// waiting for a request waits before it runs. The rest began with the
-    /// task requeued while still runnable (preempted or yielded).
-    pub runqueue_wakeup: Histogram,
-    pub dstate: Histogram,
-    /// Indexed like `SOFTIRQ_VECTORS`.
-    pub softirq: Vec<Histogram>,
-    pub programs: Vec<(&'static str, bool, ProgStats)>,
-    /// (reason, count), monotonic.
-    pub dropped: Vec<(&'static str, u64)>,
-    /// The per-workload series, when attribution is on (filled by the
-    /// exporter, which owns the bookkeeping; the model does not need it).
-    pub workloads: Option<crate::workloads::View>,
-}
-
 /// What the sched programs record besides the node-wide histograms.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -111,6 +133,66 @@ pub struct WorkloadMaps {
     pub entries: u32,
 }
 
+/// What a family's `attach` works with, and what it leaves behind.
+pub struct Attach<'a> {
+    pub mode: AttachMode,
+    pub support: &'a kernel::Support,
+    pub opts: Options,
+    /// The kernel's bucket bounds, written into each object's rodata.
+    pub bounds: [u64; SLOTS],
+    disable: &'a [&'a str],
+    programs: Vec<Program>,
+    links: Vec<Link>,
+    /// Set by the family that records per-workload histograms.
+    pub workload_maps: Option<WorkloadMaps>,
+}
+
+impl Attach<'_> {
+    pub fn btf(&self) -> bool {
+        self.mode == AttachMode::TpBtf
+    }
+
+    fn skip(&self, name: &str) -> Option<&'static str> {
+        if self.disable.contains(&name) {
+            Some("disabled by --bpf.disable")
+        } else if self.btf() && self.support.missing_tracepoints.contains(&name) {
+            Some("tracepoint missing from this kernel")
+        } else {
+            None
+        }
+    }
+
+    /// Before load: loads exactly one variant of program `name` (tp_btf or
+    /// raw_tp), or none when it is disabled or its tracepoint is missing.
+    pub fn select(&self, name: &str, tp: &mut OpenProgramMut<'_>, raw: &mut OpenProgramMut<'_>) {
+        let load = self.skip(name).is_none();
+        tp.set_autoload(self.btf() && load);
+        raw.set_autoload(!self.btf() && load);
+    }
+
+    /// After load: attaches the variant chosen by [`Attach::select`].
+    pub fn attach(&mut self, name: &'static str, tp: &ProgramMut<'_>, raw: &ProgramMut<'_>) {
+        let prog = if self.btf() { tp } else { raw };
+        if let Some(reason) = self.skip(name) {
+            tracing::warn!(program = name, reason, "program not attached");
+            self.programs.push(Program { name, attached: false, fd: None, error: Some(format!("{name}: {reason}")) });
+            return;
+        }
+        let fd = prog.as_fd().try_clone_to_owned().ok();
+        let p = match prog.attach() {
+            Ok(link) => {
+                self.links.push(link);
+                Program { name, attached: true, fd, error: None }
+            }
+            Err(e) => {
+                tracing::warn!(program = name, error = %e, "program not attached");
+                Program { name, attached: false, fd, error: Some(format!("{name}: {e}")) }
+            }
+        };
+        self.programs.push(p);
+    }
+}
+
 /// The attached programs and handles on their maps. The libbpf objects are
 /// dropped after attach: links and map fds keep everything alive, and the
 /// ELF images stop costing memory.
@@ -119,18 +201,11 @@ pub struct Probes {
     pub mode: AttachMode,
     pub attached_at: SystemTime,
     pub programs: Vec<Program>,
-    sched_hists: PercpuArray,
-    softirq_hists: PercpuArray,
-    drops: PercpuArray,
+    readers: Vec<Box<dyn Reader>>,
     workload_maps: Option<WorkloadMaps>,
     _links: Mutex<Vec<Link>>,
     _stats: Option<OwnedFd>,
 }
-
-// `enum` in bpf/sched.bpf.c
-const HIST_RUNQ_REQUEUE: u32 = 0;
-const HIST_DSTATE: u32 = 1;
-const HIST_RUNQ_WAKEUP: u32 = 2;
 
 impl Probes {
     /// Loads and attaches every program. A program whose tracepoint is missing
@@ -152,107 +227,34 @@ impl Probes {
         if !support.btf {
             bail!("{}", kernel::NO_BTF);
         }
-        let bounds = *buckets::kernel_bounds();
-        let skip = |tp: &str| -> Option<&'static str> {
-            if disable.contains(&tp) {
-                Some("disabled by --bpf.disable")
-            } else if mode == AttachMode::TpBtf && support.missing_tracepoints.contains(&tp) {
-                Some("tracepoint missing from this kernel")
-            } else {
-                None
-            }
-        };
         let stats = kernel::enable_stats().map_err(|e| tracing::warn!("BPF run-time statistics unavailable: {e}")).ok();
-        let mut links = Vec::new();
-        let mut programs = Vec::new();
-
-        // sched: run-queue and D-state
-        let mut obj = MaybeUninit::<OpenObject>::uninit();
-        let mut open =
-            skel::sched::SchedSkelBuilder::default().open(&mut obj).context("opening the sched BPF object")?;
-        open.maps.rodata_data.as_deref_mut().context("sched rodata")?.ks_bounds = bounds;
-        let btf = mode == AttachMode::TpBtf;
-        // Only the chosen variant's storage map is created.
-        open.maps.task_ts.set_autocreate(btf)?;
-        open.maps.pid_ts.set_autocreate(!btf)?;
-        let rodata = open.maps.rodata_data.as_deref_mut().context("sched rodata")?;
-        rodata.ks_workloads = opts.workload_entries.is_some();
-        // Off: one entry each, never touched (the code using them is dead).
-        let entries = opts.workload_entries.unwrap_or(1).max(1);
-        for m in [&mut open.maps.cg_runq, &mut open.maps.cg_dstate] {
-            m.set_max_entries(entries)?;
-            if !support.mem_alloc {
-                // No bpf_mem_alloc: allocating from a tracepoint is unsafe, preallocate.
-                m.set_map_flags(m.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)?;
-            }
-        }
-        let p = &mut open.progs;
-        for (name, tp, raw) in [
-            ("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch),
-            ("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup),
-            ("sched_wakeup_new", &mut p.tp_sched_wakeup_new, &mut p.raw_sched_wakeup_new),
-        ] {
-            select(tp, raw, btf, skip(name).is_some());
-        }
-        let sk = open.load().context("loading the sched BPF programs")?;
-        let p = &sk.progs;
-        for (name, prog) in [
-            ("sched_switch", if btf { &p.tp_sched_switch } else { &p.raw_sched_switch }),
-            ("sched_wakeup", if btf { &p.tp_sched_wakeup } else { &p.raw_sched_wakeup }),
-            ("sched_wakeup_new", if btf { &p.tp_sched_wakeup_new } else { &p.raw_sched_wakeup_new }),
-        ] {
-            programs.push(attach_one(name, prog, skip(name), &mut links));
-        }
-        let sched_hists = percpu(&sk.maps.sched_hists)?;
-        let drops = percpu(&sk.maps.ks_drops)?;
-        let workload_maps = match opts.workload_entries {
-            Some(entries) => Some(WorkloadMaps {
-                runqueue: hist_hash(&sk.maps.cg_runq)?,
-                dstate: hist_hash(&sk.maps.cg_dstate)?,
-                entries,
-            }),
-            None => None,
+        let mut ctx = Attach {
+            mode,
+            support,
+            opts,
+            bounds: *buckets::kernel_bounds(),
+            disable,
+            programs: Vec::new(),
+            links: Vec::new(),
+            workload_maps: None,
         };
-        drop(sk);
-
-        // softirq
-        let mut obj = MaybeUninit::<OpenObject>::uninit();
-        let mut open =
-            skel::softirq::SoftirqSkelBuilder::default().open(&mut obj).context("opening the softirq BPF object")?;
-        open.maps.rodata_data.as_deref_mut().context("softirq rodata")?.ks_bounds = bounds;
-        let p = &mut open.progs;
-        for (name, tp, raw) in [
-            ("softirq_entry", &mut p.tp_softirq_entry, &mut p.raw_softirq_entry),
-            ("softirq_exit", &mut p.tp_softirq_exit, &mut p.raw_softirq_exit),
-        ] {
-            select(tp, raw, btf, skip(name).is_some());
+        let mut readers = Vec::new();
+        for f in FAMILIES {
+            readers.push((f.attach)(&mut ctx)?);
         }
-        let sk = open.load().context("loading the softirq BPF programs")?;
-        let p = &sk.progs;
-        for (name, prog) in [
-            ("softirq_entry", if btf { &p.tp_softirq_entry } else { &p.raw_softirq_entry }),
-            ("softirq_exit", if btf { &p.tp_softirq_exit } else { &p.raw_softirq_exit }),
-        ] {
-            programs.push(attach_one(name, prog, skip(name), &mut links));
-        }
-        let softirq_hists = percpu(&sk.maps.softirq_hists)?;
-        drop(sk);
-
-        if links.is_empty() {
+        if ctx.links.is_empty() {
             bail!(
                 "no BPF program could be attached: {}",
-                programs.iter().filter_map(|p| p.error.as_deref()).collect::<Vec<_>>().join("; ")
+                ctx.programs.iter().filter_map(|p| p.error.as_deref()).collect::<Vec<_>>().join("; ")
             );
         }
         Ok(Probes {
             mode,
             attached_at: SystemTime::now(),
-            programs,
-            sched_hists,
-            softirq_hists,
-            drops,
-            workload_maps,
-            _links: Mutex::new(links),
+            programs: ctx.programs,
+            readers,
+            workload_maps: ctx.workload_maps,
+            _links: Mutex::new(ctx.links),
             _stats: stats,
         })
     }
@@ -262,58 +264,102 @@ impl Probes {
         self.workload_maps.take()
     }
 
+    /// The kernel's statistics of each program: (name, attached, stats).
+    pub fn program_stats(&self) -> std::io::Result<Vec<(&'static str, bool, ProgStats)>> {
+        self.programs
+            .iter()
+            .map(|p| Ok((p.name, p.attached, p.fd.as_ref().map(reader::prog_stats).transpose()?.unwrap_or_default())))
+            .collect()
+    }
+
     /// Reads every histogram and counter. Cheap (a few dozen syscalls) and
     /// safe to call from any thread while the programs run.
-    pub fn snapshot(&self) -> std::io::Result<KernelSnapshot> {
+    pub fn snapshot(&self) -> std::io::Result<Snapshot> {
         let mut buf = Vec::new();
-        let wakeup = self.sched_hists.histogram(HIST_RUNQ_WAKEUP, &mut buf)?;
-        let mut runqueue = self.sched_hists.histogram(HIST_RUNQ_REQUEUE, &mut buf)?;
-        runqueue.add(&wakeup);
-        let mut s = KernelSnapshot {
-            runqueue,
-            runqueue_wakeup: wakeup,
-            dstate: self.sched_hists.histogram(HIST_DSTATE, &mut buf)?,
-            ..Default::default()
-        };
-        for v in 0..self.softirq_hists.entries() {
-            s.softirq.push(self.softirq_hists.histogram(v, &mut buf)?);
+        let mut s = Snapshot::default();
+        let mut drops = [0; DROP_REASONS.len()];
+        for r in &self.readers {
+            r.read(&mut s, &mut drops, &mut buf)?;
         }
-        let mut recursion = 0;
-        for p in &self.programs {
-            let st = p.fd.as_ref().map(reader::prog_stats).transpose()?.unwrap_or_default();
-            recursion += st.recursion_misses;
-            s.programs.push((p.name, p.attached, st));
-        }
-        for (i, reason) in DROP_REASONS.iter().enumerate() {
-            s.dropped.push((reason, self.drops.counter(i as u32, &mut buf)?));
-        }
-        s.dropped.push((DROP_RECURSION, recursion));
+        common_families(&mut s, &self.program_stats()?, drops);
         Ok(s)
     }
 }
 
-/// Loads exactly one variant of a program, or none when its tracepoint is missing.
-fn select(tp: &mut OpenProgramMut<'_>, raw: &mut OpenProgramMut<'_>, btf: bool, skip: bool) {
-    tp.set_autoload(btf && !skip);
-    raw.set_autoload(!btf && !skip);
+/// What [`Probes::snapshot`] returns, without a kernel: every family's
+/// [`ProbeFamily::example`] with `h`, each program attached with `stats`.
+pub fn example_snapshot(h: &Histogram, stats: ProgStats) -> Snapshot {
+    let mut s = Snapshot::default();
+    for f in FAMILIES {
+        (f.example)(h, &mut s);
+    }
+    let programs: Vec<_> = program_names().map(|n| (n, true, stats)).collect();
+    common_families(&mut s, &programs, [0; DROP_REASONS.len()]);
+    s
 }
 
-fn attach_one(name: &'static str, prog: &ProgramMut<'_>, skip: Option<&str>, links: &mut Vec<Link>) -> Program {
-    if let Some(reason) = skip {
-        tracing::warn!(program = name, reason, "program not attached");
-        return Program { name, attached: false, fd: None, error: Some(format!("{name}: {reason}")) };
+/// The families every probe family shares: program statistics and drops.
+fn common_families(s: &mut Snapshot, programs: &[(&'static str, bool, ProgStats)], drops: [u64; DROP_REASONS.len()]) {
+    let recursion = programs.iter().map(|(_, _, st)| st.recursion_misses).sum::<u64>();
+    s.families.extend(program_families(programs));
+    let counted = DROP_REASONS.iter().zip(drops).chain([(&DROP_RECURSION, recursion)]);
+    s.families.push(family(
+        "ksense_events_dropped",
+        None,
+        "Events the probes could not record, by reason.",
+        Kind::Counter,
+        counted.map(|(r, c)| labelled("reason", r, Value::Counter(c as f64))).collect(),
+    ));
+}
+
+impl Source for Probes {
+    fn snapshot(&self) -> std::io::Result<Snapshot> {
+        Probes::snapshot(self)
     }
-    let fd = prog.as_fd().try_clone_to_owned().ok();
-    match prog.attach() {
-        Ok(link) => {
-            links.push(link);
-            Program { name, attached: true, fd, error: None }
-        }
-        Err(e) => {
-            tracing::warn!(program = name, error = %e, "program not attached");
-            Program { name, attached: false, fd, error: Some(format!("{name}: {e}")) }
-        }
+    fn started(&self) -> SystemTime {
+        self.attached_at
     }
+}
+
+impl Collector for Probes {
+    fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
+        out.extend(self.snapshot()?.families);
+        Ok(())
+    }
+}
+
+/// A sample with one label.
+pub fn labelled(key: &'static str, value: &'static str, v: Value) -> Sample {
+    Sample { labels: vec![(key, std::borrow::Cow::Borrowed(value))], value: v }
+}
+
+fn program_families(programs: &[(&'static str, bool, ProgStats)]) -> Vec<Family> {
+    let each = |f: &dyn Fn(bool, &ProgStats) -> Value| -> Vec<Sample> {
+        programs.iter().map(|(n, a, s)| labelled("program", n, f(*a, s))).collect()
+    };
+    vec![
+        family(
+            "ksense_bpf_program_attached",
+            None,
+            "Whether the BPF program is attached (1) or not (0).",
+            Kind::Gauge,
+            each(&|a, _| Value::Gauge(f64::from(u8::from(a)))),
+        ),
+        family(
+            "ksense_bpf_program_runs",
+            None,
+            "Times the BPF program ran, as counted by the kernel (run_cnt).",
+            Kind::Counter,
+            each(&|_, s| Value::Counter(s.run_cnt as f64)),
+        ),
+        family(
+            "ksense_bpf_program_run",
+            Some(Unit::Seconds),
+            "Time the BPF program ran, as counted by the kernel (run_time_ns).",
+            Kind::Counter,
+            each(&|_, s| Value::Counter(s.run_time_ns as f64 / 1e9)),
+        ),
+    ]
 }
 
 fn hist_hash(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<HistHash> {

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::buckets::WORKLOAD_SLOTS;
+use crate::signals::buckets::WORKLOAD_SLOTS;
 use crate::signals::histogram::Histogram;
 
 /// A per-CPU array map read with one reusable buffer.

@@ -8,20 +8,14 @@
 //! of waiting tasks, for a softirq vector the share of a CPU it took; unit 1)
 //! or `rate` (events per second).
 
-use crate::probes::{KernelSnapshot, SOFTIRQ_VECTORS};
 use crate::signals::histogram::Histogram;
+use crate::signals::Snapshot;
 
 /// Fewer run-queue events than this in an interval and the sample is too
 /// noisy to calibrate on (the K-Sense reference uses 50).
 pub const MIN_RUNQUEUE_EVENTS: u64 = 50;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Source {
-    Runqueue,
-    RunqueueWakeup,
-    Dstate,
-    Softirq(usize),
-}
+/// The signal whose event count gates calibration and scoring.
+pub const RUNQUEUE: &str = "runqueue";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Stat {
@@ -36,12 +30,14 @@ pub enum Stat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Feature {
     pub name: String,
-    pub source: Source,
+    /// The signal it reads (a name in `Snapshot::signals`).
+    pub source: String,
     pub stat: Stat,
 }
 
 impl Feature {
-    pub fn parse(name: &str) -> Result<Feature, String> {
+    /// `signals`: the signal names the probes provide (lower case).
+    pub fn parse(name: &str, signals: &[String]) -> Result<Feature, String> {
         let bad = |why: &str| {
             format!("unknown model feature {name:?}: {why} (e.g. runqueue_p99, dstate_mean, softirq_net_rx_mean)")
         };
@@ -61,37 +57,17 @@ impl Feature {
             }
             _ => return Err(bad("statistic must be mean, pNN, busy or rate")),
         };
-        let source = match src {
-            "runqueue" => Source::Runqueue,
-            "runqueue_wakeup" => Source::RunqueueWakeup,
-            "dstate" => Source::Dstate,
-            s => {
-                let v = s
-                    .strip_prefix("softirq_")
-                    .ok_or_else(|| bad("source must be runqueue, runqueue_wakeup, dstate or softirq_<vector>"))?;
-                let i = SOFTIRQ_VECTORS
-                    .iter()
-                    .position(|n| n.eq_ignore_ascii_case(v))
-                    .ok_or_else(|| bad("unknown softirq vector"))?;
-                Source::Softirq(i)
-            }
-        };
-        Ok(Feature { name: name.to_string(), source, stat })
-    }
-
-    fn histogram<'a>(&self, d: &'a KernelSnapshot) -> Option<&'a Histogram> {
-        match self.source {
-            Source::Runqueue => Some(&d.runqueue),
-            Source::RunqueueWakeup => Some(&d.runqueue_wakeup),
-            Source::Dstate => Some(&d.dstate),
-            Source::Softirq(i) => d.softirq.get(i),
-        }
+        let source = signals
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(src))
+            .ok_or_else(|| bad(&format!("source must be one of {}", signals.join(", "))))?;
+        Ok(Feature { name: name.to_string(), source: source.clone(), stat })
     }
 
     /// The value over one interval's delta, `secs` long. No events means
     /// nothing waited: 0.
-    pub fn value(&self, d: &KernelSnapshot, secs: f64) -> f64 {
-        let Some(h) = self.histogram(d) else { return 0.0 };
+    pub fn value(&self, d: &Deltas, secs: f64) -> f64 {
+        let Some(h) = d.get(&self.source) else { return 0.0 };
         match self.stat {
             Stat::Mean => h.mean_seconds(),
             Stat::Quantile(q) => h.quantile_seconds(q),
@@ -102,11 +78,11 @@ impl Feature {
     }
 }
 
-pub fn parse_all(names: &[String]) -> Result<Vec<Feature>, String> {
+pub fn parse_all(names: &[String], signals: &[String]) -> Result<Vec<Feature>, String> {
     if names.is_empty() {
         return Err("the model needs at least one feature".into());
     }
-    let fs = names.iter().map(|n| Feature::parse(n)).collect::<Result<Vec<_>, _>>()?;
+    let fs = names.iter().map(|n| Feature::parse(n, signals)).collect::<Result<Vec<_>, _>>()?;
     for (i, f) in fs.iter().enumerate() {
         if fs[..i].iter().any(|g| g.name == f.name) {
             return Err(format!("model feature {:?} is listed twice", f.name));
@@ -115,59 +91,90 @@ pub fn parse_all(names: &[String]) -> Result<Vec<Feature>, String> {
     Ok(fs)
 }
 
-/// One interval: the deltas of every histogram.
-pub fn interval_delta(now: &KernelSnapshot, before: &KernelSnapshot) -> KernelSnapshot {
-    KernelSnapshot {
-        runqueue: now.runqueue.delta(&before.runqueue),
-        runqueue_wakeup: now.runqueue_wakeup.delta(&before.runqueue_wakeup),
-        dstate: now.dstate.delta(&before.dstate),
-        softirq: now.softirq.iter().zip(&before.softirq).map(|(a, b)| a.delta(b)).collect(),
-        ..Default::default()
+/// One interval's histograms, by signal name.
+#[derive(Clone, Debug, Default)]
+pub struct Deltas(pub Vec<(String, Histogram)>);
+
+impl Deltas {
+    pub fn get(&self, name: &str) -> Option<&Histogram> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, h)| h)
     }
+}
+
+/// One interval: the delta of every signal present in both snapshots.
+pub fn interval_delta(now: &Snapshot, before: &Snapshot) -> Deltas {
+    Deltas(now.signals.iter().filter_map(|(n, h)| before.signal(n).map(|b| (n.clone(), h.delta(b)))).collect())
 }
 
 /// The feature vector of an interval `secs` long, and whether it is fit for
 /// calibration.
-pub fn vector(features: &[Feature], delta: &KernelSnapshot, secs: f64) -> (Vec<f64>, bool) {
+pub fn vector(features: &[Feature], delta: &Deltas, secs: f64) -> (Vec<f64>, bool) {
     let x: Vec<f64> = features.iter().map(|f| f.value(delta, secs)).collect();
-    let ok = delta.runqueue.count() >= MIN_RUNQUEUE_EVENTS && x.iter().all(|v| v.is_finite());
+    let ok = runqueue_events(delta) >= MIN_RUNQUEUE_EVENTS && x.iter().all(|v| v.is_finite());
     (x, ok)
+}
+
+/// Run-queue waits in the interval: none, and the interval carries no data.
+pub fn runqueue_events(delta: &Deltas) -> u64 {
+    delta.get(RUNQUEUE).map_or(0, Histogram::count)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The names the probes provide today (probes::signal_names() in the binary).
+    fn names() -> Vec<String> {
+        let mut v: Vec<String> = ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec();
+        v.extend(
+            ["hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu"]
+                .map(|x| format!("softirq_{x}")),
+        );
+        v
+    }
+
     #[test]
     fn parses_names() {
-        assert_eq!(Feature::parse("runqueue_wakeup_p99").unwrap().source, Source::RunqueueWakeup);
-        let f = Feature::parse("runqueue_p99").unwrap();
-        assert_eq!((f.source, f.stat), (Source::Runqueue, Stat::Quantile(0.99)));
-        assert_eq!(Feature::parse("runqueue_p999").unwrap().stat, Stat::Quantile(0.999));
-        assert_eq!(Feature::parse("runqueue_p50").unwrap().stat, Stat::Quantile(0.5));
-        assert_eq!(Feature::parse("softirq_net_rx_busy").unwrap().stat, Stat::Busy);
-        assert_eq!(Feature::parse("runqueue_wakeup_rate").unwrap().stat, Stat::Rate);
-        assert_eq!(Feature::parse("softirq_net_rx_mean").unwrap().source, Source::Softirq(3));
-        assert_eq!(Feature::parse("softirq_HRTIMER_p99").unwrap().source, Source::Softirq(8));
+        let n = names();
+        assert_eq!(Feature::parse("runqueue_wakeup_p99", &n).unwrap().source, "runqueue_wakeup");
+        let f = Feature::parse("runqueue_p99", &n).unwrap();
+        assert_eq!((f.source.as_str(), f.stat), ("runqueue", Stat::Quantile(0.99)));
+        assert_eq!(Feature::parse("runqueue_p999", &n).unwrap().stat, Stat::Quantile(0.999));
+        assert_eq!(Feature::parse("runqueue_p50", &n).unwrap().stat, Stat::Quantile(0.5));
+        assert_eq!(Feature::parse("softirq_net_rx_busy", &n).unwrap().stat, Stat::Busy);
+        assert_eq!(Feature::parse("runqueue_wakeup_rate", &n).unwrap().stat, Stat::Rate);
+        assert_eq!(Feature::parse("softirq_net_rx_mean", &n).unwrap().source, "softirq_net_rx");
+        assert_eq!(Feature::parse("softirq_HRTIMER_p99", &n).unwrap().source, "softirq_hrtimer");
         for bad in ["runqueue", "runqueue_p", "runqueue_p0", "cpu_mean", "softirq_foo_mean", "dstate_max"] {
-            assert!(Feature::parse(bad).is_err(), "{bad}");
+            assert!(Feature::parse(bad, &n).is_err(), "{bad}");
         }
-        assert!(parse_all(&["dstate_mean".into(), "dstate_mean".into()]).is_err());
+        assert!(parse_all(&["dstate_mean".into(), "dstate_mean".into()], &n).is_err());
+    }
+
+    fn snap(runqueue: Histogram) -> Snapshot {
+        let mut s = Snapshot::default();
+        for n in names() {
+            let h = if n == RUNQUEUE { runqueue.clone() } else { Histogram::default() };
+            s.signals.push((n, h));
+        }
+        s
     }
 
     #[test]
     fn vector_from_delta() {
-        let b = crate::probes::buckets::kernel_bounds();
-        let mut now = KernelSnapshot { softirq: vec![Histogram::default(); 10], ..Default::default() };
+        let b = crate::signals::buckets::kernel_bounds();
+        let mut rq = Histogram::default();
         for _ in 0..60 {
-            now.runqueue.slots[crate::probes::buckets::slot_of(b, 1_000_000)] += 1;
-            now.runqueue.sum_ns += 1_000_000;
+            rq.slots[crate::signals::buckets::slot_of(b, 1_000_000)] += 1;
+            rq.sum_ns += 1_000_000;
         }
-        let before = KernelSnapshot { softirq: vec![Histogram::default(); 10], ..Default::default() };
+        let (now, before) = (snap(rq), snap(Histogram::default()));
         let d = interval_delta(&now, &before);
-        let fs =
-            parse_all(&["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()])
-                .unwrap();
+        let fs = parse_all(
+            &["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()],
+            &names(),
+        )
+        .unwrap();
         let (x, ok) = vector(&fs, &d, 2.0);
         assert!(ok);
         assert!((x[0] - 1e-3).abs() < 1e-12);

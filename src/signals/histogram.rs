@@ -1,7 +1,7 @@
 //! A latency histogram as read from the kernel, in kernel slots, and what can
 //! be derived from it: deltas, count, mean, quantiles, native and classic views.
 
-use crate::probes::buckets::{self, SLOTS};
+use crate::signals::buckets::{self, SLOTS};
 
 /// Cumulative counts since the probes were attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::buckets::{index_slot, kernel_bounds, slot_of};
+    use crate::signals::buckets::{index_slot, kernel_bounds, slot_of};
     use proptest::prelude::*;
 
     fn from_values(vals: &[u64]) -> Histogram {
@@ -233,7 +233,7 @@ mod tests {
                 // Exact `le` semantics through the kernel slots (f64 seconds would round).
                 let exact = vals.iter().filter(|&&v| k == les.len() || slot_of(kernel_bounds(), v) <= index_slot(les[k])).count() as u64;
                 prop_assert_eq!(cum, exact);
-                prop_assert!(k == les.len() || *le == crate::probes::buckets::upper_bound_seconds(les[k]));
+                prop_assert!(k == les.len() || *le == crate::signals::buckets::upper_bound_seconds(les[k]));
             }
         }
     }

@@ -5,6 +5,7 @@
 //! cgroups that are gone).
 
 pub mod cgroupfs;
+mod families;
 pub mod labels;
 pub mod tracker;
 
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::probes::WorkloadMaps;
+use crate::signals::metric::{Collector, Family};
 use labels::{KubeletLogs, Labels};
 use tracker::{Filter, Lookup, Resolver, Tracker};
 pub use tracker::{Pair, Series, View};
@@ -149,5 +151,16 @@ impl Workloads {
             self.maps.dstate.delete(id)?;
         }
         Ok(tracker.view())
+    }
+}
+
+impl Collector for Workloads {
+    /// A failed read costs the per-workload series of this scrape, never the scrape.
+    fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
+        match self.refresh() {
+            Ok(view) => out.extend(families::families(&view)),
+            Err(e) => tracing::warn!(error = %e, "reading the per-workload maps failed"),
+        }
+        Ok(())
     }
 }

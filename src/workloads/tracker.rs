@@ -331,7 +331,7 @@ fn grown(cur: &Histogram, last: &Histogram) -> Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::buckets::{kernel_bounds, slot_of};
+    use crate::signals::buckets::{kernel_bounds, slot_of};
 
     /// Cgroups are named by id: `/cg<id>`; ids in `gone` are removed,
     /// ids >= 1000 are invisible (outside our hierarchy).

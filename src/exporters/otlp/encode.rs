@@ -14,9 +14,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::exporters::families::{Family, Kind, Sample, Value};
-use crate::probes::buckets;
+use crate::signals::buckets;
 use crate::signals::histogram::Histogram;
+use crate::signals::metric::{Family, Kind, Sample, Value};
 
 /// The kernel buckets are native schema 2, which is OTLP scale 2.
 pub const SCALE: i32 = buckets::SCHEMA;
@@ -167,10 +167,11 @@ pub fn histogram_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::families::{self, BuildInfo, ModelView, OtlpExports, Score, Unit};
-    use crate::probes::buckets::{index_slot, kernel_bounds, slot_of, SLOTS};
+    use crate::exporters::families::{self, BuildInfo, OtlpExports};
+    use crate::model::pipeline::{ModelView, Score};
     use crate::probes::reader::ProgStats;
-    use crate::probes::KernelSnapshot;
+    use crate::signals::buckets::{index_slot, kernel_bounds, slot_of, SLOTS};
+    use crate::signals::metric::Unit;
     use std::time::Duration;
 
     /// Every family ksense can serve, each with samples.
@@ -179,15 +180,7 @@ mod tests {
         h.slots[0] = 1;
         h.slots[index_slot(-40)] = 2;
         h.sum_ns = 2_000_000;
-        let k = KernelSnapshot {
-            runqueue: h.clone(),
-            runqueue_wakeup: h.clone(),
-            dstate: h.clone(),
-            softirq: vec![h; 10],
-            programs: vec![("sched_switch", true, ProgStats { run_cnt: 5, run_time_ns: 500, recursion_misses: 0 })],
-            dropped: vec![("task_storage", 0)],
-            workloads: None,
-        };
+        let k = crate::probes::example_snapshot(&h, ProgStats { run_cnt: 5, run_time_ns: 500, recursion_misses: 0 });
         let m = ModelView {
             ready: true,
             samples: 3,
@@ -202,7 +195,7 @@ mod tests {
             save_failures: 0,
         };
         let info = BuildInfo { version: "0", kernel: "6".into(), attach_mode: "tp_btf" };
-        families::build(&k, Some(&m), &info, Some(OtlpExports { success: 1, failure: 2 }))
+        families::build(k.families, Some(&m), &info, Some(OtlpExports { success: 1, failure: 2 }))
     }
 
     /// The Collector's OTLP -> Prometheus name translation, from its

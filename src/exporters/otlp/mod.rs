@@ -11,30 +11,17 @@ pub mod encode;
 pub mod tls;
 pub mod transport;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::families::{Family, OtlpExports};
-use super::http::Exporter;
+pub use super::families::Counters;
+use super::gather::Exporter;
+use crate::signals::metric::Family;
 pub use config::{OtlpConfig, Protocol};
 use transport::Transport;
-
-/// `ksense_otlp_exports_total`, shared with /metrics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    success: AtomicU64,
-    failure: AtomicU64,
-}
-
-impl Counters {
-    pub fn get(&self) -> OtlpExports {
-        OtlpExports { success: self.success.load(Ordering::Relaxed), failure: self.failure.load(Ordering::Relaxed) }
-    }
-}
 
 /// Families read at one moment.
 pub struct Snapshot {
@@ -148,7 +135,7 @@ async fn final_export(cfg: &OtlpConfig, exporter: &Exporter, counters: &Counters
         Ok(f) => f,
         Err(e) => return tracing::warn!(error = %e, "OTLP: reading the metrics for the last export failed"),
     };
-    let req = encode::request(&families, &cfg.resource, exporter.kernel.started(), time);
+    let req = encode::request(&families, &cfg.resource, exporter.created, time);
     let result = match Transport::new(cfg) {
         Ok(mut t) => tokio::time::timeout(cfg.timeout, t.export(req))
             .await
@@ -157,11 +144,11 @@ async fn final_export(cfg: &OtlpConfig, exporter: &Exporter, counters: &Counters
     };
     match result {
         Ok(_) => {
-            counters.success.fetch_add(1, Ordering::Relaxed);
+            counters.record(true);
             tracing::info!("OTLP: last export at shutdown sent");
         }
         Err(e) => {
-            counters.failure.fetch_add(1, Ordering::Relaxed);
+            counters.record(false);
             tracing::warn!(endpoint = %cfg.endpoint, error = %e, "OTLP: last export at shutdown failed; the collector has the values up to the previous one");
         }
     }
@@ -198,7 +185,7 @@ async fn send(
     mut transport: Transport,
     queue: Arc<Latest<Arc<Snapshot>>>,
 ) {
-    let start = exporter.kernel.started();
+    let start = exporter.created;
     let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
         ^ u64::from(std::process::id());
     let mut backoff = Backoff::new(seed);
@@ -226,7 +213,7 @@ async fn send(
         };
         match result {
             Ok(rejected) => {
-                counters.success.fetch_add(1, Ordering::Relaxed);
+                counters.record(true);
                 backoff.reset();
                 if let Some(o) = outage.take() {
                     tracing::info!(
@@ -244,7 +231,7 @@ async fn send(
                 }
             }
             Err(e) => {
-                counters.failure.fetch_add(1, Ordering::Relaxed);
+                counters.record(false);
                 let delay = backoff.delay();
                 match &mut outage {
                     None => {

@@ -1,0 +1,120 @@
+//! The sched family (bpf/sched.bpf.c): run-queue latency, split by how the
+//! wait began, and D-state duration; per workload when attribution is on.
+
+use std::mem::MaybeUninit;
+
+use anyhow::Context;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::OpenObject;
+
+use super::reader::PercpuArray;
+use super::{hist_hash, percpu, skel, Attach, ProbeFamily, Reader, WorkloadMaps, DROP_REASONS};
+use crate::signals::histogram::Histogram;
+use crate::signals::metric::{family, one, Kind, Unit, Value};
+use crate::signals::Snapshot;
+
+pub const FAMILY: ProbeFamily = ProbeFamily {
+    name: "sched",
+    programs: &["sched_switch", "sched_wakeup", "sched_wakeup_new"],
+    signals: || ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec(),
+    attach,
+    example: |h, out| emit(out, h.clone(), h.clone(), h.clone()),
+};
+
+// `enum ks_sched_hist` of bpf/sched.bpf.c, as the skeleton generates it.
+use skel::sched::types::ks_sched_hist as H;
+const HIST_RUNQ_REQUEUE: u32 = H::HIST_RUNQ_REQUEUE.0;
+const HIST_DSTATE: u32 = H::HIST_DSTATE.0;
+const HIST_RUNQ_WAKEUP: u32 = H::HIST_RUNQ_WAKEUP.0;
+
+#[derive(Debug)]
+struct Sched {
+    hists: PercpuArray,
+    drops: PercpuArray,
+}
+
+fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
+    let mut obj = MaybeUninit::<OpenObject>::uninit();
+    let mut open = skel::sched::SchedSkelBuilder::default().open(&mut obj).context("opening the sched BPF object")?;
+    let btf = ctx.btf();
+    // Only the chosen variant's storage map is created.
+    open.maps.task_ts.set_autocreate(btf)?;
+    open.maps.pid_ts.set_autocreate(!btf)?;
+    let rodata = open.maps.rodata_data.as_deref_mut().context("sched rodata")?;
+    rodata.ks_bounds = ctx.bounds;
+    rodata.ks_workloads = ctx.opts.workload_entries.is_some();
+    // Off: one entry each, never touched (the code using them is dead).
+    let entries = ctx.opts.workload_entries.unwrap_or(1).max(1);
+    for m in [&mut open.maps.cg_runq, &mut open.maps.cg_dstate] {
+        m.set_max_entries(entries)?;
+        if !ctx.support.mem_alloc {
+            // No bpf_mem_alloc: allocating from a tracepoint is unsafe, preallocate.
+            m.set_map_flags(m.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)?;
+        }
+    }
+    let p = &mut open.progs;
+    ctx.select("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch);
+    ctx.select("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup);
+    ctx.select("sched_wakeup_new", &mut p.tp_sched_wakeup_new, &mut p.raw_sched_wakeup_new);
+    let sk = open.load().context("loading the sched BPF programs")?;
+    let p = &sk.progs;
+    ctx.attach("sched_switch", &p.tp_sched_switch, &p.raw_sched_switch);
+    ctx.attach("sched_wakeup", &p.tp_sched_wakeup, &p.raw_sched_wakeup);
+    ctx.attach("sched_wakeup_new", &p.tp_sched_wakeup_new, &p.raw_sched_wakeup_new);
+    if let Some(entries) = ctx.opts.workload_entries {
+        ctx.workload_maps = Some(WorkloadMaps {
+            runqueue: hist_hash(&sk.maps.cg_runq)?,
+            dstate: hist_hash(&sk.maps.cg_dstate)?,
+            entries,
+        });
+    }
+    Ok(Box::new(Sched { hists: percpu(&sk.maps.sched_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
+}
+
+impl Reader for Sched {
+    fn read(
+        &self,
+        out: &mut Snapshot,
+        drops: &mut [u64; DROP_REASONS.len()],
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let wakeup = self.hists.histogram(HIST_RUNQ_WAKEUP, buf)?;
+        let mut runqueue = self.hists.histogram(HIST_RUNQ_REQUEUE, buf)?;
+        runqueue.add(&wakeup);
+        let dstate = self.hists.histogram(HIST_DSTATE, buf)?;
+        emit(out, runqueue, wakeup, dstate);
+        for (i, d) in drops.iter_mut().enumerate() {
+            // Indexed like DROP_REASONS, which a test checks against `enum ks_drop`.
+            *d += self.drops.counter(i as u32, buf)?;
+        }
+        Ok(())
+    }
+}
+
+fn emit(out: &mut Snapshot, runqueue: Histogram, wakeup: Histogram, dstate: Histogram) {
+    out.families.extend([
+        family("ksense_runqueue_latency", Some(Unit::Seconds), "Time tasks spent runnable, waiting in a run queue, before running (wakeup or preemption to switch-in).", Kind::Histogram, one(Value::Histogram(runqueue.clone()))),
+        family("ksense_runqueue_wakeup_latency", Some(Unit::Seconds), "The run-queue waits that began at a wakeup (or a new task): what a thread that slept, e.g. waiting for a request, waits before it runs. Part of ksense_runqueue_latency_seconds.", Kind::Histogram, one(Value::Histogram(wakeup.clone()))),
+        family("ksense_dstate_duration", Some(Unit::Seconds), "Time tasks spent in uninterruptible sleep (D state), from switch-out to wakeup.", Kind::Histogram, one(Value::Histogram(dstate.clone()))),
+    ]);
+    out.signals.extend([("runqueue".into(), runqueue), ("runqueue_wakeup".into(), wakeup), ("dstate".into(), dstate)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skel::sched::types::ks_drop as D;
+
+    /// DROP_REASONS names `enum ks_drop` (bpf/ksense.h) in its order.
+    #[test]
+    fn drop_reasons_follow_the_c_enum() {
+        assert_eq!(DROP_REASONS.len(), D::KS_DROP_MAX.0 as usize);
+        for (reason, v) in [
+            ("task_storage", D::KS_DROP_TASK_STORAGE),
+            ("map_full", D::KS_DROP_MAP_FULL),
+            ("cgroup_map_full", D::KS_DROP_CGROUP_MAP_FULL),
+        ] {
+            assert_eq!(DROP_REASONS[v.0 as usize], reason);
+        }
+    }
+}
