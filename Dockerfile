@@ -54,7 +54,7 @@ FROM debian:bookworm-slim AS runtime
 
 # Exactly the shared libraries `ldd target/release/ksense` lists, besides
 # libc6 (checked by tests/deploy/dockerfile.sh): libelf.so.1 (libelf1),
-# libz.so.1 (zlib1g), libopenblas.so.0 (libopenblas0-pthread),
+# libz.so.1 (zlib1g), libopenblas.so.0 (libopenblas0-serial),
 # libgfortran.so.5 (libgfortran5, pulls libquadmath0), libgcc_s.so.1
 # (libgcc-s1, already in the base image; listed so the dependency is explicit).
 # ca-certificates: the trust store for an https:// OTLP collector without
@@ -65,7 +65,7 @@ RUN apt-get update \
       ca-certificates \
       libelf1 \
       zlib1g \
-      libopenblas0-pthread \
+      libopenblas0-serial \
       libgfortran5 \
       libgcc-s1 \
  && rm -rf /var/lib/apt/lists/*

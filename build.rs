@@ -45,8 +45,23 @@ fn main() {
     for (src, name) in sources("bench/bpf") {
         build(&src, &name, &out, &vmlinux);
     }
+    serial_openblas(&arch);
     // New files and every shared header.
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=bench/bpf");
 }
 
+/// The model links Debian's serial OpenBLAS, found first at run time through
+/// the binary's RUNPATH whatever the system's default (alternatives) is: the
+/// pthread build starts worker threads when it loads, before main, and
+/// capabilities are per thread (privileges.rs drops them only while the
+/// process has one thread). The model's matrices are 4x4 to 8x8, where
+/// threads only cost.
+fn serial_openblas(arch: &str) {
+    let dir = format!("/usr/lib/{arch}-linux-gnu/openblas-serial");
+    if !Path::new(&dir).join("libopenblas.so.0").exists() {
+        panic!("{dir}/libopenblas.so.0 missing: install libopenblas-serial-dev (scripts/install-deps.sh does)");
+    }
+    println!("cargo:rustc-link-search=native={dir}");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+}

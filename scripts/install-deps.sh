@@ -4,11 +4,11 @@
 set -euo pipefail
 
 # clang and llvm compile the BPF programs (libbpf-cargo); libelf, zlib and
-# pkg-config build libbpf (libbpf-sys); OpenBLAS backs the model's linear
-# algebra; protoc and the well-known .proto files (libprotobuf-dev, which
+# pkg-config build libbpf (libbpf-sys); the serial OpenBLAS backs the model's
+# linear algebra (build.rs says why serial); protoc and the well-known .proto files (libprotobuf-dev, which
 # protobuf-compiler only recommends) build prometheus-client's protobuf format;
 # curl is the README's scrape.
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-dev protobuf-compiler libprotobuf-dev curl)
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-serial-dev protobuf-compiler libprotobuf-dev curl)
 if [ "${1:-}" = "--test" ]; then
     # Real servers and load generators the tests drive, and the tools they call
     # (mount/umount, unshare and setpriv from util-linux).

@@ -110,7 +110,6 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     // Bound before the capabilities go (a port below 1024 needs CAP_NET_BIND_SERVICE).
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
-    privileges::stop_blas_threads();
     if privileges::threads() == 1 {
         let kept = privileges::drop_after_attach(|| probes.snapshot().is_ok()).map_err(anyhow::Error::msg)?;
         let names: Vec<String> = kept.caps.iter().map(|c| c.to_string()).collect();

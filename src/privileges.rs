@@ -68,25 +68,6 @@ pub fn drop_after_attach(still_works: impl FnOnce() -> bool) -> Result<Kept, Str
     Ok(Kept { caps, bounding_cleared: setpcap })
 }
 
-extern "C" {
-    // OpenBLAS (linked through ndarray-linalg's openblas-system).
-    fn openblas_set_num_threads(n: libc::c_int);
-    fn blas_thread_shutdown_() -> libc::c_int;
-}
-
-/// OpenBLAS starts its worker threads when the library loads, long before
-/// main: they would keep every capability. The model's matrices are 4x4 to
-/// 8x8, where threads only cost, so BLAS is made single-threaded and its
-/// workers are stopped (and joined) before the capabilities are dropped.
-pub fn stop_blas_threads() {
-    // SAFETY: plain OpenBLAS calls, before any BLAS work has started; with
-    // one thread configured OpenBLAS never restarts its workers.
-    unsafe {
-        openblas_set_num_threads(1);
-        blas_thread_shutdown_();
-    }
-}
-
 /// The process's thread count, from /proc (capabilities are per thread).
 pub fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)

@@ -34,7 +34,7 @@ RUNTIME_IMAGE = "debian:bookworm-slim"
 INSTALL_DEPS = "scripts/install-deps.sh"
 BUILD_DEPS = set(re.search(r"^pkgs=\(([^)]*)\)", (root / INSTALL_DEPS).read_text(), re.M).group(1).split())
 # What the binary is expected to link, used only when it is not built yet.
-EXPECTED_RUNTIME = {"libelf1", "zlib1g", "libopenblas0-pthread", "libgfortran5"}
+EXPECTED_RUNTIME = {"libelf1", "zlib1g", "libopenblas0-serial", "libgfortran5"}
 LIBC_PACKAGES = {"libc6"}
 FORBIDDEN_RUNTIME = re.compile(r"(-dev$|^clang|^llvm|^gcc|^g\+\+|^cargo|^rustc|^build-essential|^pkg-config$|^protobuf-compiler$)")
 
