@@ -22,20 +22,37 @@ Conventions
 """
 import json
 import sys
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 SEL = 'node=~"$node", instance=~"$instance"'
-VECTORS = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"]
+ROOT = HERE.parent
 GRAFANA_VERSION = "10.4.0"
 
-# chi2(4) quantiles on friction (= sqrt of friction^2), as in
-# deploy/prometheus/ksense-rules.yml: 99.9% -> 4.3 (warning), 99.9999% -> 5.8.
-FRICTION_WARN = 4.3
-FRICTION_CRIT = 5.8
-# Energy (mean |dF| per interval) of a calm node is <= ~0.77; alert line 2.
-ENERGY_WARN = 2
+
+def _softirq_vectors():
+    """The vector names' one home is src/probes/softirq.rs."""
+    src = (ROOT / "src/probes/softirq.rs").read_text()
+    body = re.search(r"SOFTIRQ_VECTORS: \[&str; \d+\] =\s*\[([^\]]*)\]", src).group(1)
+    return re.findall(r'"([A-Z_]+)"', body)
+
+
+def _alert_threshold(alert, metric):
+    """An alert's `metric > X` line; the thresholds' one home is the rules file."""
+    rules = (ROOT / "deploy/prometheus/ksense-rules.yml").read_text()
+    block = rules.split(f"- alert: {alert}\n", 1)[1]
+    return float(re.search(rf"{metric} > ([0-9.]+)", block).group(1))
+
+
+VECTORS = _softirq_vectors()
+# Quantiles of chi2(d) on friction, d the default feature count: the rules
+# file's table and alerts (warning: 99.9%, critical: 99.9999%).
+FRICTION_WARN = _alert_threshold("KsenseFrictionHigh", "ksense_friction")
+FRICTION_CRIT = _alert_threshold("KsenseFrictionCritical", "ksense_friction")
+# Energy (mean |dF| per interval) of a calm node is about 0.76; alert line 2.
+ENERGY_WARN = _alert_threshold("KsenseNodeUnstable", "ksense_energy")
 
 
 # ------------------------------------------------------------------ queries
@@ -334,8 +351,9 @@ def friction_dashboard():
     L.row("Now")
     L.add(stat("Friction", targets((f"ksense_friction{{{SEL}}}", "{{instance}}")), decimals=2,
                thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT),
-               desc="Mahalanobis distance from the frozen baseline. Healthy nodes hover near 1.9 "
-                    f"(friction² ~ χ²(4)); {FRICTION_WARN} is the 99.9% line, {FRICTION_CRIT} the 99.9999% line."), 5, 4)
+               desc="Mahalanobis distance from the frozen baseline. Healthy nodes hover near 1.6 or below "
+                    f"(friction² ~ χ²(3) with the 3 default features); {FRICTION_WARN} is the 99.9% line, "
+                    f"{FRICTION_CRIT} the 99.9999% line."), 5, 4)
     L.add(stat("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), mappings=DIRECTION,
                color_mode="background", desc="+1: worse than baseline, −1: better."), 4, 4)
     L.add(stat("Energy", targets((f"ksense_energy{{{SEL}}}", "{{instance}}")), decimals=2,
@@ -354,15 +372,15 @@ def friction_dashboard():
         targets((f"ksense_friction{{{SEL}}}", "friction {{instance}}")),
         thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT), thresh_style="line+area",
         fill=0, min_=0, decimals=2,
-        desc=f"Distance from baseline. Dashed lines: {FRICTION_WARN} (χ²(4) 99.9%, warning alert after 10m) and "
+        desc=f"Distance from baseline. Dashed lines: {FRICTION_WARN} (χ²(3) 99.9%, warning alert after 10m) and "
              f"{FRICTION_CRIT} (99.9999%, critical after 5m). Direction below tells worse from better."), 16, 8)
     L.add(timeseries(
         "How unlikely on a healthy node",
         targets((f"exp(-(ksense_friction{{{SEL}}} ^ 2) / 2) * (1 + (ksense_friction{{{SEL}}} ^ 2) / 2)",
                  "P(χ²₄ ≥ friction²) {{instance}}")),
         unit="percentunit", log=True, fill=0,
-        desc="Tail probability of the current friction under the baseline (χ² with 4 degrees of freedom): "
-             "0.001 = the warning line."), 8, 8)
+        desc="Tail probability of the current friction under the baseline, P(χ²(4) ≥ friction²) (PromQL "
+             "has no erfc for χ²(3)): an upper bound of the χ²(3) tail of the 3 default features."), 8, 8)
     L.add(state_timeline("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), DIRECTION,
                          desc="Worse (+1) or better (−1) than baseline."), 24, 4)
     L.add(timeseries("Signed friction (+ worse / − better)",

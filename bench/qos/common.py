@@ -16,7 +16,7 @@ NB = LE_MAX - LE_MIN + 2  # + the +Inf bucket
 UPPER = np.array([2.0 ** (i / 4.0) for i in range(LE_MIN, LE_MAX + 1)] + [math.inf])
 LOWER = np.array([2.0 ** ((i - 1) / 4.0) for i in range(LE_MIN, LE_MAX + 1)] + [2.0 ** (LE_MAX / 4.0)])
 
-MIN_RUNQUEUE_EVENTS = 50  # ksense's calibration acceptance threshold per interval
+from facts import MIN_RUNQUEUE_EVENTS  # noqa: E402,F401  ksense's per-interval calibration floor
 
 
 class Run:

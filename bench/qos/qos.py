@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # index i.
 LE_MIN, LE_MAX = -100, 20
 
-SOFTIRQ_VECTORS = ["hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu"]
+from facts import SOFTIRQ_VECTORS  # noqa: E402  (bench/qos is on sys.path when run as a script)
 
 # Interference phases. {tmp} is a scratch directory on the root file system
 # (ext4 on the VM's virtio disk, so writes really reach a block device).

@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RIDGE_FLOOR, RIDGE_RELATIVE = 1e-9, 1e-3
 # ksense's default (src/config.rs DEFAULT_FEATURES, log transform, ridge) and
 # the K-Sense reference's feature set it replaced.
-DEFAULT = ("runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy")
+from facts import DEFAULT_FEATURES as DEFAULT  # noqa: E402
 REFERENCE = ("runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean")
 POOL = ["runqueue_wakeup_mean", "runqueue_wakeup_p90", "runqueue_wakeup_p99", "runqueue_wakeup_p999",
         "runqueue_mean", "runqueue_p99", "runqueue_p999", "dstate_mean", "dstate_p99", "softirq_net_rx_mean",

@@ -5,7 +5,12 @@
   and a runbook_url whose anchor is a section of docs/runbook.md;
 - every alert is exercised by the unit tests both firing (non-empty
   exp_alerts) and not firing (empty exp_alerts);
-- every recording rule is exercised by a promql_expr_test.
+- every recording rule is exercised by a promql_expr_test;
+- the friction thresholds agree with their derivation and every copy: the
+  rules' chi2 table row marked "used below" has d = the number of default
+  features (src/config.rs), the alerts fire at that row's values (to one
+  decimal), their summaries and the README's alert table name chi2(d), the
+  dashboards (generated from this file) draw the same lines.
 """
 import re
 import sys
@@ -72,6 +77,36 @@ for r in alerts:
 for rec in records:
     if rec not in tested_exprs:
         errors.append(f"recording rule {rec}: no promql_expr_test")
+
+# ---- one home for the friction thresholds
+rules_text = (root / "deploy/prometheus/ksense-rules.yml").read_text()
+config_rs = (root / "src/config.rs").read_text()
+m = re.search(r"DEFAULT_FEATURES: \[&str; (\d+)\]", config_rs)
+d = int(m.group(1)) if m else None
+row = re.search(r"#\s+(\d+)\s+[\d.]+ -> (?:friction )?([\d.]+)\s+[\d.]+ -> ([\d.]+)\s+<- used below", rules_text)
+if d is None or row is None:
+    errors.append("friction: cannot find DEFAULT_FEATURES in src/config.rs or the rules' 'used below' row")
+else:
+    row_d, warn, crit = int(row.group(1)), float(row.group(2)), float(row.group(3))
+    if row_d != d:
+        errors.append(f"friction: the rules use the chi2({row_d}) row, ksense ships {d} default features")
+    by_name = {r["alert"]: r for r in alerts}
+    for name, want in (("KsenseFrictionHigh", warn), ("KsenseFrictionCritical", crit)):
+        r = by_name.get(name)
+        got = re.search(r"ksense_friction > ([\d.]+)", r["expr"]) if r else None
+        if not got or abs(float(got.group(1)) - round(want - 0.05, 1)) > 1e-9:
+            errors.append(f"{name}: threshold should be {want} rounded down to one decimal")
+        elif f"chi2({d})" not in r["annotations"]["summary"]:
+            errors.append(f"{name}: summary should name chi2({d})")
+    readme = (root / "README.md").read_text()
+    for name in ("KsenseFrictionHigh", "KsenseFrictionCritical"):
+        line = next((l for l in readme.splitlines() if l.startswith(f"| `{name}`")), "")
+        if f"χ²({d})" not in line:
+            errors.append(f"README's alert table: {name} should name χ²({d})")
+    friction = (root / "dashboards/ksense-friction.json").read_text()
+    for v in (round(warn - 0.05, 1), round(crit - 0.05, 1)):
+        if f'"value": {v}' not in friction:
+            errors.append(f"dashboards/ksense-friction.json: no threshold line at {v}")
 
 for e in errors:
     print("FAIL:", e)
