@@ -79,7 +79,7 @@ pub fn kernel_release() -> String {
 fn serve(cfg: Config) -> anyhow::Result<()> {
     let feats = features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
     let support = kernel::probe();
-    let mode = AttachMode::choose(&cfg.attach, &support)?;
+    let mode = AttachMode::choose(cfg.attach.mode(), &support)?;
     let t0 = Instant::now();
     let wl = &cfg.workloads;
     let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries) };

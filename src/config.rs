@@ -5,14 +5,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::exporters::otlp::config::{self as otlp_config, OtlpConfig};
 use crate::fileerr;
+use crate::model::{Regularisation, Side};
+use crate::probes::AttachMode;
 use crate::signals::buckets;
 
 pub const DEFAULT_PORT: u16 = 9827;
+
+// Each setting is one field of a section struct (`WebOpts`, ...) that is both
+// a flag (clap) and a key of the file's section (serde); `Config::load` picks
+// flag > file > default with `Source::pick`, which remembers where the value
+// came from for the error. Defaults live with what they configure
+// (`Config`'s fields' types) and are written here only in the help text.
 
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -25,109 +33,21 @@ pub const DEFAULT_PORT: u16 = 9827;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-
-    /// Address to listen on for metrics: host:port, or :port for every address [default: :9827]
-    #[arg(long = "web.listen-address", value_name = "ADDR", global = true)]
-    pub listen_address: Option<String>,
-    /// Path under which to expose metrics [default: /metrics]
-    #[arg(long = "web.telemetry-path", value_name = "PATH", global = true)]
-    pub telemetry_path: Option<String>,
-    /// Classic histogram `le` bounds in seconds, comma separated; each is rounded up to a kernel bucket bound [default: 13 bounds, 2^-20 s to 16 s, factor 4]
-    #[arg(long = "web.classic-buckets", value_name = "SECONDS,...", value_delimiter = ',', global = true)]
-    pub classic_buckets: Option<Vec<f64>>,
     /// TOML configuration file
-    #[arg(long = "config.file", value_name = "FILE", global = true)]
+    #[arg(id = "config.file", long = "config.file", value_name = "FILE", global = true)]
     pub config_file: Option<PathBuf>,
-    /// Log level: debug, info, warn, error [default: info]
-    #[arg(long = "log.level", value_name = "LEVEL", global = true, value_parser = ["debug", "info", "warn", "error"])]
-    pub log_level: Option<String>,
-    /// Log format: logfmt or json [default: logfmt]
-    #[arg(long = "log.format", value_name = "FORMAT", global = true, value_parser = ["logfmt", "json"])]
-    pub log_format: Option<String>,
-    /// BPF attach type: auto (tp_btf when the kernel supports it), tp_btf or raw_tp [default: auto]
-    #[arg(long = "bpf.attach", value_name = "MODE", global = true, value_parser = ["auto", "tp_btf", "raw_tp"])]
-    pub bpf_attach: Option<String>,
-    /// Model interval: how often a feature vector is scored [default: 1s]
-    #[arg(long = "model.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
-    pub model_interval: Option<Duration>,
-    /// Calibration time before the baseline freezes [default: 10m]
-    #[arg(long = "model.warmup", value_name = "DURATION", global = true, value_parser = parse_duration)]
-    pub model_warmup: Option<Duration>,
-    /// Span of the most recent samples kept for the baseline [default: 5m]
-    #[arg(long = "model.baseline-window", value_name = "DURATION", global = true, value_parser = parse_duration)]
-    pub model_baseline_window: Option<Duration>,
-    /// Where the frozen baseline is saved and loaded [default: /var/lib/ksense/baseline.json]
-    #[arg(long = "model.state-file", value_name = "FILE", global = true)]
-    pub model_state_file: Option<PathBuf>,
-    /// Model features, comma separated [default: runqueue_wakeup_p99,softirq_net_rx_busy,softirq_block_busy]
-    #[arg(long = "model.features", value_name = "FEATURES", value_delimiter = ',', global = true)]
-    pub model_features: Option<Vec<String>>,
-    /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
-    #[arg(long = "model.regularisation", value_name = "METHOD", global = true, value_parser = ["ledoit-wolf", "ridge"])]
-    pub model_regularisation: Option<String>,
-    /// Which deviations count as friction: one-sided (only signals above their baseline) or two-sided (the plain Mahalanobis distance) [default: one-sided]
-    #[arg(long = "model.friction", value_name = "SIDE", global = true, value_parser = ["one-sided", "two-sided"])]
-    pub model_friction: Option<String>,
-    /// OTLP collector to push metrics to, e.g. http://localhost:4317 (gRPC) or http://localhost:4318 (HTTP, /v1/metrics is appended when no path is given); push is off when no endpoint is set [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT]
-    #[arg(long = "otlp.endpoint", value_name = "URL", global = true)]
-    pub otlp_endpoint: Option<String>,
-    /// OTLP transport: grpc or http/protobuf [default: grpc] [env: OTEL_EXPORTER_OTLP_PROTOCOL]
-    #[arg(long = "otlp.protocol", value_name = "PROTOCOL", global = true, value_parser = ["grpc", "http/protobuf"])]
-    pub otlp_protocol: Option<String>,
-    /// How often to push [default: 15s] [env: OTEL_METRIC_EXPORT_INTERVAL, in ms]
-    #[arg(long = "otlp.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
-    pub otlp_interval: Option<Duration>,
-    /// Header sent with every push, e.g. "authorization=Bearer TOKEN"; repeatable [env: OTEL_EXPORTER_OTLP_HEADERS]
-    #[arg(long = "otlp.header", value_name = "KEY=VALUE", global = true)]
-    pub otlp_headers: Vec<String>,
-    /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
-    #[arg(long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
-    pub otlp_timeout: Option<Duration>,
-    /// Compress each push: gzip or none [default: none] [env: OTEL_EXPORTER_OTLP_COMPRESSION]
-    #[arg(long = "otlp.compression", value_name = "ALGORITHM", global = true, value_parser = ["gzip", "none"])]
-    pub otlp_compression: Option<String>,
-    /// CA certificates (PEM) that verify an https:// collector [default: the system's trust store] [env: OTEL_EXPORTER_OTLP_CERTIFICATE]
-    #[arg(long = "otlp.tls.ca-file", value_name = "FILE", global = true)]
-    pub otlp_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for a collector that asks for one (mutual TLS); with --otlp.tls.key-file [env: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE]
-    #[arg(long = "otlp.tls.cert-file", value_name = "FILE", global = true)]
-    pub otlp_cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM) [env: OTEL_EXPORTER_OTLP_CLIENT_KEY]
-    #[arg(long = "otlp.tls.key-file", value_name = "FILE", global = true)]
-    pub otlp_key_file: Option<PathBuf>,
-    /// TLS and basic auth, in the Prometheus exporter-toolkit web configuration format (YAML) [default: plain HTTP]
-    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
-    pub web_config_file: Option<PathBuf>,
-    /// Connections served at once; more wait in the listen backlog and are served as others close [default: 1024]
-    #[arg(long = "web.max-connections", value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub max_connections: Option<u32>,
-    #[arg(long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
-          help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
-    pub bpf_disable: Option<Vec<String>>,
-    /// Exit with an error when any BPF program is not attached, instead of serving the rest
-    #[arg(long = "strict", global = true)]
-    pub strict: bool,
-    /// Per-workload (cgroup) run-queue and D-state histograms: true or false; costs about 45 ns per run-queue wait, see README [default: false]
-    #[arg(long = "workloads.enabled", value_name = "BOOL", global = true, action = clap::ArgAction::Set)]
-    pub workloads_enabled: Option<bool>,
-    /// Workloads exported with series of their own, the busiest by run-queue wait; the rest are summed in workload="other" [default: 100]
-    #[arg(long = "workloads.max", value_name = "N", global = true)]
-    pub workloads_max: Option<usize>,
-    /// Cgroups the kernel keeps histograms for (per map); events of cgroups beyond are counted as dropped [default: 1024]
-    #[arg(long = "workloads.map-entries", value_name = "N", global = true)]
-    pub workloads_map_entries: Option<u32>,
-    /// Only cgroup paths matching this regex (anchored) get series of their own [default: all]
-    #[arg(long = "workloads.include", value_name = "REGEX", global = true)]
-    pub workloads_include: Option<String>,
-    /// Cgroup paths matching this regex (anchored) never get series of their own [default: none]
-    #[arg(long = "workloads.exclude", value_name = "REGEX", global = true)]
-    pub workloads_exclude: Option<String>,
-    /// The cgroup v2 hierarchy [default: found in /proc/self/mountinfo: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts]
-    #[arg(long = "workloads.cgroup-root", value_name = "DIR", global = true)]
-    pub workloads_cgroup_root: Option<PathBuf>,
-    /// Kubelet's log directory, whose pods/ and containers/ entries name pods and containers [default: /var/log]
-    #[arg(long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
-    pub workloads_kubelet_log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub web: WebOpts,
+    #[command(flatten)]
+    pub log: LogOpts,
+    #[command(flatten)]
+    pub bpf: BpfOpts,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub otlp: OtlpOpts,
+    #[command(flatten)]
+    pub workloads: WorkloadsOpts,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,116 +60,235 @@ pub enum Command {
     Recalibrate,
 }
 
-/// The configuration file, same keys as the flags.
+/// The configuration file: the same sections and keys as the flags.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     #[serde(default)]
-    pub web: WebFile,
+    pub web: WebOpts,
     #[serde(default)]
-    pub log: LogFile,
+    pub log: LogOpts,
     #[serde(default)]
-    pub bpf: BpfFile,
+    pub bpf: BpfOpts,
     #[serde(default)]
-    pub model: ModelFile,
+    pub model: ModelOpts,
     #[serde(default)]
-    pub otlp: OtlpFile,
+    pub otlp: OtlpOpts,
     #[serde(default)]
-    pub workloads: WorkloadsFile,
+    pub workloads: WorkloadsOpts,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct OtlpFile {
-    pub endpoint: Option<String>,
-    pub protocol: Option<String>,
-    #[serde(default, deserialize_with = "de_duration")]
-    pub interval: Option<Duration>,
-    #[serde(default, deserialize_with = "de_duration")]
-    pub timeout: Option<Duration>,
-    /// `[otlp.headers]` key = "value"
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    pub compression: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct WorkloadsFile {
-    pub enabled: Option<bool>,
-    pub max: Option<usize>,
-    pub map_entries: Option<u32>,
-    pub include: Option<String>,
-    pub exclude: Option<String>,
-    pub cgroup_root: Option<PathBuf>,
-    pub kubelet_log_dir: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct WebFile {
+pub struct WebOpts {
+    /// Address to listen on for metrics: host:port, or :port for every address [default: :9827]
+    #[arg(id = "web.listen-address", long = "web.listen-address", value_name = "ADDR", global = true)]
     pub listen_address: Option<String>,
+    /// Path under which to expose metrics [default: /metrics]
+    #[arg(id = "web.telemetry-path", long = "web.telemetry-path", value_name = "PATH", global = true)]
     pub telemetry_path: Option<String>,
+    /// Classic histogram `le` bounds in seconds, comma separated; each is rounded up to a kernel bucket bound [default: 13 bounds, 2^-20 s to 16 s, factor 4]
+    #[arg(
+        id = "web.classic-buckets",
+        long = "web.classic-buckets",
+        value_name = "SECONDS,...",
+        value_delimiter = ',',
+        global = true
+    )]
     pub classic_buckets: Option<Vec<f64>>,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit web configuration format (YAML) [default: plain HTTP]
+    #[arg(id = "web.config.file", long = "web.config.file", value_name = "FILE", global = true)]
     pub config_file: Option<PathBuf>,
+    /// Connections served at once; more wait in the listen backlog and are served as others close [default: 1024]
+    #[arg(id = "web.max-connections", long = "web.max-connections", value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: Option<u32>,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct LogFile {
+pub struct LogOpts {
+    /// Log level [default: info]
+    #[arg(id = "log.level", long = "log.level", value_name = "LEVEL", global = true)]
     pub level: Option<LogLevel>,
+    /// Log format [default: logfmt]
+    #[arg(id = "log.format", long = "log.format", value_name = "FORMAT", global = true)]
     pub format: Option<LogFormat>,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct BpfFile {
-    pub attach: Option<AttachFile>,
+pub struct BpfOpts {
+    /// BPF attach type: auto (tp_btf when the kernel supports it), tp_btf or raw_tp [default: auto]
+    #[arg(id = "bpf.attach", long = "bpf.attach", value_name = "MODE", global = true)]
+    pub attach: Option<Attach>,
+    #[arg(id = "bpf.disable", long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
+          help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
     pub disable: Option<Vec<String>>,
-    pub strict: Option<bool>,
+    /// Exit with an error when any BPF program is not attached, instead of serving the rest
+    #[arg(id = "strict", long = "strict", global = true, action = clap::ArgAction::SetTrue)]
+    #[serde(default)]
+    pub strict: bool,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ModelFile {
+pub struct ModelOpts {
+    /// Model interval: how often a feature vector is scored [default: 1s]
+    #[arg(id = "model.interval", long = "model.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub interval: Option<Duration>,
+    /// Calibration time before the baseline freezes [default: 10m]
+    #[arg(id = "model.warmup", long = "model.warmup", value_name = "DURATION", global = true, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub warmup: Option<Duration>,
+    /// Span of the most recent samples kept for the baseline [default: 5m]
+    #[arg(id = "model.baseline-window", long = "model.baseline-window", value_name = "DURATION", global = true, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub baseline_window: Option<Duration>,
+    /// Where the frozen baseline is saved and loaded [default: /var/lib/ksense/baseline.json]
+    #[arg(id = "model.state-file", long = "model.state-file", value_name = "FILE", global = true)]
     pub state_file: Option<PathBuf>,
+    /// Model features, comma separated [default: runqueue_wakeup_p99,softirq_net_rx_busy,softirq_block_busy]
+    #[arg(
+        id = "model.features",
+        long = "model.features",
+        value_name = "FEATURES",
+        value_delimiter = ',',
+        global = true
+    )]
     pub features: Option<Vec<String>>,
-    pub regularisation: Option<String>,
-    pub friction: Option<String>,
+    /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
+    #[arg(id = "model.regularisation", long = "model.regularisation", value_name = "METHOD", global = true)]
+    pub regularisation: Option<Regularisation>,
+    /// Which deviations count as friction: one-sided (only signals above their baseline) or two-sided (the plain Mahalanobis distance) [default: one-sided]
+    #[arg(id = "model.friction", long = "model.friction", value_name = "SIDE", global = true)]
+    #[serde(rename = "friction")]
+    pub side: Option<Side>,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy)]
+#[derive(Args, Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpOpts {
+    /// OTLP collector to push metrics to, e.g. http://localhost:4317 (gRPC) or http://localhost:4318 (HTTP, /v1/metrics is appended when no path is given); push is off when no endpoint is set [env: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT]
+    #[arg(id = "otlp.endpoint", long = "otlp.endpoint", value_name = "URL", global = true)]
+    pub endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf [default: grpc] [env: OTEL_EXPORTER_OTLP_PROTOCOL]
+    #[arg(id = "otlp.protocol", long = "otlp.protocol", value_name = "PROTOCOL", global = true, value_parser = ["grpc", "http/protobuf"])]
+    pub protocol: Option<String>,
+    /// How often to push [default: 15s] [env: OTEL_METRIC_EXPORT_INTERVAL, in ms]
+    #[arg(id = "otlp.interval", long = "otlp.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub interval: Option<Duration>,
+    /// Header sent with every push, e.g. "authorization=Bearer TOKEN"; repeatable [env: OTEL_EXPORTER_OTLP_HEADERS]
+    #[arg(id = "otlp.header", long = "otlp.header", value_name = "KEY=VALUE", global = true)]
+    #[serde(skip)]
+    pub header: Vec<String>,
+    /// `[otlp.headers]` key = "value" (the file's form of --otlp.header)
+    #[arg(skip)]
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
+    #[arg(id = "otlp.timeout", long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub timeout: Option<Duration>,
+    /// Compress each push: gzip or none [default: none] [env: OTEL_EXPORTER_OTLP_COMPRESSION]
+    #[arg(id = "otlp.compression", long = "otlp.compression", value_name = "ALGORITHM", global = true, value_parser = ["gzip", "none"])]
+    pub compression: Option<String>,
+    /// CA certificates (PEM) that verify an https:// collector [default: the system's trust store] [env: OTEL_EXPORTER_OTLP_CERTIFICATE]
+    #[arg(id = "otlp.tls.ca-file", long = "otlp.tls.ca-file", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a collector that asks for one (mutual TLS); with --otlp.tls.key-file [env: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE]
+    #[arg(id = "otlp.tls.cert-file", long = "otlp.tls.cert-file", value_name = "FILE", global = true)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM) [env: OTEL_EXPORTER_OTLP_CLIENT_KEY]
+    #[arg(id = "otlp.tls.key-file", long = "otlp.tls.key-file", value_name = "FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadsOpts {
+    /// Per-workload (cgroup) run-queue and D-state histograms: true or false; costs about 45 ns per run-queue wait, see README [default: false]
+    #[arg(id = "workloads.enabled", long = "workloads.enabled", value_name = "BOOL", global = true, action = clap::ArgAction::Set)]
+    pub enabled: Option<bool>,
+    /// Workloads exported with series of their own, the busiest by run-queue wait; the rest are summed in workload="other" [default: 100]
+    #[arg(id = "workloads.max", long = "workloads.max", value_name = "N", global = true)]
+    pub max: Option<usize>,
+    /// Cgroups the kernel keeps histograms for (per map); events of cgroups beyond are counted as dropped [default: 1024]
+    #[arg(id = "workloads.map-entries", long = "workloads.map-entries", value_name = "N", global = true)]
+    pub map_entries: Option<u32>,
+    /// Only cgroup paths matching this regex (anchored) get series of their own [default: all]
+    #[arg(id = "workloads.include", long = "workloads.include", value_name = "REGEX", global = true)]
+    pub include: Option<String>,
+    /// Cgroup paths matching this regex (anchored) never get series of their own [default: none]
+    #[arg(id = "workloads.exclude", long = "workloads.exclude", value_name = "REGEX", global = true)]
+    pub exclude: Option<String>,
+    /// The cgroup v2 hierarchy [default: found in /proc/self/mountinfo: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts]
+    #[arg(id = "workloads.cgroup-root", long = "workloads.cgroup-root", value_name = "DIR", global = true)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Kubelet's log directory, whose pods/ and containers/ entries name pods and containers [default: /var/log]
+    #[arg(id = "workloads.kubelet-log-dir", long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
+    pub kubelet_log_dir: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,
+    #[default]
     Info,
     Warn,
     Error,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy)]
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Logfmt,
     Json,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy)]
+/// `--bpf.attach`: a mode, or `auto` (chosen by probing the kernel).
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum AttachFile {
+pub enum Attach {
+    #[default]
     Auto,
+    #[value(name = "tp_btf")]
     TpBtf,
+    #[value(name = "raw_tp")]
     RawTp,
+}
+
+impl Attach {
+    /// None: auto.
+    pub fn mode(self) -> Option<AttachMode> {
+        match self {
+            Attach::Auto => None,
+            Attach::TpBtf => Some(AttachMode::TpBtf),
+            Attach::RawTp => Some(AttachMode::RawTp),
+        }
+    }
+}
+
+/// The model's own enums as flag values, named as the file names them.
+impl ValueEnum for Regularisation {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Regularisation::LedoitWolf, Regularisation::Ridge]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+impl ValueEnum for Side {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Side::One, Side::Two]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -299,7 +338,7 @@ pub struct Config {
     pub classic_le_indices: Vec<i32>,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    pub attach: String,
+    pub attach: Attach,
     pub model: crate::model::pipeline::Settings,
     /// None: OTLP push is off.
     pub otlp: Option<OtlpConfig>,
@@ -313,11 +352,7 @@ pub struct Config {
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
-
-/// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
-/// wait a woken thread has before it runs, and the CPU share the network
-/// receive and block completion softirqs take.
-pub const DEFAULT_FEATURES: [&str; 3] = ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy"];
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 
 /// `:9827` means every IPv4 address, as in the Go exporters.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -331,32 +366,57 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 impl Config {
     pub fn load(cli: Cli) -> Result<Config, String> {
-        let (file, text) = match &cli.config_file {
+        let config_file = cli.config_file.clone();
+        let (file, text) = match &config_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("config file {}: {e}", p.display()))?;
                 (parse_file(p, &text)?, text)
             }
             None => (File::default(), String::new()),
         };
-        // A value taken from the file is reported with the file, line and field.
-        let src = Source { path: cli.config_file.as_deref(), text: &text };
-        let listen_from =
-            src.of(cli.listen_address.is_none() && file.web.listen_address.is_some(), "web.listen_address");
-        let listen = cli.listen_address.or(file.web.listen_address).unwrap_or_else(|| format!(":{DEFAULT_PORT}"));
-        let path_from = src.of(cli.telemetry_path.is_none() && file.web.telemetry_path.is_some(), "web.telemetry_path");
-        let telemetry_path = cli.telemetry_path.or(file.web.telemetry_path).unwrap_or_else(|| "/metrics".into());
+        let src = Source { path: config_file.as_deref(), text: &text };
+        let (c, f) = (cli, file);
+
+        let listen = src.pick(c.web.listen_address, f.web.listen_address, "web.listen_address");
+        let telemetry = src.pick(c.web.telemetry_path, f.web.telemetry_path, "web.telemetry_path");
+        let buckets = src.pick(c.web.classic_buckets, f.web.classic_buckets, "web.classic_buckets");
+        let web_file = src.pick(c.web.config_file, f.web.config_file, "web.config_file");
+        let max_conn = src.pick(c.web.max_connections, f.web.max_connections, "web.max_connections");
+        let level = src.pick(c.log.level, f.log.level, "log.level");
+        let format = src.pick(c.log.format, f.log.format, "log.format");
+        let attach = src.pick(c.bpf.attach, f.bpf.attach, "bpf.attach");
+        let disable = src.pick(c.bpf.disable, f.bpf.disable, "bpf.disable");
+        // A flag can only turn it on: either source suffices.
+        let strict = c.bpf.strict || f.bpf.strict;
+        let m = (&c.model, &f.model);
+        let interval = src.pick(m.0.interval, m.1.interval, "model.interval");
+        let warmup = src.pick(m.0.warmup, m.1.warmup, "model.warmup");
+        let window = src.pick(m.0.baseline_window, m.1.baseline_window, "model.baseline_window");
+        let state_file = src.pick(c.model.state_file, f.model.state_file, "model.state_file");
+        let features = src.pick(c.model.features, f.model.features, "model.features");
+        let reg = src.pick(c.model.regularisation, f.model.regularisation, "model.regularisation");
+        let side = src.pick(c.model.side, f.model.side, "model.friction");
+        let (w, wf) = (c.workloads, f.workloads);
+        let enabled = src.pick(w.enabled, wf.enabled, "workloads.enabled");
+        let max = src.pick(w.max, wf.max, "workloads.max");
+        let entries = src.pick(w.map_entries, wf.map_entries, "workloads.map_entries");
+        let include = src.pick(w.include, wf.include, "workloads.include");
+        let exclude = src.pick(w.exclude, wf.exclude, "workloads.exclude");
+        let cgroup_root = src.pick(w.cgroup_root, wf.cgroup_root, "workloads.cgroup_root");
+        let kubelet = src.pick(w.kubelet_log_dir, wf.kubelet_log_dir, "workloads.kubelet_log_dir");
+
+        let telemetry_path = telemetry.value.clone().unwrap_or_else(|| DEFAULT_TELEMETRY_PATH.into());
         if !telemetry_path.starts_with('/') || telemetry_path == "/" {
-            return Err(path_from(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself")));
+            return Err(
+                telemetry.err(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself"))
+            );
         }
-        let buckets_from =
-            src.of(cli.classic_buckets.is_none() && file.web.classic_buckets.is_some(), "web.classic_buckets");
-        let classic = match cli.classic_buckets.or(file.web.classic_buckets) {
+        let classic_le_indices = match &buckets.value {
             None => buckets::default_classic_indices(),
             Some(v) => {
                 if v.is_empty() || v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-                    return Err(buckets_from(&format!(
-                        "classic buckets {v:?}: every bound must be a positive number of seconds"
-                    )));
+                    return Err(buckets
+                        .err(&format!("classic buckets {v:?}: every bound must be a positive number of seconds")));
                 }
                 let mut idx: Vec<i32> = v.iter().map(|&x| buckets::index_at_or_above(x)).collect();
                 idx.sort_unstable();
@@ -364,176 +424,117 @@ impl Config {
                 idx
             }
         };
-        let attach = cli.bpf_attach.or(file.bpf.attach.map(|a| {
-            match a {
-                AttachFile::Auto => "auto",
-                AttachFile::TpBtf => "tp_btf",
-                AttachFile::RawTp => "raw_tp",
-            }
-            .to_string()
-        }));
-        let level = match cli.log_level.as_deref() {
-            Some("debug") => Some(LogLevel::Debug),
-            Some("info") => Some(LogLevel::Info),
-            Some("warn") => Some(LogLevel::Warn),
-            Some("error") => Some(LogLevel::Error),
-            _ => None,
-        };
-        let format = match cli.log_format.as_deref() {
-            Some("json") => Some(LogFormat::Json),
-            Some("logfmt") => Some(LogFormat::Logfmt),
-            _ => None,
-        };
-        let feats_from = src.of(cli.model_features.is_none() && file.model.features.is_some(), "model.features");
-        let (cli_window_set, file_window_set) =
-            (cli.model_baseline_window.is_some(), file.model.baseline_window.is_some());
-        let window_from = src
-            .of(cli.model_baseline_window.is_none() && file.model.baseline_window.is_some(), "model.baseline_window");
-        let interval_from = src.of(cli.model_interval.is_none() && file.model.interval.is_some(), "model.interval");
-        let web_from = src.of(cli.web_config_file.is_none() && file.web.config_file.is_some(), "web.config_file");
-        let web_file = cli.web_config_file.or(file.web.config_file);
-        let disable_from = src.of(cli.bpf_disable.is_none() && file.bpf.disable.is_some(), "bpf.disable");
         let mut bpf_disable = Vec::new();
-        for name in cli.bpf_disable.or(file.bpf.disable).unwrap_or_default() {
+        for name in disable.value.clone().unwrap_or_default() {
             match crate::probes::program_names().find(|t| *t == name.trim()) {
                 Some(t) if !bpf_disable.contains(&t) => bpf_disable.push(t),
                 Some(_) => {}
-                None => return Err(disable_from(&format!("unknown BPF program {name:?} (one of {})", bpf_programs()))),
+                None => return Err(disable.err(&format!("unknown BPF program {name:?} (one of {})", bpf_programs()))),
             }
         }
-        let max_from =
-            src.of(cli.max_connections.is_none() && file.web.max_connections.is_some(), "web.max_connections");
-        let max_connections = cli.max_connections.or(file.web.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let max_connections = max_conn.value.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if !(1..=65536).contains(&max_connections) {
-            return Err(max_from(&format!("max connections {max_connections} must be between 1 and 65536")));
+            return Err(max_conn.err(&format!("max connections {max_connections} must be between 1 and 65536")));
         }
-        let reg_from =
-            src.of(cli.model_regularisation.is_none() && file.model.regularisation.is_some(), "model.regularisation");
-        let side_from = src.of(cli.model_friction.is_none() && file.model.friction.is_some(), "model.friction");
-        // An OTLP error names the section when any of its values came from the file.
-        let otlp_from = src.of(
-            (cli.otlp_endpoint.is_none() && file.otlp.endpoint.is_some())
-                || (cli.otlp_protocol.is_none() && file.otlp.protocol.is_some())
-                || (cli.otlp_interval.is_none() && file.otlp.interval.is_some())
-                || (cli.otlp_timeout.is_none() && file.otlp.timeout.is_some())
-                || !file.otlp.headers.is_empty()
-                || (cli.otlp_compression.is_none() && file.otlp.compression.is_some())
-                || (cli.otlp_ca_file.is_none() && file.otlp.ca_file.is_some())
-                || (cli.otlp_cert_file.is_none() && file.otlp.cert_file.is_some())
-                || (cli.otlp_key_file.is_none() && file.otlp.key_file.is_some()),
-            "otlp",
-        );
+
+        let d = crate::model::pipeline::Settings::default();
         let model = crate::model::pipeline::Settings {
-            interval: cli.model_interval.or(file.model.interval).unwrap_or(Duration::from_secs(1)),
-            warmup: cli.model_warmup.or(file.model.warmup).unwrap_or(Duration::from_secs(600)),
-            baseline_window: cli
-                .model_baseline_window
-                .or(file.model.baseline_window)
-                .unwrap_or(Duration::from_secs(300)),
-            state_file: cli
-                .model_state_file
-                .or(file.model.state_file)
-                .unwrap_or_else(|| "/var/lib/ksense/baseline.json".into()),
-            features: cli
-                .model_features
-                .or(file.model.features)
-                .unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()),
-            // Ledoit-Wolf validated better than the reference's ridge in bench/qos.
-            regularisation: cli
-                .model_regularisation
-                .or(file.model.regularisation)
-                .as_deref()
-                .unwrap_or("ledoit-wolf")
-                .parse()
-                .map_err(|e| reg_from(&format!("model regularisation: {e}")))?,
-            // One-sided validated better than the plain distance on every bench/qos run.
-            side: cli
-                .model_friction
-                .or(file.model.friction)
-                .as_deref()
-                .unwrap_or("one-sided")
-                .parse()
-                .map_err(|e: String| side_from(&e))?,
+            interval: interval.value.unwrap_or(d.interval),
+            warmup: warmup.value.unwrap_or(d.warmup),
+            baseline_window: window.value.unwrap_or(d.baseline_window),
+            state_file: state_file.value.unwrap_or(d.state_file),
+            features: features.value.clone().unwrap_or(d.features),
+            regularisation: reg.value.unwrap_or(d.regularisation),
+            side: side.value.unwrap_or(d.side),
         };
         crate::signals::features::parse_all(&model.features, &crate::probes::signal_names())
-            .map_err(|e| feats_from(&e))?;
+            .map_err(|e| features.err(&e))?;
         if model.interval.is_zero() {
-            return Err(interval_from("model interval must be greater than zero"));
+            return Err(interval.err("model interval must be greater than zero"));
         }
         if model.baseline_window < model.interval {
-            let from = if cli_window_set || !file_window_set { &interval_from } else { &window_from };
-            return Err(from(&format!(
+            // Blame the window when the file gave it; else the interval.
+            let from = if window.from_file { &window } else { &interval };
+            return Err(from.err(&format!(
                 "model baseline window ({:?}) must be at least one interval ({:?})",
                 model.baseline_window, model.interval
             )));
         }
+
+        // OTLP: flags, then the file, then the OTEL_* environment (otlp_config).
+        // An error names the section when any of its values came from the file.
+        let (o, of) = (c.otlp, f.otlp);
+        let otlp_in_file = [
+            o.endpoint.is_none() && of.endpoint.is_some(),
+            o.protocol.is_none() && of.protocol.is_some(),
+            o.interval.is_none() && of.interval.is_some(),
+            o.timeout.is_none() && of.timeout.is_some(),
+            !of.headers.is_empty(),
+            o.compression.is_none() && of.compression.is_some(),
+            o.ca_file.is_none() && of.ca_file.is_some(),
+            o.cert_file.is_none() && of.cert_file.is_some(),
+            o.key_file.is_none() && of.key_file.is_some(),
+        ]
+        .contains(&true);
         let otlp_given = otlp_config::Given {
-            endpoint: cli.otlp_endpoint.or(file.otlp.endpoint),
-            protocol: cli.otlp_protocol.or(file.otlp.protocol),
-            interval: cli.otlp_interval.or(file.otlp.interval),
-            timeout: cli.otlp_timeout.or(file.otlp.timeout),
+            endpoint: o.endpoint.or(of.endpoint),
+            protocol: o.protocol.or(of.protocol),
+            interval: o.interval.or(of.interval),
+            timeout: o.timeout.or(of.timeout),
             // File first, so a flag for the same header wins.
-            headers: file.otlp.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(cli.otlp_headers).collect(),
-            compression: cli.otlp_compression.or(file.otlp.compression),
+            headers: of.headers.iter().map(|(k, v)| format!("{k}={v}")).chain(o.header).collect(),
+            compression: o.compression.or(of.compression),
             tls: otlp_config::TlsFiles {
-                ca_file: cli.otlp_ca_file.or(file.otlp.ca_file),
-                cert_file: cli.otlp_cert_file.or(file.otlp.cert_file),
-                key_file: cli.otlp_key_file.or(file.otlp.key_file),
+                ca_file: o.ca_file.or(of.ca_file),
+                cert_file: o.cert_file.or(of.cert_file),
+                key_file: o.key_file.or(of.key_file),
             },
         };
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        let otlp =
-            otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname).map_err(|e| otlp_from(&e))?;
-        let web = match web_file {
-            Some(p) => Some(crate::exporters::webconfig::WebConfig::load(&p).map_err(|e| web_from(&e))?),
+        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname)
+            .map_err(|e| src.located(otlp_in_file, "otlp", &e))?;
+        let web = match &web_file.value {
+            Some(p) => Some(crate::exporters::webconfig::WebConfig::load(p).map_err(|e| web_file.err(&e))?),
             None => None,
         };
-        let entries_from = src
-            .of(cli.workloads_map_entries.is_none() && file.workloads.map_entries.is_some(), "workloads.map_entries");
-        let filter_from = src.of(
-            (cli.workloads_include.is_none() && file.workloads.include.is_some())
-                || (cli.workloads_exclude.is_none() && file.workloads.exclude.is_some()),
-            if cli.workloads_include.is_none() && file.workloads.include.is_some() {
-                "workloads.include"
-            } else {
-                "workloads.exclude"
-            },
-        );
+
         let d = crate::workloads::Config::default();
-        let (wf, dflt_dir) = (file.workloads, d.kubelet_log_dir.clone());
         let workloads = crate::workloads::Config {
-            enabled: cli.workloads_enabled.or(wf.enabled).unwrap_or(d.enabled),
-            max: cli.workloads_max.or(wf.max).unwrap_or(d.max),
-            map_entries: cli.workloads_map_entries.or(wf.map_entries).unwrap_or(d.map_entries),
-            include: cli.workloads_include.or(wf.include),
-            exclude: cli.workloads_exclude.or(wf.exclude),
-            cgroup_root: cli.workloads_cgroup_root.or(wf.cgroup_root),
-            kubelet_log_dir: cli.workloads_kubelet_log_dir.or(wf.kubelet_log_dir).unwrap_or(dflt_dir),
+            enabled: enabled.value.unwrap_or(d.enabled),
+            max: max.value.unwrap_or(d.max),
+            map_entries: entries.value.unwrap_or(d.map_entries),
+            include: include.value.clone(),
+            exclude: exclude.value.clone(),
+            cgroup_root: cgroup_root.value,
+            kubelet_log_dir: kubelet.value.unwrap_or(d.kubelet_log_dir),
         };
         if !(1..=1 << 20).contains(&workloads.map_entries) {
-            return Err(entries_from(&format!(
-                "workloads map entries {} must be between 1 and 1048576",
-                workloads.map_entries
-            )));
+            return Err(
+                entries.err(&format!("workloads map entries {} must be between 1 and 1048576", workloads.map_entries))
+            );
         }
-        crate::workloads::tracker::Filter::new(workloads.include.as_deref(), workloads.exclude.as_deref())
-            .map_err(|e| filter_from(&e))?;
+        if let Err(e) = crate::workloads::tracker::Filter::new(workloads.include.as_deref(), None) {
+            return Err(include.err(&e));
+        }
+        crate::workloads::tracker::Filter::new(None, workloads.exclude.as_deref()).map_err(|e| exclude.err(&e))?;
+
+        let listen_text = listen.value.clone().unwrap_or_else(|| format!(":{DEFAULT_PORT}"));
         Ok(Config {
-            command: cli.command.unwrap_or(Command::Serve),
-            listen: parse_listen(&listen).map_err(|e| listen_from(&e))?,
+            command: c.command.unwrap_or(Command::Serve),
+            listen: parse_listen(&listen_text).map_err(|e| listen.err(&e))?,
             telemetry_path,
-            classic_le_indices: classic,
-            log_level: level.or(file.log.level).unwrap_or(LogLevel::Info),
-            log_format: format.or(file.log.format).unwrap_or(LogFormat::Logfmt),
-            attach: attach.unwrap_or_else(|| "auto".into()),
+            classic_le_indices,
+            log_level: level.value.unwrap_or_default(),
+            log_format: format.value.unwrap_or_default(),
+            attach: attach.value.unwrap_or_default(),
             model,
             otlp,
             web,
             max_connections: max_connections as usize,
             bpf_disable,
-            strict: cli.strict || file.bpf.strict.unwrap_or(false),
+            strict,
             workloads,
         })
     }
@@ -557,12 +558,33 @@ struct Source<'a> {
     text: &'a str,
 }
 
-impl Source<'_> {
-    /// A function that prefixes an error with the file, line and field when
-    /// the value came from the file (`from_file`), and leaves it as is when
-    /// it came from a flag (the flag's value is in the message).
-    fn of(&self, from_file: bool, field: &'static str) -> impl Fn(&str) -> String + '_ {
-        move |msg: &str| match self.path {
+/// One setting: its value (None: the default applies) and whether the
+/// config file gave it.
+struct Picked<'a, T> {
+    value: Option<T>,
+    from_file: bool,
+    field: &'static str,
+    src: &'a Source<'a>,
+}
+
+impl<T> Picked<'_, T> {
+    /// The error, located at the file, line and field when the value came
+    /// from the file; as it is when it came from a flag (whose value the
+    /// message carries).
+    fn err(&self, msg: &str) -> String {
+        self.src.located(self.from_file, self.field, msg)
+    }
+}
+
+impl<'a> Source<'a> {
+    /// Flag over file.
+    fn pick<T>(&'a self, flag: Option<T>, file: Option<T>, field: &'static str) -> Picked<'a, T> {
+        let from_file = flag.is_none() && file.is_some();
+        Picked { value: flag.or(file), from_file, field, src: self }
+    }
+
+    fn located(&self, from_file: bool, field: &'static str, msg: &str) -> String {
+        match self.path {
             Some(p) if from_file => fileerr::located("config file", p, fileerr::line_for(self.text, field), field, msg),
             _ => msg.to_string(),
         }
@@ -580,6 +602,79 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ksense").chain(args.iter().copied())).unwrap()
+    }
+
+    /// clap's own consistency checks (unique ids, valid defaults...).
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    /// The `[default: ...]` each flag's help states is the default the code
+    /// applies: the help text is the one copy written by hand.
+    #[test]
+    fn help_states_the_real_defaults() {
+        use clap::CommandFactory;
+        fn dur(d: Duration) -> String {
+            let s = d.as_secs();
+            if s.is_multiple_of(60) {
+                format!("{}m", s / 60)
+            } else {
+                format!("{s}s")
+            }
+        }
+        fn name<T: ValueEnum + Default>() -> String {
+            T::default().to_possible_value().unwrap().get_name().to_string()
+        }
+        let m = crate::model::pipeline::Settings::default();
+        let w = crate::workloads::Config::default();
+        let want: Vec<(&str, String)> = vec![
+            ("web.listen-address", format!(":{DEFAULT_PORT}")),
+            ("web.telemetry-path", DEFAULT_TELEMETRY_PATH.into()),
+            ("web.max-connections", DEFAULT_MAX_CONNECTIONS.to_string()),
+            ("log.level", name::<LogLevel>()),
+            ("log.format", name::<LogFormat>()),
+            ("bpf.attach", name::<Attach>()),
+            ("model.interval", dur(m.interval)),
+            ("model.warmup", dur(m.warmup)),
+            ("model.baseline-window", dur(m.baseline_window)),
+            ("model.state-file", m.state_file.display().to_string()),
+            ("model.features", m.features.join(",")),
+            ("model.regularisation", name::<Regularisation>()),
+            ("model.friction", name::<Side>()),
+            ("otlp.interval", dur(otlp_config::DEFAULT_INTERVAL)),
+            ("otlp.timeout", dur(otlp_config::DEFAULT_TIMEOUT)),
+            ("workloads.enabled", w.enabled.to_string()),
+            ("workloads.max", w.max.to_string()),
+            ("workloads.map-entries", w.map_entries.to_string()),
+            ("workloads.kubelet-log-dir", w.kubelet_log_dir.display().to_string()),
+        ];
+        let cmd = Cli::command();
+        for (id, value) in want {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap_or_else(|| panic!("no flag {id}"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "--{id}: help says {help:?}, the default is {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn bools_and_enums_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[bpf]\nstrict = true\nattach = \"raw_tp\"\n[log]\nlevel = \"debug\"\n[model]\nfriction = \"two-sided\"\nregularisation = \"ridge\"\n").unwrap();
+        let c = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap();
+        assert!(c.strict, "[bpf] strict = true without --strict");
+        assert_eq!((c.attach, c.log_level), (Attach::RawTp, LogLevel::Debug));
+        assert_eq!((c.model.side, c.model.regularisation), (Side::Two, Regularisation::Ridge));
+        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--model.friction", "one-sided"])).unwrap();
+        assert_eq!(c.model.side, Side::One);
+        std::fs::write(&p, "[model]\nfriction = \"sideways\"\n").unwrap();
+        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("friction") && e.contains("sideways"), "{e}");
     }
 
     #[test]

@@ -447,7 +447,7 @@ fn root_batched_and_key_by_key_reads_agree() {
     use ksense::probes::{kernel, AttachMode, Options, Probes};
     let s = kernel::probe();
     let mut p =
-        Probes::attach_with(AttachMode::choose("auto", &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) })
+        Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) })
             .unwrap();
     let maps = p.take_workload_maps().expect("workload maps");
     let pre = test_prefix();

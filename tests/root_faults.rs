@@ -224,7 +224,7 @@ fn root_read_only_or_full_disk_is_a_counter_not_a_crash() {
             "{case}: {}",
             failed[0]
         );
-        let names: Vec<String> = ksense::config::DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = ksense::model::pipeline::DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect();
         ksense::model::load(&state, &names).unwrap_or_else(|e| panic!("{case}: saved at shutdown: {e}\n{log}"));
         assert!(
             std::fs::read_dir(&root).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")),

@@ -35,14 +35,14 @@ fn root_calibrates_scores_saves_and_restarts_without_recalibrating() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert!((contrib - f * f).abs() <= 1e-6 * (1.0 + f * f), "contributions {contrib} vs friction² {}", f * f);
-    for s in ksense::config::DEFAULT_FEATURES {
+    for s in ksense::model::pipeline::DEFAULT_FEATURES {
         assert!(text.contains(&format!("ksense_signal{{signal=\"{s}\"}}")), "signal {s}");
     }
     assert!(sample(&text, "ksense_baseline_samples").unwrap() >= 6.0);
     let state = k.state_file();
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("baseline saved")).unwrap();
-    assert_eq!(saved["features"].as_array().unwrap().len(), ksense::config::DEFAULT_FEATURES.len());
+    assert_eq!(saved["features"].as_array().unwrap().len(), ksense::model::pipeline::DEFAULT_FEATURES.len());
 
     // SIGTERM: clean exit, and the baseline survives the restart.
     let dir = tempfile::tempdir().unwrap();

@@ -19,9 +19,15 @@ fn softirq(vector: &str) -> String {
     format!("softirq_{}", vector.to_ascii_lowercase())
 }
 
+/// `mode`: auto, tp_btf or raw_tp, as `--bpf.attach` takes it.
 fn attach(mode: &str) -> Probes {
     let s = kernel::probe();
-    Probes::attach(AttachMode::choose(mode, &s).unwrap(), &s, &[]).unwrap()
+    let requested = match mode {
+        "tp_btf" => Some(AttachMode::TpBtf),
+        "raw_tp" => Some(AttachMode::RawTp),
+        _ => None,
+    };
+    Probes::attach(AttachMode::choose(requested, &s).unwrap(), &s, &[]).unwrap()
 }
 
 fn slot_of_seconds(s: f64) -> usize {

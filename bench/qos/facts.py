@@ -20,5 +20,5 @@ def _strings(path, const):
 
 # As the model names them: softirq_<vector in lower case>.
 SOFTIRQ_VECTORS = [v.lower() for v in _strings("src/probes/softirq.rs", "SOFTIRQ_VECTORS")]
-DEFAULT_FEATURES = tuple(_strings("src/config.rs", "DEFAULT_FEATURES"))
+DEFAULT_FEATURES = tuple(_strings("src/model/pipeline.rs", "DEFAULT_FEATURES"))
 MIN_RUNQUEUE_EVENTS = int(re.search(r"MIN_RUNQUEUE_EVENTS: u64 = (\d+);", _src("src/signals/features.rs")).group(1))

@@ -15,18 +15,31 @@ pub struct Score {
     pub contributions: Vec<f64>,
 }
 
-/// Which deviations from the baseline count as friction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which deviations from the baseline count as friction. The default is
+/// the shipped one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 pub enum Side {
     /// Every deviation, as in the plain Mahalanobis distance.
-    #[default]
+    #[serde(rename = "two-sided")]
     Two,
     /// Only excesses: each feature's residual is cut at 0 before the
     /// distance, so a signal quieter than its baseline adds nothing. Every
     /// feature is a latency or a CPU share (higher is worse), and a node
     /// calmer than usual is not friction. bench/qos: Spearman rho vs client
     /// P99 +0.005 to +0.023 on every run (README, "Does friction track P99?").
+    #[default]
+    #[serde(rename = "one-sided")]
     One,
+}
+
+impl Side {
+    /// The name used in flags and the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Two => "two-sided",
+            Side::One => "one-sided",
+        }
+    }
 }
 
 impl std::str::FromStr for Side {

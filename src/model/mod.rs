@@ -49,7 +49,8 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Defaults: 600 s warm-up, 300-sample window, ridge regularisation.
+    /// Defaults: 600 s warm-up, 300-sample window, and the shipped
+    /// regularisation and side (Ledoit-Wolf, one-sided).
     pub fn new(features: Vec<String>) -> ModelConfig {
         ModelConfig {
             features,

@@ -11,7 +11,12 @@ use super::{Model, ModelConfig, StateError};
 use crate::signals::features::{self, Feature};
 use crate::signals::Source;
 
-/// The model's settings (`--model.*`).
+/// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
+/// wait a woken thread has before it runs, and the CPU share the network
+/// receive and block completion softirqs take.
+pub const DEFAULT_FEATURES: [&str; 3] = ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy"];
+
+/// The model's settings (`--model.*`); `Default` is what ksense ships.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub interval: Duration,
@@ -21,6 +26,20 @@ pub struct Settings {
     pub features: Vec<String>,
     pub regularisation: super::Regularisation,
     pub side: super::Side,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            interval: Duration::from_secs(1),
+            warmup: super::DEFAULT_WARMUP,
+            baseline_window: Duration::from_secs(300),
+            state_file: "/var/lib/ksense/baseline.json".into(),
+            features: DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect(),
+            regularisation: super::Regularisation::default(),
+            side: super::Side::default(),
+        }
+    }
 }
 
 /// What the model publishes each interval (plain data: the exporters do not

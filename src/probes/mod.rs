@@ -81,25 +81,23 @@ impl AttachMode {
         }
     }
 
-    /// `auto` picks tp_btf when the kernel supports it.
-    pub fn choose(requested: &str, s: &kernel::Support) -> anyhow::Result<AttachMode> {
+    /// None (`auto`) picks tp_btf when the kernel supports it.
+    pub fn choose(requested: Option<AttachMode>, s: &kernel::Support) -> anyhow::Result<AttachMode> {
         match requested {
-            "auto" if s.tp_btf_usable() => Ok(AttachMode::TpBtf),
-            "auto" if s.raw_tp.is_ok() => Ok(AttachMode::RawTp),
-            "auto" => bail!(
+            None if s.tp_btf_usable() => Ok(AttachMode::TpBtf),
+            None if s.raw_tp.is_ok() => Ok(AttachMode::RawTp),
+            None => bail!(
                 "this kernel attaches neither tp_btf ({}) nor raw_tp ({}) programs",
                 err(&s.tp_btf),
                 err(&s.raw_tp)
             ),
-            "tp_btf" if !s.tp_btf_usable() => bail!(
+            Some(AttachMode::TpBtf) if !s.tp_btf_usable() => bail!(
                 "tp_btf requested but unusable here: btf={}, tp_btf: {}, task storage={}",
                 s.btf,
                 err(&s.tp_btf),
                 s.task_storage
             ),
-            "tp_btf" => Ok(AttachMode::TpBtf),
-            "raw_tp" => Ok(AttachMode::RawTp),
-            other => bail!("unknown attach mode {other:?} (auto, tp_btf or raw_tp)"),
+            Some(m) => Ok(m),
         }
     }
 }

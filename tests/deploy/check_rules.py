@@ -8,7 +8,7 @@
 - every recording rule is exercised by a promql_expr_test;
 - the friction thresholds agree with their derivation and every copy: the
   rules' chi2 table row marked "used below" has d = the number of default
-  features (src/config.rs), the alerts fire at that row's values (to one
+  features (src/model/pipeline.rs), the alerts fire at that row's values (to one
   decimal), their summaries and the README's alert table name chi2(d), the
   dashboards (generated from this file) draw the same lines.
 """
@@ -80,12 +80,12 @@ for rec in records:
 
 # ---- one home for the friction thresholds
 rules_text = (root / "deploy/prometheus/ksense-rules.yml").read_text()
-config_rs = (root / "src/config.rs").read_text()
+config_rs = (root / "src/model/pipeline.rs").read_text()
 m = re.search(r"DEFAULT_FEATURES: \[&str; (\d+)\]", config_rs)
 d = int(m.group(1)) if m else None
 row = re.search(r"#\s+(\d+)\s+[\d.]+ -> (?:friction )?([\d.]+)\s+[\d.]+ -> ([\d.]+)\s+<- used below", rules_text)
 if d is None or row is None:
-    errors.append("friction: cannot find DEFAULT_FEATURES in src/config.rs or the rules' 'used below' row")
+    errors.append("friction: cannot find DEFAULT_FEATURES in src/model/pipeline.rs or the rules' 'used below' row")
 else:
     row_d, warn, crit = int(row.group(1)), float(row.group(2)), float(row.group(3))
     if row_d != d:
