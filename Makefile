@@ -32,9 +32,10 @@ lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-# Unit tests only: no root, no kernel.
+# What needs no root and no kernel: unit tests, the command line, and the
+# HTTP, TLS and format tests served in-process from a fake source.
 test-unit:
-	$(CARGO) test --lib --locked
+	$(CARGO) test --locked --lib --test cli --test web --test exposition
 
 # What ksense costs (root): BPF ns/run against an empty floor and a pid-hash
 # runqlat, user-space CPU, scrape latency, memory. Prints a table.

@@ -15,6 +15,7 @@ use crate::privileges;
 use crate::probes::{kernel, AttachMode, Options, Probes};
 use crate::signals::features;
 use crate::signals::metric::Collector;
+use crate::signals::Source;
 use crate::workloads::Workloads;
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or privileges.
@@ -77,7 +78,8 @@ pub fn kernel_release() -> String {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let feats = features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
+    // Before attaching: a bad feature name is a usage error, not a late one.
+    features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
     let support = kernel::probe();
     let mode = AttachMode::choose(cfg.attach.mode(), &support)?;
     let t0 = Instant::now();
@@ -121,50 +123,84 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    let sources = Sources {
+        source: probes.clone(),
+        collectors: std::iter::once(probes.clone() as Arc<dyn Collector>)
+            .chain(workloads.iter().map(|w| w.clone() as Arc<dyn Collector>))
+            .collect(),
+        attach_mode: mode.as_str(),
+        workloads,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let tls = cfg.web.as_ref().is_some_and(|w| w.tls.is_some());
-        let auth = cfg.web.as_ref().is_some_and(|w| w.auth.is_some());
-        tracing::info!(address = %cfg.listen, path = %cfg.telemetry_path, tls, basic_auth = auth, max_connections = cfg.max_connections, "serving metrics");
-        let view = Arc::new(RwLock::new(None));
-        let otlp_counters = cfg.otlp.as_ref().map(|_| Arc::new(Counters::default()));
-        let mut collectors: Vec<Arc<dyn Collector>> = vec![probes.clone()];
-        if let Some(w) = &workloads {
-            collectors.push(w.clone());
-        }
-        let exporter = Arc::new(Exporter {
-            collectors,
-            created: probes.attached_at,
-            model: view.clone(),
-            info: BuildInfo { version: env!("CARGO_PKG_VERSION"), kernel: kernel_release(), attach_mode: mode.as_str() },
-            le_indices: cfg.classic_le_indices.clone(),
-            telemetry_path: cfg.telemetry_path.clone(),
-            otlp: otlp_counters.clone(),
-        });
-        let (stop_model, stopped) = tokio::sync::watch::channel(false);
-        let model_task = tokio::spawn(pipeline::run(probes.clone(), feats, cfg.model.clone(), view, stopped));
-        let sweep_task = workloads.map(|w| tokio::spawn(sweep_loop(w)));
-        let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
-            (Some(o), Some(c)) => Some(crate::exporters::otlp::spawn(o, exporter.clone(), c)?),
-            _ => None,
-        };
-        let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
-        http::serve(listener, exporter, opts, shutdown_signal()).await?;
-        if let Some(t) = sweep_task {
-            t.abort();
-        }
-        if let Some(p) = otlp_task {
-            p.shutdown().await;
-        }
-        // In-flight scrapes are done; the model saves what changed since its last save.
-        let _ = stop_model.send(true);
-        if tokio::time::timeout(Duration::from_secs(2), model_task).await.is_err() {
-            tracing::warn!("the model did not stop within 2s");
-        }
+        serve_with(cfg, sources, listener, shutdown_signal()).await?;
         tracing::info!("shutting down: detaching BPF programs");
         Ok(())
     })
+}
+
+/// What serving reads from: the attached probes (and workload tracker), or
+/// a fake source in tests.
+pub struct Sources {
+    /// What the model's loop reads.
+    pub source: Arc<dyn Source>,
+    /// What a scrape and an OTLP export gather, in exposition order.
+    pub collectors: Vec<Arc<dyn Collector>>,
+    pub attach_mode: &'static str,
+    /// Swept between scrapes, when attribution is on.
+    pub workloads: Option<Arc<Workloads>>,
+}
+
+/// Serves /metrics on `listener`, runs the model and the OTLP push, until
+/// `shutdown` resolves; then finishes in-flight scrapes, makes the last OTLP
+/// export and saves the baseline.
+pub async fn serve_with(
+    cfg: Config,
+    sources: Sources,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let feats = features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
+    let tls = cfg.web.as_ref().is_some_and(|w| w.tls.is_some());
+    let auth = cfg.web.as_ref().is_some_and(|w| w.auth.is_some());
+    tracing::info!(address = %listener.local_addr()?, path = %cfg.telemetry_path, tls, basic_auth = auth, max_connections = cfg.max_connections, "serving metrics");
+    let view = Arc::new(RwLock::new(None));
+    let otlp_counters = cfg.otlp.as_ref().map(|_| Arc::new(Counters::default()));
+    let exporter = Arc::new(Exporter {
+        collectors: sources.collectors,
+        created: sources.source.started(),
+        model: view.clone(),
+        info: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: kernel_release(),
+            attach_mode: sources.attach_mode,
+        },
+        le_indices: cfg.classic_le_indices.clone(),
+        telemetry_path: cfg.telemetry_path.clone(),
+        otlp: otlp_counters.clone(),
+    });
+    let (stop_model, stopped) = tokio::sync::watch::channel(false);
+    let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), view, stopped));
+    let sweep_task = sources.workloads.map(|w| tokio::spawn(sweep_loop(w)));
+    let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
+        (Some(o), Some(c)) => Some(crate::exporters::otlp::spawn(o, exporter.clone(), c)?),
+        _ => None,
+    };
+    let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
+    http::serve(listener, exporter, opts, shutdown).await?;
+    if let Some(t) = sweep_task {
+        t.abort();
+    }
+    if let Some(p) = otlp_task {
+        p.shutdown().await;
+    }
+    // In-flight scrapes are done; the model saves what changed since its last save.
+    let _ = stop_model.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), model_task).await.is_err() {
+        tracing::warn!("the model did not stop within 2s");
+    }
+    Ok(())
 }
 
 /// Reads the per-workload maps between scrapes too, so the entries of cgroups

@@ -6,6 +6,7 @@
 //! `--bpf.disable` names, `ksense check`'s tracepoint list, the model's
 //! signal names, the program statistics) is derived from that table.
 
+pub mod fake;
 pub mod kernel;
 pub mod reader;
 mod sched;

@@ -1,6 +1,7 @@
 //! Shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod pki;
 
 use std::io::{BufRead, BufReader};

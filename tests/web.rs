@@ -1,0 +1,273 @@
+//! The HTTP side served in-process from a fake source (no root, no BPF):
+//! TLS and basic auth (`--web.config.file`, checked with curl and a real
+//! Prometheus), HTTP hygiene and the connection cap.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::inproc::InProcess;
+use common::pki::Pki;
+
+/// Writes a web config next to the certificates (relative names resolve there).
+fn web_config(pki: &Pki, yaml: &str) -> String {
+    let p = pki.path("web.yml");
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+/// curl's exit code and the HTTP status it got ("000" when none).
+fn curl(args: &[&str]) -> (i32, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).to_string())
+}
+
+fn https(k: &InProcess, path: &str) -> String {
+    format!("https://localhost:{}{path}", k.port)
+}
+
+fn start_tls(web: &str) -> InProcess {
+    InProcess::start(&["--web.config.file", web])
+}
+
+/// Sends raw bytes, returns what came back before the server closed (or 15 s).
+fn raw(port: u16, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn tls_and_basic_auth() {
+    let pki = Pki::new();
+    let hash = bcrypt::hash("s3cret", 10).unwrap();
+    let web = web_config(&pki, &format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\nhttp_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n"
+    ));
+    let k = start_tls(&web);
+    let ca = pki.path("ca.crt");
+    let url = https(&k, "/metrics");
+
+    // Plain HTTP on the TLS port: no HTTP answer at all.
+    let (rc, code) = curl(&[&k.url("/metrics")]);
+    assert!(rc != 0 && code == "000", "plain HTTP must be refused: rc {rc}, status {code}");
+    // A CA that did not sign the server certificate: the client refuses.
+    let (rc, _) = curl(&["--cacert", &pki.path("other-ca.crt"), &url]);
+    assert_eq!(rc, 60, "curl must reject a certificate from another CA");
+    // TLS works; basic auth decides.
+    assert_eq!(curl(&["--cacert", &ca, &url]).1, "401", "no credentials");
+    assert_eq!(curl(&["--cacert", &ca, "-u", "prometheus:wrong", &url]).1, "401", "wrong password");
+    assert_eq!(curl(&["--cacert", &ca, "-u", "nobody:s3cret", &url]).1, "401", "unknown user");
+    assert_eq!(curl(&["--cacert", &ca, "-u", "prometheus:s3cret", &url]).1, "200");
+    assert_eq!(curl(&["--cacert", &ca, "-u", "prometheus:wrong", &https(&k, "/")]).1, "401", "every path is protected");
+
+    // The body, the configured header, and the cost of cached checks.
+    let o =
+        Command::new("curl").args(["-sS", "-i", "--cacert", &ca, "-u", "prometheus:s3cret", &url]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ksense_build_info{"), "{out}");
+    assert!(out.to_lowercase().contains("strict-transport-security: max-age=31536000"), "{out}");
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(curl(&["--cacert", &ca, "-u", "prometheus:s3cret", &url]).1, "200");
+    }
+    let per = t0.elapsed() / 10;
+    assert!(per < Duration::from_millis(200), "cached basic auth: {per:?} per scrape (curl start-up included)");
+    k.stop().unwrap();
+}
+
+#[test]
+fn tls_client_certificates() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt");
+    let none: [&str; 0] = [];
+    let client = ["--cert", &pki.path("client.crt"), "--key", &pki.path("client.key")];
+    let intruder = ["--cert", &pki.path("intruder.crt"), "--key", &pki.path("intruder.key")];
+    // client_auth_type, client_ca_file, then the status with no client
+    // certificate, one from another CA, one from the client CA ("000": the
+    // handshake failed).
+    for (auth, ca_file, want) in [
+        ("RequireAndVerifyClientCert", true, ["000", "000", "200"]),
+        ("VerifyClientCertIfGiven", true, ["200", "000", "200"]),
+        ("RequireAnyClientCert", false, ["000", "200", "200"]),
+        ("RequestClientCert", false, ["200", "200", "200"]),
+    ] {
+        let ca_line = if ca_file { "  client_ca_file: client-ca.crt\n" } else { "" };
+        let web = web_config(&pki, &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {auth}\n{ca_line}"));
+        let k = start_tls(&web);
+        let url = https(&k, "/metrics");
+        for (certs, want, what) in [
+            (&none[..], want[0], "no client certificate"),
+            (&intruder[..], want[1], "another CA"),
+            (&client[..], want[2], "the client CA"),
+        ] {
+            let mut args = vec!["--cacert", ca.as_str()];
+            args.extend(certs.iter().copied());
+            args.push(&url);
+            assert_eq!(curl(&args).1, want, "{auth}, {what}");
+        }
+    }
+}
+
+#[test]
+fn tls_min_version_tls13_refuses_a_tls12_client() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt");
+    let web =
+        web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n");
+    let k = start_tls(&web);
+    let url = https(&k, "/metrics");
+    let (rc, code) = curl(&["--cacert", &ca, "--tls-max", "1.2", &url]);
+    assert!(rc != 0 && code == "000", "a TLS 1.2-only client must fail: rc {rc} status {code}");
+    assert_eq!(curl(&["--cacert", &ca, "--tlsv1.3", &url]).1, "200");
+    drop(k);
+    // The default (TLS12) takes a TLS 1.2 client.
+    let web = web_config(&pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n");
+    let k = start_tls(&web);
+    assert_eq!(curl(&["--cacert", &ca, "--tls-max", "1.2", &https(&k, "/metrics")]).1, "200");
+}
+
+/// Prometheus 2.42 scrapes ksense over TLS with basic auth: `up` is 1 and
+/// ksense's series arrive.
+#[test]
+fn real_prometheus_scrapes_over_tls_with_basic_auth() {
+    let pki = Pki::new();
+    let hash = bcrypt::hash("s3cret", 10).unwrap();
+    let web = web_config(&pki, &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"));
+    let k = start_tls(&web);
+    let prom_port = common::free_port();
+    let cfg = pki.path("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ksense\n    scheme: https\n    tls_config:\n      ca_file: {}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      password: s3cret\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            pki.path("ca.crt"),
+            k.port
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut prom = Command::new("prometheus")
+        .args([
+            "--config.file",
+            &cfg,
+            "--storage.tsdb.path",
+            data.path().to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{prom_port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (apt-get install prometheus)");
+    let query = |q: &str| -> Option<String> {
+        let r = ureq::get(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).query("query", q).call().ok()?;
+        r.into_string().ok()
+    };
+    let t0 = Instant::now();
+    let mut last = String::new();
+    let ok = loop {
+        if let Some(body) = query("up{job=\"ksense\"} == 1 and on() count(ksense_build_info) == 1") {
+            if body.contains("\"value\"") {
+                break true;
+            }
+            last = body;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(ok, "Prometheus never scraped ksense over TLS with basic auth: {last}");
+}
+
+#[test]
+fn http_hygiene() {
+    let k = InProcess::start(&[]);
+    // Slowloris: half a request head, then nothing. The server closes the
+    // connection after the header timeout (10 s) without answering.
+    let mut s = TcpStream::connect(("127.0.0.1", k.port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let n = s.read_to_end(&mut buf);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(13), "closed after {took:?} ({n:?})");
+    // Meanwhile, and after, scrapes are served.
+    assert!(k.scrape().contains("ksense_build_info"));
+
+    // A request head over 8 KiB: 431.
+    let big = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(16 * 1024));
+    let r = raw(k.port, big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    // Too many headers: 431 as well.
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = raw(k.port, format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    // Only GET and HEAD, with an Allow header; nothing changes state.
+    for m in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = raw(
+            k.port,
+            format!("{m} /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(r.starts_with("HTTP/1.1 405") && r.to_lowercase().contains("allow: get, head"), "{m}: {r}");
+    }
+    // A GET with a body is refused unread.
+    let r = raw(
+        k.port,
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{}", "x".repeat(100)).as_bytes(),
+    );
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    // HEAD: headers only.
+    let r = raw(k.port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200") && !r.contains("ksense_build_info"), "{r}");
+    // 404 elsewhere, the landing page at /.
+    let r = raw(k.port, b"GET /debug HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    k.stop().unwrap();
+}
+
+/// Connections over the cap wait in the listen backlog and are all served.
+#[test]
+fn connections_over_the_cap_wait_and_are_served() {
+    let k = InProcess::start(&["--web.max-connections", "4"]);
+    // 4 idle connections take every slot...
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(("127.0.0.1", k.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...so a fifth waits (the kernel completes its handshake; nobody reads it).
+    let t0 = Instant::now();
+    let port = k.port;
+    let waiting =
+        std::thread::spawn(move || raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!waiting.is_finished(), "the fifth connection was served while every slot was taken");
+    drop(idle);
+    let r = waiting.join().unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // Many clients at once with a small cap: every request answered.
+    let hs: Vec<_> = (0..32)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5).all(|_| {
+                    raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .starts_with("HTTP/1.1 200")
+                })
+            })
+        })
+        .collect();
+    assert!(hs.into_iter().all(|h| h.join().unwrap()));
+}
