@@ -33,9 +33,9 @@ lint: deps
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 # What needs no root and no kernel: unit tests, the command line, and the
-# HTTP, TLS and format tests served in-process from a fake source.
+# HTTP, TLS, format and OTLP tests served in-process from a fake source.
 test-unit:
-	$(CARGO) test --locked --lib --test cli --test web --test exposition
+	$(CARGO) test --locked --lib --test cli --test web --test exposition --test otlp
 
 # What ksense costs (root): BPF ns/run against an empty floor and a pid-hash
 # runqlat, user-space CPU, scrape latency, memory. Prints a table.

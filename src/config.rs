@@ -365,7 +365,14 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl Config {
+    /// Flags, the config file (`--config.file`) and the process environment.
     pub fn load(cli: Cli) -> Result<Config, String> {
+        Self::load_with_env(cli, &|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with the environment given (the OTLP `OTEL_*` and
+    /// `K8S_*` variables are read through `env`).
+    pub fn load_with_env(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
         let config_file = cli.config_file.clone();
         let (file, text) = match &config_file {
             Some(p) => {
@@ -493,8 +500,8 @@ impl Config {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        let otlp = otlp_config::resolve(otlp_given, &|k| std::env::var(k).ok(), &hostname)
-            .map_err(|e| src.located(otlp_in_file, "otlp", &e))?;
+        let otlp =
+            otlp_config::resolve(otlp_given, env, &hostname).map_err(|e| src.located(otlp_in_file, "otlp", &e))?;
         let web = match &web_file.value {
             Some(p) => Some(crate::exporters::webconfig::WebConfig::load(p).map_err(|e| web_file.err(&e))?),
             None => None,

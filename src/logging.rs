@@ -25,6 +25,16 @@ pub fn init(level: LogLevel, format: LogFormat) {
     };
 }
 
+/// Logs of the current thread only, in logfmt at info and above, to `w`:
+/// for an in-process ksense in tests (its runtime runs on one thread).
+pub fn capture_thread<W>(w: W) -> tracing::subscriber::DefaultGuard
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let s = tracing_subscriber::fmt().with_max_level(Level::INFO).with_writer(w).event_format(Logfmt).finish();
+    tracing::subscriber::set_default(s)
+}
+
 struct Logfmt;
 
 impl<S, N> FormatEvent<S, N> for Logfmt

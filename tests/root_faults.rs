@@ -303,3 +303,27 @@ fn root_1000_concurrent_connections() {
     let (st, log) = k.stop();
     assert!(st.success(), "{log}");
 }
+
+/// A TLS file that cannot be read stops ksense at start, naming the file.
+#[test]
+fn root_otlp_missing_ca_file_is_a_startup_error() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("baseline.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args([
+            "--otlp.endpoint",
+            "https://localhost:4317",
+            "--otlp.tls.ca-file",
+            "/nonexistent/ca.pem",
+            "--web.listen-address",
+            &format!("127.0.0.1:{}", common::free_port()),
+            "--model.state-file",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/ca.pem") && !err.contains("panicked"), "{err}");
+}

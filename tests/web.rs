@@ -83,7 +83,8 @@ fn tls_and_basic_auth() {
     }
     let per = t0.elapsed() / 10;
     assert!(per < Duration::from_millis(200), "cached basic auth: {per:?} per scrape (curl start-up included)");
-    k.stop().unwrap();
+    let (exit, log) = k.stop();
+    assert!(exit.success(), "{exit}: {log}");
 }
 
 #[test]
@@ -237,7 +238,8 @@ fn http_hygiene() {
     // 404 elsewhere, the landing page at /.
     let r = raw(k.port, b"GET /debug HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
-    k.stop().unwrap();
+    let (exit, log) = k.stop();
+    assert!(exit.success(), "{exit}: {log}");
 }
 
 /// Connections over the cap wait in the listen backlog and are all served.

@@ -1,7 +1,9 @@
-//! OTLP push end to end: the real binary pushes to receivers started here (a
-//! gRPC server on opentelemetry-proto's MetricsService definition, an HTTP
-//! one on /v1/metrics) that decode every request; what they get is checked
-//! against what /metrics serves at the same moment. Needs root.
+//! OTLP push end to end: ksense, served in-process from a fake source (no
+//! root, no BPF), pushes to receivers started here (a gRPC server on
+//! opentelemetry-proto's MetricsService definition, an HTTP one on
+//! /v1/metrics) that decode every request; what they get is checked against
+//! what /metrics serves at the same moment. The start-up error for a missing
+//! CA file, a property of the binary, is in root_faults.rs.
 
 mod common;
 
@@ -11,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::inproc::InProcess;
 use common::pki::Pki;
-use common::{sample, Ksense};
+use common::sample;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -294,7 +297,7 @@ fn data_time(req: &ExportMetricsServiceRequest) -> u64 {
         .expect("a gauge with a data point")
 }
 
-fn scrape_protobuf(k: &Ksense) -> BTreeMap<String, pb::MetricFamily> {
+fn scrape_protobuf(k: &InProcess) -> BTreeMap<String, pb::MetricFamily> {
     let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
     let r = ureq::get(&k.url("/metrics")).set("Accept", accept).call().unwrap();
     let mut bytes = Vec::new();
@@ -373,7 +376,7 @@ fn between(name: &str, what: &str, a: f64, e: f64, b: f64) {
 /// Scrape A, an export whose data was read after A, scrape B: every family
 /// of A is in the export under the translated name, with the same type,
 /// unit, help and label sets, and every value lies between A and B.
-fn check_sandwich(k: &Ksense, r: &Receiver) -> ExportMetricsServiceRequest {
+fn check_sandwich(k: &InProcess, r: &Receiver) -> ExportMetricsServiceRequest {
     let a = scrape_protobuf(k);
     // After A returned: an export's data stamped later was read after A.
     let t_a = SystemTime::now();
@@ -500,7 +503,7 @@ fn exports(text: &str, result: &str) -> f64 {
 }
 
 /// Scrapes /metrics for `span` and returns the slowest scrape.
-fn scrape_for(k: &Ksense, span: Duration) -> Duration {
+fn scrape_for(k: &InProcess, span: Duration) -> Duration {
     let (t0, mut worst) = (Instant::now(), Duration::ZERO);
     while t0.elapsed() < span {
         let t = Instant::now();
@@ -515,17 +518,14 @@ fn scrape_for(k: &Ksense, span: Duration) -> Duration {
 // ---- tests -------------------------------------------------------------------
 
 #[test]
-fn root_otlp_grpc_matches_metrics_with_headers_and_resource() {
-    require_root!();
+fn otlp_grpc_matches_metrics_with_headers_and_resource() {
     let r = Receiver::start(Proto::Grpc);
-    let dir = tempfile::tempdir().unwrap();
     let env = [
         ("K8S_NODE_NAME", "node-7"),
         ("K8S_POD_NAME", "ksense-abcde"),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
     ];
-    let k = Ksense::start_with_env(
-        dir,
+    let k = InProcess::start_with_env(
         &["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.header", "authorization=Bearer x"],
         &env,
     );
@@ -565,8 +565,7 @@ fn root_otlp_grpc_matches_metrics_with_headers_and_resource() {
 }
 
 #[test]
-fn root_otlp_http_configured_by_environment_matches_metrics() {
-    require_root!();
+fn otlp_http_configured_by_environment_matches_metrics() {
     let r = Receiver::start(Proto::Http);
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", r.endpoint()),
@@ -576,7 +575,7 @@ fn root_otlp_http_configured_by_environment_matches_metrics() {
         ("OTEL_SERVICE_NAME", "ksense-env".into()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let k = Ksense::start_with_env(tempfile::tempdir().unwrap(), &[], &env);
+    let k = InProcess::start_with_env(&[], &env);
     let req = check_sandwich(&k, &r);
     assert_eq!(resource(&req).get("service.name").map(String::as_str), Some("ksense-env"));
     let log = r.shared.log.lock().unwrap();
@@ -589,10 +588,9 @@ fn root_otlp_http_configured_by_environment_matches_metrics() {
 /// never stalls, failures are counted, one warning and one recovery line are
 /// logged, and pushing resumes.
 #[test]
-fn root_otlp_collector_down_then_back() {
-    require_root!();
+fn otlp_collector_down_then_back() {
     let mut r = Receiver::start(Proto::Grpc);
-    let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.timeout", "1s"]);
+    let k = InProcess::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.timeout", "1s"]);
     r.wait_for_count(2, Duration::from_secs(10));
     r.stop();
     let before = r.count();
@@ -619,11 +617,10 @@ fn root_otlp_collector_down_then_back() {
 /// A collector slower than --otlp.timeout, then one refusing every export:
 /// /metrics stays fast, every attempt is a counted failure, nothing is recorded.
 #[test]
-fn root_otlp_slow_or_refusing_collector_never_stalls_metrics() {
-    require_root!();
+fn otlp_slow_or_refusing_collector_never_stalls_metrics() {
     let r = Receiver::start(Proto::Http);
     r.set(Duration::from_secs(3), false);
-    let k = Ksense::start(&[
+    let k = InProcess::start(&[
         "--otlp.endpoint",
         &r.endpoint(),
         "--otlp.protocol",
@@ -669,11 +666,16 @@ fn runqueue_count(req: &ExportMetricsServiceRequest) -> u64 {
 /// SIGTERM in the middle of an interval: the values of that moment are
 /// pushed once more before exit, not lost with the interval in progress.
 #[test]
-fn root_otlp_last_export_at_shutdown() {
-    require_root!();
+fn otlp_last_export_at_shutdown() {
     let r = Receiver::start(Proto::Http);
-    let k =
-        Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1h"]);
+    let k = InProcess::start(&[
+        "--otlp.endpoint",
+        &r.endpoint(),
+        "--otlp.protocol",
+        "http/protobuf",
+        "--otlp.interval",
+        "1h",
+    ]);
     // The first tick exports at once; the next would be an hour away.
     r.wait_for_count(1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
@@ -690,10 +692,9 @@ fn root_otlp_last_export_at_shutdown() {
 
 /// No collector at all: shutdown still ends within --otlp.timeout or so.
 #[test]
-fn root_otlp_last_export_to_a_dead_collector_is_bounded() {
-    require_root!();
+fn otlp_last_export_to_a_dead_collector_is_bounded() {
     let port = common::free_port();
-    let k = Ksense::start(&[
+    let k = InProcess::start(&[
         "--otlp.endpoint",
         &format!("http://127.0.0.1:{port}"),
         "--otlp.interval",
@@ -714,12 +715,11 @@ fn root_otlp_last_export_to_a_dead_collector_is_bounded() {
 /// CA file verifies it, the client certificate gets in, and what arrives is
 /// what /metrics serves.
 #[test]
-fn root_otlp_https_grpc_with_ca_file_and_client_certificate() {
-    require_root!();
+fn otlp_https_grpc_with_ca_file_and_client_certificate() {
     let pki = Pki::new();
     let r = Receiver::start_with(Proto::Grpc, Some(tls_server(&pki, Proto::Grpc, true)));
     let url = format!("https://localhost:{}", r.port);
-    let k = Ksense::start(&[
+    let k = InProcess::start(&[
         "--otlp.endpoint",
         &url,
         "--otlp.interval",
@@ -739,21 +739,19 @@ fn root_otlp_https_grpc_with_ca_file_and_client_certificate() {
 /// CA that did not sign the collector's certificate: every push fails, is
 /// counted, nothing arrives, and the log says why.
 #[test]
-fn root_otlp_https_http_trusts_only_the_given_ca() {
-    require_root!();
+fn otlp_https_http_trusts_only_the_given_ca() {
     let pki = Pki::new();
     let r = Receiver::start_with(Proto::Http, Some(tls_server(&pki, Proto::Http, false)));
     let url = format!("https://127.0.0.1:{}", r.port);
     let ca = pki.path("ca.crt");
-    let k = Ksense::start_with_env(
-        tempfile::tempdir().unwrap(),
+    let k = InProcess::start_with_env(
         &["--otlp.endpoint", &url, "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"],
         &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())],
     );
     check_sandwich(&k, &r);
     drop(k);
     let before = r.count();
-    let k = Ksense::start(&[
+    let k = InProcess::start(&[
         "--otlp.endpoint",
         &url,
         "--otlp.protocol",
@@ -776,38 +774,14 @@ fn root_otlp_https_http_trusts_only_the_given_ca() {
     assert!(warn.contains("certificate"), "the warning says why: {warn}");
 }
 
-/// A TLS file that cannot be read stops ksense at start, naming the file.
-#[test]
-fn root_otlp_missing_ca_file_is_a_startup_error() {
-    require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("baseline.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
-        .args([
-            "--otlp.endpoint",
-            "https://localhost:4317",
-            "--otlp.tls.ca-file",
-            "/nonexistent/ca.pem",
-            "--web.listen-address",
-            &format!("127.0.0.1:{}", common::free_port()),
-            "--model.state-file",
-            state.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("/nonexistent/ca.pem") && !err.contains("panicked"), "{err}");
-}
-
 /// --otlp.compression gzip (gRPC) and OTEL_EXPORTER_OTLP_COMPRESSION=gzip
 /// (HTTP): the receivers decompress what /metrics serves, and the HTTP body
 /// on the wire is less than half the request (node-wide, about 40 %).
 #[test]
-fn root_otlp_gzip_on_both_transports() {
-    require_root!();
+fn otlp_gzip_on_both_transports() {
     let r = Receiver::start(Proto::Grpc);
-    let k = Ksense::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.compression", "gzip"]);
+    let k =
+        InProcess::start(&["--otlp.endpoint", &r.endpoint(), "--otlp.interval", "1s", "--otlp.compression", "gzip"]);
     check_sandwich(&k, &r);
     assert!(
         r.shared.log.lock().unwrap().iter().all(|x| x.headers.get("grpc-encoding").map(String::as_str) == Some("gzip")),
@@ -816,8 +790,7 @@ fn root_otlp_gzip_on_both_transports() {
     drop(k);
     let r = Receiver::start(Proto::Http);
     let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")];
-    let k = Ksense::start_with_env(
-        tempfile::tempdir().unwrap(),
+    let k = InProcess::start_with_env(
         &["--otlp.endpoint", &r.endpoint(), "--otlp.protocol", "http/protobuf", "--otlp.interval", "1s"],
         &env,
     );
