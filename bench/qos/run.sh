@@ -61,6 +61,8 @@ if [ $build = 1 ]; then
         echo "run.sh: building ksense (cargo build --release --locked)" >&2
         (cd "$repo" && cargo build --release --locked)
     fi
+    # variants.py replays the recording through ksense's own model.
+    [ $variants = 0 ] || (cd "$repo" && cargo build --release --locked --example replay)
 fi
 [ -x "$bin" ] || { echo "run.sh: no ksense binary at $bin" >&2; exit 2; }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{Model, ModelConfig, StateError};
 use crate::signals::features::{self, Feature};
-use crate::signals::Source;
+use crate::signals::{Snapshot, Source};
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
 /// wait a woken thread has before it runs, and the CPU share the network
@@ -101,6 +101,63 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
     }
 }
 
+/// The model's configuration for these settings: the baseline window in
+/// intervals.
+pub fn model_config(cfg: &Settings) -> ModelConfig {
+    let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
+    ModelConfig {
+        features: cfg.features.clone(),
+        warmup: cfg.warmup,
+        window,
+        regularisation: cfg.regularisation,
+        side: cfg.side,
+    }
+}
+
+/// One interval at a time, the same for the live loop and for a replay of
+/// recorded snapshots (examples/replay.rs): the delta from the previous
+/// snapshot, the feature vector, the model's space, the model.
+pub struct Scorer {
+    pub model: Model,
+    feats: Vec<Feature>,
+    prev: Option<(Snapshot, Duration)>,
+}
+
+/// What one interval gave.
+pub struct Scored {
+    /// None while calibrating.
+    pub output: Option<super::Output>,
+    /// The feature values, in the features' units (seconds, shares, rates).
+    pub x: Vec<f64>,
+}
+
+impl Scorer {
+    pub fn new(model: Model, feats: Vec<Feature>) -> Scorer {
+        Scorer { model, feats, prev: None }
+    }
+
+    pub fn features(&self) -> &[Feature] {
+        &self.feats
+    }
+
+    /// `at`: when `snap` was taken, since the start. None for the first
+    /// snapshot and for an interval without run-queue events, which
+    /// produces no update.
+    pub fn step(&mut self, snap: Snapshot, at: Duration) -> Option<Scored> {
+        let (before, before_at) = self.prev.replace((snap, at))?;
+        let now = &self.prev.as_ref().expect("just set").0;
+        let delta = features::interval_delta(now, &before);
+        if features::runqueue_events(&delta) == 0 {
+            return None;
+        }
+        // The real span, not the nominal interval: a late tick is a longer interval.
+        let secs = at.saturating_sub(before_at).as_secs_f64();
+        let (x, accept) = features::vector(&self.feats, &delta, secs);
+        let output = self.model.observe(at, &model_space(&x), accept);
+        Some(Scored { output, x })
+    }
+}
+
 /// Runs until `stop` turns true, then saves what changed since the last save.
 pub async fn run(
     kernel: Arc<dyn Source>,
@@ -109,27 +166,18 @@ pub async fn run(
     view: Arc<RwLock<Option<ModelView>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let window = ((cfg.baseline_window.as_secs_f64() / cfg.interval.as_secs_f64()).round() as usize).max(1);
-    let mcfg = ModelConfig {
-        features: cfg.features.clone(),
-        warmup: cfg.warmup,
-        window,
-        regularisation: cfg.regularisation,
-        side: cfg.side,
-    };
-    let mut model = load_or_calibrate(mcfg, &cfg.state_file);
+    let mut scorer = Scorer::new(load_or_calibrate(model_config(&cfg), &cfg.state_file), feats);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
-    publish(&view, &model, None, Vec::new(), saver.failures);
+    publish(&view, &scorer.model, None, Vec::new(), saver.failures);
     let start = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prev = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => {
                 if saver.pending {
-                    saver.save(model.baseline());
+                    saver.save(scorer.model.baseline());
                 }
                 return;
             }
@@ -141,23 +189,13 @@ pub async fn run(
                 continue;
             }
         };
-        let taken = Instant::now();
-        let Some((before, before_at)) = prev.replace((snap.clone(), taken)) else { continue };
-        let delta = features::interval_delta(&snap, &before);
-        // The real span, not the nominal interval: a late tick is a longer interval.
-        let secs = taken.duration_since(before_at).as_secs_f64();
-        if features::runqueue_events(&delta) == 0 {
-            continue; // an interval without data produces no update
-        }
-        let (x, accept) = features::vector(&feats, &delta, secs);
-        let scaled = model_space(&x);
-        let out = model.observe(elapsed(start), &scaled, accept);
-        if let Some(b) = model.take_baseline_update() {
+        let Some(scored) = scorer.step(snap, start.elapsed()) else { continue };
+        if let Some(b) = scorer.model.take_baseline_update() {
             saver.pending = true;
             saver.save(Some(b));
         }
-        let signals = feats.iter().zip(&x).map(|(f, v)| (f.name.clone(), *v)).collect();
-        publish(&view, &model, out, signals, saver.failures);
+        let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
+        publish(&view, &scorer.model, scored.output, signals, saver.failures);
     }
 }
 
@@ -186,10 +224,6 @@ impl Saver {
     }
 }
 
-fn elapsed(start: Instant) -> Duration {
-    start.elapsed()
-}
-
 fn publish(
     view: &RwLock<Option<ModelView>>,
     m: &Model,
@@ -215,6 +249,55 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::signals::buckets::{kernel_bounds, slot_of};
+    use crate::signals::histogram::Histogram;
+
+    /// A cumulative snapshot after `n` intervals of `per` waits of `ns` each
+    /// (runqueue and runqueue_wakeup), plus the softirq signals, quiet.
+    fn snap(hist: &mut Histogram, per: u64, ns: u64) -> Snapshot {
+        hist.slots[slot_of(kernel_bounds(), ns)] += per;
+        hist.sum_ns += per * ns;
+        let mut s = Snapshot::default();
+        for name in ["runqueue", "runqueue_wakeup"] {
+            s.signals.push((name.into(), hist.clone()));
+        }
+        for name in ["softirq_net_rx", "softirq_block", "dstate"] {
+            s.signals.push((name.into(), Histogram::default()));
+        }
+        s
+    }
+
+    /// The live loop's and the replay's step: nothing for the first snapshot,
+    /// calibration through the warm-up, then friction that is low on the
+    /// baseline's own data and high, direction +1, when waits grow 100-fold.
+    #[test]
+    fn scorer_calibrates_then_scores() {
+        let names: Vec<String> =
+            ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block"].map(String::from).to_vec();
+        let settings = Settings {
+            warmup: Duration::from_secs(30),
+            baseline_window: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let feats = features::parse_all(&settings.features, &names).unwrap();
+        let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
+        let mut h = Histogram::default();
+        let at = |i: u64| Duration::from_secs(i);
+        assert!(sc.step(snap(&mut h, 100, 10_000), at(0)).is_none(), "one snapshot is no interval");
+        let mut scored = Vec::new();
+        for i in 1..=40 {
+            // 10 or 20 µs waits, alternating, so the baseline has a spread.
+            let ns = if i % 2 == 0 { 10_000 } else { 20_000 };
+            scored.push(sc.step(snap(&mut h, 100, ns), at(i)).expect("an interval with waits"));
+        }
+        assert!(scored[..29].iter().all(|s| s.output.is_none()), "calibrating through the warm-up");
+        let calm = scored.last().unwrap().output.as_ref().expect("scored after the warm-up");
+        assert!(calm.friction < 3.0, "the baseline's own data: friction {}", calm.friction);
+        assert!(sc.step(snap(&mut h, 0, 10_000), at(41)).is_none(), "no waits: no update");
+        let hot = sc.step(snap(&mut h, 100, 2_000_000), at(42)).unwrap().output.unwrap();
+        assert!(hot.friction > 10.0 && hot.direction == 1, "100x longer waits: {} {}", hot.friction, hot.direction);
+    }
 
     #[test]
     fn model_space_is_log_microseconds() {
