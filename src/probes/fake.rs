@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use super::reader::ProgStats;
 use crate::signals::buckets::{kernel_bounds, slot_of};
 use crate::signals::histogram::Histogram;
-use crate::signals::metric::{Collector, Family};
 use crate::signals::{Snapshot, Source};
 
 /// Waits recorded per read and histogram: enough for the model to calibrate
@@ -46,12 +45,5 @@ impl Source for Fake {
 
     fn started(&self) -> SystemTime {
         self.started
-    }
-}
-
-impl Collector for Fake {
-    fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
-        out.extend(self.snapshot()?.families);
-        Ok(())
     }
 }

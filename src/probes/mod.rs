@@ -22,7 +22,7 @@ use libbpf_rs::{Link, MapCore, OpenProgramMut, ProgramMut};
 
 use crate::signals::buckets::{self, SLOTS};
 use crate::signals::histogram::Histogram;
-use crate::signals::metric::{family, Collector, Family, Kind, Sample, Unit, Value};
+use crate::signals::metric::{family, Family, Kind, Sample, Unit, Value};
 use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
 pub use softirq::SOFTIRQ_VECTORS;
@@ -317,13 +317,6 @@ impl Source for Probes {
     }
     fn started(&self) -> SystemTime {
         self.attached_at
-    }
-}
-
-impl Collector for Probes {
-    fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
-        out.extend(self.snapshot()?.families);
-        Ok(())
     }
 }
 

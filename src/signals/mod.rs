@@ -34,3 +34,11 @@ pub trait Source: Send + Sync + 'static {
     /// When the histograms started counting.
     fn started(&self) -> SystemTime;
 }
+
+/// A source's families are what it contributes to a scrape.
+impl<S: Source> metric::Collector for S {
+    fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
+        out.extend(self.snapshot()?.families);
+        Ok(())
+    }
+}
