@@ -35,7 +35,7 @@ lint: deps
 # What needs no root and no kernel: unit tests, the command line, and the
 # HTTP, TLS, format and OTLP tests served in-process from a fake source.
 test-unit:
-	$(CARGO) test --locked --lib --test cli --test web --test exposition --test otlp
+	$(CARGO) test --locked --lib --test cli --test layers --test web --test exposition --test otlp
 
 # What ksense costs (root): BPF ns/run against an empty floor and a pid-hash
 # runqlat, user-space CPU, scrape latency, memory. Prints a table.
