@@ -502,6 +502,17 @@ fn exports(text: &str, result: &str) -> f64 {
         .unwrap_or_else(|| panic!("no ksense_otlp_exports_total{{result={result:?}}}"))
 }
 
+/// Waits until /metrics counts at least `n` successful exports: ksense
+/// counts one when the collector's answer arrives, a moment after the
+/// receiver has logged the request.
+fn wait_for_successes(k: &InProcess, n: f64) {
+    let t0 = Instant::now();
+    while exports(&k.scrape(), "success") < n {
+        assert!(t0.elapsed() < Duration::from_secs(5), "fewer than {n} successful exports counted after 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Scrapes /metrics for `span` and returns the slowest scrape.
 fn scrape_for(k: &InProcess, span: Duration) -> Duration {
     let (t0, mut worst) = (Instant::now(), Duration::ZERO);
@@ -561,7 +572,7 @@ fn otlp_grpc_matches_metrics_with_headers_and_resource() {
     assert!(starts[0] < data_time(&log[0].req));
     assert!(log.windows(2).all(|w| data_time(&w[0].req) < data_time(&w[1].req)));
     drop(log);
-    assert!(exports(&k.scrape(), "success") >= 1.0);
+    wait_for_successes(&k, 1.0);
 }
 
 #[test]
