@@ -78,8 +78,6 @@ pub fn kernel_release() -> String {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    // Before attaching: a bad feature name is a usage error, not a late one.
-    features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
     let support = kernel::probe();
     let mode = AttachMode::choose(cfg.attach.mode(), &support)?;
     let t0 = Instant::now();

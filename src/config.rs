@@ -395,10 +395,9 @@ impl Config {
         let disable = src.pick(c.bpf.disable, f.bpf.disable, "bpf.disable");
         // A flag can only turn it on: either source suffices.
         let strict = c.bpf.strict || f.bpf.strict;
-        let m = (&c.model, &f.model);
-        let interval = src.pick(m.0.interval, m.1.interval, "model.interval");
-        let warmup = src.pick(m.0.warmup, m.1.warmup, "model.warmup");
-        let window = src.pick(m.0.baseline_window, m.1.baseline_window, "model.baseline_window");
+        let interval = src.pick(c.model.interval, f.model.interval, "model.interval");
+        let warmup = src.pick(c.model.warmup, f.model.warmup, "model.warmup");
+        let window = src.pick(c.model.baseline_window, f.model.baseline_window, "model.baseline_window");
         let state_file = src.pick(c.model.state_file, f.model.state_file, "model.state_file");
         let features = src.pick(c.model.features, f.model.features, "model.features");
         let reg = src.pick(c.model.regularisation, f.model.regularisation, "model.regularisation");

@@ -33,7 +33,6 @@ pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY];
 
 /// One probe family: what it attaches, and how.
 pub struct ProbeFamily {
-    pub name: &'static str,
     /// Its logical programs, named by their tracepoint: what `--bpf.disable`
     /// takes and `ksense check` looks up.
     pub programs: &'static [&'static str],
@@ -321,7 +320,7 @@ impl Source for Probes {
 }
 
 /// A sample with one label.
-pub fn labelled(key: &'static str, value: &'static str, v: Value) -> Sample {
+fn labelled(key: &'static str, value: &'static str, v: Value) -> Sample {
     Sample { labels: vec![(key, std::borrow::Cow::Borrowed(value))], value: v }
 }
 

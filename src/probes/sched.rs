@@ -14,7 +14,6 @@ use crate::signals::metric::{family, one, Kind, Unit, Value};
 use crate::signals::Snapshot;
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    name: "sched",
     programs: &["sched_switch", "sched_wakeup", "sched_wakeup_new"],
     signals: || ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec(),
     attach,

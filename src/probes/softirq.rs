@@ -1,6 +1,5 @@
 //! The softirq family (bpf/softirq.bpf.c): time spent handling each vector.
 
-use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use anyhow::Context;
@@ -8,9 +7,9 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
+use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
 use crate::signals::histogram::Histogram;
-use crate::signals::metric::{family, Kind, Sample, Unit, Value};
+use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
 
 /// Softirq vectors in kernel order, named as node_exporter names them; the
@@ -19,7 +18,6 @@ pub const SOFTIRQ_VECTORS: [&str; 10] =
     ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    name: "softirq",
     programs: &["softirq_entry", "softirq_exit"],
     signals: || SOFTIRQ_VECTORS.iter().map(|v| signal(v)).collect(),
     attach,
@@ -63,7 +61,7 @@ fn emit(out: &mut Snapshot, hists: Vec<Histogram>) {
     let mut samples = Vec::new();
     for (h, name) in hists.into_iter().zip(SOFTIRQ_VECTORS) {
         out.signals.push((signal(name), h.clone()));
-        samples.push(Sample { labels: vec![("vector", Cow::Borrowed(name))], value: Value::Histogram(h) });
+        samples.push(labelled("vector", name, Value::Histogram(h)));
     }
     out.families.push(family(
         "ksense_softirq_duration",
