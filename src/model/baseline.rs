@@ -6,8 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use ndarray::{Array1, Array2};
-use ndarray_linalg::{Cholesky, UPLO};
 use serde::{Deserialize, Serialize};
+
+use super::linalg;
 
 /// Absolute ridge added to every diagonal entry (units: s²). It only keeps a
 /// degenerate covariance (e.g. a constant feature) positive definite.
@@ -134,10 +135,7 @@ impl Baseline {
                 }
             }
         }
-        let cholesky = covariance.cholesky(UPLO::Lower).map_err(|_| BaselineError::NotPositiveDefinite)?;
-        if !cholesky.iter().all(|v| v.is_finite()) || (0..d).any(|i| cholesky[[i, i]] <= 0.0) {
-            return Err(BaselineError::NotPositiveDefinite);
-        }
+        let cholesky = linalg::cholesky(covariance.view()).ok_or(BaselineError::NotPositiveDefinite)?;
         let std = covariance.diag().mapv(f64::sqrt);
         Ok(Baseline { features, mean, covariance, cholesky, std, samples, energy_k, regularisation, created_unix })
     }

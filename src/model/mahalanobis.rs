@@ -2,7 +2,8 @@
 //! all through the Cholesky factor: Σ⁻¹ is never formed.
 
 use ndarray::{Array1, ArrayView2};
-use ndarray_linalg::{Diag, SolveTriangular, UPLO};
+
+use super::linalg::{solve_lower, solve_lower_transposed};
 
 /// One scored sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,16 +87,16 @@ pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[
         return None;
     }
     // z = L⁻¹ r, so F² = zᵀz (a sum of squares: never negative).
-    let z = chol.solve_triangular(UPLO::Lower, Diag::NonUnit, &r).ok()?;
+    let z = solve_lower(chol, r.view())?;
     // w = L⁻ᵀ z = Σ⁻¹ r.
-    let w = chol.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &z).ok()?;
+    let w = solve_lower_transposed(chol, z.view())?;
     let along = std.dot(&w);
     let (r, z, w) = match side {
         Side::Two => (r, z, w),
         Side::One => {
             let r = r.mapv(|v| v.max(0.0));
-            let z = chol.solve_triangular(UPLO::Lower, Diag::NonUnit, &r).ok()?;
-            let w = chol.t().solve_triangular(UPLO::Upper, Diag::NonUnit, &z).ok()?;
+            let z = solve_lower(chol, r.view())?;
+            let w = solve_lower_transposed(chol, z.view())?;
             (r, z, w)
         }
     };
@@ -112,12 +113,12 @@ pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linalg::cholesky;
     use ndarray::{arr1, arr2, Array2};
-    use ndarray_linalg::Cholesky;
     use proptest::prelude::*;
 
     fn score_cov(mean: &[f64], cov: &Array2<f64>, x: &[f64]) -> Score {
-        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let l = cholesky(cov.view()).unwrap();
         let s = cov.diag().mapv(f64::sqrt);
         score(&arr1(mean), l.view(), &s, x, Side::Two).unwrap()
     }
@@ -165,7 +166,7 @@ mod tests {
     #[test]
     fn wrong_length_or_non_finite_is_none() {
         let cov = Array2::<f64>::eye(2);
-        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let l = cholesky(cov.view()).unwrap();
         let s = arr1(&[1.0, 1.0]);
         let m = arr1(&[0.0, 0.0]);
         assert!(score(&m, l.view(), &s, &[1.0], Side::Two).is_none());
@@ -173,7 +174,7 @@ mod tests {
         assert!(score(&m, l.view(), &s, &[f64::INFINITY, 1.0], Side::Two).is_none());
         // Overflowing result is rejected too.
         let tiny = Array2::<f64>::eye(2) * 1e-300;
-        let l = tiny.cholesky(UPLO::Lower).unwrap();
+        let l = cholesky(tiny.view()).unwrap();
         assert!(score(&m, l.view(), &s, &[1e300, 1e300], Side::Two).is_none());
     }
 
@@ -214,7 +215,7 @@ mod tests {
     #[test]
     fn one_sided_counts_only_excesses() {
         let cov = arr2(&[[1.0, 0.3], [0.3, 1.0]]);
-        let l = cov.cholesky(UPLO::Lower).unwrap();
+        let l = cholesky(cov.view()).unwrap();
         let sd = cov.diag().mapv(f64::sqrt);
         let m = arr1(&[0.0, 0.0]);
         // Quieter than the baseline on every feature: no friction, and "better".

@@ -13,6 +13,7 @@
 
 mod baseline;
 mod energy;
+mod linalg;
 mod mahalanobis;
 pub mod pipeline;
 pub mod state;
