@@ -22,10 +22,25 @@ fn sources(dir: &str) -> Vec<(PathBuf, String)> {
     v
 }
 
-fn build(src: &Path, name: &str, out: &Path, vmlinux: &str) {
+/// libbpf-cargo pipes each skeleton through the `rustfmt` on PATH, which is
+/// cosmetic (the code lives in OUT_DIR) but fails the build where `rustfmt`
+/// is a rustup proxy without the component, as in the official `rust` images
+/// (minimal profile). Formatting is used only where rustfmt answers; a path
+/// that does not exist makes libbpf-cargo skip it.
+fn rustfmt(out: &Path) -> PathBuf {
+    let works = std::process::Command::new("rustfmt").arg("--version").output().is_ok_and(|o| o.status.success());
+    if works {
+        PathBuf::from("rustfmt")
+    } else {
+        out.join("no-rustfmt")
+    }
+}
+
+fn build(src: &Path, name: &str, out: &Path, vmlinux: &str, rustfmt: &Path) {
     SkeletonBuilder::new()
         .source(src)
         .clang_args(["-I", "bpf", "-I", vmlinux, "-O2", "-g", "-Wall"])
+        .rustfmt(rustfmt)
         .build_and_generate(out.join(format!("{name}.skel.rs")))
         .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
     println!("cargo:rerun-if-changed={}", src.display());
@@ -35,33 +50,18 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let vmlinux = format!("bpf/vmlinux/{arch}");
+    let fmt = rustfmt(&out);
     let mut mods = String::new();
     for (src, name) in sources("bpf") {
-        build(&src, &name, &out, &vmlinux);
+        build(&src, &name, &out, &vmlinux, &fmt);
         writeln!(mods, "pub mod {name} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{name}.skel.rs\"));\n}}")
             .unwrap();
     }
     std::fs::write(out.join("skels.rs"), mods).expect("writing skels.rs");
     for (src, name) in sources("bench/bpf") {
-        build(&src, &name, &out, &vmlinux);
+        build(&src, &name, &out, &vmlinux, &fmt);
     }
-    serial_openblas(&arch);
     // New files and every shared header.
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=bench/bpf");
-}
-
-/// The model links Debian's serial OpenBLAS, found first at run time through
-/// the binary's RUNPATH whatever the system's default (alternatives) is: the
-/// pthread build starts worker threads when it loads, before main, and
-/// capabilities are per thread (privileges.rs drops them only while the
-/// process has one thread). The model's matrices are 4x4 to 8x8, where
-/// threads only cost.
-fn serial_openblas(arch: &str) {
-    let dir = format!("/usr/lib/{arch}-linux-gnu/openblas-serial");
-    if !Path::new(&dir).join("libopenblas.so.0").exists() {
-        panic!("{dir}/libopenblas.so.0 missing: install libopenblas-serial-dev (scripts/install-deps.sh does)");
-    }
-    println!("cargo:rustc-link-search=native={dir}");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
 }

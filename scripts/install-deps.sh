@@ -4,16 +4,22 @@
 set -euo pipefail
 
 # clang and llvm compile the BPF programs (libbpf-cargo); libelf, zlib and
-# pkg-config build libbpf (libbpf-sys); the serial OpenBLAS backs the model's
-# linear algebra (build.rs says why serial); protoc and the well-known .proto files (libprotobuf-dev, which
-# protobuf-compiler only recommends) build prometheus-client's protobuf format;
-# curl is the README's scrape.
-pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config libopenblas-serial-dev protobuf-compiler libprotobuf-dev curl)
-if [ "${1:-}" = "--test" ]; then
-    # Real servers and load generators the tests drive, and the tools they call
-    # (mount/umount, unshare and setpriv from util-linux).
-    pkgs+=(prometheus stress-ng nginx wrk python3 util-linux mount)
-fi
+# pkg-config build libbpf (libbpf-sys); protoc and the well-known .proto files
+# (libprotobuf-dev, which protobuf-compiler only recommends) build
+# prometheus-client's protobuf format; curl is the README's scrape.
+pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config protobuf-compiler libprotobuf-dev curl)
+case "${1:-}" in
+    --test)
+        # Real servers and load generators the tests drive, and the tools they
+        # call (mount/umount, unshare and setpriv from util-linux).
+        pkgs+=(prometheus stress-ng nginx wrk python3 util-linux mount) ;;
+    --image)
+        # The Dockerfile's build stage: setcap gives the binary its file
+        # capabilities there, so the runtime stage stores it once.
+        pkgs+=(libcap2-bin) ;;
+    "") ;;
+    *) echo "usage: $0 [--test|--image]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
