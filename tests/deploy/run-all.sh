@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the deployment tests: setup, then rules, kube, dockerfile, dashboards.
+# Runs the deployment tests: setup, then rules, kube, dockerfile, image,
+# dashboards.
 # One line per test, then `N passed, N failed` (and skipped, if any); exits
 # non-zero when anything failed. Each test's output goes to
 # tests/deploy/.work/logs/<test>.log and is printed when the test fails.
@@ -8,14 +9,15 @@
 #   sudo tests/deploy/run-all.sh rules kube # a subset (setup always runs)
 #
 # A test that exits 77 is reported as skipped (dashboards.sh does that when
-# target/release/ksense is not built and CI is not set).
+# target/release/ksense is not built, image.sh without root; never when CI is
+# set).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 logs="$here/.work/logs"
 mkdir -p "$logs"
 
 tests=("$@")
-[ "${#tests[@]}" -gt 0 ] || tests=(rules kube dockerfile dashboards)
+[ "${#tests[@]}" -gt 0 ] || tests=(rules kube dockerfile image dashboards)
 
 passed=0 failed=0 skipped=0
 run() {

@@ -3,7 +3,8 @@
 # Debian 12 machine, as root. Idempotent: a second run installs nothing and
 # takes a few seconds.
 #
-#   apt:  prometheus (+ promtool), python3 + venv, nodejs + npm, stress-ng
+#   apt:  prometheus (+ promtool), python3 + venv, nodejs + npm, stress-ng,
+#         buildah, mmdebstrap, libcap2-bin
 #   pip:  tests/deploy/requirements.txt   -> tests/deploy/.venv
 #   npm:  tests/deploy/package-lock.json  -> tests/deploy/node_modules
 #
@@ -21,7 +22,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # ---- Debian packages -------------------------------------------------------
-want=(prometheus stress-ng ca-certificates)
+# buildah, mmdebstrap and capsh (libcap2-bin): image.sh builds and runs the
+# container image.
+want=(prometheus stress-ng ca-certificates buildah mmdebstrap libcap2-bin)
 # python3 and node may come from elsewhere (pyenv, nodesource); only ask apt
 # for them when the commands are missing, so we never fight another install.
 if ! command -v python3 >/dev/null 2>&1; then
