@@ -124,10 +124,12 @@ pub struct BpfOpts {
     #[arg(id = "bpf.disable", long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
           help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
     pub disable: Option<Vec<String>>,
-    /// Exit with an error when any BPF program is not attached, instead of serving the rest
-    #[arg(id = "strict", long = "strict", global = true, action = clap::ArgAction::SetTrue)]
-    #[serde(default)]
-    pub strict: bool,
+    /// Exit with an error when any BPF program is not attached, instead of serving the rest (--no-strict: serve the rest) [default: false]
+    #[arg(id = "strict", long = "strict", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-strict")]
+    pub strict: Option<bool>,
+    #[arg(id = "no-strict", long = "no-strict", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "strict")]
+    #[serde(skip)]
+    pub no_strict: bool,
 }
 
 #[derive(Args, Deserialize, Debug, Default)]
@@ -208,9 +210,12 @@ pub struct OtlpOpts {
 #[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadsOpts {
-    /// Per-workload (cgroup) run-queue and D-state histograms: true or false; costs about 45 ns per run-queue wait, see README [default: false]
-    #[arg(id = "workloads.enabled", long = "workloads.enabled", value_name = "BOOL", global = true, action = clap::ArgAction::Set)]
+    /// Per-workload (cgroup) run-queue and D-state histograms (--no-workloads.enabled: off); costs about 45 ns per run-queue wait, see README [default: false]
+    #[arg(id = "workloads.enabled", long = "workloads.enabled", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-workloads.enabled")]
     pub enabled: Option<bool>,
+    #[arg(id = "no-workloads.enabled", long = "no-workloads.enabled", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "workloads.enabled")]
+    #[serde(skip)]
+    pub no_enabled: bool,
     /// Workloads exported with series of their own, the busiest by run-queue wait; the rest are summed in workload="other" [default: 100]
     #[arg(id = "workloads.max", long = "workloads.max", value_name = "N", global = true)]
     pub max: Option<usize>,
@@ -329,6 +334,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Every boolean flag takes the Prometheus exporters' forms: bare `--x`,
+/// `--no-x` (hidden from --help; the flag's help names it), and `--x=true`
+/// or `--x false`; of `--x` and `--no-x` the last given wins (clap's
+/// overrides_with). New boolean flags (e.g. `--collector.<family>` for the
+/// probe families to come) follow the same pattern and go through this.
+fn negatable(on: Option<bool>, off: bool) -> Option<bool> {
+    if off {
+        Some(false)
+    } else {
+        on
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -393,8 +411,7 @@ impl Config {
         let format = src.pick(c.log.format, f.log.format, "log.format");
         let attach = src.pick(c.bpf.attach, f.bpf.attach, "bpf.attach");
         let disable = src.pick(c.bpf.disable, f.bpf.disable, "bpf.disable");
-        // A flag can only turn it on: either source suffices.
-        let strict = c.bpf.strict || f.bpf.strict;
+        let strict = src.pick(negatable(c.bpf.strict, c.bpf.no_strict), f.bpf.strict, "bpf.strict");
         let interval = src.pick(c.model.interval, f.model.interval, "model.interval");
         let warmup = src.pick(c.model.warmup, f.model.warmup, "model.warmup");
         let window = src.pick(c.model.baseline_window, f.model.baseline_window, "model.baseline_window");
@@ -403,7 +420,7 @@ impl Config {
         let reg = src.pick(c.model.regularisation, f.model.regularisation, "model.regularisation");
         let side = src.pick(c.model.side, f.model.side, "model.friction");
         let (w, wf) = (c.workloads, f.workloads);
-        let enabled = src.pick(w.enabled, wf.enabled, "workloads.enabled");
+        let enabled = src.pick(negatable(w.enabled, w.no_enabled), wf.enabled, "workloads.enabled");
         let max = src.pick(w.max, wf.max, "workloads.max");
         let entries = src.pick(w.map_entries, wf.map_entries, "workloads.map_entries");
         let include = src.pick(w.include, wf.include, "workloads.include");
@@ -540,7 +557,7 @@ impl Config {
             web,
             max_connections: max_connections as usize,
             bpf_disable,
-            strict,
+            strict: strict.value.unwrap_or(false),
             workloads,
         })
     }
@@ -674,6 +691,8 @@ mod tests {
         std::fs::write(&p, "[bpf]\nstrict = true\nattach = \"raw_tp\"\n[log]\nlevel = \"debug\"\n[model]\nfriction = \"two-sided\"\nregularisation = \"ridge\"\n").unwrap();
         let c = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap();
         assert!(c.strict, "[bpf] strict = true without --strict");
+        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--no-strict"])).unwrap();
+        assert!(!c.strict, "--no-strict overrides the file");
         assert_eq!((c.attach, c.log_level), (Attach::RawTp, LogLevel::Debug));
         assert_eq!((c.model.side, c.model.regularisation), (Side::Two, Regularisation::Ridge));
         let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--model.friction", "one-sided"])).unwrap();
@@ -758,6 +777,39 @@ mod tests {
         assert!(e.contains("include") && e.contains("(unclosed"), "{e}");
         assert!(Config::load(cli(&["--workloads.map-entries", "0"])).is_err());
         assert!(Cli::try_parse_from(["ksense", "--workloads.enabled", "maybe"]).is_err());
+    }
+
+    /// Every boolean: bare, `--no-`, `=true`/`=false` and a separate value;
+    /// the last of `--x`/`--no-x` wins, and a flag beats the file both ways.
+    #[test]
+    fn booleans_take_the_exporter_forms() {
+        let on = |args: &[&str]| {
+            let c = Config::load(cli(args)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            (c.workloads.enabled, c.strict)
+        };
+        assert_eq!(on(&[]), (false, false));
+        assert_eq!(on(&["--workloads.enabled", "--strict"]), (true, true));
+        assert_eq!(on(&["--workloads.enabled=true", "--strict=true"]), (true, true));
+        assert_eq!(on(&["--workloads.enabled", "true", "--strict", "true"]), (true, true));
+        assert_eq!(on(&["--workloads.enabled=false", "--strict=false"]), (false, false));
+        assert_eq!(on(&["--no-workloads.enabled", "--no-strict"]), (false, false));
+        assert_eq!(on(&["--workloads.enabled", "--no-workloads.enabled"]), (false, false));
+        assert_eq!(on(&["--no-workloads.enabled", "--workloads.enabled"]), (true, false));
+        assert_eq!(on(&["--no-strict", "--strict"]), (false, true));
+        // Bare, then a subcommand or another flag: not taken as the value.
+        assert_eq!(on(&["--workloads.enabled", "--strict", "--log.level", "warn"]), (true, true));
+        assert!(matches!(cli(&["serve", "--workloads.enabled"]).command, Some(Command::Serve)));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[bpf]\nstrict = true\n[workloads]\nenabled = true\n").unwrap();
+        let f = p.to_str().unwrap();
+        assert_eq!(on(&["--config.file", f]), (true, true));
+        assert_eq!(on(&["--config.file", f, "--no-workloads.enabled", "--no-strict"]), (false, false));
+        std::fs::write(&p, "[bpf]\nstrict = false\n[workloads]\nenabled = false\n").unwrap();
+        assert_eq!(on(&["--config.file", f, "--workloads.enabled", "--strict"]), (true, true));
+        for bad in [&["--strict=yes"][..], &["--no-strict=false"], &["--workloads.enabled", "1"]] {
+            assert!(Cli::try_parse_from(std::iter::once("ksense").chain(bad.iter().copied())).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
