@@ -11,10 +11,12 @@ three dashboards keep the same variables, selectors and query conventions.
 Standard library only.
 
 Conventions
-- Variables: `node` = label_values(ksense_build_info, node) (the ServiceMonitor
-  copies the pod's node name into `node`; a static scrape config sets it with
-  `labels:`), `instance` = the ksense instances on that node (normally one).
-  Every per-node query selects {node=~"$node", instance=~"$instance"}.
+- Variables: `node` = label_values(ksense_node_info, nodename): ksense serves
+  its node's name itself (as node_exporter's node_uname_info), so the
+  dashboards work with any scrape config, with or without a `node` label;
+  `instance` = the ksense instances on that node (normally one). Every
+  per-node query selects {instance=~"$instance"}; panels across nodes group by
+  instance and take the name from ksense_node_info (NODE_JOIN).
 - Histograms work whether Prometheus ingests them as classic histograms
   (`_bucket`/`_sum`/`_count` series) or as native histograms (Prometheus with
   --enable-feature=native-histograms, which then keeps no `_bucket` series):
@@ -27,7 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-SEL = 'node=~"$node", instance=~"$instance"'
+SEL = 'instance=~"$instance"'
+# Appended to a per-instance expression: adds the node's name as `nodename`.
+NODE_JOIN = " * on (instance) group_left (nodename) max by (instance, nodename) (ksense_node_info)"
 ROOT = HERE.parent
 GRAFANA_VERSION = "10.4.0"
 
@@ -294,9 +298,9 @@ def variables(extra=()):
         }
 
     return [
-        query_var("node", "Node", "label_values(ksense_build_info, node)", False, False,
-                  "Node running ksense (label `node`, set by relabelling the scrape)"),
-        query_var("instance", "Instance", 'label_values(ksense_build_info{node=~"$node"}, instance)', True, True,
+        query_var("node", "Node", "label_values(ksense_node_info, nodename)", False, False,
+                  "Node running ksense (its name as ksense serves it: K8S_NODE_NAME, else the host name)"),
+        query_var("instance", "Instance", 'label_values(ksense_node_info{nodename=~"$node"}, instance)', True, True,
                   "ksense scrape target(s) on the node"),
         *extra,
     ]
@@ -463,16 +467,17 @@ def latency_dashboard():
                      unit="s", log=True, fill=0), 12, 8)
 
     L.row("Across nodes")
-    allnodes = 'node=~".+"'
+    allnodes = 'instance=~".+"'
     for title, metric, extra in (("Run-queue latency P99 by node", rq, ()),
                                  ("D-state duration P99 by node", ds, ()),
                                  ("Softirq NET_RX P99 by node", si, ('vector="NET_RX"',))):
-        L.add(timeseries(title, targets((hist_quantile(0.99, metric, ", ".join([allnodes, *extra]),
-                                                       by=("node", "instance")), "{{node}}")),
+        q = hist_quantile(0.99, metric, ", ".join([allnodes, *extra]), by=("instance",))
+        L.add(timeseries(title, targets((f"({q}){NODE_JOIN}", "{{nodename}}")),
                          unit="s", log=True, fill=0), 8, 8)
     L.add(heatmap("Run-queue latency, all nodes", hist_heatmap(rq, allnodes)), 8, 8)
     L.add(heatmap("D-state duration, all nodes", hist_heatmap(ds, allnodes)), 8, 8)
-    L.add(timeseries("Run-queue events/s by node", targets((hist_rate(rq, allnodes, by=("node",)), "{{node}}")),
+    L.add(timeseries("Run-queue events/s by node",
+                     targets((f"({hist_rate(rq, allnodes, by=('instance',))}){NODE_JOIN}", "{{nodename}}")),
                      unit="ops", fill=0), 8, 8)
     vector_var = {
         "type": "custom", "name": "vector", "label": "Softirq vector",

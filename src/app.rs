@@ -173,6 +173,7 @@ pub async fn serve_with(
             version: env!("CARGO_PKG_VERSION"),
             kernel: kernel_release(),
             attach_mode: sources.attach_mode,
+            nodename: cfg.nodename.clone(),
         },
         le_indices: cfg.classic_le_indices.clone(),
         telemetry_path: cfg.telemetry_path.clone(),

@@ -367,6 +367,9 @@ pub struct Config {
     pub bpf_disable: Vec<&'static str>,
     pub strict: bool,
     pub workloads: crate::workloads::Config,
+    /// The node's name for `ksense_node_info`: `K8S_NODE_NAME` (the DaemonSet
+    /// sets it from the downward API), else the host name.
+    pub nodename: String,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
@@ -516,6 +519,7 @@ impl Config {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
+        let nodename = env("K8S_NODE_NAME").filter(|n| !n.is_empty()).unwrap_or_else(|| hostname.clone());
         let otlp =
             otlp_config::resolve(otlp_given, env, &hostname).map_err(|e| src.located(otlp_in_file, "otlp", &e))?;
         let web = match &web_file.value {
@@ -559,6 +563,7 @@ impl Config {
             bpf_disable,
             strict: strict.value.unwrap_or(false),
             workloads,
+            nodename,
         })
     }
 }

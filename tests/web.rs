@@ -273,3 +273,22 @@ fn connections_over_the_cap_wait_and_are_served() {
         .collect();
     assert!(hs.into_iter().all(|h| h.join().unwrap()));
 }
+
+/// `ksense_node_info{nodename}` names the node whatever the scrape config
+/// labels: K8S_NODE_NAME where the DaemonSet sets it, else the host name.
+#[test]
+fn node_info_names_the_node() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    for (env, want) in [
+        (vec![("K8S_NODE_NAME", "worker-7")], "worker-7"),
+        (vec![("K8S_NODE_NAME", "")], &host[..]),
+        (vec![], &host[..]),
+    ] {
+        let k = InProcess::start_with_env(&[], &env);
+        let body = k.scrape();
+        let lines: Vec<&str> = body.lines().filter(|l| l.starts_with("ksense_node_info")).collect();
+        assert_eq!(lines, [format!("ksense_node_info{{nodename=\"{want}\"}} 1")], "{env:?}");
+        let (exit, log) = k.stop();
+        assert!(exit.success(), "{exit}: {log}");
+    }
+}

@@ -40,6 +40,7 @@ pub struct BuildInfo {
     pub version: &'static str,
     pub kernel: String,
     pub attach_mode: &'static str,
+    pub nodename: String,
 }
 
 /// The collectors' families, then the process's and the model's. Non-finite
@@ -63,6 +64,15 @@ pub fn build(
             ],
             value: Value::Gauge(1.0),
         }],
+    ));
+    // node_exporter's node_uname_info{nodename}: the node's name whatever
+    // labels the scrape config sets, for dashboards to join on `instance`.
+    out.push(family(
+        "ksense_node_info",
+        None,
+        "The node's name (K8S_NODE_NAME, else the host name), whatever the scrape config labels; always 1.",
+        Kind::Gauge,
+        vec![Sample { labels: vec![("nodename", Cow::Owned(info.nodename.clone()))], value: Value::Gauge(1.0) }],
     ));
     if let Some(o) = otlp {
         out.push(family(

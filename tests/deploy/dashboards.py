@@ -86,8 +86,8 @@ def static(args):
             err("no title")
 
         variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
-        for vn, want in (("node", "label_values(ksense_build_info, node)"),
-                         ("instance", "label_values(ksense_build_info")):
+        for vn, want in (("node", "label_values(ksense_node_info, nodename)"),
+                         ("instance", "label_values(ksense_node_info")):
             v = variables.get(vn)
             if not v:
                 err(f"no template variable {vn}")

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Grafana dashboards against real data:
 #   1. static checks (import-ability; JSON in sync with dashboards/generate.py);
-#   2. start ksense (root) on a free loopback port and two Prometheus servers
-#      scraping it every second, one plain (classic histograms) and one with
-#      --enable-feature=native-histograms, both loading deploy/prometheus rules;
+#   2. start ksense (root) on a free loopback port and three Prometheus servers
+#      scraping it every second, one per scrape configuration a user has: the
+#      README's snippet (no labels), static targets with a `node` label (with
+#      --enable-feature=native-histograms), and the ServiceMonitor's
+#      relabelings; all load deploy/prometheus rules;
 #   3. generate CPU, I/O and loopback-network load so the histograms count;
-#   4. run every panel query with the variables substituted against both
-#      Prometheus servers and require data (dashboards.py query).
+#   4. run every panel query with the variables substituted against the three
+#      Prometheus servers and require data (dashboards.py query), then check the
+#      labels each configuration gave the series.
 #
 # Needs target/release/ksense (built by its owner, not by this script). When it
 # is missing the live part is skipped with exit code 77, or fails when CI is set
@@ -97,29 +100,46 @@ if ! wait_http "http://127.0.0.1:$kport/metrics" 60 "$kpid"; then
 fi
 start="$(date +%s)"
 
-# ---- Prometheus (classic and native histograms) --------------------------------
+# ---- Prometheus: three scrape configurations ------------------------------------
+# plain:      the README's snippet as it is (no labels), classic histograms;
+# labelled:   static targets with a `node` label, native histograms;
+# kubernetes: the ServiceMonitor's relabelings applied to a target carrying the
+#             labels Kubernetes discovery and the Operator give a pod (file_sd:
+#             Debian's Prometheus has no Kubernetes discovery), classic.
+# The dashboards must work on all three (their node comes from ksense_node_info).
 cp "$root/deploy/prometheus/ksense-rules.yml" "$work/"
-cat >"$work/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - ksense-rules.yml
-scrape_configs:
-  - job_name: ksense
-    static_configs:
-      - targets: ["127.0.0.1:$kport"]
-        labels:
-          node: test-node
-EOF
-promtool check config "$work/prometheus.yml" >/dev/null
+"$py" - "$root" "$work" "127.0.0.1:$kport" <<'PY'
+import json, re, sys, yaml
+root, work, target = sys.argv[1:]
+readme = open(f"{root}/README.md").read()
+snippet = re.search(r"### Prometheus\n\n```yaml\n(.*?)```", readme, re.S).group(1)
+base = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["ksense-rules.yml"]}
+def write(name, scrape):
+    json.dump(dict(base, scrape_configs=[scrape]), open(f"{work}/prometheus-{name}.yml", "w"), indent=1)
+plain = yaml.safe_load(snippet)["scrape_configs"][0]
+assert "labels" not in plain["static_configs"][0], "the README snippet is the one without labels"
+plain.update(scrape_interval="1s", static_configs=[{"targets": [target]}])
+write("plain", plain)
+write("labelled", {"job_name": "ksense", "static_configs": [{"targets": [target], "labels": {"node": "test-node"}}]})
+sm = yaml.safe_load(open(f"{root}/deploy/kubernetes/servicemonitor.yaml"))
+camel = lambda k: re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k)
+relabel = [{camel(k): v for k, v in r.items()} for r in sm["spec"]["endpoints"][0]["relabelings"]]
+json.dump([{"targets": [target], "labels": {"__meta_kubernetes_pod_node_name": "k8s-node",
+                                           "namespace": "monitoring", "pod": "ksense-x7k2p",
+                                           "container": "ksense", "service": "ksense", "endpoint": "metrics"}}],
+          open(f"{work}/k8s-targets.json", "w"))
+write("kubernetes", {"job_name": "serviceMonitor/monitoring/ksense/0", "file_sd_configs": [{"files": ["k8s-targets.json"]}],
+                     "relabel_configs": relabel})
+PY
 declare -A purl
-for mode in classic native; do
+configs=(plain labelled kubernetes)
+for mode in "${configs[@]}"; do
+  promtool check config "$work/prometheus-$mode.yml" >/dev/null
   port="$(free_port)"
   extra=()
-  [ "$mode" = native ] && extra=(--enable-feature=native-histograms)
-  prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb-$mode" \
+  [ "$mode" = labelled ] && extra=(--enable-feature=native-histograms)
+  prometheus --config.file="$work/prometheus-$mode.yml" --storage.tsdb.path="$work/tsdb-$mode" \
     --web.listen-address="127.0.0.1:$port" "${extra[@]}" >"$work/prometheus-$mode.log" 2>&1 &
   pids+=("$!")
   purl[$mode]="http://127.0.0.1:$port"
@@ -129,7 +149,7 @@ for mode in classic native; do
     exit 1
   fi
 done
-echo "== Prometheus classic=${purl[classic]} native=${purl[native]} scraping 127.0.0.1:$kport"
+echo "== Prometheus plain=${purl[plain]} labelled=${purl[labelled]} kubernetes=${purl[kubernetes]} scraping 127.0.0.1:$kport"
 
 # ---- model ------------------------------------------------------------------
 # ksense exports ksense_friction (and direction, energy, contributions) only
@@ -197,7 +217,28 @@ fi
 # ---- queries ----------------------------------------------------------------
 echo "== running every panel query (window $((end - start))s)"
 "$py" "$here/dashboards.py" query "$root/dashboards" \
-  --prom "classic=${purl[classic]}" --prom "native=${purl[native]}" \
+  --prom "plain=${purl[plain]}" --prom "labelled=${purl[labelled]}" --prom "kubernetes=${purl[kubernetes]}" \
   --start "$start" --end "$end" --step 2 --rate-interval 1m \
-  --rules "$work/ksense-rules.yml" --expect-native native "${allow_model[@]}"
+  --rules "$work/ksense-rules.yml" --expect-native labelled "${allow_model[@]}"
+
+# What each configuration made of the target's labels: the `node` label where
+# the configuration sets one, none where it does not, and the same node name
+# from ksense itself in all three.
+echo "== labels per scrape configuration"
+"$py" - "$(cat /proc/sys/kernel/hostname)" "plain=${purl[plain]}" "labelled=${purl[labelled]}" "kubernetes=${purl[kubernetes]}" <<'PY'
+import json, sys, urllib.parse, urllib.request
+host, proms = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
+want_node = {"plain": None, "labelled": "test-node", "kubernetes": "k8s-node"}
+bad = 0
+for name, url in proms.items():
+    r = json.load(urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": "ksense_node_info"})))
+    series = [s["metric"] for s in r["data"]["result"]]
+    print(f"  {name:10} {series}")
+    ok = (len(series) == 1 and series[0].get("node") == want_node[name] and series[0].get("nodename") == host
+          and not {"namespace", "pod", "container"} & series[0].keys())
+    if not ok:
+        print(f"FAIL: {name}: expected one series with nodename={host!r}, node={want_node[name]!r}, no pod labels")
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
 echo "dashboards: OK"
