@@ -178,6 +178,7 @@ pub async fn serve_with(
         le_indices: cfg.classic_le_indices.clone(),
         telemetry_path: cfg.telemetry_path.clone(),
         otlp: otlp_counters.clone(),
+        model_warmup: cfg.model.warmup,
     });
     let (stop_model, stopped) = tokio::sync::watch::channel(false);
     let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), view, stopped));

@@ -50,7 +50,14 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(runs(&k.scrape()) >= runs(&text));
     // The landing page links to the metrics; anything else is 404, writes are 405.
-    assert!(ureq::get(&k.url("/")).call().unwrap().into_string().unwrap().contains("href=\"/metrics\""));
+    let landing = ureq::get(&k.url("/")).call().unwrap().into_string().unwrap();
+    assert!(landing.contains("href=\"/metrics\""), "{landing}");
+    // The probes as the kernel has them: every program attached, by name.
+    let n = ksense::probes::program_names().count();
+    assert!(landing.contains(&format!("{n} of {n} BPF programs attached")), "{landing}");
+    for p in ksense::probes::program_names() {
+        assert!(landing.contains(&format!("<td>{p}</td><td class=\"ok\">attached</td>")), "{p}: {landing}");
+    }
     assert_eq!(ureq::get(&k.url("/nope")).call().unwrap_err().into_response().unwrap().status(), 404);
     assert_eq!(ureq::post(&k.url("/metrics")).call().unwrap_err().into_response().unwrap().status(), 405);
 }

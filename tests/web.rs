@@ -292,3 +292,29 @@ fn node_info_names_the_node() {
         assert!(exit.success(), "{exit}: {log}");
     }
 }
+
+/// The landing page says what a person opening the port wants: version,
+/// node, kernel, the probes, calibration, and where the metrics are.
+#[test]
+fn landing_page_tells_a_person_what_runs() {
+    let k = InProcess::start_with_env(
+        &["--web.telemetry-path", "/m", "--model.warmup", "10m"],
+        &[("K8S_NODE_NAME", "<b>n1</b>")],
+    );
+    let r = ureq::get(&k.url("/")).call().unwrap();
+    assert!(r.content_type() == "text/html", "{}", r.content_type());
+    let page = r.into_string().unwrap();
+    for want in [
+        concat!("<h1>ksense ", env!("CARGO_PKG_VERSION"), "</h1>"),
+        "<a href=\"/m\">Metrics</a>",
+        "&lt;b&gt;n1&lt;/b&gt;",
+        "Kernel",
+        "Calibrating: ",
+        "the baseline freezes 10m00s after start",
+    ] {
+        assert!(page.contains(want), "landing page lacks {want:?}: {page}");
+    }
+    assert!(!page.contains("<b>n1</b>"), "the node name must be escaped: {page}");
+    let (exit, log) = k.stop();
+    assert!(exit.success(), "{exit}: {log}");
+}

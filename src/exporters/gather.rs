@@ -21,6 +21,8 @@ pub struct Exporter {
     pub telemetry_path: String,
     /// Present when OTLP push is on: its export counts are served too.
     pub otlp: Option<Arc<Counters>>,
+    /// `--model.warmup`, for the landing page's calibration progress.
+    pub model_warmup: std::time::Duration,
 }
 
 impl Exporter {

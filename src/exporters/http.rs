@@ -60,12 +60,10 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         };
     }
     if path == "/" {
-        let page = format!(
-            "<!doctype html><html><head><title>ksense</title></head><body><h1>ksense {}</h1>\
-             <p>Node-level kernel latency exporter (run queue, D state, softirq).</p>\
-             <p><a href=\"{}\">Metrics</a></p></body></html>\n",
-            ex.info.version, ex.telemetry_path
-        );
+        let page = match ex.families() {
+            Ok(fams) => super::landing::page(ex, &fams),
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading the probes failed: {e}\n")),
+        };
         let mut r = Response::new(Full::new(Bytes::from(page)));
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         return r;

@@ -4,6 +4,7 @@
 pub mod families;
 pub mod gather;
 pub mod http;
+pub mod landing;
 pub mod negotiate;
 pub mod openmetrics;
 pub mod otlp;
