@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the deployment tests: setup, then rules, kube, dockerfile, image,
+# Runs the deployment tests: setup, then rules, kube, dockerfile, image, otlp,
 # dashboards.
 # One line per test, then `N passed, N failed` (and skipped, if any); exits
 # non-zero when anything failed. Each test's output goes to
@@ -17,7 +17,7 @@ logs="$here/.work/logs"
 mkdir -p "$logs"
 
 tests=("$@")
-[ "${#tests[@]}" -gt 0 ] || tests=(rules kube dockerfile image dashboards)
+[ "${#tests[@]}" -gt 0 ] || tests=(rules kube dockerfile image otlp dashboards)
 
 passed=0 failed=0 skipped=0
 run() {

@@ -24,7 +24,8 @@ fi
 # ---- Debian packages -------------------------------------------------------
 # buildah, mmdebstrap and capsh (libcap2-bin): image.sh builds and runs the
 # container image.
-want=(prometheus stress-ng ca-certificates buildah mmdebstrap libcap2-bin)
+# libpython3.11: the rotel collector's binary (otlp.sh) links it.
+want=(prometheus stress-ng ca-certificates buildah mmdebstrap libcap2-bin libpython3.11)
 # python3 and node may come from elsewhere (pyenv, nodesource); only ask apt
 # for them when the commands are missing, so we never fight another install.
 if ! command -v python3 >/dev/null 2>&1; then
