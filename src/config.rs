@@ -397,7 +397,8 @@ impl Config {
         let config_file = cli.config_file.clone();
         let (file, text) = match &config_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("config file {}: {e}", p.display()))?;
+                let text = crate::bounded_read::read_to_string(p, crate::bounded_read::MAX_CONFIG_BYTES)
+                    .map_err(|e| format!("config file {}: {e}", p.display()))?;
                 (parse_file(p, &text)?, text)
             }
             None => (File::default(), String::new()),
@@ -432,6 +433,15 @@ impl Config {
         let kubelet = src.pick(w.kubelet_log_dir, wf.kubelet_log_dir, "workloads.kubelet_log_dir");
 
         let telemetry_path = telemetry.value.clone().unwrap_or_else(|| DEFAULT_TELEMETRY_PATH.into());
+        // What a request line can carry as it is (RFC 3986 path characters):
+        // a path with spaces, non-ASCII or control characters would be
+        // accepted and then never match a request.
+        let path_char = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
+        if let Some(c) = telemetry_path.chars().find(|&c| !path_char(c)) {
+            return Err(telemetry.err(&format!(
+                "telemetry path {telemetry_path:?} has {c:?}: use letters, digits and - . _ ~ / (no spaces, %, ?, #)"
+            )));
+        }
         if !telemetry_path.starts_with('/') || telemetry_path == "/" {
             return Err(
                 telemetry.err(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself"))
@@ -468,7 +478,7 @@ impl Config {
             interval: interval.value.unwrap_or(d.interval),
             warmup: warmup.value.unwrap_or(d.warmup),
             baseline_window: window.value.unwrap_or(d.baseline_window),
-            state_file: state_file.value.unwrap_or(d.state_file),
+            state_file: state_file.value.clone().unwrap_or(d.state_file),
             features: features.value.clone().unwrap_or(d.features),
             regularisation: reg.value.unwrap_or(d.regularisation),
             side: side.value.unwrap_or(d.side),
@@ -485,6 +495,20 @@ impl Config {
                 "model baseline window ({:?}) must be at least one interval ({:?})",
                 model.baseline_window, model.interval
             )));
+        }
+
+        let samples = model.baseline_window.as_secs_f64() / model.interval.as_secs_f64();
+        if samples > crate::model::MAX_WINDOW_SAMPLES as f64 {
+            let from = if window.from_file || window.value.is_some() { &window } else { &interval };
+            return Err(from.err(&format!(
+                "model baseline window ({:?}) holds {samples:.0} samples at one per interval ({:?}); at most {}",
+                model.baseline_window,
+                model.interval,
+                crate::model::MAX_WINDOW_SAMPLES
+            )));
+        }
+        if model.state_file.file_name().is_none() || model.state_file.as_os_str().to_string_lossy().ends_with('/') {
+            return Err(state_file.err(&format!("state file {:?} must name a file", model.state_file)));
         }
 
         // OTLP: flags, then the file, then the OTEL_* environment (otlp_config).
@@ -782,6 +806,37 @@ mod tests {
         assert!(e.contains("include") && e.contains("(unclosed"), "{e}");
         assert!(Config::load(cli(&["--workloads.map-entries", "0"])).is_err());
         assert!(Cli::try_parse_from(["ksense", "--workloads.enabled", "maybe"]).is_err());
+    }
+
+    /// Values that would be accepted and then fail later (issue: robustness):
+    /// a window of terabytes, a path no request can reach, a state path that
+    /// names no file, a config "file" that is a device.
+    #[test]
+    fn values_that_fail_later_are_refused_at_load() {
+        let e = Config::load(cli(&["--model.baseline-window", "10000000h"])).unwrap_err();
+        assert!(e.contains("36000000000 samples") && e.contains("at most 100000"), "{e}");
+        assert!(Config::load(cli(&["--model.baseline-window", "27h"])).is_ok());
+        let e = Config::load(cli(&["--model.baseline-window", "2h", "--model.interval", "50ms"])).unwrap_err();
+        assert!(e.contains("144000 samples"), "{e}");
+        for bad in ["/m\u{e9}trics", "/m trics", "/m%20", "/m?x", "/m#x", "/m\u{0}"] {
+            let e = Config::load(cli(&["--web.telemetry-path", bad])).unwrap_err();
+            assert!(e.contains("telemetry path"), "{bad:?}: {e}");
+        }
+        assert!(Config::load(cli(&["--web.telemetry-path", "/probe/metrics-1.0_x~"])).is_ok());
+        for bad in ["/tmp/", "/"] {
+            let e = Config::load(cli(&["--model.state-file", bad])).unwrap_err();
+            assert!(e.contains("must name a file"), "{bad:?}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[model]\nstate_file = \"\"\n").unwrap();
+        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("state_file") && e.contains("must name a file"), "{e}");
+        std::fs::write(&p, "[web]\ntelemetry_path = \"/a\\u0000b\"\n").unwrap();
+        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("telemetry path"), "{e}");
+        let e = Config::load(cli(&["--config.file", "/dev/zero"])).unwrap_err();
+        assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
     }
 
     /// Every boolean: bare, `--no-`, `=true`/`=false` and a separate value;

@@ -7,6 +7,7 @@
 //! `exporters` (Prometheus /metrics; OTLP push).
 
 pub mod app;
+pub mod bounded_read;
 pub mod config;
 pub mod exporters;
 pub mod fileerr;

@@ -104,7 +104,8 @@ pub struct WebConfig {
 impl WebConfig {
     /// Reads, parses and checks the file; loads certificates and keys.
     pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("web config file {}: {e}", path.display()))?;
+        let text = crate::bounded_read::read_to_string(path, crate::bounded_read::MAX_CONFIG_BYTES)
+            .map_err(|e| format!("web config file {}: {e}", path.display()))?;
         Self::parse(path, &text)
     }
 
@@ -262,7 +263,8 @@ fn tls_config(
 }
 
 pub(crate) fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let data = crate::bounded_read::read(p, crate::bounded_read::MAX_CONFIG_BYTES)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
     let certs = rustls_pemfile::certs(&mut data.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -273,7 +275,8 @@ pub(crate) fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
 }
 
 pub(crate) fn read_key(p: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let data = crate::bounded_read::read(p, crate::bounded_read::MAX_CONFIG_BYTES)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
     rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| format!("{}: {e}", p.display()))?
         .ok_or_else(|| format!("{}: no PEM private key in it", p.display()))

@@ -201,6 +201,11 @@ impl Baseline {
     }
 }
 
+/// The most samples a baseline window holds (`--model.baseline-window` /
+/// `--model.interval`): 27 h at the default 1 s, a few MB; beyond it a typo
+/// such as `10000000h` would ask for terabytes.
+pub const MAX_WINDOW_SAMPLES: usize = 100_000;
+
 /// Fewest accepted samples that give a usable covariance: d+2 (so the n−1
 /// covariance has some degrees of freedom beyond rank d).
 pub fn min_samples(d: usize) -> usize {
@@ -305,7 +310,8 @@ impl Calibrator {
     /// `window` is raised to at least d+2 so the baseline can ever freeze.
     pub(crate) fn new(d: usize, window: usize) -> Calibrator {
         let window = window.max(min_samples(d));
-        Calibrator { d, window, samples: VecDeque::with_capacity(window) }
+        // Grows as samples come: a long window costs memory only once filled.
+        Calibrator { d, window, samples: VecDeque::with_capacity(window.min(4096)) }
     }
 
     /// Adds a sample if it has the right length and every value is finite.

@@ -22,7 +22,7 @@ mod testutil;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use baseline::{min_samples, Baseline, BaselineError, Regularisation};
+pub use baseline::{min_samples, Baseline, BaselineError, Regularisation, MAX_WINDOW_SAMPLES};
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
 pub use mahalanobis::Side;
 pub use state::{discard, load, set_aside, StateError, STATE_VERSION};

@@ -92,7 +92,7 @@ impl Baseline {
 /// finiteness, positive definiteness, and that the stored Cholesky factor
 /// matches the one recomputed from the covariance.
 pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, StateError> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::bounded_read::read(path, crate::bounded_read::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(path.to_path_buf())),
         Err(e) => return Err(io_err(path)(e)),
