@@ -327,3 +327,35 @@ fn root_otlp_missing_ca_file_is_a_startup_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent/ca.pem") && !err.contains("panicked"), "{err}");
 }
+
+/// Out of file descriptors: one warning at start that the limit is below the
+/// connection cap, then accept failures as a run (not a line every 50 ms),
+/// and a line when accepting works again.
+#[test]
+fn root_out_of_fds_warns_once_not_in_a_flood() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_ksense");
+    let k = Ksense::start_full(&["prlimit", "--nofile=64:64", bin], dir, &[], common::Ready::Http);
+    let addr = format!("127.0.0.1:{}", k.port);
+    let idle: Vec<std::net::TcpStream> = (0..200).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    assert!(idle.len() >= 100, "only {} connections opened", idle.len());
+    std::thread::sleep(Duration::from_secs(3));
+    drop(idle);
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = ureq::get(&k.url("/metrics")).timeout(Duration::from_secs(2)).call() {
+            body = r.into_string().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.contains("ksense_build_info"), "scrapes work again once the idle connections close");
+    let (exit, log) = k.stop();
+    assert!(exit.success(), "{exit}: {log}");
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    assert_eq!(count("open-file limit (ulimit -n) is below"), 1, "{log}");
+    assert!((1..=2).contains(&count("accept failed")), "a run of failures is one or two lines: {log}");
+    assert_eq!(count("accepting connections again"), 1, "{log}");
+    assert!(log.lines().count() < 20, "{log}");
+}

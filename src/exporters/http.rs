@@ -85,6 +85,65 @@ pub const MAX_HEADERS: usize = 64;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// File descriptors ksense needs besides its connections: BPF maps and
+/// programs, the listener, logs, state and cgroup reads.
+pub const FD_RESERVE: u64 = 64;
+/// While accept keeps failing, one warning per this long, with the count.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A soft open-file limit below the connection cap means accept will fail
+/// under load (EMFILE): say so once at start rather than by a flood later.
+fn warn_if_few_fds(max_connections: usize) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return;
+    }
+    let need = max_connections as u64 + FD_RESERVE;
+    if r.rlim_cur != libc::RLIM_INFINITY && r.rlim_cur < need {
+        tracing::warn!(
+            limit = r.rlim_cur,
+            max_connections,
+            needed = need,
+            "open-file limit (ulimit -n) is below --web.max-connections plus {FD_RESERVE}: connections beyond it fail to be accepted; raise the limit or lower --web.max-connections"
+        );
+    }
+}
+
+/// Accept failures logged as runs, not one line each: a warning with the
+/// count at most once per [`ACCEPT_WARN_EVERY`], and as often a line that
+/// accepting works again (the limit holds while accepting flaps, as it does
+/// when idle connections time out one by one).
+#[derive(Default)]
+struct AcceptErrors {
+    since_warn: u64,
+    in_run: u64,
+    last_warn: Option<Instant>,
+    last_recovery: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) {
+        self.since_warn += 1;
+        self.in_run += 1;
+        if self.last_warn.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+            tracing::warn!(error = %e, failures = self.since_warn, "accept failed");
+            self.last_warn = Some(Instant::now());
+            self.since_warn = 0;
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.in_run > 0 {
+            if self.last_recovery.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                tracing::info!(failures = self.in_run, "accepting connections again");
+                self.last_recovery = Some(Instant::now());
+            }
+            self.in_run = 0;
+        }
+    }
+}
+
 /// How the endpoint is served: TLS and basic auth (`--web.config.file`) and
 /// the connection cap (`--web.max-connections`).
 #[derive(Clone, Debug)]
@@ -111,6 +170,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let web = Arc::new(opts.web);
+    warn_if_few_fds(opts.max_connections);
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -122,10 +183,13 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                accept_errors.recovered();
+                s
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
