@@ -656,6 +656,14 @@ mod tests {
         Cli::try_parse_from(std::iter::once("ksense").chain(args.iter().copied())).unwrap()
     }
 
+    /// The error of loading a config file with this text.
+    fn file_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err()
+    }
+
     /// clap's own consistency checks (unique ids, valid defaults...).
     #[test]
     fn cli_is_consistent() {
@@ -770,13 +778,9 @@ mod tests {
 
     #[test]
     fn file_errors_name_file_line_and_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[web]\nlisten_adress = \":1\"\n").unwrap();
-        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        let e = file_error("[web]\nlisten_adress = \":1\"\n");
         assert!(e.contains("k.toml") && e.contains("line 2") && e.contains("listen_adress"), "{e}");
-        std::fs::write(&p, "[model]\nwarmup = \"ten minutes\"\n").unwrap();
-        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        let e = file_error("[model]\nwarmup = \"ten minutes\"\n");
         assert!(e.contains("line 2") && e.contains("invalid duration"), "{e}");
     }
 
@@ -827,13 +831,9 @@ mod tests {
             let e = Config::load(cli(&["--model.state-file", bad])).unwrap_err();
             assert!(e.contains("must name a file"), "{bad:?}: {e}");
         }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[model]\nstate_file = \"\"\n").unwrap();
-        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        let e = file_error("[model]\nstate_file = \"\"\n");
         assert!(e.contains("line 2") && e.contains("state_file") && e.contains("must name a file"), "{e}");
-        std::fs::write(&p, "[web]\ntelemetry_path = \"/a\\u0000b\"\n").unwrap();
-        let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
+        let e = file_error("[web]\ntelemetry_path = \"/a\\u0000b\"\n");
         assert!(e.contains("line 2") && e.contains("telemetry path"), "{e}");
         let e = Config::load(cli(&["--config.file", "/dev/zero"])).unwrap_err();
         assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
