@@ -85,6 +85,11 @@ pub const MAX_HEADERS: usize = 64;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// When every slot is taken, a connection idle (no request in progress) for
+/// at least this long gives way to a new one. A client sends its request as
+/// soon as it has connected; one that has sent nothing for this long is not
+/// about to.
+pub const IDLE_GRACE: Duration = Duration::from_millis(500);
 /// File descriptors ksense needs besides its connections: BPF maps and
 /// programs, the listener, logs, state and cgroup reads.
 pub const FD_RESERVE: u64 = 64;
@@ -152,14 +157,73 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
+/// The open connections, and which of them could give way to a new one: a
+/// connection is idle from accept until its first request head is complete
+/// (a TLS handshake, a slow or empty head) and again between keep-alive
+/// requests.
+#[derive(Default)]
+struct Conns {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<Conn>>>,
+}
+
+struct Conn {
+    /// A request is being answered; never evicted then.
+    busy: std::sync::atomic::AtomicBool,
+    idle_since: std::sync::Mutex<Instant>,
+    evicted: std::sync::atomic::AtomicBool,
+    evict: tokio::sync::Notify,
+}
+
+impl Conns {
+    fn add(self: &Arc<Self>) -> (u64, Arc<Conn>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let c = Arc::new(Conn {
+            busy: false.into(),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+            evicted: false.into(),
+            evict: tokio::sync::Notify::new(),
+        });
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, c.clone());
+        (id, c)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Tells the connection idle the longest, if for at least [`IDLE_GRACE`],
+    /// to close; false if there is none.
+    fn evict_idlest(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let since = |c: &Arc<Conn>| *c.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let idlest = open
+            .values()
+            .filter(|c| !c.busy.load(SeqCst) && !c.evicted.load(SeqCst) && since(c).elapsed() >= IDLE_GRACE)
+            .min_by_key(|c| since(c));
+        match idlest {
+            Some(c) => {
+                c.evicted.store(true, SeqCst);
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
 /// (bounded by [`SHUTDOWN_GRACE`]).
 ///
-/// At most `max_connections` connections are open at once. The next one is
-/// accepted only when one closes: until then it waits in the kernel's listen
-/// backlog (no error, no reset). So that waiting clients are not starved by
-/// keep-alive connections, responses carry `Connection: close` while every
-/// slot is taken, and an idle connection is closed after the header timeout.
+/// At most `max_connections` connections are served at once. When every slot
+/// is taken and a new connection arrives, the connection idle the longest (no
+/// request in progress: before its first complete request head, during a TLS
+/// handshake, or between keep-alive requests) is closed to make room, so
+/// clients that connect and send nothing cannot keep Prometheus out. When no
+/// connection is idle the new one waits until one closes. Responses carry
+/// `Connection: close` while every slot is taken, and an idle connection is
+/// closed after the header timeout anyway.
 pub async fn serve(
     listener: TcpListener,
     exporter: Arc<Exporter>,
@@ -168,16 +232,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let conns = Arc::new(Conns::default());
     let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let web = Arc::new(opts.web);
     warn_if_few_fds(opts.max_connections);
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => break,
@@ -194,30 +255,81 @@ pub async fn serve(
                 continue;
             }
         };
-        let (ex, web, slots, tls, watcher) =
-            (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher());
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // Every slot taken: wait for one, and meanwhile make one from a
+            // connection idle long enough (checked again as they age).
+            Err(_) => {
+                let waited = loop {
+                    let evicted = conns.evict_idlest();
+                    if evicted {
+                        tracing::debug!("every connection slot taken: the idlest connection gives way");
+                    }
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => break Some(p.expect("the semaphore is never closed")),
+                        _ = tokio::time::sleep(IDLE_GRACE / 5), if !evicted => continue,
+                        _ = &mut shutdown => break None,
+                    }
+                };
+                match waited {
+                    Some(p) => p,
+                    None => break,
+                }
+            }
+        };
+        let (id, conn) = conns.add();
+        let (ex, web, slots, tls, watcher, conns) =
+            (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher(), conns.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let c = conn.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let (ex, web, slots) = (ex.clone(), web.clone(), slots.clone());
-                async move { Ok::<_, std::convert::Infallible>(respond(&ex, &web, &slots, req).await) }
+                let (ex, web, slots, c) = (ex.clone(), web.clone(), slots.clone(), c.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    c.busy.store(true, SeqCst);
+                    let mut r = respond(&ex, &web, &slots, req).await;
+                    if c.evicted.load(SeqCst) {
+                        // Chosen to give way just as this request arrived.
+                        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    *c.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    c.busy.store(false, SeqCst);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_header_size(MAX_HEADER_BYTES)
                 .max_headers(MAX_HEADERS);
-            let result = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
-                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), svc)).await,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!("TLS handshake timed out"),
-                },
+            let serve_one = async {
+                let result = match tls {
+                    None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                    Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), svc)).await,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection error");
+                }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection error");
+            tokio::pin!(serve_one);
+            loop {
+                tokio::select! {
+                    _ = &mut serve_one => break,
+                    // Dropping the connection closes it; a request that began
+                    // in the meantime is answered first (with Connection: close).
+                    _ = conn.evict.notified() => {
+                        if !conn.busy.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                }
             }
+            conns.remove(id);
         });
     }
     drop(listener);
