@@ -243,10 +243,10 @@ pub async fn serve(
             a = listener.accept() => a,
             _ = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((s, _)) => {
+        let (stream, peer) = match accepted {
+            Ok((s, peer)) => {
                 accept_errors.recovered();
-                s
+                (s, peer.ip())
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -288,7 +288,7 @@ pub async fn serve(
                 async move {
                     use std::sync::atomic::Ordering::SeqCst;
                     c.busy.store(true, SeqCst);
-                    let mut r = respond(&ex, &web, &slots, req).await;
+                    let mut r = respond(&ex, &web, &slots, req, peer).await;
                     if c.evicted.load(SeqCst) {
                         // Chosen to give way just as this request arrived.
                         r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
@@ -341,10 +341,16 @@ pub async fn serve(
 
 /// Basic auth first (every path), then the request; the configured headers
 /// on every response.
-async fn respond(ex: &Exporter, web: &WebConfig, slots: &Semaphore, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(
+    ex: &Exporter,
+    web: &WebConfig,
+    slots: &Semaphore,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Response<Full<Bytes>> {
     let authorized = match &web.auth {
         None => true,
-        Some(a) => a.check(req.headers().get(AUTHORIZATION)).await,
+        Some(a) => a.check(req.headers().get(AUTHORIZATION), peer).await,
     };
     let mut r = if authorized {
         handle(ex, &req)

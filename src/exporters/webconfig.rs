@@ -331,6 +331,9 @@ impl ClientCertVerifier for AcceptAnyClientCert {
 /// so successful checks are cached (by a SHA-256 of user and password, never
 /// the password itself); failures are never cached, and at most two checks
 /// run at once, on the blocking pool, so scrapes are not held up behind them.
+/// Each client address has at most one check running or queued for those
+/// two, so a client guessing passwords, however many connections it opens,
+/// delays another client's check by at most one check.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     /// Compared against when the user is unknown, so an unknown user takes
@@ -338,7 +341,13 @@ pub struct BasicAuth {
     dummy: String,
     ok_cache: Mutex<HashSet<[u8; 32]>>,
     checks: tokio::sync::Semaphore,
+    per_client: Mutex<std::collections::HashMap<std::net::IpAddr, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// The highest bcrypt cost accepted at load: 2^14 rounds is about a second
+/// of CPU per check here; each step above doubles it (cost 31 would be
+/// days), so a hash above it would let two requests hold the CPU.
+pub const MAX_BCRYPT_COST: u32 = 14;
 
 const CACHE_MAX: usize = 1024;
 
@@ -360,15 +369,31 @@ impl BasicAuth {
             let parts = hash.parse::<bcrypt::HashParts>().map_err(|e| {
                 err(&field, &format!("not a bcrypt hash ({e}): make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'"))
             })?;
+            if parts.get_cost() > MAX_BCRYPT_COST {
+                return Err(err(
+                    &field,
+                    &format!(
+                        "bcrypt cost {} is above {MAX_BCRYPT_COST}: each check would take {}x as long as at {MAX_BCRYPT_COST} (about a second); make the hash with htpasswd -nBC 10",
+                        parts.get_cost(),
+                        1u64 << (parts.get_cost() - MAX_BCRYPT_COST).min(63)
+                    ),
+                ));
+            }
             cost.get_or_insert(parts.get_cost());
         }
         let dummy = bcrypt::hash("ksense: no such user", cost.unwrap_or(4).clamp(4, 14))
             .map_err(|e| err("basic_auth_users", &e.to_string()))?;
-        Ok(BasicAuth { users, dummy, ok_cache: Mutex::new(HashSet::new()), checks: tokio::sync::Semaphore::new(2) })
+        Ok(BasicAuth {
+            users,
+            dummy,
+            ok_cache: Mutex::new(HashSet::new()),
+            checks: tokio::sync::Semaphore::new(2),
+            per_client: Mutex::new(std::collections::HashMap::new()),
+        })
     }
 
     /// Whether the `Authorization` header holds a known user and its password.
-    pub async fn check(&self, header: Option<&HeaderValue>) -> bool {
+    pub async fn check(&self, header: Option<&HeaderValue>, client: std::net::IpAddr) -> bool {
         let Some((user, pass)) = header.and_then(parse_basic) else { return false };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
@@ -383,10 +408,22 @@ impl BasicAuth {
             Some(h) => (true, h.clone()),
             None => (false, self.dummy.clone()),
         };
+        let mine = {
+            let Ok(mut m) = self.per_client.lock() else { return false };
+            m.entry(client).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
+        };
+        let Ok(_client_permit) = mine.acquire().await else { return false };
         let Ok(_permit) = self.checks.acquire().await else { return false };
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false)).await.unwrap_or(false)
                 && known;
+        drop(_client_permit);
+        // Forget clients with nothing queued: the map holds only live ones.
+        if let Ok(mut m) = self.per_client.lock() {
+            if Arc::strong_count(&mine) == 2 {
+                m.remove(&client);
+            }
+        }
         if ok {
             if let Ok(mut c) = self.ok_cache.lock() {
                 if c.len() >= CACHE_MAX {
@@ -414,6 +451,8 @@ fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn parse(text: &str) -> Result<WebConfig, String> {
         WebConfig::parse(Path::new("/etc/ksense/web.yml"), text)
@@ -535,14 +574,63 @@ mod tests {
             ))
             .unwrap()
         };
-        assert!(!auth.check(None).await);
-        assert!(!auth.check(Some(&hdr("alice", "wrong"))).await);
-        assert!(!auth.check(Some(&hdr("bob", "s3cret"))).await);
+        assert!(!auth.check(None, LOCAL).await);
+        assert!(!auth.check(Some(&hdr("alice", "wrong")), LOCAL).await);
+        assert!(!auth.check(Some(&hdr("bob", "s3cret")), LOCAL).await);
         assert!(auth.ok_cache.lock().unwrap().is_empty(), "failures are not cached");
-        assert!(auth.check(Some(&hdr("alice", "s3cret"))).await);
+        assert!(auth.check(Some(&hdr("alice", "s3cret")), LOCAL).await);
         assert_eq!(auth.ok_cache.lock().unwrap().len(), 1);
-        assert!(auth.check(Some(&hdr("alice", "s3cret"))).await);
-        assert!(!auth.check(Some(&hdr("alice", "s3cret2"))).await);
-        assert!(!auth.check(Some(&HeaderValue::from_static("Bearer abc"))).await);
+        assert!(auth.check(Some(&hdr("alice", "s3cret")), LOCAL).await);
+        assert!(!auth.check(Some(&hdr("alice", "s3cret2")), LOCAL).await);
+        assert!(!auth.check(Some(&HeaderValue::from_static("Bearer abc")), LOCAL).await);
+        assert!(auth.per_client.lock().unwrap().is_empty(), "no client is remembered once its checks are done");
+    }
+
+    #[test]
+    fn bcrypt_cost_is_bounded_at_load() {
+        // The parts of a real hash, the cost changed: parsing needs no hashing.
+        let h = bcrypt::hash("x", 4).unwrap();
+        for (cost, ok) in [(10, true), (MAX_BCRYPT_COST, true), (15, false), (31, false)] {
+            let hash = format!("$2y${cost:02}${}", &h[7..]);
+            let r = parse(&format!("basic_auth_users:\n  prometheus: {hash}\n"));
+            assert_eq!(r.is_ok(), ok, "cost {cost}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("line 2") && e.contains(&format!("bcrypt cost {cost} is above 14")), "{e}");
+            }
+        }
+    }
+
+    /// Guesses from one client, however many at once, hold up another
+    /// client's check by at most one check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guesses_from_one_client_do_not_queue_another() {
+        let hash = bcrypt::hash("s3cret", 8).unwrap();
+        let auth =
+            Arc::new(BasicAuth::new([("p".to_string(), hash)].into(), &|_: &str, m: &str| m.to_string()).unwrap());
+        let hdr = |p: &str| {
+            HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("p:{p}"))
+            ))
+            .unwrap()
+        };
+        let t0 = std::time::Instant::now();
+        assert!(!auth.check(Some(&hdr("wrong")), LOCAL).await);
+        let one = t0.elapsed();
+        let guesser: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+        let guesses: Vec<_> = (0..40)
+            .map(|i| {
+                let (auth, h) = (auth.clone(), hdr(&format!("guess{i}")));
+                tokio::spawn(async move { auth.check(Some(&h), guesser).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let t0 = std::time::Instant::now();
+        assert!(auth.check(Some(&hdr("s3cret")), LOCAL).await);
+        let took = t0.elapsed();
+        assert!(took < one * 4, "the right password took {took:?} behind 40 guesses (one check: {one:?})");
+        for g in guesses {
+            assert!(!g.await.unwrap());
+        }
     }
 }
