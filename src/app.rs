@@ -187,8 +187,11 @@ pub async fn serve_with(
         (Some(o), Some(c)) => Some(crate::exporters::otlp::spawn(o, exporter.clone(), c)?),
         _ => None,
     };
-    let opts = http::ServeOptions { web: cfg.web.clone().unwrap_or_default(), max_connections: cfg.max_connections };
+    let web: http::SharedWeb = Arc::new(RwLock::new(Arc::new(cfg.web.clone().unwrap_or_default())));
+    let signals_task = tokio::spawn(other_signals(cfg.web_config_file.clone(), web.clone()));
+    let opts = http::ServeOptions { web, max_connections: cfg.max_connections };
     http::serve(listener, exporter, opts, shutdown).await?;
+    signals_task.abort();
     if let Some(t) = sweep_task {
         t.abort();
     }
@@ -214,6 +217,68 @@ async fn sweep_loop(w: Arc<Workloads>) {
             tracing::warn!(error = %e, "reading the per-workload maps failed");
         }
     }
+}
+
+/// The signals whose default would end the process at once, without the
+/// shutdown (no final save, no last OTLP export): SIGHUP re-reads the web
+/// config as exporter-toolkit's users expect (certificates, users, headers;
+/// a file that no longer loads is logged and the old one kept); SIGUSR1,
+/// SIGUSR2 and SIGALRM are logged and ignored (ksense gives them no meaning,
+/// and a stray `kill -USR1` should not cost the baseline). SIGQUIT keeps its
+/// default, a core dump, for whoever wants one.
+/// The handlers are installed when this is called, before the future runs.
+fn other_signals(
+    web_file: Option<std::path::PathBuf>,
+    web: http::SharedWeb,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |k: SignalKind, name: &str| {
+        signal(k).map_err(|e| tracing::warn!(signal = name, error = %e, "cannot handle signal")).ok()
+    };
+    let (Some(mut hup), Some(mut usr1), Some(mut usr2), Some(mut alrm)) = (
+        install(SignalKind::hangup(), "SIGHUP"),
+        install(SignalKind::user_defined1(), "SIGUSR1"),
+        install(SignalKind::user_defined2(), "SIGUSR2"),
+        install(SignalKind::alarm(), "SIGALRM"),
+    ) else {
+        return Box::pin(async {});
+    };
+    Box::pin(async move {
+        loop {
+            let name = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = usr1.recv() => "SIGUSR1",
+                _ = usr2.recv() => "SIGUSR2",
+                _ = alrm.recv() => "SIGALRM",
+            };
+            if name != "SIGHUP" {
+                tracing::info!(
+                    signal = name,
+                    "signal ignored (only SIGHUP, SIGTERM and SIGINT mean something to ksense)"
+                );
+                continue;
+            }
+            let Some(path) = &web_file else {
+                tracing::info!(signal = name, "no --web.config.file to re-read");
+                continue;
+            };
+            // Off the runtime's thread: the file read and certificate parsing block.
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || crate::exporters::webconfig::WebConfig::load(&p)).await {
+                Ok(Ok(new)) => {
+                    let (tls, auth) = (new.tls.is_some(), new.auth.is_some());
+                    *web.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                    tracing::info!(signal = name, file = %path.display(), tls, basic_auth = auth, "web config reloaded");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(signal = name, error = %e, "web config reload failed: keeping the one in force")
+                }
+                Err(e) => {
+                    tracing::error!(signal = name, error = %e, "web config reload failed: keeping the one in force")
+                }
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -362,6 +362,8 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     /// `--web.config.file`, parsed and checked (certificates loaded) at start.
     pub web: Option<crate::exporters::webconfig::WebConfig>,
+    /// Where it came from, re-read on SIGHUP.
+    pub web_config_file: Option<PathBuf>,
     pub max_connections: usize,
     /// Programs not to load (`--bpf.disable`).
     pub bpf_disable: Vec<&'static str>,
@@ -588,6 +590,7 @@ impl Config {
             strict: strict.value.unwrap_or(false),
             workloads,
             nodename,
+            web_config_file: web_file.value.clone(),
         })
     }
 }

@@ -359,3 +359,53 @@ fn root_out_of_fds_warns_once_not_in_a_flood() {
     assert_eq!(count("accepting connections again"), 1, "{log}");
     assert!(log.lines().count() < 20, "{log}");
 }
+
+/// SIGHUP re-reads the web config (users here; a file that no longer loads
+/// keeps the one in force); SIGUSR1, SIGUSR2 and SIGALRM are logged and
+/// ignored, where their default ended the process at once (exit 138...).
+#[test]
+fn root_sighup_reloads_the_web_config_and_other_signals_are_ignored() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let users = |u: &str| format!("basic_auth_users:\n  {u}: {}\n", bcrypt::hash("pw", 4).unwrap());
+    std::fs::write(&web, users("alice")).unwrap();
+    let mut k = Ksense::start_full(&[], dir, &["--web.config.file", web.to_str().unwrap()], common::Ready::Listening);
+    let status = |user: &str| match ureq::get(&k.url("/metrics")).set("Authorization", &basic(user)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    fn basic(user: &str) -> String {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw")))
+    }
+    let wait = |f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f()
+    };
+    assert!(wait(&|| status("alice") == 200));
+    assert_eq!(status("bob"), 401);
+    std::fs::write(&web, users("bob")).unwrap();
+    unsafe { libc::kill(k.pid() as i32, libc::SIGHUP) };
+    assert!(wait(&|| status("bob") == 200), "SIGHUP did not load the new users");
+    assert_eq!(status("alice"), 401);
+    std::fs::write(&web, "basic_auth_users:\n  carol: not-a-hash\n").unwrap();
+    unsafe { libc::kill(k.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status("bob"), 200, "a file that does not load keeps the one in force");
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM] {
+        unsafe { libc::kill(k.pid() as i32, sig) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status("bob"), 200, "still serving after SIGUSR1, SIGUSR2, SIGALRM");
+    let (st, log, _) = k.signal(libc::SIGTERM);
+    assert!(st.success(), "{st}: {log}");
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    assert_eq!(count("web config reloaded"), 1, "{log}");
+    assert_eq!(count("web config reload failed"), 1, "{log}");
+    assert_eq!(count("signal ignored"), 3, "{log}");
+}

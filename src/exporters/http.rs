@@ -149,11 +149,15 @@ impl AcceptErrors {
     }
 }
 
+/// The web configuration in force: replaced whole on SIGHUP, read once per
+/// connection (a connection keeps the TLS and users it started with).
+pub type SharedWeb = Arc<std::sync::RwLock<Arc<WebConfig>>>;
+
 /// How the endpoint is served: TLS and basic auth (`--web.config.file`) and
 /// the connection cap (`--web.max-connections`).
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    pub web: WebConfig,
+    pub web: SharedWeb,
     pub max_connections: usize,
 }
 
@@ -233,8 +237,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let conns = Arc::new(Conns::default());
-    let tls = opts.web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let web = Arc::new(opts.web);
+    let shared = opts.web;
     warn_if_few_fds(opts.max_connections);
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
@@ -278,8 +281,9 @@ pub async fn serve(
             }
         };
         let (id, conn) = conns.add();
-        let (ex, web, slots, tls, watcher, conns) =
-            (exporter.clone(), web.clone(), slots.clone(), tls.clone(), graceful.watcher(), conns.clone());
+        let web = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let (ex, slots, watcher, conns) = (exporter.clone(), slots.clone(), graceful.watcher(), conns.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let c = conn.clone();
