@@ -115,6 +115,15 @@ impl WebConfig {
         let err = |field: &str, msg: &str| {
             fileerr::located("web config file", path, fileerr::line_for(text, field), field, msg)
         };
+        if let Some(line) = too_deep(text) {
+            return Err(fileerr::located(
+                "web config file",
+                path,
+                Some(line),
+                "(document)",
+                &format!("nested deeper than {MAX_NESTING} levels; a web config needs 4"),
+            ));
+        }
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
@@ -342,6 +351,40 @@ pub struct BasicAuth {
     ok_cache: Mutex<HashSet<[u8; 32]>>,
     checks: tokio::sync::Semaphore,
     per_client: Mutex<std::collections::HashMap<std::net::IpAddr, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// Deeper flow collections (`[[[...`) are refused before the YAML parser
+/// sees them: its time grows with the square of the depth (100k levels took
+/// 21 s to reject).
+pub const MAX_NESTING: usize = 32;
+
+/// The line where flow-collection nesting first exceeds [`MAX_NESTING`],
+/// skipping quoted strings and comments (a scan, not a parse: enough to
+/// bound the parser's work).
+fn too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut line, mut quote, mut comment) = (0usize, 1usize, None::<char>, false);
+    for c in text.chars() {
+        match (c, quote) {
+            ('\n', _) => {
+                line += 1;
+                comment = false;
+            }
+            _ if comment => {}
+            (q, Some(open)) if q == open => quote = None,
+            (_, Some(_)) => {}
+            ('"' | '\'', None) => quote = Some(c),
+            ('#', None) => comment = true,
+            ('[' | '{', None) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(line);
+                }
+            }
+            (']' | '}', None) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The highest bcrypt cost accepted at load: 2^14 rounds is about a second
@@ -584,6 +627,21 @@ mod tests {
         assert!(!auth.check(Some(&hdr("alice", "s3cret2")), LOCAL).await);
         assert!(!auth.check(Some(&HeaderValue::from_static("Bearer abc")), LOCAL).await);
         assert!(auth.per_client.lock().unwrap().is_empty(), "no client is remembered once its checks are done");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        let t0 = std::time::Instant::now();
+        let e = parse(&format!("headers: {}\n", "[".repeat(100_000))).unwrap_err();
+        assert!(e.contains("line 1") && e.contains("nested deeper than 32"), "{e}");
+        let e = parse(&format!("http_server_config:\n  headers:\n    X: {}\n", "{a: ".repeat(40))).unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(500), "{:?}", t0.elapsed());
+        // Brackets inside quotes and comments are text.
+        let q = "[".repeat(100);
+        assert!(too_deep(&format!("a: \"{q}\"\nb: '{q}'\n# {q}\n")).is_none());
+        assert_eq!(too_deep(&format!("a: 1\nb: {}\n", "[".repeat(33))), Some(2));
+        assert!(too_deep(&format!("b: {}{}\n", "[".repeat(32), "]".repeat(32))).is_none());
     }
 
     #[test]
