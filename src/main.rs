@@ -20,6 +20,26 @@ fn main() {
         }
         raise_fd_limit();
     }
+    // Serving and recalibrating own the state file: one process at a time.
+    // Held until exit; the kernel releases it however the process ends.
+    let _lock = if cfg.command == Command::Check {
+        None
+    } else {
+        // A server being replaced gets a moment to exit; recalibrate, typed
+        // while one runs, is told at once.
+        let wait = if cfg.command == Command::Serve { ksense::model::LOCK_WAIT } else { std::time::Duration::ZERO };
+        match ksense::model::lock(&cfg.model.state_file, wait) {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                tracing::warn!(file = %cfg.model.state_file.display(), error = %e, "cannot lock the state file: another ksense with the same file would go unnoticed");
+                None
+            }
+            Err(e) => {
+                eprintln!("ksense: {e}");
+                std::process::exit(EXIT_USAGE);
+            }
+        }
+    };
     std::process::exit(app::run(cfg));
 }
 

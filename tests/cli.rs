@@ -130,6 +130,36 @@ fn recalibrate_discards_the_saved_baseline() {
     assert!(ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]).status.success());
 }
 
+/// Two processes with one state file: the second is told which process holds
+/// it and exits 2, instead of overwriting its baseline.
+#[test]
+fn a_state_file_in_use_is_refused_naming_its_owner() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.json");
+    std::fs::write(&p, "{}").unwrap();
+    // Another process holds the lock: flock(1) from util-linux, as a running ksense would.
+    let lock = dir.path().join("b.json.lock");
+    let mut holder = std::process::Command::new("flock")
+        .args([lock.to_str().unwrap(), "sh", "-c", &format!("echo $PPID > {}; sleep 30", lock.display())])
+        .process_group(0)
+        .spawn()
+        .expect("flock (util-linux)");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim().is_empty() && t0.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]);
+    // The whole group: sleep inherited the locked descriptor.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    let _ = holder.wait();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("is in use by process") && e.contains(&holder.id().to_string()), "{e}");
+    assert!(p.exists(), "the baseline in use was left alone");
+    assert!(ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]).status.success(), "free once it exits");
+}
+
 /// Without root or CAP_BPF + CAP_PERFMON: one line that says so, exit 2.
 #[test]
 fn root_unprivileged_user_is_told_what_is_missing() {

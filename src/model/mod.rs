@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use baseline::{min_samples, Baseline, BaselineError, Regularisation, MAX_WINDOW_SAMPLES};
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
 pub use mahalanobis::Side;
-pub use state::{discard, load, set_aside, StateError, STATE_VERSION};
+pub use state::{discard, load, lock, set_aside, StateError, StateLock, LOCK_WAIT, STATE_VERSION};
 
 use baseline::Calibrator;
 use energy::Energy;

@@ -29,12 +29,62 @@ pub enum StateError {
     Mismatch { path: PathBuf, found: Vec<String>, expected: Vec<String> },
     #[error("state file {path} has version {found}, expected {expected}")]
     Version { path: PathBuf, found: u64, expected: u32 },
+    #[error("state file {path} is in use by process {pid} (another ksense with the same --model.state-file; its lock is {lock})")]
+    Locked { path: PathBuf, lock: PathBuf, pid: String },
     #[error("state file {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// An exclusive `flock` on `<state file>.lock`, held for the life of the
+/// process (the kernel drops it when the process ends, however it ends), so
+/// two instances never overwrite each other's baseline. The lock file holds
+/// the owner's pid, for the message the other one prints.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// How long a starting ksense waits for the state file's previous owner.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the lock, waiting up to `wait` for a previous owner to exit (a
+/// restarting service, a pod being replaced). `Ok(Err(why))`: no lock file
+/// could be made (no such directory yet, no right to create files there, a
+/// read-only or full file system); ksense runs on, and saving fails the same
+/// way and says so then.
+pub fn lock(path: &Path, wait: std::time::Duration) -> Result<Result<StateLock, io::Error>, StateError> {
+    use std::os::unix::io::AsRawFd;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a file this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(io_err(&lock)(e));
+        }
+        if t0.elapsed() >= wait {
+            let pid = fs::read_to_string(&lock).map(|s| s.trim().to_string()).unwrap_or_default();
+            let pid = if pid.is_empty() { "unknown".into() } else { pid };
+            return Err(StateError::Locked { path: path.to_path_buf(), lock, pid });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = file.set_len(0);
+    let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
+    Ok(Ok(StateLock { _file: file }))
 }
 
 /// The on-disk shape. Matrices are row-major `Vec<Vec<f64>>` (ndarray's
@@ -238,6 +288,27 @@ fn remove_stale_temps(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_owner_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("baseline.json");
+        let held = lock(&p, std::time::Duration::ZERO).unwrap().expect("a lock in a writable directory");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("baseline.json.lock")).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let t0 = std::time::Instant::now();
+        match lock(&p, std::time::Duration::from_millis(300)) {
+            Err(StateError::Locked { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("second owner: {other:?}"),
+        }
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "it waited for the owner first");
+        drop(held);
+        assert!(lock(&p, std::time::Duration::ZERO).unwrap().is_ok(), "free again once the owner is gone");
+        // No directory to put a lock in: no lock, no error (saving says why).
+        assert!(lock(&dir.path().join("no/such/dir/b.json"), std::time::Duration::ZERO).unwrap().is_err());
+    }
     use crate::model::testutil::{correlated_samples, names};
 
     /// serde_json's default float parser is best-effort (may be 1 ulp off),
