@@ -389,3 +389,78 @@ fn idle_connections_give_way_to_scrapes() {
     let (exit, log) = k.stop();
     assert!(exit.success(), "{exit}: {log}");
 }
+
+/// The robustness suite for the HTTP request head: random heads from valid
+/// and broken pieces (methods, paths, versions, malformed and oversized
+/// headers, bodies, NUL and bare LF, pipelining). Each gets a well-formed
+/// status line or a closed connection, never a hang or a crash, and a
+/// normal scrape works after them all.
+#[test]
+fn request_head_fuzz() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    const PIECES: &[&str] = &[
+        "GET /metrics HTTP/1.1\r\n",
+        "GET / HTTP/1.0\r\n",
+        "HEAD /metrics HTTP/1.1\r\n",
+        "POST /metrics HTTP/1.1\r\n",
+        "GET /metrics?x=1 HTTP/1.1\r\n",
+        "GET //metrics HTTP/1.1\r\n",
+        "GET /%2e%2e/metrics HTTP/1.1\r\n",
+        "GET * HTTP/1.1\r\n",
+        "GET http://x/metrics HTTP/1.1\r\n",
+        "BREW /pot HTCPCP/1.0\r\n",
+        "GET /metrics HTTP/9.9\r\n",
+        "GET /metrics\r\n",
+        "Host: x\r\n",
+        "Host: x\r\nHost: y\r\n",
+        "Content-Length: 5\r\n",
+        "Content-Length: -1\r\n",
+        "Content-Length: 99999999999999999999\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, gzip\r\n",
+        "Accept: application/openmetrics-text\r\n",
+        "Accept: */*;q=x\r\n",
+        "Connection: keep-alive\r\n",
+        "Authorization: Basic !!!\r\n",
+        "X: \0\r\n",
+        "no-colon\r\n",
+        " leading-space: v\r\n",
+        "X: v\n",
+        "\r\n",
+        "\n",
+        "0\r\n\r\n",
+        "hello",
+        "\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    let k = InProcess::start(&[]);
+    let port = k.port;
+    let piece = prop_oneof![
+        8 => proptest::sample::select(PIECES).prop_map(|p| p.as_bytes().to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..64),
+        1 => (1usize..20_000).prop_map(|n| format!("X-Long: {}\r\n", "a".repeat(n)).into_bytes()),
+    ];
+    let mut runner = TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&proptest::collection::vec(piece, 1..10), |pieces| {
+            let head: Vec<u8> = pieces.concat();
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(&head);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut out = Vec::new();
+            let t0 = Instant::now();
+            let _ = s.read_to_end(&mut out);
+            prop_assert!(t0.elapsed() < Duration::from_secs(3), "no answer and no close within 3 s");
+            let text = String::from_utf8_lossy(&out);
+            for resp in text.split("HTTP/1.1 ").skip(1) {
+                prop_assert!(resp.len() >= 3 && resp[..3].bytes().all(|b| b.is_ascii_digit()), "{text}");
+            }
+            prop_assert!(out.is_empty() || text.starts_with("HTTP/1."), "{text}");
+            Ok(())
+        })
+        .unwrap();
+    assert!(k.scrape().contains("ksense_build_info"));
+    let (exit, log) = k.stop();
+    assert!(exit.success() && !log.contains("panicked"), "{exit}: {log}");
+}

@@ -339,6 +339,40 @@ mod tests {
         b
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// A saved baseline with bytes overwritten, cut short or spliced in:
+        /// loading gives a baseline that passes every check or an error,
+        /// never a panic (the robustness suite for the state file).
+        #[test]
+        fn damaged_state_files_load_or_fail_cleanly(
+            edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::option::of(0usize..4096),
+            splice in proptest::option::of((0usize..4096, "[\\[\\]{}\",:0-9eE.+-]{0,12}")),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("baseline.json");
+            baseline().save(&path).unwrap();
+            let mut bytes = fs::read(&path).unwrap();
+            for (at, b) in edits {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            if let Some((at, text)) = splice {
+                let at = at % bytes.len();
+                bytes.splice(at..at, text.bytes());
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % (bytes.len() + 1));
+            }
+            fs::write(&path, &bytes).unwrap();
+            if let Ok(b) = load(&path, &names(4)) {
+                proptest::prop_assert!(b.mean.iter().all(|v| v.is_finite()));
+                proptest::prop_assert_eq!(b.cholesky.dim(), (4, 4));
+            }
+        }
+    }
+
     #[test]
     fn roundtrip_is_equal() {
         let dir = tempfile::tempdir().unwrap();
