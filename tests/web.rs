@@ -311,9 +311,19 @@ fn landing_page_tells_a_person_what_runs() {
         &["--web.telemetry-path", "/m", "--model.warmup", "10m"],
         &[("K8S_NODE_NAME", "<b>n1</b>")],
     );
-    let r = ureq::get(&k.url("/")).call().unwrap();
-    assert!(r.content_type() == "text/html", "{}", r.content_type());
-    let page = r.into_string().unwrap();
+    // The model publishes once its state file has been looked at (off the
+    // serving thread): until then the page says there is no model data.
+    let t0 = Instant::now();
+    let page = loop {
+        let r = ureq::get(&k.url("/")).call().unwrap();
+        assert!(r.content_type() == "text/html", "{}", r.content_type());
+        let page = r.into_string().unwrap();
+        if page.contains("Calibrating") || t0.elapsed() > Duration::from_secs(5) {
+            break page;
+        }
+        assert!(page.contains("No model data yet"), "{page}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for want in [
         concat!("<h1>ksense ", env!("CARGO_PKG_VERSION"), "</h1>"),
         "<a href=\"/m\">Metrics</a>",

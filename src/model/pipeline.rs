@@ -166,21 +166,31 @@ pub async fn run(
     view: Arc<RwLock<Option<ModelView>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut scorer = Scorer::new(load_or_calibrate(model_config(&cfg), &cfg.state_file), feats);
+    // File I/O off the runtime's thread, which also serves scrapes.
+    let (mcfg, path) = (model_config(&cfg), cfg.state_file.clone());
+    let model = match tokio::task::spawn_blocking(move || load_or_calibrate(mcfg, &path)).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "loading the baseline failed: calibrating");
+            Model::new(model_config(&cfg))
+        }
+    };
+    let mut scorer = Scorer::new(model, feats);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
     publish(&view, &scorer.model, None, Vec::new(), saver.failures);
     let start = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => {
-                if saver.pending {
-                    saver.save(scorer.model.baseline());
-                }
-                return;
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            if saver.pending {
+                saver.save(scorer.model.baseline().cloned()).await;
             }
+            return;
         }
         let snap = match kernel.snapshot() {
             Ok(s) => s,
@@ -192,16 +202,18 @@ pub async fn run(
         let Some(scored) = scorer.step(snap, start.elapsed()) else { continue };
         if let Some(b) = scorer.model.take_baseline_update() {
             saver.pending = true;
-            saver.save(Some(b));
+            let b = b.clone();
+            saver.save(Some(b)).await;
         }
         let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
         publish(&view, &scorer.model, scored.output, signals, saver.failures);
     }
 }
 
-/// Saves the baseline; a failure (full or read-only disk, ...) is one log
-/// line and a counter, and the save is retried at the next change and at
-/// shutdown.
+/// Saves the baseline, on the blocking pool (write, fsync, rename: slow on a
+/// busy disk, and scrapes are served on the runtime's thread); a failure
+/// (full or read-only disk, ...) is one log line and a counter, and the save
+/// is retried at the next change and at shutdown.
 struct Saver {
     path: PathBuf,
     pending: bool,
@@ -209,9 +221,22 @@ struct Saver {
 }
 
 impl Saver {
-    fn save(&mut self, b: Option<&super::Baseline>) {
+    async fn save(&mut self, b: Option<super::Baseline>) {
         let Some(b) = b else { return };
-        match b.save(&self.path) {
+        let path = self.path.clone();
+        let (b, saved) = match tokio::task::spawn_blocking(move || {
+            let r = b.save(&path);
+            (b, r)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                self.failures += 1;
+                return tracing::warn!(error = %e, failures = self.failures, "saving the baseline failed; retried at the next change and at shutdown");
+            }
+        };
+        match saved {
             Ok(()) => {
                 self.pending = false;
                 tracing::info!(path = %self.path.display(), samples = b.samples(), "baseline saved");
