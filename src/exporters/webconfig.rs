@@ -349,8 +349,29 @@ pub struct BasicAuth {
     /// as long as a wrong password (same cost as the first user's hash).
     dummy: String,
     ok_cache: Mutex<HashSet<[u8; 32]>>,
-    checks: tokio::sync::Semaphore,
-    per_client: Mutex<std::collections::HashMap<std::net::IpAddr, Arc<tokio::sync::Semaphore>>>,
+    checks: Arc<tokio::sync::Semaphore>,
+    per_client: Arc<Mutex<ClientMap>>,
+}
+
+type ClientMap = std::collections::HashMap<std::net::IpAddr, Arc<tokio::sync::Semaphore>>;
+
+/// A client's place in [`BasicAuth::check`]: when the last one for an address
+/// goes (its check done, or cancelled while it waited), so does the address.
+struct ClientSlot {
+    map: Arc<Mutex<ClientMap>>,
+    client: std::net::IpAddr,
+    sem: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            // The map's reference and this one: nobody else waits.
+            if Arc::strong_count(&self.sem) == 2 {
+                m.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// Deeper flow collections (`[[[...`) are refused before the YAML parser
@@ -430,8 +451,8 @@ impl BasicAuth {
             users,
             dummy,
             ok_cache: Mutex::new(HashSet::new()),
-            checks: tokio::sync::Semaphore::new(2),
-            per_client: Mutex::new(std::collections::HashMap::new()),
+            checks: Arc::new(tokio::sync::Semaphore::new(2)),
+            per_client: Arc::new(Mutex::new(ClientMap::new())),
         })
     }
 
@@ -451,22 +472,25 @@ impl BasicAuth {
             Some(h) => (true, h.clone()),
             None => (false, self.dummy.clone()),
         };
-        let mine = {
+        let slot = {
             let Ok(mut m) = self.per_client.lock() else { return false };
-            m.entry(client).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone()
+            let sem = m.entry(client).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))).clone();
+            ClientSlot { map: self.per_client.clone(), client, sem }
         };
-        let Ok(_client_permit) = mine.acquire().await else { return false };
-        let Ok(_permit) = self.checks.acquire().await else { return false };
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false)).await.unwrap_or(false)
-                && known;
-        drop(_client_permit);
-        // Forget clients with nothing queued: the map holds only live ones.
-        if let Ok(mut m) = self.per_client.lock() {
-            if Arc::strong_count(&mine) == 2 {
-                m.remove(&client);
-            }
-        }
+        let Ok(client_permit) = slot.sem.clone().acquire_owned().await else { return false };
+        let Ok(permit) = self.checks.clone().acquire_owned().await else { return false };
+        // The permits and the slot go with the check: a client that hangs up
+        // cancels this future, not the bcrypt run, which keeps its permits
+        // until it ends.
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = bcrypt::verify(pass, &hash).unwrap_or(false);
+            drop((client_permit, permit));
+            drop(slot);
+            ok
+        })
+        .await
+        .unwrap_or(false)
+            && known;
         if ok {
             if let Ok(mut c) = self.ok_cache.lock() {
                 if c.len() >= CACHE_MAX {
@@ -690,5 +714,20 @@ mod tests {
         for g in guesses {
             assert!(!g.await.unwrap());
         }
+        // Checks cancelled while they wait or run (a client that hangs up)
+        // leave no address behind once their bcrypt runs end.
+        let gone: Vec<_> = (0..5)
+            .map(|i| {
+                let (auth, h) = (auth.clone(), hdr(&format!("x{i}")));
+                tokio::spawn(async move { auth.check(Some(&h), guesser).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        gone.iter().for_each(|g| g.abort());
+        let t0 = std::time::Instant::now();
+        while !auth.per_client.lock().unwrap().is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(auth.per_client.lock().unwrap().is_empty(), "cancelled checks left their address in the map");
     }
 }
