@@ -53,18 +53,42 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the lock, waiting up to `wait` for a previous owner to exit (a
 /// restarting service, a pod being replaced). `Ok(Err(why))`: no lock file
-/// could be made (no such directory yet, no right to create files there, a
-/// read-only or full file system); ksense runs on, and saving fails the same
-/// way and says so then.
+/// could be made or locked (no right to create files there, a read-only or
+/// full file system, a symlink or non-file in its place, a file system
+/// without locks); ksense runs on, and warns.
 pub fn lock(path: &Path, wait: std::time::Duration) -> Result<Result<StateLock, io::Error>, StateError> {
     use std::os::unix::io::AsRawFd;
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock = PathBuf::from(name);
-    let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // The save creates the directory too: lock it from the first start on.
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = fs::create_dir_all(dir);
+    }
+    // Never through a symlink (the pid is written into it, as root), and
+    // only a regular file.
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&lock)
+    {
         Ok(f) => f,
         Err(e) => return Ok(Err(e)),
     };
+    match file.metadata() {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            return Ok(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", lock.display()),
+            )))
+        }
+        Err(e) => return Ok(Err(e)),
+    }
     let t0 = std::time::Instant::now();
     loop {
         // SAFETY: flock on a file this function owns.
@@ -73,7 +97,8 @@ pub fn lock(path: &Path, wait: std::time::Duration) -> Result<Result<StateLock, 
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::WouldBlock {
-            return Err(io_err(&lock)(e));
+            // No locks on this file system (some NFS and FUSE mounts).
+            return Ok(Err(e));
         }
         if t0.elapsed() >= wait {
             let pid = fs::read_to_string(&lock).map(|s| s.trim().to_string()).unwrap_or_default();
@@ -306,8 +331,14 @@ mod tests {
         assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "it waited for the owner first");
         drop(held);
         assert!(lock(&p, std::time::Duration::ZERO).unwrap().is_ok(), "free again once the owner is gone");
-        // No directory to put a lock in: no lock, no error (saving says why).
-        assert!(lock(&dir.path().join("no/such/dir/b.json"), std::time::Duration::ZERO).unwrap().is_err());
+        // The directory is made, as the first save would.
+        assert!(lock(&dir.path().join("new/dir/b.json"), std::time::Duration::ZERO).unwrap().is_ok());
+        // A symlink planted as the lock file is not followed (nor written through).
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("s.json.lock")).unwrap();
+        assert!(lock(&dir.path().join("s.json"), std::time::Duration::ZERO).unwrap().is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
     }
     use crate::model::testutil::{correlated_samples, names};
 
