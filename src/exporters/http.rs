@@ -252,7 +252,9 @@ pub async fn serve(
                 (s, peer.ip())
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: make room if an idle connection can
+                // give way, and back off instead of spinning.
+                conns.evict_idlest();
                 accept_errors.failed(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -270,7 +272,9 @@ pub async fn serve(
                     }
                     tokio::select! {
                         p = slots.clone().acquire_owned() => break Some(p.expect("the semaphore is never closed")),
-                        _ = tokio::time::sleep(IDLE_GRACE / 5), if !evicted => continue,
+                        // Again as connections age, or if the one chosen
+                        // turned busy and is not closing.
+                        _ = tokio::time::sleep(IDLE_GRACE / 5) => continue,
                         _ = &mut shutdown => break None,
                     }
                 };
@@ -281,14 +285,17 @@ pub async fn serve(
             }
         };
         let (id, conn) = conns.add();
-        let web = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        let (ex, slots, watcher, conns) = (exporter.clone(), slots.clone(), graceful.watcher(), conns.clone());
+        // TLS is set at the handshake; users and headers are read per request,
+        // so a SIGHUP that revokes a user also holds for open connections.
+        let tls = shared.read().unwrap_or_else(|e| e.into_inner()).tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let (ex, slots, watcher, conns, web) =
+            (exporter.clone(), slots.clone(), graceful.watcher(), conns.clone(), shared.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let c = conn.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let (ex, web, slots, c) = (ex.clone(), web.clone(), slots.clone(), c.clone());
+                let (ex, slots, c) = (ex.clone(), slots.clone(), c.clone());
+                let web = web.read().unwrap_or_else(|e| e.into_inner()).clone();
                 async move {
                     use std::sync::atomic::Ordering::SeqCst;
                     c.busy.store(true, SeqCst);
