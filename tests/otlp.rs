@@ -342,6 +342,16 @@ fn labels(m: &pb::Metric) -> BTreeMap<String, String> {
     m.label.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
 }
 
+/// The data point of a series, by its labels (attributes).
+fn point<'a, P>(
+    points: &'a [P],
+    attributes: impl Fn(&P) -> &[KeyValue],
+    l: &BTreeMap<String, String>,
+    name: &str,
+) -> &'a P {
+    points.iter().find(|p| attrs(attributes(p)) == *l).unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"))
+}
+
 fn number(p: &NumberDataPoint) -> f64 {
     match p.value {
         Some(number_data_point::Value::AsDouble(v)) => v,
@@ -421,11 +431,7 @@ fn check_sandwich(k: &InProcess, r: &Receiver) -> ExportMetricsServiceRequest {
                 .unwrap_or_else(|| panic!("{name}{l:?} gone from the second scrape"));
             match &m.data {
                 Some(Data::Gauge(g)) => {
-                    let p = g
-                        .data_points
-                        .iter()
-                        .find(|p| attrs(&p.attributes) == l)
-                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    let p = point(&g.data_points, |p| &p.attributes, &l, name);
                     let (va, ve, vb) = (sa.gauge.as_ref().unwrap().value, number(p), sb.gauge.as_ref().unwrap().value);
                     if CONSTANT.contains(&name.as_str()) {
                         assert!(va == ve && ve == vb, "{name}{l:?}: /metrics {va}, {vb}; OTLP {ve}");
@@ -436,11 +442,7 @@ fn check_sandwich(k: &InProcess, r: &Receiver) -> ExportMetricsServiceRequest {
                     }
                 }
                 Some(Data::Sum(s)) => {
-                    let p = s
-                        .data_points
-                        .iter()
-                        .find(|p| attrs(&p.attributes) == l)
-                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    let p = point(&s.data_points, |p| &p.attributes, &l, name);
                     between(
                         name,
                         &format!("{l:?}"),
@@ -450,11 +452,7 @@ fn check_sandwich(k: &InProcess, r: &Receiver) -> ExportMetricsServiceRequest {
                     );
                 }
                 Some(Data::ExponentialHistogram(h)) => {
-                    let p = h
-                        .data_points
-                        .iter()
-                        .find(|p| attrs(&p.attributes) == l)
-                        .unwrap_or_else(|| panic!("OTLP {name} lacks {l:?}"));
+                    let p = point(&h.data_points, |p| &p.attributes, &l, name);
                     let (ha, hb) = (sa.histogram.as_ref().unwrap(), sb.histogram.as_ref().unwrap());
                     assert_eq!(
                         (p.scale, p.zero_threshold),

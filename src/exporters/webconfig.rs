@@ -700,12 +700,15 @@ mod tests {
         assert!(!auth.check(Some(&hdr("wrong")), LOCAL).await);
         let one = t0.elapsed();
         let guesser: std::net::IpAddr = "127.0.0.9".parse().unwrap();
-        let guesses: Vec<_> = (0..40)
-            .map(|i| {
-                let (auth, h) = (auth.clone(), hdr(&format!("guess{i}")));
-                tokio::spawn(async move { auth.check(Some(&h), guesser).await })
-            })
-            .collect();
+        let guess = |n: usize| -> Vec<_> {
+            (0..n)
+                .map(|i| {
+                    let (auth, h) = (auth.clone(), hdr(&format!("guess{i}")));
+                    tokio::spawn(async move { auth.check(Some(&h), guesser).await })
+                })
+                .collect()
+        };
+        let guesses = guess(40);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let t0 = std::time::Instant::now();
         assert!(auth.check(Some(&hdr("s3cret")), LOCAL).await);
@@ -716,12 +719,7 @@ mod tests {
         }
         // Checks cancelled while they wait or run (a client that hangs up)
         // leave no address behind once their bcrypt runs end.
-        let gone: Vec<_> = (0..5)
-            .map(|i| {
-                let (auth, h) = (auth.clone(), hdr(&format!("x{i}")));
-                tokio::spawn(async move { auth.check(Some(&h), guesser).await })
-            })
-            .collect();
+        let gone = guess(5);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         gone.iter().for_each(|g| g.abort());
         let t0 = std::time::Instant::now();
