@@ -44,20 +44,54 @@ struct kernfs_node___old {
 	union kernfs_node_id___old id;
 } __attribute__((preserve_access_index));
 
+/* The id of a cgroup (the inode number of its directory in the v2 hierarchy). */
+static __always_inline __u64 ks_cgroup_id(struct cgroup *cg, bool btf)
+{
+	if (btf)
+		return cg->kn->id;
+	if (bpf_core_type_exists(union kernfs_node_id___old)) {
+		struct kernfs_node___old *kn = (void *)BPF_CORE_READ(cg, kn);
+		return BPF_CORE_READ(kn, id.ino);
+	}
+	return BPF_CORE_READ(cg, kn, id);
+}
+
 /*
- * The id of the task's cgroup in the v2 (default) hierarchy, which is the
- * inode number of its directory there, on hybrid hosts too. Read at every
- * observation, not cached: tasks move between cgroups.
+ * The id of the task's cgroup in the v2 (default) hierarchy, on hybrid hosts
+ * too. Read at every observation, not cached: tasks move between cgroups.
  */
 static __always_inline __u64 ks_task_cgroup(struct task_struct *t, bool btf)
 {
-	if (btf)
-		return t->cgroups->dfl_cgrp->kn->id;
-	if (bpf_core_type_exists(union kernfs_node_id___old)) {
-		struct kernfs_node___old *kn = (void *)BPF_CORE_READ(t, cgroups, dfl_cgrp, kn);
-		return BPF_CORE_READ(kn, id.ino);
+	return ks_cgroup_id(btf ? t->cgroups->dfl_cgrp : BPF_CORE_READ(t, cgroups, dfl_cgrp), btf);
+}
+
+/*
+ * Linux 5.15, commit 8520e224f547 ("bpf, cgroups: Fix cgroup v2 fallback on
+ * v1/v2 mixed mode"): sock_cgroup_data became a plain cgroup pointer. Before,
+ * a union whose `val` is the pointer unless its low bit says it holds a
+ * net_cls/net_prio id instead.
+ */
+struct sock_cgroup_data___old {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+struct sock___old {
+	struct sock_cgroup_data___old sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+/* The id of the socket's cgroup v2; 0 when it has none. */
+static __always_inline __u64 ks_sock_cgroup(const struct sock *sk, bool btf)
+{
+	struct cgroup *cg;
+
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		cg = btf ? sk->sk_cgrp_data.cgroup : BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	} else {
+		__u64 v = BPF_CORE_READ((struct sock___old *)sk, sk_cgrp_data.val);
+		cg = (v & 1) ? NULL : (struct cgroup *)v;
+		btf = false; /* a pointer from an integer: probe reads only */
 	}
-	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	return cg ? ks_cgroup_id(cg, btf) : 0;
 }
 
 #endif /* KSENSE_CORE_FIXES_H */

@@ -40,6 +40,10 @@ struct {
 	__type(value, struct ks_hist);
 } sched_hists SEC(".maps");
 
+/* Per-workload (bpf/workload.h). */
+struct ks_cgroup_hists cg_runq SEC(".maps");
+struct ks_cgroup_hists cg_dstate SEC(".maps");
+
 /* When the task started waiting; 0 = not waiting. */
 struct task_ts {
 	__u64 runq;
@@ -153,7 +157,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
 	/* per-workload breakdown: bpf/workload.h */
-	struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_runq, next, btf) : NULL;
+	struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_runq, ks_task_cgroup(next, btf)) : NULL;
 	__u32 slot = ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
 	if (wh)
 		ks_workload_add(wh, slot, waited);
@@ -186,7 +190,7 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 		__u64 slept = since(now, ts->dstate);
 
 		/* per-workload breakdown: bpf/workload.h */
-		struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_dstate, p, btf) : NULL;
+		struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_dstate, ks_task_cgroup(p, btf)) : NULL;
 		__u32 slot = ks_observe(&sched_hists, HIST_DSTATE, slept);
 
 		if (wh)

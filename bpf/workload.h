@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Per-workload breakdown of the sched histograms, keyed by the cgroup v2 id
- * of the task that waited. Everything here is behind `ks_workloads`, a
+ * Per-workload breakdown of the histograms and counters, keyed by the cgroup
+ * v2 id of the task that waited (sched) or of the socket (net: the cgroup of
+ * the process that made it, or of the listener it was accepted from), which
+ * a retransmission or a packet in softirq context is no task's. Each family
+ * defines its maps of these types. Everything here is behind `ks_workloads`, a
  * rodata constant user space sets before load: when it is false the verifier
  * removes these blocks as dead code and the maps are shrunk to one entry.
  *
- * One per-CPU hash per histogram (run queue, D state). Per CPU, because a
+ * One per-CPU hash per histogram (run queue, D state, TCP RTT). Per CPU, because a
  * busy workload runs on many CPUs at once: shared counters, even with atomic
  * adds, bounce their cache lines between CPUs at every context switch (that
  * more than doubled sched_switch's cost here). To keep per-CPU memory small
@@ -51,18 +54,26 @@ struct ks_cgroup_hists {
 	__type(value, struct ks_whist);
 };
 
-struct ks_cgroup_hists cg_runq SEC(".maps");
-struct ks_cgroup_hists cg_dstate SEC(".maps");
+/* Per-workload event counts (retransmitted segments, drops): cgroup id -> u64. */
+struct ks_cgroup_counts {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+};
+
+/* The value a new counter starts from. */
+const volatile __u64 ks_zero_count = 0;
 
 /*
- * The task's cgroup histogram (this CPU's copy), created on first use; NULL
+ * The histogram of cgroup `id` (this CPU's copy), created on first use; NULL
  * when there is no room. Called before the node-wide bucket search, so that
  * the verifier checks this code once and not on each of the search's 256
  * paths (after it, loading took 1 s instead of 40 ms).
  */
-static __always_inline struct ks_whist *ks_workload_hist(void *map, struct task_struct *t, bool btf)
+static __always_inline struct ks_whist *ks_workload_hist(void *map, __u64 id)
 {
-	__u64 id = ks_task_cgroup(t, btf);
 	struct ks_whist *h = bpf_map_lookup_elem(map, &id);
 
 	if (h)
@@ -73,6 +84,21 @@ static __always_inline struct ks_whist *ks_workload_hist(void *map, struct task_
 	if (!h)
 		ks_drop(KS_DROP_CGROUP_MAP_FULL); /* full, or -ENOMEM in a burst */
 	return h;
+}
+
+/* Adds `n` to cgroup `id`'s counter in `map` (a struct ks_cgroup_counts). */
+static __always_inline void ks_workload_count(void *map, __u64 id, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(map, &id);
+
+	if (!c) {
+		bpf_map_update_elem(map, &id, (const void *)&ks_zero_count, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(map, &id);
+	}
+	if (c)
+		*c += n; /* this CPU's copy: no atomics */
+	else
+		ks_drop(KS_DROP_CGROUP_MAP_FULL);
 }
 
 /* `s`: the node-wide slot of `v`, as ks_observe returned it. */

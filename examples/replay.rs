@@ -61,10 +61,11 @@ fn main() {
         std::process::exit(2)
     });
     let names: Vec<String> = ksense::probes::signal_names();
-    let feats = features::parse_all(&cfg.model.features, &names).unwrap_or_else(|e| {
-        eprintln!("replay: {e}");
-        std::process::exit(2)
-    });
+    let feats =
+        features::parse_all(&cfg.model.features, &names, &ksense::probes::counter_signals()).unwrap_or_else(|e| {
+            eprintln!("replay: {e}");
+            std::process::exit(2)
+        });
     let file = std::fs::File::open(&path).unwrap_or_else(|e| {
         eprintln!("replay: {path}: {e}");
         std::process::exit(1)

@@ -159,7 +159,9 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let feats = features::parse_all(&cfg.model.features, &crate::probes::signal_names()).map_err(anyhow::Error::msg)?;
+    let feats =
+        features::parse_all(&cfg.model.features, &crate::probes::signal_names(), &crate::probes::counter_signals())
+            .map_err(anyhow::Error::msg)?;
     let tls = cfg.web.as_ref().is_some_and(|w| w.tls.is_some());
     let auth = cfg.web.as_ref().is_some_and(|w| w.auth.is_some());
     tracing::info!(address = %listener.local_addr()?, path = %cfg.telemetry_path, tls, basic_auth = auth, max_connections = cfg.max_connections, "serving metrics");

@@ -485,8 +485,12 @@ impl Config {
             regularisation: reg.value.unwrap_or(d.regularisation),
             side: side.value.unwrap_or(d.side),
         };
-        crate::signals::features::parse_all(&model.features, &crate::probes::signal_names())
-            .map_err(|e| features.err(&e))?;
+        crate::signals::features::parse_all(
+            &model.features,
+            &crate::probes::signal_names(),
+            &crate::probes::counter_signals(),
+        )
+        .map_err(|e| features.err(&e))?;
         if model.interval.is_zero() {
             return Err(interval.err("model interval must be greater than zero"));
         }

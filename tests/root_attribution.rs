@@ -6,122 +6,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::cgroup::{test_prefix, wl, Cgroup};
 use common::{sample, Ksense};
-use ksense::workloads::cgroupfs;
 
 const RUNQ: &str = "ksense_workload_runqueue_latency_seconds";
 const DSTATE: &str = "ksense_workload_dstate_duration_seconds";
-
-/// A cgroup made by the test (with its parents, if made here too), its
-/// processes killed and the directories removed on drop, failure or not.
-struct Cgroup {
-    /// Relative to the v2 root, e.g. `/ksense-test-123-a`.
-    rel: String,
-    path: PathBuf,
-    made: Vec<PathBuf>,
-    children: Vec<Child>,
-}
-
-fn v2_root() -> PathBuf {
-    cgroupfs::find_v2_root().expect("a cgroup v2 hierarchy (unified or hybrid)")
-}
-
-impl Cgroup {
-    fn new(rel: &str) -> Cgroup {
-        let root = v2_root();
-        let mut made = Vec::new();
-        let mut p = root.clone();
-        for c in rel.split('/').filter(|c| !c.is_empty()) {
-            p.push(c);
-            if !p.exists() {
-                std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-                made.push(p.clone());
-            }
-        }
-        Cgroup { rel: rel.to_string(), path: p, made, children: Vec::new() }
-    }
-
-    /// Runs `argv` inside this cgroup, pinned to `cpu` if given. The child
-    /// moves itself (writes 0 to cgroup.procs) before exec, so none of its
-    /// waits after exec land anywhere else.
-    fn spawn(&mut self, cpu: Option<usize>, argv: &[&str]) -> u32 {
-        let procs = CString::new(self.path.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
-        let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: only async-signal-safe calls (open, write, close, sched_setaffinity) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(c) = cpu {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(c, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawning a process into a cgroup");
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-
-    fn kill_all(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        self.kill_all();
-        for dir in self.made.iter().rev() {
-            // Processes the test did not spawn itself (grandchildren): kill them too.
-            let t0 = Instant::now();
-            loop {
-                if let Ok(pids) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                    for pid in pids.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                        // SAFETY: signalling a process in a cgroup this test made.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-                // rmdir fails with EBUSY while exiting tasks are still in it.
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() || t0.elapsed() > Duration::from_secs(5) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-fn test_prefix() -> String {
-    format!("ksense-test-{}", std::process::id())
-}
-
-/// `name{...workload="<rel>"...}` value, for the series of one workload.
-fn wl(text: &str, name: &str, rel: &str) -> Option<f64> {
-    let needle = format!("workload=\"{rel}\"");
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
-        let (labels, v) = rest.split_once("} ")?;
-        labels.split(',').any(|kv| kv == needle).then(|| v.trim().parse().ok())?
-    })
-}
 
 /// Label string of the `_count` series of one workload.
 fn wl_labels(text: &str, rel: &str) -> Option<HashMap<String, String>> {
@@ -461,9 +353,9 @@ fn root_batched_and_key_by_key_reads_agree() {
         .map(|c| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap())
         .collect();
     for small in [1usize, 64 << 10] {
-        let a = maps.runqueue.read_all_batched(small).unwrap();
-        let b = maps.runqueue.read_all_by_key().unwrap();
-        let c = maps.runqueue.read_all_batched(small).unwrap();
+        let a = maps.maps[0].map.read_all_batched(small).unwrap();
+        let b = maps.maps[0].map.read_all_by_key().unwrap();
+        let c = maps.maps[0].map.read_all_batched(small).unwrap();
         assert!(
             a.len() >= ids.len() && a.len() <= b.len() && b.len() <= c.len(),
             "entries {} {} {}",

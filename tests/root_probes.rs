@@ -346,6 +346,30 @@ fn close(a: u64, b: u64, rel: f64, what: &str) {
     assert!((fa - fb).abs() <= rel * fa.max(fb) + 20.0, "{what}: tp_btf {a} vs raw_tp {b}");
 }
 
+/// `n` request/response round trips over one loopback TCP connection: each
+/// ACK of new data is one RTT sample.
+fn ping_pong(n: usize) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut b = [0u8; 64];
+        while c.read_exact(&mut b).is_ok() {
+            c.write_all(&b).unwrap();
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut b = [1u8; 64];
+    for _ in 0..n {
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+    }
+    drop(c);
+    server.join().unwrap();
+}
+
 /// The forced raw_tp path attaches and sees what tp_btf sees, side by side.
 #[test]
 fn root_raw_tp_and_tp_btf_agree() {
@@ -359,6 +383,7 @@ fn root_raw_tp_and_tp_btf_agree() {
     let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
     vfork_sleep(100);
     vfork_sleep(100);
+    ping_pong(300);
     t.join().unwrap();
     let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
     let da = |x: &Snapshot, y: &Snapshot| (delta(x, y, "runqueue"), delta(x, y, "dstate"));
@@ -370,10 +395,14 @@ fn root_raw_tp_and_tp_btf_agree() {
     for v in SOFTIRQ_VECTORS {
         close(delta(&a1, &a0, &softirq(v)).count(), delta(&b1, &b0, &softirq(v)).count(), 0.05, v);
     }
+    let (rtt_a, rtt_b) = (delta(&a1, &a0, "tcp_rtt").count(), delta(&b1, &b0, "tcp_rtt").count());
+    assert!(rtt_a >= 300, "the ping-pong's RTT samples: {rtt_a}");
+    close(rtt_a, rtt_b, 0.05, "TCP RTT samples");
     for p in [&a, &b] {
         for (name, attached, st) in p.program_stats().unwrap() {
             assert!(attached, "{name} not attached");
-            if name != "sched_wakeup_new" {
+            // The others wait for rare events: a new task, a retransmission, a drop.
+            if ["sched_switch", "sched_wakeup", "softirq_entry", "softirq_exit", "tcp_probe"].contains(&name) {
                 assert!(st.run_cnt > 0 && st.run_time_ns > 0, "{name}: no run-time statistics: {st:?}");
             }
         }

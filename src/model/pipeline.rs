@@ -305,7 +305,7 @@ mod tests {
             baseline_window: Duration::from_secs(30),
             ..Default::default()
         };
-        let feats = features::parse_all(&settings.features, &names).unwrap();
+        let feats = features::parse_all(&settings.features, &names, &[]).unwrap();
         let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
         let mut h = Histogram::default();
         let at = |i: u64| Duration::from_secs(i);

@@ -8,6 +8,7 @@
 
 pub mod fake;
 pub mod kernel;
+mod net;
 pub mod reader;
 mod sched;
 mod skel;
@@ -29,7 +30,7 @@ pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
 /// (built by build.rs), a module with its [`ProbeFamily`], and a line here.
-pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY];
+pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY, net::FAMILY];
 
 /// One probe family: what it attaches, and how.
 pub struct ProbeFamily {
@@ -38,6 +39,9 @@ pub struct ProbeFamily {
     pub programs: &'static [&'static str],
     /// The signal names its snapshot carries, for the model's features.
     pub signals: fn() -> Vec<String>,
+    /// Those of its signals that count events (no durations): the model
+    /// reads only their `rate`.
+    pub counters: &'static [&'static str],
     /// Opens, loads and attaches the family's programs; the reader holds its maps.
     pub attach: fn(&mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>>,
     /// Fills a snapshot as a read would, every histogram equal to the one
@@ -61,6 +65,11 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
 /// Every signal name the probes provide, over all families.
 pub fn signal_names() -> Vec<String> {
     FAMILIES.iter().flat_map(|f| (f.signals)()).collect()
+}
+
+/// The signals that count events, over all families.
+pub fn counter_signals() -> Vec<&'static str> {
+    FAMILIES.iter().flat_map(|f| f.counters.iter().copied()).collect()
 }
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
@@ -123,11 +132,23 @@ pub struct Options {
     pub workload_entries: Option<u32>,
 }
 
-/// The per-workload maps: cgroup v2 id -> run-queue / D-state histogram.
+/// One per-workload kernel map (cgroup v2 id -> a histogram, or a count of
+/// events), and the family it is served as.
+#[derive(Debug)]
+pub struct WorkloadMap {
+    pub family: &'static str,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+    /// Counts events (served as a counter) rather than durations (a histogram).
+    pub counter: bool,
+    pub map: HistHash,
+}
+
+/// The per-workload maps of every family, in [`FAMILIES`] order: the first,
+/// run-queue latency, ranks the workloads.
 #[derive(Debug)]
 pub struct WorkloadMaps {
-    pub runqueue: HistHash,
-    pub dstate: HistHash,
+    pub maps: Vec<WorkloadMap>,
     pub entries: u32,
 }
 
@@ -141,13 +162,39 @@ pub struct Attach<'a> {
     disable: &'a [&'a str],
     programs: Vec<Program>,
     links: Vec<Link>,
-    /// Set by the family that records per-workload histograms.
-    pub workload_maps: Option<WorkloadMaps>,
+    /// Each family's per-workload maps, when attribution is on.
+    workload_maps: Vec<WorkloadMap>,
 }
 
 impl Attach<'_> {
     pub fn btf(&self) -> bool {
         self.mode == AttachMode::TpBtf
+    }
+
+    /// Before load: sizes a per-workload map (one entry, never touched,
+    /// when attribution is off: the code using it is dead).
+    pub fn size_workload_map(&self, m: &mut libbpf_rs::OpenMapMut<'_>) -> anyhow::Result<()> {
+        m.set_max_entries(self.opts.workload_entries.unwrap_or(1).max(1))?;
+        if !self.support.mem_alloc {
+            // No bpf_mem_alloc: allocating from a tracepoint is unsafe, preallocate.
+            m.set_map_flags(m.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)?;
+        }
+        Ok(())
+    }
+
+    /// After load: keeps a per-workload map, when attribution is on.
+    pub fn workload_map(
+        &mut self,
+        family: &'static str,
+        unit: Option<Unit>,
+        help: &'static str,
+        map: &libbpf_rs::MapMut<'_>,
+    ) -> anyhow::Result<()> {
+        if self.opts.workload_entries.is_some() {
+            let map = hist_hash(map)?;
+            self.workload_maps.push(WorkloadMap { family, unit, help, counter: map.counts(), map });
+        }
+        Ok(())
     }
 
     fn skip(&self, name: &str) -> Option<&'static str> {
@@ -234,7 +281,7 @@ impl Probes {
             disable,
             programs: Vec::new(),
             links: Vec::new(),
-            workload_maps: None,
+            workload_maps: Vec::new(),
         };
         let mut readers = Vec::new();
         for f in FAMILIES {
@@ -251,7 +298,7 @@ impl Probes {
             attached_at: SystemTime::now(),
             programs: ctx.programs,
             readers,
-            workload_maps: ctx.workload_maps,
+            workload_maps: opts.workload_entries.map(|entries| WorkloadMaps { maps: ctx.workload_maps, entries }),
             _links: Mutex::new(ctx.links),
             _stats: stats,
         })

@@ -56,6 +56,17 @@ impl PercpuArray {
         Ok(h)
     }
 
+    /// Sums an array of u64 over CPUs, element by element.
+    pub fn counters(&self, key: u32, buf: &mut Vec<u8>) -> std::io::Result<Vec<u64>> {
+        let mut n = vec![0u64; self.value_size / 8];
+        self.read(key, buf, |v| {
+            for (c, b) in n.iter_mut().zip(v.chunks_exact(8)) {
+                *c += u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+            }
+        })?;
+        Ok(n)
+    }
+
     /// Sums a u64 over CPUs.
     pub fn counter(&self, key: u32, buf: &mut Vec<u8>) -> std::io::Result<u64> {
         let mut n = 0u64;
@@ -79,8 +90,9 @@ fn add_ks_hist(h: &mut Histogram, v: &[u8]) {
 /// answers for a map type without batch operations.
 const ENOTSUPP: i32 = 524;
 
-/// A per-CPU hash map from a u64 (a cgroup id) to a `struct ks_whist`
-/// (bpf/workload.h), read entry by entry while the programs keep updating it.
+/// A per-CPU hash map from a u64 (a cgroup id) to a `struct ks_whist` or a
+/// u64 count (bpf/workload.h), read while the programs keep updating it. A
+/// count is read as a histogram whose events are all in the zero bucket.
 #[derive(Debug)]
 pub struct HistHash {
     fd: OwnedFd,
@@ -90,13 +102,26 @@ pub struct HistHash {
 
 impl HistHash {
     pub fn new(fd: OwnedFd, value_size: usize) -> std::io::Result<HistHash> {
-        assert_eq!(value_size, (WORKLOAD_SLOTS + 1) * 8, "struct ks_whist layout");
+        assert!(value_size == (WORKLOAD_SLOTS + 1) * 8 || value_size == 8, "struct ks_whist or u64: {value_size}");
         // SAFETY: no arguments.
         let cpus = unsafe { sys::libbpf_num_possible_cpus() };
         if cpus <= 0 {
             return Err(std::io::Error::from_raw_os_error(-cpus));
         }
         Ok(HistHash { fd, value_size, cpus: cpus as usize })
+    }
+
+    /// The values are counts (u64), not histograms.
+    pub fn counts(&self) -> bool {
+        self.value_size == 8
+    }
+
+    fn add(&self, h: &mut Histogram, v: &[u8]) {
+        if self.counts() {
+            h.slots[0] += u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
+        } else {
+            add_ks_hist(h, v);
+        }
     }
 
     /// Every entry, a few hundred per bpf() call (BPF_MAP_LOOKUP_BATCH,
@@ -158,7 +183,7 @@ impl HistHash {
             for (i, k) in keys[..count as usize].iter().enumerate() {
                 let mut h = Histogram::workload();
                 for cpu in vals[i * elem..(i + 1) * elem].chunks_exact(stride) {
-                    add_ks_hist(&mut h, &cpu[..self.value_size]);
+                    self.add(&mut h, &cpu[..self.value_size]);
                 }
                 out.insert(*k, h);
             }
@@ -210,7 +235,7 @@ impl HistHash {
             if rc == 0 {
                 let mut h = Histogram::workload();
                 for cpu in buf.chunks_exact(stride) {
-                    add_ks_hist(&mut h, &cpu[..self.value_size]);
+                    self.add(&mut h, &cpu[..self.value_size]);
                 }
                 out.insert(k, h);
             } else if -rc != libc::ENOENT {

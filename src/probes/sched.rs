@@ -8,7 +8,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{hist_hash, percpu, skel, Attach, ProbeFamily, Reader, WorkloadMaps, DROP_REASONS};
+use super::{percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, one, Kind, Unit, Value};
 use crate::signals::Snapshot;
@@ -16,6 +16,7 @@ use crate::signals::Snapshot;
 pub const FAMILY: ProbeFamily = ProbeFamily {
     programs: &["sched_switch", "sched_wakeup", "sched_wakeup_new"],
     signals: || ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec(),
+    counters: &[],
     attach,
     example: |h, out| emit(out, h.clone(), h.clone(), h.clone()),
 };
@@ -42,15 +43,8 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let rodata = open.maps.rodata_data.as_deref_mut().context("sched rodata")?;
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
-    // Off: one entry each, never touched (the code using them is dead).
-    let entries = ctx.opts.workload_entries.unwrap_or(1).max(1);
-    for m in [&mut open.maps.cg_runq, &mut open.maps.cg_dstate] {
-        m.set_max_entries(entries)?;
-        if !ctx.support.mem_alloc {
-            // No bpf_mem_alloc: allocating from a tracepoint is unsafe, preallocate.
-            m.set_map_flags(m.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC)?;
-        }
-    }
+    ctx.size_workload_map(&mut open.maps.cg_runq)?;
+    ctx.size_workload_map(&mut open.maps.cg_dstate)?;
     let p = &mut open.progs;
     ctx.select("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch);
     ctx.select("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup);
@@ -60,13 +54,8 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     ctx.attach("sched_switch", &p.tp_sched_switch, &p.raw_sched_switch);
     ctx.attach("sched_wakeup", &p.tp_sched_wakeup, &p.raw_sched_wakeup);
     ctx.attach("sched_wakeup_new", &p.tp_sched_wakeup_new, &p.raw_sched_wakeup_new);
-    if let Some(entries) = ctx.opts.workload_entries {
-        ctx.workload_maps = Some(WorkloadMaps {
-            runqueue: hist_hash(&sk.maps.cg_runq)?,
-            dstate: hist_hash(&sk.maps.cg_dstate)?,
-            entries,
-        });
-    }
+    ctx.workload_map("ksense_workload_runqueue_latency", Some(Unit::Seconds), "Run-queue latency of the tasks of each workload (cgroup), for the busiest workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_runq)?;
+    ctx.workload_map("ksense_workload_dstate_duration", Some(Unit::Seconds), "D-state (uninterruptible sleep) duration of the tasks of each workload (cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_dstate)?;
     Ok(Box::new(Sched { hists: percpu(&sk.maps.sched_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
 }
 

@@ -20,6 +20,7 @@ pub const SOFTIRQ_VECTORS: [&str; 10] =
 pub const FAMILY: ProbeFamily = ProbeFamily {
     programs: &["softirq_entry", "softirq_exit"],
     signals: || SOFTIRQ_VECTORS.iter().map(|v| signal(v)).collect(),
+    counters: &[],
     attach,
     example: |h, out| emit(out, vec![h.clone(); SOFTIRQ_VECTORS.len()]),
 };

@@ -36,8 +36,9 @@ pub struct Feature {
 }
 
 impl Feature {
-    /// `signals`: the signal names the probes provide (lower case).
-    pub fn parse(name: &str, signals: &[String]) -> Result<Feature, String> {
+    /// `signals`: the signal names the probes provide (lower case);
+    /// `counters`: those of them that count events, whose only statistic is `rate`.
+    pub fn parse(name: &str, signals: &[String], counters: &[&str]) -> Result<Feature, String> {
         let bad = |why: &str| {
             format!("unknown model feature {name:?}: {why} (e.g. runqueue_p99, dstate_mean, softirq_net_rx_mean)")
         };
@@ -61,6 +62,9 @@ impl Feature {
             .iter()
             .find(|n| n.eq_ignore_ascii_case(src))
             .ok_or_else(|| bad(&format!("source must be one of {}", signals.join(", "))))?;
+        if stat != Stat::Rate && counters.contains(&source.as_str()) {
+            return Err(bad(&format!("{source} counts events: its statistic is rate")));
+        }
         Ok(Feature { name: name.to_string(), source: source.clone(), stat })
     }
 
@@ -78,11 +82,11 @@ impl Feature {
     }
 }
 
-pub fn parse_all(names: &[String], signals: &[String]) -> Result<Vec<Feature>, String> {
+pub fn parse_all(names: &[String], signals: &[String], counters: &[&str]) -> Result<Vec<Feature>, String> {
     if names.is_empty() {
         return Err("the model needs at least one feature".into());
     }
-    let fs = names.iter().map(|n| Feature::parse(n, signals)).collect::<Result<Vec<_>, _>>()?;
+    let fs = names.iter().map(|n| Feature::parse(n, signals, counters)).collect::<Result<Vec<_>, _>>()?;
     for (i, f) in fs.iter().enumerate() {
         if fs[..i].iter().any(|g| g.name == f.name) {
             return Err(format!("model feature {:?} is listed twice", f.name));
@@ -136,19 +140,24 @@ mod tests {
     #[test]
     fn parses_names() {
         let n = names();
-        assert_eq!(Feature::parse("runqueue_wakeup_p99", &n).unwrap().source, "runqueue_wakeup");
-        let f = Feature::parse("runqueue_p99", &n).unwrap();
+        assert_eq!(Feature::parse("runqueue_wakeup_p99", &n, &[]).unwrap().source, "runqueue_wakeup");
+        let f = Feature::parse("runqueue_p99", &n, &[]).unwrap();
         assert_eq!((f.source.as_str(), f.stat), ("runqueue", Stat::Quantile(0.99)));
-        assert_eq!(Feature::parse("runqueue_p999", &n).unwrap().stat, Stat::Quantile(0.999));
-        assert_eq!(Feature::parse("runqueue_p50", &n).unwrap().stat, Stat::Quantile(0.5));
-        assert_eq!(Feature::parse("softirq_net_rx_busy", &n).unwrap().stat, Stat::Busy);
-        assert_eq!(Feature::parse("runqueue_wakeup_rate", &n).unwrap().stat, Stat::Rate);
-        assert_eq!(Feature::parse("softirq_net_rx_mean", &n).unwrap().source, "softirq_net_rx");
-        assert_eq!(Feature::parse("softirq_HRTIMER_p99", &n).unwrap().source, "softirq_hrtimer");
+        assert_eq!(Feature::parse("runqueue_p999", &n, &[]).unwrap().stat, Stat::Quantile(0.999));
+        assert_eq!(Feature::parse("runqueue_p50", &n, &[]).unwrap().stat, Stat::Quantile(0.5));
+        assert_eq!(Feature::parse("softirq_net_rx_busy", &n, &[]).unwrap().stat, Stat::Busy);
+        assert_eq!(Feature::parse("runqueue_wakeup_rate", &n, &[]).unwrap().stat, Stat::Rate);
+        assert_eq!(Feature::parse("softirq_net_rx_mean", &n, &[]).unwrap().source, "softirq_net_rx");
+        assert_eq!(Feature::parse("softirq_HRTIMER_p99", &n, &[]).unwrap().source, "softirq_hrtimer");
         for bad in ["runqueue", "runqueue_p", "runqueue_p0", "cpu_mean", "softirq_foo_mean", "dstate_max"] {
-            assert!(Feature::parse(bad, &n).is_err(), "{bad}");
+            assert!(Feature::parse(bad, &n, &[]).is_err(), "{bad}");
         }
-        assert!(parse_all(&["dstate_mean".into(), "dstate_mean".into()], &n).is_err());
+        assert!(parse_all(&["dstate_mean".into(), "dstate_mean".into()], &n, &[]).is_err());
+        // A counter has a rate and nothing else.
+        let c = ["tcp_retransmit".to_string()];
+        assert_eq!(Feature::parse("tcp_retransmit_rate", &c, &["tcp_retransmit"]).unwrap().stat, Stat::Rate);
+        let e = Feature::parse("tcp_retransmit_p99", &c, &["tcp_retransmit"]).unwrap_err();
+        assert!(e.contains("its statistic is rate"), "{e}");
     }
 
     fn snap(runqueue: Histogram) -> Snapshot {
@@ -173,6 +182,7 @@ mod tests {
         let fs = parse_all(
             &["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()],
             &names(),
+            &[],
         )
         .unwrap();
         let (x, ok) = vector(&fs, &d, 2.0);

@@ -1,5 +1,5 @@
-//! Per-workload attribution: the BPF programs key run-queue and D-state
-//! histograms by the cgroup v2 id of the task that waited; here the ids
+//! Per-workload attribution: the BPF programs key histograms and counters
+//! by cgroup v2 id (of the task that waited, or of the socket); here the ids
 //! become cgroup paths, the paths become labels (pod, container, unit), and
 //! the set of series is bounded (filter, cap with an `other` fold, removal of
 //! cgroups that are gone).
@@ -18,7 +18,7 @@ use crate::probes::WorkloadMaps;
 use crate::signals::metric::{Collector, Family};
 use labels::{KubeletLogs, Labels};
 use tracker::{Filter, Lookup, Resolver, Tracker};
-pub use tracker::{Pair, Series, View};
+pub use tracker::{Record, Series, View};
 
 /// A walk of the cgroup tree at most this often, however many unknown ids show up.
 pub const MIN_WALK_INTERVAL: Duration = Duration::from_secs(1);
@@ -144,11 +144,11 @@ impl Workloads {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tracker, cgroups) = &mut *guard;
         // Read under the lock: two interleaved refreshes would count a deleted entry twice.
-        let runqueue = self.maps.runqueue.read_all()?;
-        let dstate = self.maps.dstate.read_all()?;
-        for id in tracker.update(Instant::now(), runqueue, dstate, cgroups) {
-            self.maps.runqueue.delete(id)?;
-            self.maps.dstate.delete(id)?;
+        let reads = self.maps.maps.iter().map(|m| m.map.read_all()).collect::<Result<Vec<_>, _>>()?;
+        for id in tracker.update(Instant::now(), reads, cgroups) {
+            for m in &self.maps.maps {
+                m.map.delete(id)?;
+            }
         }
         Ok(tracker.view())
     }
@@ -158,7 +158,7 @@ impl Collector for Workloads {
     /// A failed read costs the per-workload series of this scrape, never the scrape.
     fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
         match self.refresh() {
-            Ok(view) => out.extend(families::families(&view)),
+            Ok(view) => out.extend(families::families(&view, &self.maps.maps)),
             Err(e) => tracing::warn!(error = %e, "reading the per-workload maps failed"),
         }
         Ok(())

@@ -25,24 +25,30 @@ pub const RANK_HALF_LIFE: Duration = Duration::from_secs(60);
 /// this many times larger, so that near-equals do not swap series each scrape.
 pub const HYSTERESIS: f64 = 1.5;
 
-/// Run-queue and D-state histograms of one cgroup (or series), in the
-/// per-workload layout (schema 0).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Pair {
-    pub runqueue: Histogram,
-    pub dstate: Histogram,
-}
+/// The per-workload histograms of one cgroup (or series), one for each
+/// kernel map and in the order of the maps, in the per-workload layout
+/// (schema 0; a count is a histogram with its events in the zero bucket).
+/// The first, run-queue latency, ranks the workloads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record(pub Vec<Histogram>);
 
-impl Default for Pair {
-    fn default() -> Pair {
-        Pair { runqueue: Histogram::workload(), dstate: Histogram::workload() }
+impl Record {
+    fn empty(n: usize) -> Record {
+        Record(vec![Histogram::workload(); n])
     }
-}
 
-impl Pair {
-    fn add(&mut self, d: &Pair) {
-        self.runqueue.add(&d.runqueue);
-        self.dstate.add(&d.dstate);
+    fn add(&mut self, d: &Record) {
+        if self.0.len() < d.0.len() {
+            self.0.resize(d.0.len(), Histogram::workload());
+        }
+        for (h, dh) in self.0.iter_mut().zip(&d.0) {
+            h.add(dh);
+        }
+    }
+
+    /// The ranking key's histogram (run-queue latency).
+    pub fn rank(&self) -> Option<&Histogram> {
+        self.0.first()
     }
 }
 
@@ -104,11 +110,11 @@ struct Entry {
     /// Some: may have a series of its own (resolved, allowed by the filter).
     labels: Option<Labels>,
     /// Cumulative, as last read from the kernel.
-    last: Pair,
+    last: Record,
     /// Decayed run-queue wait, ns: the ranking key.
     score: f64,
     /// The series' value while exported.
-    series: Option<Box<Pair>>,
+    series: Option<Box<Record>>,
     /// When the cgroup was last known to exist (it waited, or a stat found it).
     alive_at: Option<Instant>,
 }
@@ -124,7 +130,7 @@ pub struct Series {
     /// The cgroup path, relative to the v2 root.
     pub workload: String,
     pub labels: Labels,
-    pub hists: Pair,
+    pub hists: Record,
 }
 
 /// What the exporters publish.
@@ -132,7 +138,7 @@ pub struct Series {
 pub struct View {
     /// Sorted by workload.
     pub series: Vec<Series>,
-    pub other: Pair,
+    pub other: Record,
     /// Cgroups with data in the kernel maps; exported + folded = tracked.
     pub tracked: usize,
     pub exported: usize,
@@ -144,43 +150,41 @@ pub struct Tracker {
     max: usize,
     filter: Filter,
     entries: HashMap<u64, Entry>,
-    other: Pair,
+    other: Record,
     last_update: Option<Instant>,
 }
 
 impl Tracker {
     pub fn new(max: usize, filter: Filter) -> Tracker {
-        Tracker { max, filter, entries: HashMap::new(), other: Pair::default(), last_update: None }
+        Tracker { max, filter, entries: HashMap::new(), other: Record::default(), last_update: None }
     }
 
-    /// Folds in a read of the kernel maps (cumulative, by cgroup id) and
-    /// returns the ids whose cgroups are gone, to delete from the maps.
-    pub fn update(
-        &mut self,
-        now: Instant,
-        mut runqueue: HashMap<u64, Histogram>,
-        mut dstate: HashMap<u64, Histogram>,
-        r: &mut dyn Resolver,
-    ) -> Vec<u64> {
+    /// Folds in a read of the kernel maps (cumulative, by cgroup id; one
+    /// for each map, in their order) and returns the ids whose cgroups are
+    /// gone, to delete from the maps.
+    pub fn update(&mut self, now: Instant, mut maps: Vec<HashMap<u64, Histogram>>, r: &mut dyn Resolver) -> Vec<u64> {
+        let n = maps.len();
+        if self.other.0.len() < n {
+            self.other.0.resize(n, Histogram::workload());
+        }
         let dt = self.last_update.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last_update = Some(now);
         let decay = 0.5f64.powf(dt.as_secs_f64() / RANK_HALF_LIFE.as_secs_f64());
 
         // 1. Resolve new cgroups, notice the ones that are gone.
-        for id in runqueue.keys().chain(dstate.keys()) {
+        for id in maps.iter().flat_map(HashMap::keys) {
             self.entries.entry(*id).or_insert_with(|| Entry {
                 first_seen: now,
                 path: None,
                 labels: None,
-                last: Pair::default(),
+                last: Record::empty(n),
                 score: 0.0,
                 series: None,
                 alive_at: None,
             });
         }
-        let grew = |id: u64, last: &Pair| {
-            runqueue.get(&id).is_some_and(|h| h.count() > last.runqueue.count())
-                || dstate.get(&id).is_some_and(|h| h.count() > last.dstate.count())
+        let grew = |id: u64, last: &Record| {
+            maps.iter().zip(&last.0).any(|(m, l)| m.get(&id).is_some_and(|h| h.count() > l.count()))
         };
         let mut dead = Vec::new();
         let mut pending = std::collections::HashSet::new();
@@ -219,18 +223,17 @@ impl Tracker {
 
         // 2. Deltas and scores. A pending cgroup's waits stay in the kernel's
         // cumulative until it is resolved: they will go to its own series.
-        let mut deltas: HashMap<u64, Pair> = HashMap::with_capacity(self.entries.len());
+        let mut deltas: HashMap<u64, Record> = HashMap::with_capacity(self.entries.len());
         for (id, e) in &mut self.entries {
             if pending.contains(id) {
                 continue;
             }
-            let cur = Pair {
-                runqueue: runqueue.remove(id).unwrap_or_else(Histogram::workload),
-                dstate: dstate.remove(id).unwrap_or_else(Histogram::workload),
-            };
-            let d =
-                Pair { runqueue: grown(&cur.runqueue, &e.last.runqueue), dstate: grown(&cur.dstate, &e.last.dstate) };
-            e.score = e.score * decay + d.runqueue.sum_ns as f64;
+            let cur = Record(maps.iter_mut().map(|m| m.remove(id).unwrap_or_else(Histogram::workload)).collect());
+            let mut d = Record(Vec::with_capacity(n));
+            for (i, c) in cur.0.iter().enumerate() {
+                d.0.push(e.last.0.get(i).map_or_else(|| c.clone(), |l| grown(c, l)));
+            }
+            e.score = e.score * decay + d.rank().map_or(0, |h| h.sum_ns) as f64;
             e.last = cur;
             deltas.insert(*id, d);
         }
@@ -294,7 +297,7 @@ impl Tracker {
             self.entries.get_mut(&id).expect("listed").series = None;
         }
         for id in promote {
-            self.entries.get_mut(&id).expect("listed").series = Some(Box::default());
+            self.entries.get_mut(&id).expect("listed").series = Some(Box::new(Record::empty(self.other.0.len())));
         }
     }
 
@@ -384,8 +387,21 @@ mod tests {
         }
     }
 
+    impl Tracker {
+        /// Two maps, as the sched family has: run queue and D state.
+        fn update_pair(
+            &mut self,
+            now: Instant,
+            rq: HashMap<u64, Histogram>,
+            ds: HashMap<u64, Histogram>,
+            r: &mut dyn Resolver,
+        ) -> Vec<u64> {
+            self.update(now, vec![rq, ds], r)
+        }
+    }
+
     fn total(v: &View) -> u64 {
-        v.series.iter().map(|s| s.hists.runqueue.sum_ns).sum::<u64>() + v.other.runqueue.sum_ns
+        v.series.iter().map(|s| s.hists.0[0].sum_ns).sum::<u64>() + v.other.0[0].sum_ns
     }
 
     fn names(v: &View) -> Vec<&str> {
@@ -400,32 +416,32 @@ mod tests {
             k.wait(id, ns);
         }
         let (a, b) = k.read();
-        t.update(t0, a, b, &mut r);
+        t.update_pair(t0, a, b, &mut r);
         let v = t.view();
         assert_eq!(names(&v), ["/cg2", "/cg3"]);
         assert_eq!((v.tracked, v.exported, v.folded), (4, 2, 2));
-        assert_eq!(v.other.runqueue.sum_ns, 1200, "the folded ones' waits");
+        assert_eq!(v.other.0[0].sum_ns, 1200, "the folded ones' waits");
         assert_eq!(v.series[0].labels.unit, "cg2.service");
         assert_eq!(total(&v), 15200);
 
         // cg1 becomes slightly busier than cg2: no swap (hysteresis)...
         k.wait(1, 5500);
         let (a, b) = k.read();
-        t.update(t0 + Duration::from_secs(1), a, b, &mut r);
+        t.update_pair(t0 + Duration::from_secs(1), a, b, &mut r);
         assert_eq!(names(&t.view()), ["/cg2", "/cg3"]);
         assert_eq!(total(&t.view()), 20700);
         // ...much busier: it takes cg2's place, its series starting from this interval.
         k.wait(1, 100_000);
         let (a, b) = k.read();
-        t.update(t0 + Duration::from_secs(2), a, b, &mut r);
+        t.update_pair(t0 + Duration::from_secs(2), a, b, &mut r);
         let v = t.view();
         assert_eq!(names(&v), ["/cg1", "/cg3"]);
-        assert_eq!(v.series[0].hists.runqueue.sum_ns, 100_000);
-        assert_eq!(v.series[0].hists.runqueue.count(), 1);
+        assert_eq!(v.series[0].hists.0[0].sum_ns, 100_000);
+        assert_eq!(v.series[0].hists.0[0].count(), 1);
         // cg2's 5000 stay in its series, which ends (goes stale) here.
         assert_eq!(total(&v) + 5000, 120_700, "every wait in exactly one series");
         // `other` never shrinks although cg2 left it... and went in.
-        assert_eq!(v.other.runqueue.sum_ns, 1200 + 5500);
+        assert_eq!(v.other.0[0].sum_ns, 1200 + 5500);
     }
 
     #[test]
@@ -440,15 +456,12 @@ mod tests {
             k.wait(busy, 1_000_000);
             k.wait(3 - busy, 10_000);
             let (a, b) = k.read();
-            t.update(t0 + Duration::from_secs(step * 30), a, b, &mut r);
+            t.update_pair(t0 + Duration::from_secs(step * 30), a, b, &mut r);
             let v = t.view();
             assert!(v.series.len() <= 1);
-            let mut now: Vec<(String, (u64, u64))> = v
-                .series
-                .iter()
-                .map(|s| (s.workload.clone(), (s.hists.runqueue.count(), s.hists.runqueue.sum_ns)))
-                .collect();
-            now.push(("other".into(), (v.other.runqueue.count(), v.other.runqueue.sum_ns)));
+            let mut now: Vec<(String, (u64, u64))> =
+                v.series.iter().map(|s| (s.workload.clone(), (s.hists.0[0].count(), s.hists.0[0].sum_ns))).collect();
+            now.push(("other".into(), (v.other.0[0].count(), v.other.0[0].sum_ns)));
             for (name, (c, s)) in &now {
                 if let Some((pc, ps)) = prev.get(name) {
                     assert!(c >= pc && s >= ps, "step {step}: {name} went backwards");
@@ -469,20 +482,23 @@ mod tests {
         let t0 = Instant::now();
         k.wait(1, 100);
         let (a, b) = k.read();
-        t.update(t0, a, b, &mut r);
+        t.update_pair(t0, a, b, &mut r);
         for ms in [1, 100, 500, 999] {
             let (a, b) = k.read();
-            assert!(t.update(t0 + Duration::from_millis(ms), a, b, &mut r).is_empty());
+            assert!(t.update_pair(t0 + Duration::from_millis(ms), a, b, &mut r).is_empty());
         }
         assert_eq!(r.stats, 0, "resolved at t0, quiet since: no stat within a second");
         let (a, b) = k.read();
-        t.update(t0 + ALIVE_RECHECK, a, b, &mut r);
+        t.update_pair(t0 + ALIVE_RECHECK, a, b, &mut r);
         assert_eq!(r.stats, 1);
         r.gone.push(1);
         let (a, b) = k.read();
-        assert!(t.update(t0 + ALIVE_RECHECK + Duration::from_millis(10), a, b, &mut r).is_empty(), "checked 10 ms ago");
+        assert!(
+            t.update_pair(t0 + ALIVE_RECHECK + Duration::from_millis(10), a, b, &mut r).is_empty(),
+            "checked 10 ms ago"
+        );
         let (a, b) = k.read();
-        assert_eq!(t.update(t0 + 2 * ALIVE_RECHECK, a, b, &mut r), vec![1], "gone, noticed at the next check");
+        assert_eq!(t.update_pair(t0 + 2 * ALIVE_RECHECK, a, b, &mut r), vec![1], "gone, noticed at the next check");
         assert_eq!(r.stats, 2);
     }
 
@@ -494,25 +510,25 @@ mod tests {
         k.wait(2, 200);
         k.wait(1000, 300); // invisible
         let (a, b) = k.read();
-        let dead = t.update(t0, a, b, &mut r);
+        let dead = t.update_pair(t0, a, b, &mut r);
         assert_eq!(dead, vec![1000]);
         k.0.remove(&1000);
         let v = t.view();
-        assert_eq!((names(&v), v.other.runqueue.sum_ns), (vec!["/cg1", "/cg2"], 300));
+        assert_eq!((names(&v), v.other.0[0].sum_ns), (vec!["/cg1", "/cg2"], 300));
         r.gone.push(2);
         k.wait(2, 50); // a last wait before it went
         let (a, b) = k.read();
         // It waited since the last read: taken as alive without a stat, and
         // the last wait lands in its own series.
-        let dead = t.update(t0 + Duration::from_secs(1), a, b, &mut r);
+        let dead = t.update_pair(t0 + Duration::from_secs(1), a, b, &mut r);
         assert!(dead.is_empty());
         assert_eq!(names(&t.view()), ["/cg1", "/cg2"]);
         let (a, b) = k.read();
-        let dead = t.update(t0 + Duration::from_secs(2), a, b, &mut r);
+        let dead = t.update_pair(t0 + Duration::from_secs(2), a, b, &mut r);
         assert_eq!(dead, vec![2], "quiet for one read: checked, and gone");
         let v = t.view();
         assert_eq!(names(&v), ["/cg1"]);
-        assert_eq!(v.other.runqueue.sum_ns, 300);
+        assert_eq!(v.other.0[0].sum_ns, 300);
         assert_eq!((v.tracked, v.exported, v.folded), (1, 1, 0));
     }
 
@@ -545,17 +561,17 @@ mod tests {
         k.wait(1, 100);
         k.wait(2, 200);
         let (a, b) = k.read();
-        assert!(t.update(t0, a, b, &mut Later(false)).is_empty(), "pending is not gone");
+        assert!(t.update_pair(t0, a, b, &mut Later(false)).is_empty(), "pending is not gone");
         let v = t.view();
-        assert_eq!((v.series.len(), v.other.runqueue.sum_ns, v.folded), (0, 0, 2), "pending: not attributed yet");
+        assert_eq!((v.series.len(), v.other.0[0].sum_ns, v.folded), (0, 0, 2), "pending: not attributed yet");
         k.wait(1, 1000);
         let (a, b) = k.read();
-        t.update(t0 + Duration::from_secs(1), a, b, &mut Later(true));
+        t.update_pair(t0 + Duration::from_secs(1), a, b, &mut Later(true));
         let v = t.view();
         assert_eq!(names(&v), ["/system.slice/s1.service"]);
         assert_eq!(v.series[0].labels.unit, "s1.service");
-        assert_eq!(v.series[0].hists.runqueue.sum_ns, 1100, "its waits while pending are its own");
-        assert_eq!(v.other.runqueue.sum_ns, 200, "excluded");
+        assert_eq!(v.series[0].hists.0[0].sum_ns, 1100, "its waits while pending are its own");
+        assert_eq!(v.other.0[0].sum_ns, 200, "excluded");
         assert_eq!((v.exported, v.folded), (1, 1));
         assert!(Filter::new(Some("("), None).is_err());
     }

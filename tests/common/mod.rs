@@ -1,7 +1,9 @@
 //! Shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cgroup;
 pub mod inproc;
+pub mod netns;
 pub mod pki;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,64 @@
+//! A network namespace of the test's own (`ip netns add`): its loopback is a
+//! network nothing else uses, so impairing it (iptables, tc) touches no other
+//! traffic. Deleted on drop.
+
+use std::process::Command;
+
+pub struct Netns {
+    pub name: String,
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Netns {
+    /// A new namespace with its loopback up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("ksense-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `argv` inside the namespace.
+    pub fn exec(&self, argv: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(argv);
+        run(&v)
+    }
+
+    /// Moves the calling thread into the namespace: the sockets it makes
+    /// afterwards, and the threads it spawns, live there.
+    pub fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("opening the namespace");
+        // SAFETY: setns on an fd we own; affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+
+    /// `TcpRetransSegs` of the namespace (its /proc/net/snmp).
+    pub fn retrans_segs(&self) -> u64 {
+        let snmp = self.exec(&["cat", "/proc/net/snmp"]);
+        let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+        let (head, vals) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
+        let i = head.split_whitespace().position(|h| h == "RetransSegs").expect("RetransSegs");
+        vals.split_whitespace().nth(i).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}

@@ -1,0 +1,280 @@
+//! The network family in the running kernel against the kernel's own
+//! figures: TcpRetransSegs, an iptables rule's packet counter, `ss -ti`.
+//! Traffic runs in a network namespace the test makes, on its loopback, and
+//! is impaired there (iptables -m statistic, tc tbf). Needs root.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cgroup::{test_prefix, wl, Cgroup};
+use common::netns::Netns;
+use common::Ksense;
+use ksense::probes::{kernel, AttachMode, Probes};
+use ksense::signals::metric::Value;
+use ksense::signals::{buckets, Snapshot};
+
+/// The programs are node-wide: one test at a time, or each counts the other's traffic.
+static NODE: Mutex<()> = Mutex::new(());
+
+fn attach(mode: AttachMode) -> Probes {
+    let s = kernel::probe();
+    Probes::attach(AttachMode::choose(Some(mode), &s).unwrap(), &s, &[]).unwrap()
+}
+
+/// A counter of `family` whose only label has value `label`; 0 when absent.
+fn counter(s: &Snapshot, family: &str, label: &str) -> f64 {
+    let f = s.families.iter().find(|f| f.name == family).unwrap_or_else(|| panic!("no family {family}"));
+    f.samples
+        .iter()
+        .filter(|x| x.labels.iter().any(|(_, v)| v == label))
+        .map(|x| match x.value {
+            Value::Counter(c) => c,
+            _ => panic!("{family} is not a counter"),
+        })
+        .sum()
+}
+
+fn retransmits(s: &Snapshot) -> f64 {
+    ["timeout", "fast", "probe"].iter().map(|k| counter(s, "ksense_tcp_retransmits", k)).sum()
+}
+
+/// Sends as fast as it can for `d` from a client to a server that reads
+/// everything, both inside `ns`, on port `port` of its 127.0.0.1.
+fn bulk(ns: &Netns, port: u16, d: Duration) {
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            ns.enter();
+            let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let server = std::thread::spawn(move || {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = vec![0; 1 << 16];
+                while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let buf = vec![7u8; 16 << 10];
+            let t0 = Instant::now();
+            while t0.elapsed() < d {
+                c.write_all(&buf).unwrap();
+            }
+            drop(c);
+            server.join().unwrap();
+        });
+    });
+}
+
+/// 3 % of the segments to one port dropped by iptables: ksense's
+/// retransmissions match the namespace's TcpRetransSegs, and its
+/// NETFILTER_DROP count the rule's own packet counter.
+fn loss(mode: AttachMode) {
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("loss");
+    let port = 7001;
+    ns.exec(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.03",
+        "-j",
+        "DROP",
+    ]);
+    let p = attach(mode);
+    let (before, segs0) = (p.snapshot().unwrap(), ns.retrans_segs());
+    bulk(&ns, port, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300)); // the last retransmits of the close
+    let (after, segs1) = (p.snapshot().unwrap(), ns.retrans_segs());
+    let dropped: f64 = ns
+        .exec(&["iptables", "-vnxL", "INPUT"])
+        .lines()
+        .filter(|l| l.contains("DROP"))
+        .map(|l| l.split_whitespace().next().unwrap().parse::<f64>().unwrap())
+        .sum();
+
+    let truth = (segs1 - segs0) as f64;
+    let got = retransmits(&after) - retransmits(&before);
+    eprintln!("{mode:?}: retransmitted segments: ksense {got}, TcpRetransSegs {truth}");
+    assert!(truth >= 100.0, "the loss made too few retransmissions to compare: {truth}");
+    assert!((got - truth).abs() <= 0.02 * truth, "ksense {got} vs TcpRetransSegs {truth}: more than 2 % apart");
+
+    let nf =
+        counter(&after, "ksense_skb_drops", "NETFILTER_DROP") - counter(&before, "ksense_skb_drops", "NETFILTER_DROP");
+    eprintln!("{mode:?}: NETFILTER_DROP: ksense {nf}, the iptables rule {dropped}");
+    assert!(dropped >= 100.0, "{dropped}");
+    assert_eq!(nf, dropped, "every packet the rule dropped, and nothing else");
+}
+
+#[test]
+fn root_loss_retransmits_and_drops_match_the_kernel_tp_btf() {
+    require_root!();
+    loss(AttachMode::TpBtf);
+}
+
+#[test]
+fn root_loss_retransmits_and_drops_match_the_kernel_raw_tp() {
+    require_root!();
+    loss(AttachMode::RawTp);
+}
+
+/// A tbf rate limit on the namespace's loopback makes a bulk transfer queue:
+/// its RTT goes from microseconds to tens of milliseconds. ksense's samples
+/// of that size agree with the socket's smoothed RTT as `ss -ti` reads it.
+fn rtt(mode: AttachMode) {
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("rtt");
+    let port = 7002;
+    // MTU 1500: tbf's bucket must hold a whole segment (loopback's is 64 KiB).
+    ns.exec(&["ip", "link", "set", "lo", "mtu", "1500"]);
+    ns.exec(&["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "8mbit", "burst", "3000", "limit", "30000"]);
+    let p = attach(mode);
+    let before = p.snapshot().unwrap();
+    let mut ss = Vec::new();
+    std::thread::scope(|sc| {
+        sc.spawn(|| bulk(&ns, port, Duration::from_secs(4)));
+        std::thread::sleep(Duration::from_millis(1000));
+        for _ in 0..12 {
+            let out = ns.exec(&["ss", "-tinH", "dport", "=", &format!(":{port}")]);
+            let rtt = out
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("rtt:"))
+                .and_then(|r| r.split('/').next()?.parse::<f64>().ok());
+            ss.extend(rtt.map(|ms| ms / 1e3));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let after = p.snapshot().unwrap();
+    let mut d = after.signal("tcp_rtt").unwrap().delta(before.signal("tcp_rtt").unwrap());
+    // Loopback traffic elsewhere on the node has microsecond RTTs: keep 1 ms and up.
+    let floor = buckets::slot_of(buckets::kernel_bounds(), 1_000_000);
+    d.slots.iter_mut().take(floor).for_each(|c| *c = 0);
+    ss.sort_by(f64::total_cmp);
+    let (ours, median, ss_median) = (d.count(), d.quantile_seconds(0.5).unwrap_or(0.0), ss[ss.len() / 2]);
+    eprintln!(
+        "{mode:?}: {ours} RTT samples >= 1 ms, median {:.1} ms; ss -ti srtt median {:.1} ms over {} readings",
+        median * 1e3,
+        ss_median * 1e3,
+        ss.len()
+    );
+    assert!(ss.len() >= 8, "ss read too few RTTs: {ss:?}");
+    assert!(ss_median > 0.005, "the tbf queue should lengthen the RTT past 5 ms: {ss_median}");
+    assert!(ours >= 200, "too few samples of the queued connection: {ours}");
+    let ratio = median / ss_median;
+    assert!((0.7..=1.3).contains(&ratio), "ksense's median {median} vs ss's {ss_median}: ratio {ratio}");
+}
+
+#[test]
+fn root_rtt_matches_ss_under_a_tbf_queue_tp_btf() {
+    require_root!();
+    rtt(AttachMode::TpBtf);
+}
+
+#[test]
+fn root_rtt_matches_ss_under_a_tbf_queue_raw_tp() {
+    require_root!();
+    rtt(AttachMode::RawTp);
+}
+
+/// A process that serves and sends to itself over 127.0.0.1:`port` for
+/// `secs`: its sockets are in its cgroup. It writes the sending socket's own
+/// count of retransmitted segments (tcp_info's tcpi_total_retrans, at offset
+/// 100) to `out`.
+const BULK_PY: &str = r#"
+import socket, struct, sys, threading, time
+port, secs, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen()
+def serve():
+    c, _ = s.accept()
+    while c.recv(65536): pass
+t = threading.Thread(target=serve); t.start()
+c = socket.create_connection(("127.0.0.1", port)); b = b"x" * 16384; t0 = time.time()
+while time.time() - t0 < secs: c.sendall(b)
+time.sleep(0.3)
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+open(out, "w").write(str(struct.unpack_from("I", info, 100)[0]))
+c.close(); t.join()
+"#;
+
+/// Loss on one workload's port shows under that workload: two cgroups, each
+/// a process sending to itself in the test's namespace, 3 % of one port's
+/// segments dropped. Each workload's retransmissions are its own socket's
+/// count (so nothing is attributed to the wrong one), the lossy one's far
+/// above the other's, and both have RTT samples of their own.
+#[test]
+fn root_loss_on_one_workload_shows_under_it() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("wl");
+    let (lossy_port, clean_port) = (7011u16, 7012u16);
+    ns.exec(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &lossy_port.to_string(),
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.03",
+        "-j",
+        "DROP",
+    ]);
+    let prefix = test_prefix();
+    let mut lossy = Cgroup::new(&format!("/{prefix}-net-lossy"));
+    let mut clean = Cgroup::new(&format!("/{prefix}-net-clean"));
+    let k = Ksense::start(&["--workloads.enabled"]);
+    let out = |cg: &Cgroup| k.dir.path().join(format!("{}.retrans", cg.rel.trim_start_matches('/')));
+    for (cg, port) in [(&mut lossy, lossy_port), (&mut clean, clean_port)] {
+        let file = out(cg);
+        let argv =
+            ["ip", "netns", "exec", &ns.name, "python3", "-c", BULK_PY, &port.to_string(), "2", file.to_str().unwrap()];
+        cg.spawn(None, &argv);
+    }
+    lossy.wait_all();
+    clean.wait_all();
+    let own = |cg: &Cgroup| std::fs::read_to_string(out(cg)).unwrap().trim().parse::<f64>().unwrap();
+    let (lossy_truth, clean_truth) = (own(&lossy), own(&clean));
+    let retrans = "ksense_workload_tcp_retransmits_total";
+    let get = |text: &str, cg: &Cgroup| wl(text, retrans, &cg.rel).unwrap_or(0.0);
+    let close = |got: f64, truth: f64| (got - truth).abs() <= 0.02 * truth + 2.0;
+    let text = {
+        let t0 = Instant::now();
+        loop {
+            let text = k.scrape();
+            let done = close(get(&text, &lossy), lossy_truth) && close(get(&text, &clean), clean_truth);
+            if done || t0.elapsed() > Duration::from_secs(10) {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let rtt = "ksense_workload_tcp_rtt_seconds_count";
+    let (lossy_got, clean_got) = (get(&text, &lossy), get(&text, &clean));
+    eprintln!(
+        "lossy: {lossy_got} retransmitted (its socket: {lossy_truth}), {:?} RTT samples; clean: {clean_got} (its socket: {clean_truth}), {:?} RTT samples",
+        wl(&text, rtt, &lossy.rel),
+        wl(&text, rtt, &clean.rel)
+    );
+    assert!(lossy_truth >= 100.0, "too few retransmissions to compare: {lossy_truth}");
+    assert!(close(lossy_got, lossy_truth), "the lossy workload: ksense {lossy_got}, its socket {lossy_truth}");
+    assert!(close(clean_got, clean_truth), "the clean workload: ksense {clean_got}, its socket {clean_truth}");
+    assert!(lossy_got >= 5.0 * clean_got, "the loss is on the lossy workload's port: {lossy_got} vs {clean_got}");
+    for cg in [&lossy, &clean] {
+        assert!(wl(&text, rtt, &cg.rel).is_some_and(|n| n >= 100.0), "{}: no RTT samples of its own", cg.rel);
+    }
+}
