@@ -466,11 +466,41 @@ def latency_dashboard():
                              (hist_quantile(0.99, si, sel('vector=~"$vector"')), "P99")),
                      unit="s", log=True, fill=0), 12, 8)
 
+    rtt, retx, drops = "ksense_tcp_rtt_seconds", "ksense_tcp_retransmits_total", "ksense_skb_drops_total"
+    wrtt, wretx = "ksense_workload_tcp_rtt_seconds", "ksense_workload_tcp_retransmits_total"
+    L.row("Network: $node")
+    L.add(heatmap("TCP round-trip time", hist_heatmap(rtt, SEL),
+                  desc="Raw RTT of each ACK that acknowledged new data, over all TCP sockets, per bucket (samples/s)."), 12, 8)
+    L.add(timeseries("TCP RTT P50 / P99",
+                     targets((hist_quantile(0.5, rtt, SEL), "P50"), (hist_quantile(0.99, rtt, SEL), "P99"),
+                             (hist_mean(rtt, SEL), "mean")), unit="s", log=True, fill=0), 12, 8)
+    L.add(timeseries("TCP retransmissions by kind",
+                     targets((f"sum by (kind) (rate({retx}{{{SEL}}}[$__rate_interval]))", "{{kind}}")),
+                     unit="ops", fill=20, stack=True,
+                     desc="Segments retransmitted per second: timeout (after an RTO: the costly kind, a request "
+                          "waits 200 ms or more), fast (fast retransmit, RACK), probe (tail-loss probes)."), 8, 8)
+    L.add(timeseries("Packet drops by reason",
+                     targets((f"sum by (reason) (rate({drops}{{{SEL}}}[$__rate_interval]))", "{{reason}}")),
+                     unit="pps", fill=20, stack=True,
+                     desc="Packets the kernel dropped per second, by the running kernel's drop reason "
+                          "(NETFILTER_DROP: a firewall rule; TCP_* reasons: the TCP stack; NO_SOCKET: nothing listens)."),
+          8, 8)
+    L.add(timeseries("TCP retransmissions by workload (top 10)",
+                     targets((f"topk(10, sum by (workload) (rate({wretx}{{{SEL}}}[$__rate_interval])))", "{{workload}}")),
+                     unit="ops", fill=0,
+                     desc="Retransmitted segments per second of each workload's sockets (needs --workloads.enabled)."),
+          8, 8)
+    L.add(timeseries("TCP RTT P99 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.99, wrtt, SEL, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 round-trip time of each workload's sockets (needs --workloads.enabled)."), 24, 8)
+
     L.row("Across nodes")
     allnodes = 'instance=~".+"'
     for title, metric, extra in (("Run-queue latency P99 by node", rq, ()),
                                  ("D-state duration P99 by node", ds, ()),
-                                 ("Softirq NET_RX P99 by node", si, ('vector="NET_RX"',))):
+                                 ("Softirq NET_RX P99 by node", si, ('vector="NET_RX"',)),
+                                 ("TCP RTT P99 by node", rtt, ())):
         q = hist_quantile(0.99, metric, ", ".join([allnodes, *extra]), by=("instance",))
         L.add(timeseries(title, targets((f"({q}){NODE_JOIN}", "{{nodename}}")),
                          unit="s", log=True, fill=0), 8, 8)
@@ -479,6 +509,9 @@ def latency_dashboard():
     L.add(timeseries("Run-queue events/s by node",
                      targets((f"({hist_rate(rq, allnodes, by=('instance',))}){NODE_JOIN}", "{{nodename}}")),
                      unit="ops", fill=0), 8, 8)
+    L.add(timeseries("TCP retransmissions/s by node",
+                     targets((f"(sum by (instance) (rate({retx}{{{allnodes}}}[$__rate_interval]))){NODE_JOIN}",
+                              "{{nodename}}")), unit="ops", fill=0), 8, 8)
     vector_var = {
         "type": "custom", "name": "vector", "label": "Softirq vector",
         "description": "Softirq vectors (kernel softirq names)",
@@ -487,7 +520,7 @@ def latency_dashboard():
         "options": [{"selected": False, "text": v, "value": v} for v in VECTORS], "hide": 0,
     }
     return dashboard("ksense-latency", "ksense / Kernel latency",
-                     "Run-queue, D-state and softirq latency histograms from ksense's BPF probes: one node, and across nodes.",
+                     "Run-queue, D-state, softirq and TCP round-trip latency, retransmissions and drops from ksense's BPF probes: one node, and across nodes.",
                      L, extra_vars=[vector_var])
 
 

@@ -49,8 +49,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -f "$work/dd.img"
+  ip netns del "$netns" 2>/dev/null || true
   exit "$rc"
 }
+netns="ksense-dash-$$"
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -82,7 +84,7 @@ pids+=("$!")
 
 # ---- ksense ------------------------------------------------------------------
 kport="$(free_port)"
-kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json"
+kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json" --workloads.enabled
        --otlp.endpoint "http://127.0.0.1:$oport" --otlp.protocol http/protobuf --otlp.interval 1s)
 help="$("$bin" --help 2>&1 || true)"
 # Faster calibration, when ksense has these flags (planned), so the model
@@ -178,7 +180,7 @@ else
 fi
 
 # ---- load -----------------------------------------------------------------------
-echo "== load for ${load_seconds}s: stress-ng (CPU), dd oflag=direct (D-state), loopback HTTP (NET_RX)"
+echo "== load for ${load_seconds}s: stress-ng (CPU), dd oflag=direct (D-state), loopback HTTP (NET_RX), a lossy TCP transfer (retransmissions, drops)"
 loadpids=()
 if command -v stress-ng >/dev/null; then
   stress-ng --cpu 4 --timeout "${load_seconds}s" --quiet >/dev/null 2>&1 &
@@ -202,6 +204,24 @@ end = time.time() + secs
 while time.time() < end:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
     time.sleep(0.02)
+PY
+loadpids+=("$!")
+# In a namespace of the test's own, 2 % of one port's segments dropped
+# (iptables): retransmissions and NETFILTER_DROP drops for the network row.
+ip netns add "$netns"
+ip netns exec "$netns" ip link set lo up
+ip netns exec "$netns" iptables -A INPUT -p tcp --dport 7100 -m statistic --mode random --probability 0.02 -j DROP
+ip netns exec "$netns" python3 - "$load_seconds" <<'PY' &
+import socket, sys, threading, time
+secs = float(sys.argv[1])
+s = socket.socket(); s.bind(("127.0.0.1", 7100)); s.listen()
+def serve():
+    c, _ = s.accept()
+    while c.recv(65536): pass
+threading.Thread(target=serve, daemon=True).start()
+c = socket.create_connection(("127.0.0.1", 7100)); end = time.time() + secs
+while time.time() < end:
+    c.sendall(b"x" * 65536); time.sleep(0.005)
 PY
 loadpids+=("$!")
 for p in "${loadpids[@]}"; do wait "$p" || true; done
