@@ -2,6 +2,7 @@
 //!
 //!   sudo cargo bench --bench cost            (or: make bench)
 //!   KSENSE_BENCH_SECS=20 sudo -E cargo bench --bench cost
+//!   KSENSE_BENCH_PART=net sudo -E cargo bench --bench cost   (only the network storm)
 //!
 //! BPF cost per event comes from the kernel's own run_time_ns / run_cnt:
 //! ksense's programs (as its /metrics reports them) next to, on the same
@@ -38,6 +39,9 @@ mod parts {
 }
 
 const SCHED: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+const NET: [&str; 3] = ["tcp_probe", "tcp_retransmit_skb", "kfree_skb"];
+/// The network storm's loss on the server's port: retransmissions and drops to measure.
+const NET_LOSS: &str = "0.01";
 const PARTS: [&str; 3] = ["clock", "task storage lookup", "bucket search + histogram"];
 /// Workloads for the scrape figure.
 const WORKLOADS: usize = 200;
@@ -146,7 +150,14 @@ fn load_others() -> anyhow::Result<Others> {
     let sk = floor::FloorSkelBuilder::default().open(&mut o1)?.load()?;
     let p = &sk.progs;
     let mut fl = Vec::new();
-    for (name, prog) in SCHED.iter().zip([&p.floor_sched_switch, &p.floor_sched_wakeup, &p.floor_sched_wakeup_new]) {
+    for (name, prog) in SCHED.iter().chain(&NET).zip([
+        &p.floor_sched_switch,
+        &p.floor_sched_wakeup,
+        &p.floor_sched_wakeup_new,
+        &p.floor_tcp_probe,
+        &p.floor_tcp_retransmit_skb,
+        &p.floor_kfree_skb,
+    ]) {
         links.push(prog.attach()?);
         fl.push((*name, prog.as_fd().try_clone_to_owned()?));
     }
@@ -349,8 +360,14 @@ fn run(secs: u64) -> anyhow::Result<()> {
     let _stats_fd = kernel::enable_stats().map_err(anyhow::Error::msg)?;
     // The default (attribution on), with room for the scrape figure's workloads; and attribution off.
     let max = WORKLOADS.to_string();
+    // KSENSE_BENCH_OFF_FIRST=1: the default attaches first (see bench/README.md, attach order).
+    let off_first = std::env::var("KSENSE_BENCH_OFF_FIRST").is_ok_and(|v| v == "1");
+    let off_early = if off_first { Some(start_ksense(&[])?) } else { None };
     let on = start_ksense(&["--workloads.enabled", "true", "--workloads.max", &max])?;
-    let off = start_ksense(&[])?;
+    let off = match off_early {
+        Some(k) => k,
+        None => start_ksense(&[])?,
+    };
     let others = load_others()?;
     let sets = [("on", on.url.as_str()), ("off", off.url.as_str())];
     std::thread::sleep(Duration::from_secs(1));
@@ -364,6 +381,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
     println!();
 
     // ---- BPF cost per event, two storms
+    let only_net = std::env::var("KSENSE_BENCH_PART").is_ok_and(|p| p == "net");
     let storms: [Vec<String>; 2] = [
         vec![
             "stress-ng".into(),
@@ -375,7 +393,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ],
         vec!["perf".into(), "bench".into(), "sched".into(), "pipe".into(), "-l".into(), (secs * 60_000).to_string()],
     ];
-    for argv in &storms {
+    for argv in storms.iter().filter(|_| !only_net) {
         let a = stats(&sets, &others)?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         storm(&argv)?;
@@ -412,6 +430,11 @@ fn run(secs: u64) -> anyhow::Result<()> {
             totals["off"] / totals["hash"]
         );
         println!();
+    }
+
+    net_storm(secs, &sets, &others)?;
+    if std::env::var("KSENSE_BENCH_PART").is_ok_and(|p| p == "net") {
+        return Ok(());
     }
 
     // ---- what bounds it: the parts of sched_switch, each alone, in a storm of their own
@@ -521,6 +544,109 @@ fn run(secs: u64) -> anyhow::Result<()> {
             map_bytes as f64 / 1024.0
         );
     }
+    Ok(())
+}
+
+/// A network namespace of the bench's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> anyhow::Result<Netns> {
+        let ns = Netns(format!("ksense-bench-{}", std::process::id()));
+        storm(&["ip", "netns", "add", &ns.0])?;
+        storm(&["ip", "netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn cmd(&self, argv: &[&str]) -> Vec<String> {
+        ["ip", "netns", "exec", &self.0].iter().chain(argv).map(|s| s.to_string()).collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The network family's programs under wrk against nginx on a namespace's
+/// loopback, NET_LOSS of the requests' segments dropped (so that
+/// retransmissions and drops happen too), next to the empty floor.
+fn net_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyhow::Result<()> {
+    let ns = Netns::new()?;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().display().to_string();
+    std::fs::create_dir(dir.path().join("html"))?;
+    std::fs::write(dir.path().join("html/index.html"), "x".repeat(1024))?;
+    let conf = format!(
+        "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; daemon off;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+         uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; keepalive_requests 10000000;\n\
+         server {{ listen 127.0.0.1:8080; root {d}/html; }} }}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf)?;
+    let iptables = ns.cmd(&[
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "8080",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        NET_LOSS,
+        "-j",
+        "DROP",
+    ]);
+    storm(&iptables.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let nginx = ns.cmd(&["nginx", "-c", &format!("{d}/nginx.conf"), "-p", &d]);
+    let mut server = Command::new(&nginx[0]).args(&nginx[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let t = Instant::now();
+    while Command::new("ip")
+        .args(["netns", "exec", &ns.0, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
+        .stderr(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "nginx did not listen in the bench's namespace");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wrk = ns.cmd(&["wrk", "-t", "2", "-c", "64", "-d", &format!("{secs}s"), "http://127.0.0.1:8080/"]);
+    let a = stats(sets, others)?;
+    let res = storm(&wrk.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = stats(sets, others)?;
+    let _ = server.kill();
+    let _ = server.wait();
+    res?;
+    let d = per_run(&a, &b);
+    println!("BPF ns/run under `wrk -t 2 -c 64 -d {secs}s` against nginx on a namespace's 127.0.0.1, {NET_LOSS} of the requests' segments dropped (iptables)");
+    println!(
+        "  {:<18} {:>11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>10}  target",
+        "program", "runs", "runs/s", "on", "off", "floor", "on/floor", "off/floor"
+    );
+    let mut total = 0.0;
+    for name in NET {
+        let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
+        let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on"), get("off"), get("floor"));
+        total += k_off * off_runs as f64;
+        println!(
+            "  {name:<18} {runs:>11} {:>9.0} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {:>8.2}x {:>9.2}x  <= 3.0x floor",
+            runs as f64 / secs as f64,
+            k_on / f,
+            k_off / f
+        );
+    }
+    println!(
+        "  the three programs together (off): {:.2} ms of CPU per second of this storm, {:.3} % of one core",
+        total / secs as f64 / 1e6,
+        total / secs as f64 / 1e7
+    );
+    println!();
     Ok(())
 }
 

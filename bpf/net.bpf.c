@@ -78,6 +78,9 @@ struct ks_cgroup_counts cg_skb_drops SEC(".maps");
 
 struct rtt_seen {
 	__u64 mstamp;
+	/* The socket's cgroup, looked up once: it is fixed when the socket is made. */
+	__u64 cgroup;
+	__u32 cgroup_known;
 };
 
 struct {
@@ -103,7 +106,11 @@ static __always_inline void rtt_sample(const struct sock *sk, struct rtt_seen *s
 		return;
 	seen->mstamp = mstamp;
 	/* per-workload breakdown: bpf/workload.h */
-	__u64 cg = ks_workloads ? ks_sock_cgroup(sk, btf) : 0;
+	if (ks_workloads && !seen->cgroup_known) {
+		seen->cgroup = ks_sock_cgroup(sk, btf);
+		seen->cgroup_known = 1;
+	}
+	__u64 cg = ks_workloads ? seen->cgroup : 0;
 	struct ks_whist *wh = cg ? ks_workload_hist(&cg_tcp_rtt, cg) : NULL;
 	__u32 slot = ks_observe(&tcp_rtt_hist, 0, v);
 
@@ -147,13 +154,8 @@ int BPF_PROG(raw_tcp_probe, struct sock *sk)
 	return 0;
 }
 
-/* Rare (a retransmit), so one code path with probe reads serves both variants. */
-static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb)
+static __always_inline int on_retransmit(const struct sock *sk, __u8 state, __u32 segs, bool btf)
 {
-	const struct inet_connection_sock *icsk = (const void *)sk;
-	const struct tcp_skb_cb *cb = (const void *)((const char *)skb + bpf_core_field_offset(struct sk_buff, cb));
-	__u8 state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	__u32 segs = BPF_CORE_READ(cb, tcp_gso_segs);
 	__u32 kind = state == TCP_CA_Loss ? RETRANS_TIMEOUT
 		     : (state == TCP_CA_Recovery || state == TCP_CA_CWR) ? RETRANS_FAST
 									  : RETRANS_PROBE;
@@ -163,21 +165,36 @@ static __always_inline int on_retransmit(const struct sock *sk, const struct sk_
 	segs = segs ? segs : 1;
 	if (c)
 		*c += segs;
-	if (ks_workloads && (cg = ks_sock_cgroup(sk, false)))
+	if (ks_workloads && (cg = ks_sock_cgroup(sk, btf)))
 		ks_workload_count(&cg_tcp_retrans, cg, segs);
 	return 0;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tp_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+/* The skb's TCP control block: its tcp_gso_segs is what TcpRetransSegs adds for it. */
+static __always_inline const struct tcp_skb_cb *skb_tcp_cb(const struct sk_buff *skb)
 {
-	return on_retransmit(sk, skb);
+	return (const void *)((const char *)skb + bpf_core_field_offset(struct sk_buff, cb));
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_tcp_retransmit_skb, struct sock *sk, const struct sk_buff *skb)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (!tp)
+		return 0;
+	/* Direct loads: the pointers are BTF pointers here. */
+	return on_retransmit(sk, BPF_CORE_READ_BITFIELD(&tp->inet_conn, icsk_ca_state),
+			     ((const struct tcp_skb_cb *)skb->cb)->tcp_gso_segs, true);
 }
 
 SEC("raw_tp/tcp_retransmit_skb")
 int BPF_PROG(raw_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
-	return on_retransmit(sk, skb);
+	const struct inet_connection_sock *icsk = (const void *)sk;
+
+	return on_retransmit(sk, BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state),
+			     BPF_CORE_READ(skb_tcp_cb(skb), tcp_gso_segs), false);
 }
 
 /* `sk`: the socket the packet belonged to, if any (a sender's, or the one
