@@ -132,15 +132,21 @@ pub struct Options {
     pub workload_entries: Option<u32>,
 }
 
-/// One per-workload kernel map (cgroup v2 id -> a histogram, or a count of
-/// events), and the family it is served as.
-#[derive(Debug)]
-pub struct WorkloadMap {
+/// How a per-workload map is served.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkloadFamily {
     pub family: &'static str,
     pub unit: Option<Unit>,
     pub help: &'static str,
     /// Counts events (served as a counter) rather than durations (a histogram).
     pub counter: bool,
+}
+
+/// One per-workload kernel map (cgroup v2 id -> a histogram, or a count of
+/// events), and the family it is served as.
+#[derive(Debug)]
+pub struct WorkloadMap {
+    pub family: WorkloadFamily,
     pub map: HistHash,
 }
 
@@ -192,7 +198,8 @@ impl Attach<'_> {
     ) -> anyhow::Result<()> {
         if self.opts.workload_entries.is_some() {
             let map = hist_hash(map)?;
-            self.workload_maps.push(WorkloadMap { family, unit, help, counter: map.counts(), map });
+            let family = WorkloadFamily { family, unit, help, counter: map.counts() };
+            self.workload_maps.push(WorkloadMap { family, map });
         }
         Ok(())
     }

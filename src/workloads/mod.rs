@@ -158,7 +158,10 @@ impl Collector for Workloads {
     /// A failed read costs the per-workload series of this scrape, never the scrape.
     fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
         match self.refresh() {
-            Ok(view) => out.extend(families::families(&view, &self.maps.maps)),
+            Ok(view) => {
+                let fams: Vec<_> = self.maps.maps.iter().map(|m| m.family).collect();
+                out.extend(families::families(&view, &fams))
+            }
             Err(e) => tracing::warn!(error = %e, "reading the per-workload maps failed"),
         }
         Ok(())

@@ -444,6 +444,41 @@ mod tests {
         assert_eq!(v.other.0[0].sum_ns, 1200 + 5500);
     }
 
+    /// A count as the kernel reads it: events in the zero bucket.
+    fn count(n: u64) -> Histogram {
+        let mut h = Histogram::workload();
+        h.slots[0] = n;
+        h
+    }
+
+    /// Every map's delta follows the ranking map's series: a workload's
+    /// retransmissions land in its own series while it is exported and in
+    /// `other` otherwise, and a map that only one workload uses is never
+    /// lost nor counted twice.
+    #[test]
+    fn every_map_goes_where_the_ranking_puts_the_workload() {
+        let (mut t, mut r) = (Tracker::new(1, Filter::default()), Fake::default());
+        let t0 = Instant::now();
+        let runq = |v: &[(u64, u64)]| v.iter().map(|&(id, ns)| (id, hist(&[ns]))).collect::<HashMap<_, _>>();
+        let counts = |v: &[(u64, u64)]| v.iter().map(|&(id, n)| (id, count(n))).collect::<HashMap<_, _>>();
+        // cg1 waits most; cg2 retransmits, and has no rtt map entry at all.
+        t.update(t0, vec![runq(&[(1, 9000), (2, 100)]), HashMap::new(), counts(&[(2, 7)])], &mut r);
+        let v = t.view();
+        assert_eq!(names(&v), ["/cg1"]);
+        assert_eq!(v.series[0].hists.0.len(), 3);
+        assert_eq!(v.series[0].hists.0[2].count(), 0, "cg1 retransmitted nothing");
+        assert_eq!(v.other.0[2].count(), 7, "cg2 is folded: its 7 are other's");
+        // Cumulative 7 -> 10 for cg2, and now cg1 retransmits too.
+        t.update(
+            t0 + Duration::from_secs(1),
+            vec![runq(&[(1, 9000), (2, 100)]), HashMap::new(), counts(&[(1, 4), (2, 10)])],
+            &mut r,
+        );
+        let v = t.view();
+        assert_eq!(v.series[0].hists.0[2].count(), 4);
+        assert_eq!(v.other.0[2].count(), 10, "3 more for cg2, nothing twice");
+    }
+
     #[test]
     fn series_only_grow_across_promotions_and_demotions() {
         let (mut t, mut r, mut k) = (Tracker::new(1, Filter::default()), Fake::default(), Kernel::default());
