@@ -18,14 +18,14 @@ import sys
 
 import numpy as np
 
-from common import Run, spearman, window_mean, windows
+from common import GROUPS, NET_PHASES, Run, diff_spearman, in_group, spearman, window_mean, windows
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 PHASE_COLOURS = {
     "quiet": "#ffffff", "cpu": "#f4a582", "cpu-heavy": "#d6604d", "io": "#92c5de", "net": "#b8e186",
-    "mixed": "#c2a5cf", "warmup": "#e0e0e0",
+    "mixed": "#c2a5cf", "warmup": "#e0e0e0", "loss1": "#fee08b", "loss4": "#fdae61", "bw": "#a6d96a",
 }
 
 
@@ -90,8 +90,8 @@ def write_csv(rows, path):
             wr.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def table(rows, names, psi_keys, target="p99_ms"):
-    post = [r for r in rows if r["post_warmup"]]
+def table(rows, names, psi_keys, target="p99_ms", group="all"):
+    post = [r for r in rows if r["post_warmup"] and in_group(r["phase"], group)]
     p = [r[target] for r in post]
     series = [("friction (ksense)", "friction"), ("direction x friction", "signed_friction")]
     series += [(f"signal {n}", n) for n in names]
@@ -104,7 +104,8 @@ def table(rows, names, psi_keys, target="p99_ms"):
     out = []
     for label, key in series:
         rho, n = spearman([r[key] for r in post], p)
-        out.append((label, key, rho, n))
+        drho, _ = diff_spearman([r[key] for r in post], p)
+        out.append((label, key, rho, n, drho))
     return out, len(post)
 
 
@@ -202,18 +203,23 @@ def main():
         print("PSI: /proc/pressure not available on this kernel: N/A")
     print(f"windows: {len(rows)} -> {csv_path}")
     print()
-    tab, n = table(rows, names, psi_keys)
-    print(f"Spearman rho vs client P99, {n} post-warm-up windows")
-    print(f"  {'series':<34} {'rho':>6}")
-    for label, _, rho, _ in tab:
-        print(f"  {label:<34} {rho:6.3f}")
-    rf = tab[0][2]
-    rcpu = next(r for l, k, r, _ in tab if k == "cpu_util")
-    rpsi = [r for l, k, r, _ in tab if k.startswith("psi_cpu_some")]
-    print(f"  {n} windows; 95% of |rho| under no association would be below {1.96 / math.sqrt(max(n - 1, 1)):.2f}")
-    ok = rf >= 0.85 and rf > rcpu and all(rf > r for r in rpsi if not math.isnan(r))
-    print(f"  target (friction >= 0.85 and above CPU utilisation and PSI cpu): {'MET' if ok else 'NOT MET'}")
-    print()
+    groups = ["all"] + (list(GROUPS) if any(r["phase"] in NET_PHASES for r in rows) else [])
+    for group in groups:
+        tab, n = table(rows, names, psi_keys, group=group)
+        if n < 3:
+            continue
+        print(f"Spearman rho vs client P99, {n} post-warm-up windows, phases: {group}"
+              + (" (quiet windows count in both groups)" if group != "all" else ""))
+        print(f"  {'series':<46} {'rho':>6} {'d-rho':>6}   (d-rho: of window-to-window changes)")
+        for label, _, rho, _, drho in tab:
+            print(f"  {label:<46} {rho:6.3f} {drho:6.3f}")
+        rf = tab[0][2]
+        rcpu = next(r for l, k, r, _, _ in tab if k == "cpu_util")
+        rpsi = [r for l, k, r, _, _ in tab if k.startswith("psi_cpu_some")]
+        print(f"  {n} windows; 95% of |rho| under no association would be below {1.96 / math.sqrt(max(n - 1, 1)):.2f}")
+        ok = rf >= 0.85 and rf > rcpu and all(rf > r for r in rpsi if not math.isnan(r))
+        print(f"  target (friction >= 0.85 and above CPU utilisation and PSI cpu): {'MET' if ok else 'NOT MET'}")
+        print()
     print("per phase (medians)")
     print(f"  {'phase':<10} {'windows':>7} {'P99 ms':>8} {'friction':>9} {'CPU %':>6} {'PSI cpu %':>9} {'req/s':>7}")
     for ph, k, p99, fr, cpu, psi, rps in phase_summary(rows):

@@ -135,6 +135,22 @@ def windows(run):
     return out
 
 
+# The phase groups friction is judged on separately (quiet windows count in both).
+NET_PHASES = ("loss1", "loss4", "bw")
+GROUPS = {"cpu/io": lambda ph: ph not in NET_PHASES, "network": lambda ph: ph in NET_PHASES or ph == "quiet"}
+
+
+def in_group(phase, group):
+    return group == "all" or GROUPS[group](phase)
+
+
+def diff_spearman(a, b):
+    """Spearman's rho of window-to-window changes: does one follow the other
+    within phases, or only tell phases apart?"""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return spearman(np.diff(a), np.diff(b))
+
+
 def window_mean(x, ks):
     v = x[ks]
     v = v[np.isfinite(v)]

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Runs the ksense QoS benchmark and records everything it measures.
 
-Real nginx on 127.0.0.1 serves a moderate, nearly fixed HTTP load from wrk;
-ksense runs beside them and calibrates its baseline during a quiet warm-up;
-then stress-ng interference phases run in a seeded shuffled order. Three
+Real nginx serves a moderate, nearly fixed HTTP load from wrk, both inside a
+network namespace the benchmark makes (its own 127.0.0.1, MTU 1500, nothing
+leaves it); ksense runs beside them on the host and calibrates its baseline
+during a quiet warm-up; then interference phases run in a seeded shuffled
+order: stress-ng on the host (CPU, I/O, network, mixed), and impairments of
+the namespace's loopback (iptables random loss on nginx's replies, a tbf
+bandwidth cap). Three
 recorders run side by side, each on its own clock-stamped stream (seconds
 since ksense started, one monotonic clock):
 
@@ -60,6 +64,24 @@ PHASES = {
               "--sock-if", "lo", "--temp-path", "{tmp}"],
 }
 
+# Network phases: impairments of the benchmark namespace's loopback, applied
+# at the phase's start and undone at its end. {port} is nginx's port. No netem
+# on this kernel: loss by iptables' statistic match, a cap by tbf.
+NET_PHASES = {
+    "loss1": {"apply": [["iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
+                         "--mode", "random", "--probability", "0.01", "-j", "DROP"]],
+              "undo": [["iptables", "-F", "OUTPUT"]]},
+    "loss4": {"apply": [["iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
+                         "--mode", "random", "--probability", "0.04", "-j", "DROP"]],
+              "undo": [["iptables", "-F", "OUTPUT"]]},
+    # below the offered load (~70 Mbit/s): the replies queue in tbf
+    "bw": {"apply": [["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "40mbit", "burst", "32kb",
+                      "latency", "200ms"]],
+           "undo": [["tc", "qdisc", "del", "dev", "lo", "root"]]},
+}
+for _n in NET_PHASES:
+    PHASES[_n] = None  # not stress-ng
+
 NGINX_CONF = """\
 worker_processes {workers};
 pid {d}/nginx.pid;
@@ -112,11 +134,15 @@ def le_arg():
 METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 HIST = {
+    "ksense_tcp_rtt_seconds": "tcp_rtt",
     "ksense_runqueue_latency_seconds": "runqueue",
     "ksense_runqueue_wakeup_latency_seconds": "runqueue_wakeup",
     "ksense_dstate_duration_seconds": "dstate",
     "ksense_softirq_duration_seconds": "softirq",
 }
+
+
+COUNTERS = {"ksense_tcp_retransmits_total": "tcp_retransmit", "ksense_skb_drops_total": "skb_drop"}
 
 
 def parse_metrics(text):
@@ -142,6 +168,12 @@ def parse_metrics(text):
             out["signals"][lab.get("signal", "?")] = value
         elif name == "ksense_friction_contribution":
             out["contrib"][lab.get("signal", "?")] = value
+        elif name in COUNTERS:
+            # an event count: the model reads only its rate (the count), kept
+            # as a histogram whose events sit in the first bucket
+            h = out["h"].setdefault(COUNTERS[name], {"sum": 0.0, "count": 0, "cum": [(2.0 ** (LE_MIN / 4), 0)]})
+            h["count"] += int(value)
+            h["cum"][0] = (h["cum"][0][0], h["count"])
         else:
             for base, src in HIST.items():
                 if not name.startswith(base):
@@ -378,12 +410,12 @@ def sampler(url, rec, interval, offset, own_sids, nginx_pid):
     f.close()
 
 
-def wrk_loop(args, url, rec):
+def wrk_loop(args, url, rec, ns):
     """Back-to-back wrk chunks; one chunk = one benchmark window."""
     f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
     env = dict(os.environ, QOS_DELAY_MS=str(args.delay_ms), QOS_DYN_EVERY=str(args.dyn_every))
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.window}s", "--timeout", "10s",
-            "-s", os.path.join(HERE, "rate.lua"), url]
+    argv = ns.cmd(["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.window}s", "--timeout", "10s",
+                   "-s", os.path.join(HERE, "rate.lua"), url])
     while not rec.stop.is_set():
         start = rec.now()
         try:
@@ -424,6 +456,35 @@ def make_site(d, port, workers):
     for p in (d, html):
         os.chmod(p, 0o755)  # nginx workers run as nobody
     return conf
+
+
+class Netns:
+    """The benchmark's network namespace; commands run in it by `ip netns exec`."""
+
+    def __init__(self):
+        self.name = f"ksense-qos-{os.getpid()}"
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        # MTU 1500 as on a pod's veth (and tbf's bucket then holds a segment)
+        self.run(["ip", "link", "set", "lo", "up", "mtu", "1500"])
+
+    def cmd(self, argv):
+        return ["ip", "netns", "exec", self.name] + list(argv)
+
+    def run(self, argv):
+        subprocess.run(self.cmd(argv), check=True, capture_output=True)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def wait_in(ns, url, what, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if subprocess.run(ns.cmd(["curl", "-sf", "-o", "/dev/null", url]), capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url} (in namespace {ns.name}) within {timeout:.0f}s")
 
 
 def wait_http(url, what, timeout=20.0):
@@ -484,20 +545,22 @@ def main():
     procs = Procs()
     rec = None
     threads = []
+    ns = Netns()
     meta = {
         "seed": args.seed, "warmup": args.warmup, "phase_seconds": args.phase_seconds, "rounds": args.rounds,
         "window": args.window, "connections": args.connections, "threads": args.threads, "delay_ms": args.delay_ms,
-        "dyn_every": args.dyn_every, "order": order, "phase_args": {p: PHASES[p] for p in phases},
+        "dyn_every": args.dyn_every, "order": order,
+        "phase_args": {p: NET_PHASES[p]["apply"] if p in NET_PHASES else PHASES[p] for p in phases}, "netns": True,
         "kernel": os.uname().release, "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
         "features": args.features, "started_unix": time.time(), "phases": [],
     }
     try:
         nport, kport = free_port(), free_port()
         conf = make_site(tmp, nport, args.nginx_workers)
-        nginx = procs.start("nginx", ["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"],
+        nginx = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
         site = f"http://127.0.0.1:{nport}/"
-        wait_http(site + "static.html", "nginx")
+        wait_in(ns, site + "static.html", "nginx")
 
         kargs = [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}",
                  "--model.state-file", os.path.join(tmp, "baseline.json"),
@@ -514,7 +577,7 @@ def main():
         rec = Recorder(t0, args.out)
 
         # Load first, so the phase lock sees ksense publish every tick.
-        threads.append(threading.Thread(target=wrk_loop, args=(args, site, rec), daemon=True))
+        threads.append(threading.Thread(target=wrk_loop, args=(args, site, rec, ns), daemon=True))
         threads[-1].start()
         offset = ksense_tick_phase(murl, rec)
         if offset is None:
@@ -548,7 +611,10 @@ def main():
         for i, name in enumerate(order):
             start = rec.now()
             st = None
-            if PHASES[name]:
+            if name in NET_PHASES:
+                for argv in NET_PHASES[name]["apply"]:
+                    ns.run([a.replace("{port}", str(nport)) for a in argv])
+            elif PHASES[name]:
                 argv = ["stress-ng", "--timeout", f"{args.phase_seconds + 10}s", "--quiet"] + \
                        [a.replace("{tmp}", scratch) for a in PHASES[name]]
                 st = procs.start(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -558,6 +624,9 @@ def main():
                 time.sleep(0.2)
             if st is not None:
                 procs.stop(st, timeout=10)
+            if name in NET_PHASES:
+                for argv in NET_PHASES[name]["undo"]:
+                    ns.run(argv)
             meta["phases"].append({"name": name, "start": round(start, 3), "end": round(rec.now(), 3)})
         # Let the last wrk chunk finish inside the last phase's aftermath.
         time.sleep(1)
@@ -572,6 +641,7 @@ def main():
             meta["errors"] = rec.errors
             meta["ended"] = rec.now()
         procs.stop_all()
+        ns.delete()
         meta["load_at_end"] = os.getloadavg()
         with open(os.path.join(args.out, "phases.json"), "w") as f:
             json.dump(meta, f, indent=1)

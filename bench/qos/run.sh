@@ -35,7 +35,7 @@ fi
 # ---- what is needed (nothing is installed here)
 missing=(); hints=()
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (ksense loads BPF programs): sudo $0 $*" >&2; exit 2; }
-for t in nginx wrk stress-ng curl; do
+for t in nginx wrk stress-ng curl ip iptables tc; do
     command -v "$t" >/dev/null || { missing+=("$t"); hints+=("$t"); }
 done
 # nginx lives in /usr/sbin, which a plain user's PATH may lack

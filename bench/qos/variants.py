@@ -24,7 +24,7 @@ import subprocess
 
 import numpy as np
 
-from common import Run, pearson, spearman, window_mean, windows
+from common import NET_PHASES, Run, diff_spearman, in_group, pearson, spearman, window_mean, windows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -34,7 +34,8 @@ from facts import DEFAULT_FEATURES as DEFAULT  # noqa: E402
 REFERENCE = ("runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean")
 POOL = ["runqueue_wakeup_mean", "runqueue_wakeup_p90", "runqueue_wakeup_p99", "runqueue_wakeup_p999",
         "runqueue_mean", "runqueue_p99", "runqueue_p999", "dstate_mean", "dstate_p99", "softirq_net_rx_mean",
-        "softirq_net_rx_busy", "softirq_block_busy", "softirq_timer_busy", "softirq_rcu_busy"]
+        "softirq_net_rx_busy", "softirq_block_busy", "softirq_timer_busy", "softirq_rcu_busy",
+        "tcp_rtt_p99", "tcp_rtt_mean", "tcp_retransmit_rate", "skb_drop_rate"]
 # More statistics, with --extended.
 POOL_EXT = ["runqueue_busy", "runqueue_rate", "runqueue_wakeup_busy", "runqueue_wakeup_rate", "dstate_busy",
             "softirq_net_rx_rate", "softirq_block_mean", "softirq_timer_mean", "softirq_rcu_mean"]
@@ -50,6 +51,8 @@ class Prepared:
         self.warmup = run.meta["warmup"]
         self.wins = [w for w in windows(run) if len(w["ks"]) and w["start"] >= run.ready_at]
         self.p99 = np.array([w["wrk"]["p"]["99"] / 1e3 for w in self.wins])
+        self.phase = [w["phase"] for w in self.wins]
+        self.groups = ["cpu/io", "network"] if any(p in NET_PHASES for p in self.phase) else ["all"]
         self.span = int(round(np.median([len(w["ks"]) for w in self.wins]))) if self.wins else 5
         self._f = {}
         self.builtin = run.series("friction")
@@ -91,8 +94,16 @@ def window_series(prep, v):
     return np.array(out)
 
 
-def rho(prep, v):
-    return spearman(window_series(prep, v), prep.p99)[0]
+def rho(prep, v, group="all", diff=False):
+    """rho vs client P99 over the windows of one phase group (diff: of window-to-window changes)."""
+    keep = np.array([in_group(p, group) for p in prep.phase])
+    f = spearman if not diff else diff_spearman
+    return f(window_series(prep, v)[keep], prep.p99[keep])[0]
+
+
+def cols(preps):
+    """One column per (run, phase group)."""
+    return [(p, g) for p in preps for g in p.groups]
 
 
 def mk(features=DEFAULT, reg="lw", agg="mean", side="one", label=None):
@@ -123,7 +134,9 @@ def named_variants():
                ("runqueue_wakeup_p99", "softirq_net_rx_busy"), ("runqueue_wakeup_p999",) + DEFAULT[1:],
                ("runqueue_wakeup_p90",) + DEFAULT[1:], ("runqueue_wakeup_mean",) + DEFAULT[1:],
                ("runqueue_p99",) + DEFAULT[1:], DEFAULT + ("dstate_mean",), DEFAULT + ("runqueue_wakeup_mean",),
-               ("runqueue_wakeup_p99", "runqueue_wakeup_mean", "dstate_mean", "softirq_net_rx_mean")]:
+               ("runqueue_wakeup_p99", "runqueue_wakeup_mean", "dstate_mean", "softirq_net_rx_mean"),
+               DEFAULT + ("tcp_retransmit_rate",), DEFAULT + ("tcp_rtt_p99",),
+               DEFAULT + ("tcp_retransmit_rate", "tcp_rtt_p99"), ("tcp_retransmit_rate",), ("tcp_rtt_p99",)]:
         V += [mk(fs)]
     return V
 
@@ -143,6 +156,7 @@ def main():
     ap.add_argument("--extended", action="store_true",
                     help="search also over more statistics (rate, busy of other sources, softirq means)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--diff", action="store_true", help="also the rho of window-to-window changes")
     ap.add_argument("--try", dest="extra", action="append", default=[],
                     help="an extra variant: FEATURES[:ridge|lw[:mean|median|max|signed[:two|one]]]")
     args = ap.parse_args()
@@ -174,32 +188,37 @@ def main():
         mn = min(rs) if all(np.isfinite(rs)) else math.nan
         print(f"  {cells} {mn:7.3f}  {label}")
 
-    head = " ".join(f"{n[:7]:>7}" for n in names)
-    print(f"  {head} {'min':>7}  variant")
+    C = cols(preps)
+    head = " ".join(f"{(p.name[:4] + ':' + g[:3]):>8}"[-7:] for p, g in C)
+    print(f"  {head} {'min':>7}  variant   (columns: run:phase group)")
     ref = []
-    for p in preps:
+    for p, g in C:
+        keep = np.array([in_group(ph, g) for ph in p.phase])
         wb = np.array([window_mean(p.builtin, w["ks"]) for w in p.wins])
-        ref.append(spearman(wb, p.p99)[0])
+        ref.append(spearman(wb[keep], p.p99[keep])[0])
     row("ksense built-in friction (reference)", ref)
     for p_label, key in (("CPU utilisation", "cpu"), ("PSI cpu some (window)", "psi")):
         rs = []
-        for p in preps:
+        for p, g in C:
             t, s = p.run.t, p.run.samples
             vals = []
-            for w in p.wins:
+            for w in [w for w in p.wins if in_group(w["phase"], g)]:
                 a, b = w["ks"][0] - 1, w["ks"][-1]
                 if key == "cpu":
                     d = np.array(s[b]["cpu"]) - np.array(s[a]["cpu"])
                     vals.append((d.sum() - d[3] - d[4] - d[7]) / (d.sum() - d[7]))
                 else:
                     vals.append((s[b].get("psi_cpu_some_total", np.nan) - s[a].get("psi_cpu_some_total", np.nan)) / ((t[b] - t[a]) * 1e6))
-            rs.append(spearman(vals, p.p99)[0])
+            keep = np.array([in_group(ph, g) for ph in p.phase])
+            rs.append(spearman(vals, p.p99[keep])[0])
         row(p_label, rs)
     results = []
     for v in named_variants() + [parse_try(s) for s in args.extra]:
-        rs = [rho(p, v) for p in preps]
+        rs = [rho(p, v, g) for p, g in C]
         results.append((v, rs))
         row(v["label"], rs)
+        if args.diff:
+            row("  the same, window-to-window changes", [rho(p, v, g, diff=True) for p, g in C])
 
     if args.search:
         pool = POOL + (POOL_EXT if args.extended else [])
@@ -207,7 +226,7 @@ def main():
               f"(window mean, one-sided); top {args.top} by min rho across runs")
         found = []
         for v in search_variants(args.max_size, pool):
-            rs = [rho(p, v) for p in preps]
+            rs = [rho(p, v, g) for p, g in C]
             found.append((min(rs), v, rs))
         found.sort(key=lambda x: -x[0] if np.isfinite(x[0]) else 1e9)
         print(f"  {head} {'min':>7}  variant   ({len(found)} tried)")
