@@ -50,12 +50,19 @@ def _alert_threshold(alert, metric):
     return float(re.search(rf"{metric} > ([0-9.]+)", block).group(1))
 
 
+def _default_feature_count():
+    """d of chi2(d): the default features' one home is src/model/pipeline.rs."""
+    src = (ROOT / "src/model/pipeline.rs").read_text()
+    return int(re.search(r"DEFAULT_FEATURES: \[&str; (\d+)\]", src).group(1))
+
+
 VECTORS = _softirq_vectors()
+D = _default_feature_count()
 # Quantiles of chi2(d) on friction, d the default feature count: the rules
 # file's table and alerts (warning: 99.9%, critical: 99.9999%).
 FRICTION_WARN = _alert_threshold("KsenseFrictionHigh", "ksense_friction")
 FRICTION_CRIT = _alert_threshold("KsenseFrictionCritical", "ksense_friction")
-# Energy (mean |dF| per interval) of a calm node is about 0.76; alert line 2.
+# Energy (mean |dF| per interval) of a calm node is about 0.78; alert line 2.
 ENERGY_WARN = _alert_threshold("KsenseNodeUnstable", "ksense_energy")
 
 
@@ -355,8 +362,8 @@ def friction_dashboard():
     L.row("Now")
     L.add(stat("Friction", targets((f"ksense_friction{{{SEL}}}", "{{instance}}")), decimals=2,
                thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT),
-               desc="Mahalanobis distance from the frozen baseline. Healthy nodes hover near 1.6 or below "
-                    f"(friction² ~ χ²(3) with the 3 default features); {FRICTION_WARN} is the 99.9% line, "
+               desc="Mahalanobis distance from the frozen baseline. Healthy nodes hover near √d or below "
+                    f"(friction² ~ χ²({D}) with the {D} default features); {FRICTION_WARN} is the 99.9% line, "
                     f"{FRICTION_CRIT} the 99.9999% line."), 5, 4)
     L.add(stat("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), mappings=DIRECTION,
                color_mode="background", desc="+1: worse than baseline, −1: better."), 4, 4)
@@ -376,15 +383,17 @@ def friction_dashboard():
         targets((f"ksense_friction{{{SEL}}}", "friction {{instance}}")),
         thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT), thresh_style="line+area",
         fill=0, min_=0, decimals=2,
-        desc=f"Distance from baseline. Dashed lines: {FRICTION_WARN} (χ²(3) 99.9%, warning alert after 10m) and "
+        desc=f"Distance from baseline. Dashed lines: {FRICTION_WARN} (χ²({D}) 99.9%, warning alert after 10m) and "
              f"{FRICTION_CRIT} (99.9999%, critical after 5m). Direction below tells worse from better."), 16, 8)
     L.add(timeseries(
         "How unlikely on a healthy node",
-        targets((f"exp(-(ksense_friction{{{SEL}}} ^ 2) / 2) * (1 + (ksense_friction{{{SEL}}} ^ 2) / 2)",
-                 "P(χ²₄ ≥ friction²) {{instance}}")),
+        targets((f"exp(-(ksense_friction{{{SEL}}} ^ 2) / 2) * (1 + (ksense_friction{{{SEL}}} ^ 2) / 2"
+                 f" + (ksense_friction{{{SEL}}} ^ 4) / 8)",
+                 "P(χ²₆ ≥ friction²) {{instance}}")),
         unit="percentunit", log=True, fill=0,
-        desc="Tail probability of the current friction under the baseline, P(χ²(4) ≥ friction²) (PromQL "
-             "has no erfc for χ²(3)): an upper bound of the χ²(3) tail of the 3 default features."), 8, 8)
+        desc="Tail probability of the current friction under the baseline, P(χ²(6) ≥ friction²) (a closed "
+             f"form; PromQL has none for odd degrees): an upper bound of the χ²({D}) tail of the {D} default "
+             "features (χ²(d) tails grow with d, so the bound holds for d ≤ 6)."), 8, 8)
     L.add(state_timeline("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), DIRECTION,
                          desc="Worse (+1) or better (−1) than baseline."), 24, 4)
     L.add(timeseries("Signed friction (+ worse / − better)",

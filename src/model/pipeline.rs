@@ -12,9 +12,11 @@ use crate::signals::features::{self, Feature};
 use crate::signals::{Snapshot, Source};
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
-/// wait a woken thread has before it runs, and the CPU share the network
-/// receive and block completion softirqs take.
-pub const DEFAULT_FEATURES: [&str; 3] = ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy"];
+/// wait a woken thread has before it runs, the CPU share the network receive
+/// and block completion softirqs take, TCP retransmissions per second, and
+/// the far tail of the TCP round-trip time.
+pub const DEFAULT_FEATURES: [&str; 5] =
+    ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy", "tcp_retransmit_rate", "tcp_rtt_p999"];
 
 /// The model's settings (`--model.*`); `Default` is what ksense ships.
 #[derive(Debug, Clone)]
@@ -65,16 +67,19 @@ pub struct Score {
     pub contributions: Vec<(String, f64)>,
 }
 
-/// The model sees ln(1 + value in microseconds): latencies and CPU shares
-/// grow by orders of magnitude under interference, and on a log scale a
-/// tenfold rise in one signal does not drown a threefold rise in another.
+/// The model sees ln(1 + value in microseconds) for latencies and CPU shares
+/// (ppm), ln(1 + value) for event rates (per second): latencies and CPU
+/// shares grow by orders of magnitude under interference, and on a log scale
+/// a tenfold rise in one signal does not drown a threefold rise in another.
 /// bench/qos measured it: Spearman rho against client P99 0.76 -> 0.92 with
 /// the same features. Microseconds keep small latencies clear of the ridge.
-/// A saved baseline lives in this space: change it, and bump STATE_VERSION.
-const MODEL_SCALE: f64 = 1e6;
-
-fn model_space(x: &[f64]) -> Vec<f64> {
-    x.iter().map(|v| (v.max(0.0) * MODEL_SCALE).ln_1p()).collect()
+/// Rates stay per second: events that a calm node has none of (TCP
+/// retransmissions) would otherwise put one event a second 14 log units
+/// (a factor 10^6) away from none, and every stray one at the far end of
+/// the distance. A saved baseline lives in this space: change it, and bump
+/// STATE_VERSION.
+fn model_space(feats: &[Feature], x: &[f64]) -> Vec<f64> {
+    x.iter().zip(feats).map(|(v, f)| (v.max(0.0) * f.stat.model_scale()).ln_1p()).collect()
 }
 
 fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
@@ -153,7 +158,7 @@ impl Scorer {
         // The real span, not the nominal interval: a late tick is a longer interval.
         let secs = at.saturating_sub(before_at).as_secs_f64();
         let (x, accept) = features::vector(&self.feats, &delta, secs);
-        let output = self.model.observe(at, &model_space(&x), accept);
+        let output = self.model.observe(at, &model_space(&self.feats, &x), accept);
         Some(Scored { output, x })
     }
 }
@@ -279,7 +284,7 @@ mod tests {
     use crate::signals::histogram::Histogram;
 
     /// A cumulative snapshot after `n` intervals of `per` waits of `ns` each
-    /// (runqueue and runqueue_wakeup), plus the softirq signals, quiet.
+    /// (runqueue and runqueue_wakeup), plus the softirq and TCP signals, quiet.
     fn snap(hist: &mut Histogram, per: u64, ns: u64) -> Snapshot {
         hist.slots[slot_of(kernel_bounds(), ns)] += per;
         hist.sum_ns += per * ns;
@@ -287,7 +292,7 @@ mod tests {
         for name in ["runqueue", "runqueue_wakeup"] {
             s.signals.push((name.into(), hist.clone()));
         }
-        for name in ["softirq_net_rx", "softirq_block", "dstate"] {
+        for name in ["softirq_net_rx", "softirq_block", "dstate", "tcp_retransmit", "tcp_rtt"] {
             s.signals.push((name.into(), Histogram::default()));
         }
         s
@@ -299,13 +304,15 @@ mod tests {
     #[test]
     fn scorer_calibrates_then_scores() {
         let names: Vec<String> =
-            ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block"].map(String::from).to_vec();
+            ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block", "tcp_retransmit", "tcp_rtt"]
+                .map(String::from)
+                .to_vec();
         let settings = Settings {
             warmup: Duration::from_secs(30),
             baseline_window: Duration::from_secs(30),
             ..Default::default()
         };
-        let feats = features::parse_all(&settings.features, &names, &[]).unwrap();
+        let feats = features::parse_all(&settings.features, &names, &["tcp_retransmit"]).unwrap();
         let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
         let mut h = Histogram::default();
         let at = |i: u64| Duration::from_secs(i);
@@ -325,11 +332,16 @@ mod tests {
     }
 
     #[test]
-    fn model_space_is_log_microseconds() {
-        let y = model_space(&[0.0, 1e-6, 1e-3, -1.0]);
+    fn model_space_is_log_microseconds_and_log_rates() {
+        let names: Vec<String> = ["runqueue", "tcp_retransmit"].map(String::from).to_vec();
+        let f = |n: &str| features::Feature::parse(n, &names, &["tcp_retransmit"]).unwrap();
+        let p99 = f("runqueue_p99");
+        let feats = [p99.clone(), p99.clone(), p99.clone(), p99, f("tcp_retransmit_rate")];
+        let y = model_space(&feats, &[0.0, 1e-6, 1e-3, -1.0, 9.0]);
         assert_eq!(y[0], 0.0);
         assert!((y[1] - 2f64.ln()).abs() < 1e-12);
         assert!((y[2] - 1001f64.ln()).abs() < 1e-9);
         assert_eq!(y[3], 0.0, "negative values clamp to 0");
+        assert!((y[4] - 10f64.ln()).abs() < 1e-12, "9 events/s: ln(10)");
     }
 }

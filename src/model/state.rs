@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baseline, BaselineError, Regularisation};
 
 /// Format version written by this build; any other version is refused.
-pub const STATE_VERSION: u32 = 2; // 2: the model works on ln(1 + µs) features
+pub const STATE_VERSION: u32 = 3; // 2: the model works on ln(1 + µs) features; 3: rates on ln(1 + events/s)
 
 /// Why a state file could not be used. The distinction tells the caller what
 /// to do: NotFound → calibrate; Corrupt/Version → set the file aside and

@@ -27,6 +27,18 @@ pub enum Stat {
     Rate,
 }
 
+impl Stat {
+    /// The unit the model takes the log of: microseconds for durations and
+    /// ppm for CPU shares, events per second for rates (see model_space in
+    /// src/model/pipeline.rs).
+    pub fn model_scale(self) -> f64 {
+        match self {
+            Stat::Mean | Stat::Quantile(_) | Stat::Busy => 1e6,
+            Stat::Rate => 1.0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Feature {
     pub name: String,
