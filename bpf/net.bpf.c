@@ -4,14 +4,17 @@
  * drops by reason, all aggregated here (nothing per event goes to user space).
  *
  *   tcp_probe           fires on every segment an established socket
- *                       receives, before the segment is processed. A sample is
- *                       recorded only when the socket took a new RTT
- *                       measurement since the last segment: the kernel's raw
- *                       RTT of the newest segment an ACK acknowledged
+ *                       receives, before the segment is processed. When the
+ *                       segment acknowledges new data the kernel is about to
+ *                       take an RTT sample from it; the program records the
+ *                       one the kernel took from the previous such ACK, its
+ *                       raw RTT of the newest segment acknowledged
  *                       (tp->rack.rtt_us, not the smoothed srtt, so that the
- *                       tail shows), new when tp->rack.mstamp moved. So a
- *                       sample is one per ACK that acknowledged newly sent
- *                       data, read at the socket's next received segment.
+ *                       tail shows). So a sample is one per ACK that
+ *                       acknowledged new data, a step late, and no state per
+ *                       socket is needed (socket storage cost 20-40 ns more
+ *                       per segment in bench/cost, and it missed the samples
+ *                       of ACKs that acknowledge part of a GSO skb).
  *   tcp_retransmit_skb  one retransmitted skb; counted in segments (its
  *                       tcp_gso_segs), as the kernel's TcpRetransSegs counts
  *                       them, and split by the socket's congestion state:
@@ -23,10 +26,7 @@
  *                       tracepoint and not attached. User space names the
  *                       reasons from the running kernel's BTF.
  *
- * tp_btf and raw_tp variants as in sched.bpf.c. The per-socket "last sample
- * seen" stamp lives in socket storage (tp_btf: freed with the socket) or, in
- * the raw_tp fallback whose pointers are not BTF pointers, in an LRU hash
- * keyed by the socket's address.
+ * tp_btf and raw_tp variants as in sched.bpf.c.
  */
 #include "ksense.h"
 #include "workload.h"
@@ -76,41 +76,28 @@ struct ks_cgroup_hists cg_tcp_rtt SEC(".maps");
 struct ks_cgroup_counts cg_tcp_retrans SEC(".maps");
 struct ks_cgroup_counts cg_skb_drops SEC(".maps");
 
-struct rtt_seen {
-	__u64 mstamp;
-	/* The socket's cgroup, looked up once: it is fixed when the socket is made. */
-	__u64 cgroup;
-	__u32 cgroup_known;
-};
+/* The skb's TCP control block: filled before tcp_probe fires (tcp_v4/v6_fill_cb). */
+static __always_inline const struct tcp_skb_cb *skb_tcp_cb(const struct sk_buff *skb)
+{
+	return (const void *)((const char *)skb + bpf_core_field_offset(struct sk_buff, cb));
+}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct rtt_seen);
-} rtt_seen SEC(".maps");
+#define KS_TCPHDR_ACK 0x10 /* a #define in include/net/tcp.h, not in BTF */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct rtt_seen);
-} rtt_seen_raw SEC(".maps");
-
-static __always_inline void rtt_sample(const struct sock *sk, struct rtt_seen *seen, __u64 mstamp,
-				       __u32 rtt_us, bool btf)
+/*
+ * An ACK of new data (its ack_seq after snd_una): the kernel is about to take
+ * an RTT sample from it, and rack.rtt_us still holds the one it took from the
+ * previous such ACK. Recording that one here gives one sample per ACK of new
+ * data, a step late, with no per-socket state.
+ */
+static __always_inline void rtt_sample(const struct sock *sk, __u32 rtt_us, bool btf)
 {
 	__u64 v = (__u64)rtt_us * 1000;
 
-	if (!seen || seen->mstamp == mstamp || !rtt_us)
+	if (!rtt_us) /* no sample yet */
 		return;
-	seen->mstamp = mstamp;
 	/* per-workload breakdown: bpf/workload.h */
-	if (ks_workloads && !seen->cgroup_known) {
-		seen->cgroup = ks_sock_cgroup(sk, btf);
-		seen->cgroup_known = 1;
-	}
-	__u64 cg = ks_workloads ? seen->cgroup : 0;
+	__u64 cg = ks_workloads ? ks_sock_cgroup(sk, btf) : 0;
 	struct ks_whist *wh = cg ? ks_workload_hist(&cg_tcp_rtt, cg) : NULL;
 	__u32 slot = ks_observe(&tcp_rtt_hist, 0, v);
 
@@ -118,39 +105,30 @@ static __always_inline void rtt_sample(const struct sock *sk, struct rtt_seen *s
 		ks_workload_add(wh, slot, v);
 }
 
+static __always_inline bool acks_new_data(__u16 flags, __u32 ack_seq, __u32 snd_una)
+{
+	return (flags & KS_TCPHDR_ACK) && (__s32)(ack_seq - snd_una) > 0;
+}
+
 SEC("tp_btf/tcp_probe")
-int BPF_PROG(tp_tcp_probe, struct sock *sk)
+int BPF_PROG(tp_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	struct rtt_seen *seen;
-	__u64 mstamp;
+	const struct tcp_skb_cb *cb = (const void *)skb->cb;
 
-	if (!tp)
-		return 0;
-	mstamp = tp->rack.mstamp;
-	if (!mstamp) /* nothing acknowledged yet */
-		return 0;
-	seen = bpf_sk_storage_get(&rtt_seen, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	rtt_sample(sk, seen, mstamp, tp->rack.rtt_us, true);
+	if (tp && acks_new_data(cb->tcp_flags, cb->ack_seq, tp->snd_una))
+		rtt_sample(sk, tp->rack.rtt_us, true);
 	return 0;
 }
 
 SEC("raw_tp/tcp_probe")
-int BPF_PROG(raw_tcp_probe, struct sock *sk)
+int BPF_PROG(raw_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u64 key = (__u64)sk;
-	struct rtt_seen *seen, zero = {};
-	__u64 mstamp = BPF_CORE_READ(tp, rack.mstamp);
+	const struct tcp_skb_cb *cb = skb_tcp_cb(skb);
 
-	if (!mstamp)
-		return 0;
-	seen = bpf_map_lookup_elem(&rtt_seen_raw, &key);
-	if (!seen) {
-		bpf_map_update_elem(&rtt_seen_raw, &key, &zero, BPF_NOEXIST);
-		seen = bpf_map_lookup_elem(&rtt_seen_raw, &key);
-	}
-	rtt_sample(sk, seen, mstamp, BPF_CORE_READ(tp, rack.rtt_us), false);
+	if (acks_new_data(BPF_CORE_READ(cb, tcp_flags), BPF_CORE_READ(cb, ack_seq), BPF_CORE_READ(tp, snd_una)))
+		rtt_sample(sk, BPF_CORE_READ(tp, rack.rtt_us), false);
 	return 0;
 }
 
@@ -168,12 +146,6 @@ static __always_inline int on_retransmit(const struct sock *sk, __u8 state, __u3
 	if (ks_workloads && (cg = ks_sock_cgroup(sk, btf)))
 		ks_workload_count(&cg_tcp_retrans, cg, segs);
 	return 0;
-}
-
-/* The skb's TCP control block: its tcp_gso_segs is what TcpRetransSegs adds for it. */
-static __always_inline const struct tcp_skb_cb *skb_tcp_cb(const struct sk_buff *skb)
-{
-	return (const void *)((const char *)skb + bpf_core_field_offset(struct sk_buff, cb));
 }
 
 SEC("tp_btf/tcp_retransmit_skb")

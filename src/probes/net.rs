@@ -54,9 +54,6 @@ struct Net {
 fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let mut obj = MaybeUninit::<OpenObject>::uninit();
     let mut open = skel::net::NetSkelBuilder::default().open(&mut obj).context("opening the net BPF object")?;
-    let btf = ctx.btf();
-    open.maps.rtt_seen.set_autocreate(btf)?;
-    open.maps.rtt_seen_raw.set_autocreate(!btf)?;
     let rodata = open.maps.rodata_data.as_deref_mut().context("net rodata")?;
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
