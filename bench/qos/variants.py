@@ -32,6 +32,8 @@ REPLAY = os.path.join(ROOT, "target", "release", "examples", "replay")
 # ksense's default features and the K-Sense reference's feature set they replaced.
 from facts import DEFAULT_FEATURES as DEFAULT  # noqa: E402
 REFERENCE = ("runqueue_p99", "runqueue_mean", "dstate_mean", "softirq_net_rx_mean")
+# The default before the network family: CPU and I/O signals only.
+CPU_IO = ("runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy")
 POOL = ["runqueue_wakeup_mean", "runqueue_wakeup_p90", "runqueue_wakeup_p99", "runqueue_wakeup_p999",
         "runqueue_mean", "runqueue_p99", "runqueue_p999", "dstate_mean", "dstate_p99", "softirq_net_rx_mean",
         "softirq_net_rx_busy", "softirq_block_busy", "softirq_timer_busy", "softirq_rcu_busy",
@@ -135,8 +137,8 @@ def named_variants():
                ("runqueue_wakeup_p90",) + DEFAULT[1:], ("runqueue_wakeup_mean",) + DEFAULT[1:],
                ("runqueue_p99",) + DEFAULT[1:], DEFAULT + ("dstate_mean",), DEFAULT + ("runqueue_wakeup_mean",),
                ("runqueue_wakeup_p99", "runqueue_wakeup_mean", "dstate_mean", "softirq_net_rx_mean"),
-               DEFAULT + ("tcp_retransmit_rate",), DEFAULT + ("tcp_rtt_p99",),
-               DEFAULT + ("tcp_retransmit_rate", "tcp_rtt_p99"), ("tcp_retransmit_rate",), ("tcp_rtt_p99",)]:
+               CPU_IO, CPU_IO + ("tcp_retransmit_rate",), CPU_IO + ("tcp_rtt_p999",),
+               CPU_IO + ("tcp_retransmit_rate", "tcp_rtt_p99"), ("tcp_retransmit_rate",), ("tcp_rtt_p999",)]:
         V += [mk(fs)]
     return V
 
