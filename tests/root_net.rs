@@ -73,23 +73,7 @@ fn loss(mode: AttachMode) {
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("loss");
     let port = 7001;
-    ns.exec(&[
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &port.to_string(),
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.03",
-        "-j",
-        "DROP",
-    ]);
+    ns.drop_inbound(port, 0.03);
     let p = attach(mode);
     let (before, segs0) = (p.snapshot().unwrap(), ns.retrans_segs());
     bulk(&ns, port, Duration::from_secs(2));
@@ -217,23 +201,7 @@ fn root_loss_on_one_workload_shows_under_it() {
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("wl");
     let (lossy_port, clean_port) = (7011u16, 7012u16);
-    ns.exec(&[
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &lossy_port.to_string(),
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.03",
-        "-j",
-        "DROP",
-    ]);
+    ns.drop_inbound(lossy_port, 0.03);
     let prefix = test_prefix();
     let mut lossy = Cgroup::new(&format!("/{prefix}-net-lossy"));
     let mut clean = Cgroup::new(&format!("/{prefix}-net-clean"));

@@ -38,6 +38,29 @@ impl Netns {
         run(&v)
     }
 
+    /// Drops `share` (0..1) of the TCP segments arriving for `port`, at
+    /// random (iptables' statistic match: this kernel has no netem).
+    pub fn drop_inbound(&self, port: u16, share: f64) {
+        let (port, share) = (port.to_string(), share.to_string());
+        self.exec(&[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &share,
+            "-j",
+            "DROP",
+        ]);
+    }
+
     /// Moves the calling thread into the namespace: the sockets it makes
     /// afterwards, and the threads it spawns, live there.
     pub fn enter(&self) {
