@@ -518,8 +518,13 @@ def main():
     args = ap.parse_args()
 
     def on_term(*_):
+        # Once: a second signal (run.sh's trap forwards one) would interrupt the
+        # cleanup below and leave nginx, ksense and the namespace behind.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
 
     phases = [p for p in args.phases.split(",") if p]
     for p in phases:
