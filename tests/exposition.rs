@@ -133,3 +133,17 @@ fn real_prometheus_reads_native_and_classic_histograms() {
     let up = classic.query_until("up{job=\"ksense\"}", wait);
     assert_eq!(up[0]["value"][1], "1");
 }
+
+/// `ksense_scrape_series` is the number of series lines the text format
+/// carries, itself included (what an operator alerts on), with the default
+/// buckets and with others.
+#[test]
+fn scrape_series_counts_the_text_formats_series() {
+    for extra in [&[][..], &["--web.classic-buckets", "0.001,0.01"][..]] {
+        let k = InProcess::start(extra);
+        let text = ureq::get(&k.url("/metrics")).call().unwrap().into_string().unwrap();
+        let lines = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+        let served = common::sample(&text, "ksense_scrape_series").expect("ksense_scrape_series");
+        assert_eq!(served, lines as f64, "{extra:?}");
+    }
+}

@@ -98,6 +98,28 @@ pub fn build(
     out
 }
 
+/// `ksense_scrape_series`: the series this scrape serves in the text formats
+/// (a histogram is its classic buckets, +Inf, `_sum` and `_count`), itself
+/// included, so that an operator can alert on the node's cardinality. With
+/// native histograms Prometheus stores fewer: one series per histogram.
+pub fn scrape_series(fams: &[Family], le_bounds: usize) -> Family {
+    let n: usize = fams
+        .iter()
+        .flat_map(|f| &f.samples)
+        .map(|s| match s.value {
+            Value::Histogram(_) => le_bounds + 3,
+            Value::Gauge(_) | Value::Counter(_) => 1,
+        })
+        .sum();
+    family(
+        "ksense_scrape_series",
+        None,
+        "Series this scrape serves in the text formats (classic histogram buckets, _sum and _count each count), itself included.",
+        Kind::Gauge,
+        one(Value::Gauge((n + 1) as f64)),
+    )
+}
+
 fn model_families(m: &ModelView) -> Vec<Family> {
     let labelled = |v: &[(String, f64)]| -> Vec<Sample> {
         v.iter()

@@ -33,7 +33,9 @@ impl Exporter {
             c.collect(&mut out)?;
         }
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
-        Ok(families::build(out, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get())))
+        let mut fams = families::build(out, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get()));
+        fams.push(families::scrape_series(&fams, self.le_indices.len()));
+        Ok(fams)
     }
 
     /// Reads the kernel now and encodes in the requested format.
