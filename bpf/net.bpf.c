@@ -12,7 +12,7 @@
  *                       (tp->rack.rtt_us, not the smoothed srtt, so that the
  *                       tail shows). So a sample is one per ACK that
  *                       acknowledged new data, a step late, and no state per
- *                       socket is needed (socket storage cost 20-40 ns more
+ *                       socket is needed (socket storage cost 17-41 ns more
  *                       per segment in bench/cost, and it missed the samples
  *                       of ACKs that acknowledge part of a GSO skb).
  *   tcp_retransmit_skb  one retransmitted skb; counted in segments (its
