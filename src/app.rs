@@ -183,7 +183,8 @@ pub async fn serve_with(
         model_warmup: cfg.model.warmup,
     });
     let (stop_model, stopped) = tokio::sync::watch::channel(false);
-    let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), view, stopped));
+    let model = pipeline::start(&cfg.model, &view).await;
+    let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), model, view, stopped));
     let sweep_task = sources.workloads.map(|w| tokio::spawn(sweep_loop(w)));
     let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
         (Some(o), Some(c)) => Some(crate::exporters::otlp::spawn(o, exporter.clone(), c)?),

@@ -163,26 +163,35 @@ impl Scorer {
     }
 }
 
-/// Runs until `stop` turns true, then saves what changed since the last save.
-pub async fn run(
-    kernel: Arc<dyn Source>,
-    feats: Vec<Feature>,
-    cfg: Settings,
-    view: Arc<RwLock<Option<ModelView>>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// Loads the saved baseline, or starts calibrating, and publishes the first
+/// view. Awaited before the server starts, so that no scrape finds the model
+/// families missing (the first scrape raced the load before).
+pub async fn start(cfg: &Settings, view: &RwLock<Option<ModelView>>) -> Model {
     // File I/O off the runtime's thread, which also serves scrapes.
-    let (mcfg, path) = (model_config(&cfg), cfg.state_file.clone());
+    let (mcfg, path) = (model_config(cfg), cfg.state_file.clone());
     let model = match tokio::task::spawn_blocking(move || load_or_calibrate(mcfg, &path)).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "loading the baseline failed: calibrating");
-            Model::new(model_config(&cfg))
+            Model::new(model_config(cfg))
         }
     };
+    publish(view, &model, None, Vec::new(), 0);
+    model
+}
+
+/// Runs `model` (from [`start`]) until `stop` turns true, then saves what
+/// changed since the last save.
+pub async fn run(
+    kernel: Arc<dyn Source>,
+    feats: Vec<Feature>,
+    cfg: Settings,
+    model: Model,
+    view: Arc<RwLock<Option<ModelView>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut scorer = Scorer::new(model, feats);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
-    publish(&view, &scorer.model, None, Vec::new(), saver.failures);
     let start = Instant::now();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

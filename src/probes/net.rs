@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::OpenObject;
+use libbpf_rs::{MapCore, OpenObject};
 
 use super::reader::PercpuArray;
 use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
@@ -69,6 +69,12 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     ctx.attach("tcp_probe", &p.tp_tcp_probe, &p.raw_tcp_probe);
     ctx.attach("tcp_retransmit_skb", &p.tp_tcp_retransmit_skb, &p.raw_tcp_retransmit_skb);
     ctx.attach("kfree_skb", &p.tp_kfree_skb, &p.raw_kfree_skb);
+    // One fact in two languages: a mismatch would name the wrong slots.
+    anyhow::ensure!(
+        sk.maps.skb_drops.value_size() as usize == DROP_SLOTS * 8,
+        "bpf/net.bpf.c's KS_DROP_SLOTS is not net.rs's DROP_SLOTS ({})",
+        DROP_SLOTS
+    );
     ctx.workload_map("ksense_workload_tcp_rtt", Some(Unit::Seconds), "TCP round-trip time of each workload's sockets (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_rtt)?;
     ctx.workload_map("ksense_workload_tcp_retransmits", None, "TCP segments each workload's sockets retransmitted (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_retrans)?;
     ctx.workload_map("ksense_workload_skb_drops", None, "Packets of each workload's sockets the kernel dropped (those whose socket was known at the drop), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_skb_drops)?;
