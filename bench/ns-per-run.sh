@@ -29,7 +29,8 @@ def parse(text):
             d[(m[1], m[2])] = float(m[3])
     return d
 a, b = parse(sys.argv[1]), parse(sys.argv[2])
-for prog in ["sched_switch", "sched_wakeup", "sched_wakeup_new", "softirq_entry", "softirq_exit"]:
+# Every program ksense serves, in its order (the list lives in src/probes, not here).
+for prog in dict.fromkeys(p for (m, p) in b if m == "ksense_bpf_program_runs_total"):
     n = b[("ksense_bpf_program_runs_total", prog)] - a[("ksense_bpf_program_runs_total", prog)]
     t = b[("ksense_bpf_program_run_seconds_total", prog)] - a[("ksense_bpf_program_run_seconds_total", prog)]
     print(f"{prog:<18} {int(n):>12} {t / n * 1e9 if n else float('nan'):>10.1f}")
