@@ -31,7 +31,9 @@ enum ks_drop {
 	KS_DROP_TASK_STORAGE = 0, /* task storage could not be allocated */
 	KS_DROP_MAP_FULL = 1,     /* the raw_tp fallback's pid hash is full */
 	KS_DROP_CGROUP_MAP_FULL = 2, /* no room for a cgroup in a per-workload map */
-	KS_DROP_MAX = 3,
+	KS_DROP_START_UNSEEN = 3, /* switched in, but the wakeup or switch-out that began its wait never arrived */
+	KS_DROP_END_UNSEEN = 4,   /* a wait whose switch-in never arrived: the task ran unseen, the wait is discarded */
+	KS_DROP_MAX = 5,
 };
 
 /*

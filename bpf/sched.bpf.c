@@ -44,11 +44,19 @@ struct {
 struct ks_cgroup_hists cg_runq SEC(".maps");
 struct ks_cgroup_hists cg_dstate SEC(".maps");
 
-/* When the task started waiting; 0 = not waiting. */
+/*
+ * When the task started waiting; 0 = not waiting. Some kernels do not
+ * deliver every sched_switch or sched_wakeup to the programs (measured on
+ * the VM kernel of tests/README.md: 2-3 % of one task's switch-ins): a start
+ * whose end never arrives must not become a wait spanning the task's next
+ * sleep. `csw`, the task's switch-out count when the start was taken, tells:
+ * if the task switched out since, it ran in between, and the start is stale.
+ */
 struct task_ts {
 	__u64 runq;
 	__u64 dstate;
 	__u32 woken; /* the run-queue wait began at a wakeup */
+	__u32 csw;   /* nvcsw + nivcsw (low 32 bits) when runq or dstate was set */
 };
 
 struct {
@@ -78,6 +86,12 @@ static __always_inline __u32 task_pid(struct task_struct *t, bool btf)
 static __always_inline bool task_on_cpu(struct task_struct *t, bool btf)
 {
 	return btf ? t->on_cpu : BPF_CORE_READ(t, on_cpu);
+}
+
+/* Switch-outs so far; at sched_switch, prev's already counts this one. */
+static __always_inline __u32 task_csw(struct task_struct *t, bool btf)
+{
+	return btf ? t->nvcsw + t->nivcsw : BPF_CORE_READ(t, nvcsw) + BPF_CORE_READ(t, nivcsw);
 }
 
 static __always_inline struct task_ts *ts_get(struct task_struct *t, __u32 pid,
@@ -133,6 +147,8 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 				now = bpf_ktime_get_ns();
 				ts->runq = now;
 				ts->woken = 0;
+				ts->dstate = 0; /* it was running: no D sleep can be under way */
+				ts->csw = task_csw(prev, btf);
 			}
 		} else if ((state & KS_TASK_UNINTERRUPTIBLE) &&
 			   !(state & KS_TASK_NOLOAD)) {
@@ -142,6 +158,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 				now = bpf_ktime_get_ns();
 				ts->dstate = now;
 				ts->runq = 0;
+				ts->csw = task_csw(prev, btf);
 			}
 		}
 	}
@@ -150,8 +167,19 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	if (!pid)
 		return 0;
 	ts = ts_get(next, pid, btf, false);
-	if (!ts || !ts->runq)
-		return 0;
+	if (!ts)
+		return 0; /* never seen waiting: its wait began before ksense */
+	/* It runs: whatever D sleep was recorded ended at a wakeup not delivered. */
+	ts->dstate = 0;
+	if (!ts->runq) {
+		ks_drop(KS_DROP_START_UNSEEN);
+		goto done;
+	}
+	if (ts->csw != task_csw(next, btf)) {
+		ks_drop(KS_DROP_END_UNSEEN);
+		ts->runq = 0;
+		goto done;
+	}
 	if (!now)
 		now = bpf_ktime_get_ns();
 	/* One histogram update per event: the node-wide sum is built in user space. */
@@ -162,7 +190,8 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	if (wh)
 		ks_workload_add(wh, slot, waited);
 	ts->runq = 0;
-	if (!btf && !ts->dstate)
+done:
+	if (!btf)
 		bpf_map_delete_elem(&pid_ts, &pid); /* keep the bounded map small */
 	return 0;
 }
@@ -186,6 +215,14 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	if (!ts)
 		return 0;
 	now = bpf_ktime_get_ns();
+	__u32 csw = task_csw(p, btf);
+	/* A start the task has switched out since: its end was not delivered. */
+	if ((ts->runq || ts->dstate) && ts->csw != csw) {
+		if (ts->runq)
+			ks_drop(KS_DROP_END_UNSEEN);
+		ts->runq = 0;
+		ts->dstate = 0;
+	}
 	if (!new_task && ts->dstate) {
 		__u64 slept = since(now, ts->dstate);
 
@@ -197,10 +234,11 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 			ks_workload_add(wh, slot, slept);
 		ts->dstate = 0;
 	}
-	/* Keep an earlier start: a task preempted mid-way into a sleep is still queued. */
+	/* Keep a valid earlier start: a task preempted mid-way into a sleep is still queued. */
 	if (!ts->runq) {
 		ts->runq = now;
 		ts->woken = 1;
+		ts->csw = csw;
 	}
 	return 0;
 }

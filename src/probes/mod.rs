@@ -73,7 +73,7 @@ pub fn counter_signals() -> Vec<&'static str> {
 }
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
-pub const DROP_REASONS: [&str; 3] = ["task_storage", "map_full", "cgroup_map_full"];
+pub const DROP_REASONS: [&str; 5] = ["task_storage", "map_full", "cgroup_map_full", "start_unseen", "end_unseen"];
 pub const DROP_RECURSION: &str = "recursion";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -101,6 +101,8 @@ mod tests {
             ("task_storage", D::KS_DROP_TASK_STORAGE),
             ("map_full", D::KS_DROP_MAP_FULL),
             ("cgroup_map_full", D::KS_DROP_CGROUP_MAP_FULL),
+            ("start_unseen", D::KS_DROP_START_UNSEEN),
+            ("end_unseen", D::KS_DROP_END_UNSEEN),
         ] {
             assert_eq!(DROP_REASONS[v.0 as usize], reason);
         }
