@@ -177,7 +177,7 @@ pub async fn serve_with(
             attach_mode: sources.attach_mode,
             nodename: cfg.nodename.clone(),
         },
-        le_indices: cfg.classic_le_indices.clone(),
+        classic: cfg.classic.clone(),
         telemetry_path: cfg.telemetry_path.clone(),
         otlp: otlp_counters.clone(),
         model_warmup: cfg.model.warmup,

@@ -13,6 +13,7 @@ use crate::fileerr;
 use crate::model::{Regularisation, Side};
 use crate::probes::AttachMode;
 use crate::signals::buckets;
+use crate::signals::metric::Classic;
 
 pub const DEFAULT_PORT: u16 = 9827;
 
@@ -216,6 +217,15 @@ pub struct WorkloadsOpts {
     #[arg(id = "no-workloads.enabled", long = "no-workloads.enabled", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "workloads.enabled")]
     #[serde(skip)]
     pub no_enabled: bool,
+    /// Classic histogram `le` bounds of the per-workload histograms, in seconds, comma separated; coarser than --web.classic-buckets, as each costs a series per workload [default: 5 bounds, 2^-12 s (244 µs) to 1 s, factor 8]
+    #[arg(
+        id = "workloads.classic-buckets",
+        long = "workloads.classic-buckets",
+        value_name = "SECONDS,...",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub classic_buckets: Option<Vec<f64>>,
     /// Workloads exported with series of their own, the busiest by run-queue wait; the rest are summed in workload="other" [default: 100]
     #[arg(id = "workloads.max", long = "workloads.max", value_name = "N", global = true)]
     pub max: Option<usize>,
@@ -353,7 +363,8 @@ pub struct Config {
     pub command: Command,
     pub listen: SocketAddr,
     pub telemetry_path: String,
-    pub classic_le_indices: Vec<i32>,
+    /// Classic `le` bounds (native indices), node-wide and per workload.
+    pub classic: Classic,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub attach: Attach,
@@ -376,6 +387,19 @@ pub struct Config {
 
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+
+/// Classic `le` bounds in seconds, each rounded up to a kernel bucket
+/// bound, as sorted native indices; the default when none were given.
+fn classic_indices(what: &str, v: Option<&[f64]>, default: fn() -> Vec<i32>) -> Result<Vec<i32>, String> {
+    let Some(v) = v else { return Ok(default()) };
+    if v.is_empty() || v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+        return Err(format!("{what} {v:?}: every bound must be a positive number of seconds"));
+    }
+    let mut idx: Vec<i32> = v.iter().map(|&x| buckets::index_at_or_above(x)).collect();
+    idx.sort_unstable();
+    idx.dedup();
+    Ok(idx)
+}
 
 /// `:9827` means every IPv4 address, as in the Go exporters.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -427,6 +451,7 @@ impl Config {
         let side = src.pick(c.model.side, f.model.side, "model.friction");
         let (w, wf) = (c.workloads, f.workloads);
         let enabled = src.pick(negatable(w.enabled, w.no_enabled), wf.enabled, "workloads.enabled");
+        let wl_buckets = src.pick(w.classic_buckets, wf.classic_buckets, "workloads.classic_buckets");
         let max = src.pick(w.max, wf.max, "workloads.max");
         let entries = src.pick(w.map_entries, wf.map_entries, "workloads.map_entries");
         let include = src.pick(w.include, wf.include, "workloads.include");
@@ -449,18 +474,15 @@ impl Config {
                 telemetry.err(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself"))
             );
         }
-        let classic_le_indices = match &buckets.value {
-            None => buckets::default_classic_indices(),
-            Some(v) => {
-                if v.is_empty() || v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-                    return Err(buckets
-                        .err(&format!("classic buckets {v:?}: every bound must be a positive number of seconds")));
-                }
-                let mut idx: Vec<i32> = v.iter().map(|&x| buckets::index_at_or_above(x)).collect();
-                idx.sort_unstable();
-                idx.dedup();
-                idx
-            }
+        let classic = Classic {
+            node: classic_indices("classic buckets", buckets.value.as_deref(), buckets::default_classic_indices)
+                .map_err(|e| buckets.err(&e))?,
+            workload: classic_indices(
+                "per-workload classic buckets",
+                wl_buckets.value.as_deref(),
+                buckets::default_workload_classic_indices,
+            )
+            .map_err(|e| wl_buckets.err(&e))?,
         };
         let mut bpf_disable = Vec::new();
         for name in disable.value.clone().unwrap_or_default() {
@@ -582,7 +604,7 @@ impl Config {
             command: c.command.unwrap_or(Command::Serve),
             listen: parse_listen(&listen_text).map_err(|e| listen.err(&e))?,
             telemetry_path,
-            classic_le_indices,
+            classic,
             log_level: level.value.unwrap_or_default(),
             log_format: format.value.unwrap_or_default(),
             attach: attach.value.unwrap_or_default(),
@@ -762,7 +784,7 @@ mod tests {
         let c = Config::load(cli(&[])).unwrap();
         assert_eq!(c.listen, "0.0.0.0:9827".parse().unwrap());
         assert_eq!(c.telemetry_path, "/metrics");
-        assert_eq!(c.classic_le_indices.len(), 13);
+        assert_eq!((c.classic.node.len(), c.classic.workload.len()), (13, 5));
         assert_eq!(c.model.warmup, Duration::from_secs(600));
         assert_eq!(c.command, Command::Serve);
     }
@@ -882,8 +904,14 @@ mod tests {
     #[test]
     fn classic_buckets_round_up_to_kernel_bounds() {
         let c = Config::load(cli(&["--web.classic-buckets", "0.001,1,0.001"])).unwrap();
-        assert_eq!(c.classic_le_indices, vec![-39, 0]);
-        assert!(Config::load(cli(&["--web.classic-buckets", "0,-1"])).is_err());
+        assert_eq!(c.classic.node, vec![-39, 0]);
+        assert_eq!(c.classic.workload, buckets::default_workload_classic_indices());
+        let c = Config::load(cli(&["--workloads.classic-buckets", "0.01"])).unwrap();
+        assert_eq!((c.classic.node.len(), c.classic.workload.clone()), (13, vec![-26]));
+        for (flag, what) in [("--web.classic-buckets", "classic"), ("--workloads.classic-buckets", "per-workload")] {
+            let e = Config::load(cli(&[flag, "0,-1"])).unwrap_err().to_string();
+            assert!(e.starts_with(what) && e.contains("positive"), "{e}");
+        }
     }
 
     use proptest::prelude::*;

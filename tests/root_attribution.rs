@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{test_prefix, wl, Cgroup};
@@ -71,38 +69,6 @@ fn schedstat(pids: &[u32]) -> (u64, u64) {
 
 fn run_delay(pids: &[u32]) -> u64 {
     schedstat(pids).0
-}
-
-/// A child process that moves into `cg` and then leaves itself in D state
-/// for `ms` (a vfork child sleeping: vfork waits killable, which counts).
-#[allow(deprecated)] // libc::vfork: the child only sleeps and exits, which is safe
-fn dstate_in(cg: &Path, ms: u64) {
-    let procs = CString::new(cg.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
-    let ts = libc::timespec { tv_sec: 0, tv_nsec: (ms * 1_000_000) as i64 };
-    // SAFETY: after fork the child makes only async-signal-safe calls (open,
-    // write, close, vfork, nanosleep, waitpid, _exit).
-    unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(1);
-            }
-            libc::close(fd);
-            let v = libc::vfork();
-            if v == 0 {
-                libc::nanosleep(&ts, std::ptr::null_mut());
-                libc::_exit(0);
-            }
-            let mut st = 0;
-            libc::waitpid(v, &mut st, 0);
-            libc::_exit(0);
-        }
-        assert!(pid > 0, "fork failed");
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, 0);
-        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "the D-state child failed: {st}");
-    }
 }
 
 /// Three spinners pinned to one CPU in A, a periodic sleeper on the other
@@ -186,23 +152,22 @@ fn root_each_cgroup_carries_its_own_waits() {
     a.kill_all();
     b.kill_all();
     let before = k.scrape();
-    dstate_in(&c.path, 200);
+    c.dstate(200);
     let after = scrape_until(&k, "C's D-state series", Duration::from_secs(10), |t| {
         wl(t, &format!("{DSTATE}_count"), &c.rel).is_some()
     });
     let dsum = wl(&after, &format!("{DSTATE}_sum"), &c.rel).unwrap();
     // 0.2 s plus the wakeup latency, which a loaded machine stretches.
     assert!((0.2..0.5).contains(&dsum), "C's D-state sum {dsum} s, expected one 0.2 s sleep");
-    // One observation in the default classic bucket that holds it: above
-    // le = 2^-4 s, at or below le = 2^-2 s (or 1 s when woken late).
+    // One observation in the default per-workload classic bucket that holds
+    // it: above le = 2^-3 s, at or below le = 1 s.
     let bucket = |le: &str| {
         after
             .lines()
             .find(|l| l.starts_with(&format!("{DSTATE}_bucket{{workload=\"{}\",le=\"{le}\"}}", c.rel)))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
     };
-    let upper = if dsum <= 0.25 { "0.25" } else { "1" };
-    assert_eq!(bucket(upper).unwrap() - bucket("0.0625").unwrap(), 1, "one sleep between 0.0625 s and {upper} s");
+    assert_eq!(bucket("1").unwrap() - bucket("0.125").unwrap(), 1, "one sleep between 0.125 s and 1 s");
     for cg in [&a, &b] {
         let d = |t: &str| wl(t, &format!("{DSTATE}_sum"), &cg.rel).unwrap_or(0.0);
         assert!(d(&after) - d(&before) < 0.1, "{}: D state that was C's", cg.rel);

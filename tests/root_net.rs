@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{test_prefix, wl, Cgroup};
-use common::netns::Netns;
+use common::netns::{Netns, BULK_PY};
 use common::Ksense;
 use ksense::probes::{kernel, AttachMode, Probes};
 use ksense::signals::metric::Value;
@@ -168,27 +168,6 @@ fn root_rtt_matches_ss_under_a_tbf_queue_raw_tp() {
     require_root!();
     rtt(AttachMode::RawTp);
 }
-
-/// A process that serves and sends to itself over 127.0.0.1:`port` for
-/// `secs`: its sockets are in its cgroup. It writes the sending socket's own
-/// count of retransmitted segments (tcp_info's tcpi_total_retrans, at offset
-/// 100) to `out`.
-const BULK_PY: &str = r#"
-import socket, struct, sys, threading, time
-port, secs, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port)); s.listen()
-def serve():
-    c, _ = s.accept()
-    while c.recv(65536): pass
-t = threading.Thread(target=serve); t.start()
-c = socket.create_connection(("127.0.0.1", port)); b = b"x" * 16384; t0 = time.time()
-while time.time() - t0 < secs: c.sendall(b)
-time.sleep(0.3)
-info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-open(out, "w").write(str(struct.unpack_from("I", info, 100)[0]))
-c.close(); t.join()
-"#;
 
 /// Loss on one workload's port shows under that workload: two cgroups, each
 /// a process sending to itself in the test's namespace, 3 % of one port's

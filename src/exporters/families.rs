@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::pipeline::ModelView;
-use crate::signals::metric::{family, one, Family, Kind, Sample, Value};
+use crate::signals::metric::{family, one, Classic, Family, Kind, Sample, Value};
 
 /// OTLP export attempts so far, by result; present only when OTLP push is on
 /// (a Prometheus-only install has no use for a pair of zeros).
@@ -102,12 +102,12 @@ pub fn build(
 /// (a histogram is its classic buckets, +Inf, `_sum` and `_count`), itself
 /// included, so that an operator can alert on the node's cardinality. With
 /// native histograms Prometheus stores fewer: one series per histogram.
-pub fn scrape_series(fams: &[Family], le_bounds: usize) -> Family {
+pub fn scrape_series(fams: &[Family], classic: &Classic) -> Family {
     let n: usize = fams
         .iter()
-        .flat_map(|f| &f.samples)
-        .map(|s| match s.value {
-            Value::Histogram(_) => le_bounds + 3,
+        .flat_map(|f| f.samples.iter().map(move |s| (f.buckets, s)))
+        .map(|(set, s)| match s.value {
+            Value::Histogram(_) => classic.of(set).len() + 3,
             Value::Gauge(_) | Value::Counter(_) => 1,
         })
         .sum();

@@ -8,7 +8,7 @@ use super::families::{self, BuildInfo, Counters};
 use super::negotiate::Format;
 use super::{openmetrics, prometheus_text};
 use crate::model::pipeline::ModelView;
-use crate::signals::metric::{Collector, Family};
+use crate::signals::metric::{Classic, Collector, Family};
 
 pub struct Exporter {
     /// The probes, the per-workload tracker: in exposition order.
@@ -17,7 +17,8 @@ pub struct Exporter {
     pub created: SystemTime,
     pub model: Arc<RwLock<Option<ModelView>>>,
     pub info: BuildInfo,
-    pub le_indices: Vec<i32>,
+    /// Classic `le` bounds, node-wide and per workload.
+    pub classic: Classic,
     pub telemetry_path: String,
     /// Present when OTLP push is on: its export counts are served too.
     pub otlp: Option<Arc<Counters>>,
@@ -34,7 +35,7 @@ impl Exporter {
         }
         let model = self.model.read().map_err(|_| anyhow::anyhow!("model state poisoned"))?.clone();
         let mut fams = families::build(out, model.as_ref(), &self.info, self.otlp.as_ref().map(|c| c.get()));
-        fams.push(families::scrape_series(&fams, self.le_indices.len()));
+        fams.push(families::scrape_series(&fams, &self.classic));
         Ok(fams)
     }
 
@@ -44,17 +45,16 @@ impl Exporter {
         Ok(match format {
             Format::Text => {
                 let mut s = String::with_capacity(16 * 1024);
-                prometheus_text::encode(&fams, &self.le_indices, &mut s);
+                prometheus_text::encode(&fams, &self.classic, &mut s);
                 (s.into_bytes(), prometheus_text::CONTENT_TYPE)
             }
             Format::OpenMetrics => (
-                openmetrics::encode_text(fams, &self.le_indices, self.created)?.into_bytes(),
+                openmetrics::encode_text(fams, &self.classic, self.created)?.into_bytes(),
                 openmetrics::OPENMETRICS_CONTENT_TYPE,
             ),
-            Format::Protobuf => (
-                openmetrics::encode_protobuf(fams, &self.le_indices, self.created)?,
-                openmetrics::PROTOBUF_CONTENT_TYPE,
-            ),
+            Format::Protobuf => {
+                (openmetrics::encode_protobuf(fams, &self.classic, self.created)?, openmetrics::PROTOBUF_CONTENT_TYPE)
+            }
         })
     }
 }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit as PUnit};
 
 use crate::signals::buckets;
-use crate::signals::metric::{Family, Kind, Unit, Value};
+use crate::signals::metric::{Classic, Family, Kind, Unit, Value};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROTOBUF_CONTENT_TYPE: &str =
@@ -18,7 +18,7 @@ pub const PROTOBUF_CONTENT_TYPE: &str =
 #[derive(Debug)]
 struct Families {
     families: Vec<Family>,
-    le_indices: Vec<i32>,
+    classic: Classic,
     /// Start of the cumulative histograms: when the probes were attached.
     created: SystemTime,
 }
@@ -47,7 +47,7 @@ impl Collector for Families {
                         e.encode_histogram_with_native::<NoLabelSet>(
                             h.sum_seconds(),
                             h.count(),
-                            &h.classic(&self.le_indices),
+                            &h.classic(self.classic.of(f.buckets)),
                             None,
                             NativeHistogram {
                                 schema: h.schema,
@@ -66,19 +66,19 @@ impl Collector for Families {
     }
 }
 
-fn registry(families: Vec<Family>, le_indices: &[i32], created: SystemTime) -> Registry {
+fn registry(families: Vec<Family>, classic: &Classic, created: SystemTime) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(Families { families, le_indices: le_indices.to_vec(), created }));
+    r.register_collector(Box::new(Families { families, classic: classic.clone(), created }));
     r
 }
 
-pub fn encode_text(families: Vec<Family>, le_indices: &[i32], created: SystemTime) -> Result<String, std::fmt::Error> {
+pub fn encode_text(families: Vec<Family>, classic: &Classic, created: SystemTime) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry(families, le_indices, created))?;
+    prometheus_client::encoding::text::encode(&mut out, &registry(families, classic, created))?;
     Ok(out)
 }
 
-pub fn encode_protobuf(families: Vec<Family>, le_indices: &[i32], created: SystemTime) -> anyhow::Result<Vec<u8>> {
-    prometheus_client::encoding::prometheus_protobuf::encode_to_vec(&registry(families, le_indices, created))
+pub fn encode_protobuf(families: Vec<Family>, classic: &Classic, created: SystemTime) -> anyhow::Result<Vec<u8>> {
+    prometheus_client::encoding::prometheus_protobuf::encode_to_vec(&registry(families, classic, created))
         .map_err(|e| anyhow::anyhow!("protobuf encoding: {e:?}"))
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::signals::metric::{Family, Kind, Value};
+use crate::signals::metric::{Classic, Family, Kind, Value};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -90,8 +90,8 @@ fn labels(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)]) {
     }
 }
 
-/// Encodes the families; classic buckets at the given native indices.
-pub fn encode(families: &[Family], le_indices: &[i32], out: &mut String) {
+/// Encodes the families; classic buckets at the native indices of each family's set.
+pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
     let mut le_cache: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     for f in families {
         if f.samples.is_empty() {
@@ -119,7 +119,7 @@ pub fn encode(families: &[Family], le_indices: &[i32], out: &mut String) {
                     let mut pairs = String::new();
                     label_pairs(&mut pairs, &s.labels);
                     let mut cum = 0u64;
-                    for (le, c) in h.classic(le_indices) {
+                    for (le, c) in h.classic(classic.of(f.buckets)) {
                         cum += c;
                         out.push_str(&name);
                         out.push_str("_bucket{");

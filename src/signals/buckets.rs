@@ -103,6 +103,14 @@ pub fn default_classic_indices() -> Vec<i32> {
     (-80..=16).step_by(8).collect()
 }
 
+/// The default per-workload `le` bounds: every 12th native index (factor 8)
+/// from 2^-12 s (244 µs) to 1 s, 5 buckets plus +Inf, so that a histogram
+/// per workload costs 8 series, not 16. Waits under 244 µs are healthy for a
+/// run queue; the resolution is in the native histograms.
+pub fn default_workload_classic_indices() -> Vec<i32> {
+    (-48..=0).step_by(12).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use crate::signals::buckets;
 use crate::signals::histogram::Histogram;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,40 @@ pub struct Family {
     pub help: &'static str,
     pub kind: Kind,
     pub samples: Vec<Sample>,
+    /// The classic `le` bounds its histograms are served with.
+    pub buckets: BucketSet,
+}
+
+/// Which classic `le` bounds a histogram family is served with: a family
+/// with one series per workload multiplies its buckets by the workload cap,
+/// so it gets a coarser set of its own (README, "Series budget").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BucketSet {
+    #[default]
+    Node,
+    Workload,
+}
+
+/// The classic `le` bounds of each set, as native bucket indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classic {
+    pub node: Vec<i32>,
+    pub workload: Vec<i32>,
+}
+
+impl Classic {
+    pub fn of(&self, set: BucketSet) -> &[i32] {
+        match set {
+            BucketSet::Node => &self.node,
+            BucketSet::Workload => &self.workload,
+        }
+    }
+}
+
+impl Default for Classic {
+    fn default() -> Classic {
+        Classic { node: buckets::default_classic_indices(), workload: buckets::default_workload_classic_indices() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +115,7 @@ pub fn one(value: Value) -> Vec<Sample> {
 }
 
 pub fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: Kind, samples: Vec<Sample>) -> Family {
-    Family { name, unit, help, kind, samples }
+    Family { name, unit, help, kind, samples, buckets: BucketSet::Node }
 }
 
 /// Anything that contributes families to a scrape and an OTLP export (the

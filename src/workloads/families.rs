@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::tracker::{Record, View};
 use crate::probes::WorkloadFamily;
 use crate::signals::histogram::Histogram;
-use crate::signals::metric::{family, Family, Kind, Sample, Value};
+use crate::signals::metric::{family, BucketSet, Family, Kind, Sample, Value};
 
 /// Per-workload series: one per exported workload (labelled with its cgroup
 /// path and what the path says), plus `workload="other"`. The ranking map
@@ -38,7 +38,7 @@ pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
                 .collect();
             v.push(Sample { labels: vec![("workload", Cow::Borrowed("other"))], value: value(m, pick(&w.other, i)) });
             let kind = if m.counter { Kind::Counter } else { Kind::Histogram };
-            family(m.family, m.unit, m.help, kind, v)
+            Family { buckets: BucketSet::Workload, ..family(m.family, m.unit, m.help, kind, v) }
         })
         .collect();
     let state =

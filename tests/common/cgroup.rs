@@ -77,6 +77,38 @@ impl Cgroup {
         }
     }
 
+    /// A child process that moves into this cgroup and then leaves itself in
+    /// D state for `ms` (a vfork child sleeping: vfork waits killable, which counts).
+    #[allow(deprecated)] // libc::vfork: the child only sleeps and exits, which is safe
+    pub fn dstate(&self, ms: u64) {
+        let procs = CString::new(self.path.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: (ms * 1_000_000) as i64 };
+        // SAFETY: after fork the child makes only async-signal-safe calls (open,
+        // write, close, vfork, nanosleep, waitpid, _exit).
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(1);
+                }
+                libc::close(fd);
+                let v = libc::vfork();
+                if v == 0 {
+                    libc::nanosleep(&ts, std::ptr::null_mut());
+                    libc::_exit(0);
+                }
+                let mut st = 0;
+                libc::waitpid(v, &mut st, 0);
+                libc::_exit(0);
+            }
+            assert!(pid > 0, "fork failed");
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "the D-state child failed: {st}");
+        }
+    }
+
     pub fn kill_all(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();

@@ -38,10 +38,11 @@ impl Netns {
         run(&v)
     }
 
-    /// Drops `share` (0..1) of the TCP segments arriving for `port`, at
-    /// random (iptables' statistic match: this kernel has no netem).
-    pub fn drop_inbound(&self, port: u16, share: f64) {
-        let (port, share) = (port.to_string(), share.to_string());
+    /// Drops `share` (0..1) of the TCP segments arriving for `ports` (one
+    /// port, or a range `lo:hi`), at random (iptables' statistic match: this
+    /// kernel has no netem).
+    pub fn drop_inbound(&self, ports: impl std::fmt::Display, share: f64) {
+        let (port, share) = (ports.to_string(), share.to_string());
         self.exec(&[
             "iptables",
             "-A",
@@ -85,3 +86,24 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
+
+/// A process that serves and sends to itself over 127.0.0.1:`port` for
+/// `secs`: its sockets are in its cgroup. It writes the sending socket's own
+/// count of retransmitted segments (tcp_info's tcpi_total_retrans, at offset
+/// 100) to `out`.
+pub const BULK_PY: &str = r#"
+import socket, struct, sys, threading, time
+port, secs, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen()
+def serve():
+    c, _ = s.accept()
+    while c.recv(65536): pass
+t = threading.Thread(target=serve); t.start()
+c = socket.create_connection(("127.0.0.1", port)); b = b"x" * 16384; t0 = time.time()
+while time.time() - t0 < secs: c.sendall(b)
+time.sleep(0.3)
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+open(out, "w").write(str(struct.unpack_from("I", info, 100)[0]))
+c.close(); t.join()
+"#;
