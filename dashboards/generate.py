@@ -457,6 +457,27 @@ def latency_dashboard():
                      targets((hist_quantile(0.5, ds, SEL), "P50"), (hist_quantile(0.99, ds, SEL), "P99"),
                              (hist_mean(ds, SEL), "mean")), unit="s", log=True, fill=0), 12, 9)
 
+    wrq, wds = "ksense_workload_runqueue_latency_seconds", "ksense_workload_dstate_duration_seconds"
+    L.row("Workloads: $node")
+    L.add(timeseries("Run-queue latency P99 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.99, wrq, SEL, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 run-queue wait of each workload's (cgroup's) tasks, from the per-workload buckets "
+                          "(coarser than the node's: a factor 8 apart in the text formats; native histograms "
+                          "keep the kernel's resolution). Needs --workloads.enabled."), 8, 8)
+    L.add(timeseries("Run-queue time by workload (top 10)",
+                     targets((f"topk(10, sum by (workload) (rate({wrq}_sum{{{SEL}}}[$__rate_interval]))"
+                              f" or sum by (workload) (histogram_sum(rate({wrq}{{{SEL}}}[$__rate_interval]))))",
+                              "{{workload}}")),
+                     unit="s", fill=0,
+                     desc="Seconds each workload's threads spent waiting in run queues per second: how many CPUs' "
+                          "worth of time it lost to queueing. Needs --workloads.enabled."), 8, 8)
+    L.add(timeseries("D-state duration P99 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.99, wds, SEL, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 uninterruptible sleep of each workload's tasks (only workloads that slept in D "
+                          "state). Needs --workloads.enabled."), 8, 8)
+
     L.row("Softirq: $node")
     L.add(timeseries("Softirq P99 by vector",
                      targets((hist_quantile(0.99, si, sel('vector=~"$vector"'), by=("vector",)), "{{vector}}")),
