@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""What ksense costs the applications, end to end (issue 15).
+
+  sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
+
+Two workloads, each measured with ksense off, with its default configuration
+and with everything on (--workloads.enabled), in interleaved rounds: every
+round runs the three configurations in a freshly shuffled order, and each
+configuration is compared with `off` of the same round, so the slow drift of
+a shared machine cancels out of the ratios.
+
+  nginx   real nginx (1 worker, CPU 1) under wrk (1 thread, 32 connections,
+          CPU 0), both in a network namespace of the benchmark's own (MTU
+          1500): requests/s, wrk's P99, and busy CPU time (/proc/stat, all
+          CPUs) per request, the figure least disturbed by other tenants.
+  pipe    `perf bench sched pipe` pinned to one CPU: two tasks ping-pong over
+          a pipe, two context switches per operation, the switch path at its
+          hottest: µs per operation.
+
+Prints, for each configuration against `off`: the median of the per-round
+changes and a 95 % bootstrap interval of that median. Fails (exit 1) when a
+tool is missing or a run does not produce its figure: never a partial table.
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "qos"))
+from qos import Netns, make_site, wait_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
+
+CONFIGS = {"off": None, "default": [], "all": ["--workloads.enabled"]}
+
+
+def die(msg):
+    print(f"overhead: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def busy_ticks():
+    """Busy jiffies of all CPUs (user+nice+system+irq+softirq+steal), from /proc/stat."""
+    f = open("/proc/stat").readline().split()[1:]
+    v = [int(x) for x in f]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+class Ksense:
+    def __init__(self, binary, extra, tmp):
+        self.port = 19900 + random.randrange(90)
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        argv = [binary, "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "warn",
+                "--model.state-file", os.path.join(tmp, "state.json")] + extra
+        self.p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ksense.log"), "a"))
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            if self.p.poll() is not None:
+                die(f"ksense exited with {self.p.returncode}: see {tmp}/ksense.log")
+            try:
+                urllib.request.urlopen(self.url, timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        die("ksense did not serve /metrics within 15 s")
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            die("ksense did not stop within 10 s of SIGTERM")
+
+
+def run_nginx(ns, url, seconds):
+    t0 = busy_ticks()
+    r = subprocess.run(ns.cmd(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", url]),
+                       capture_output=True, text=True, timeout=seconds + 30)
+    t1 = busy_ticks()
+    m = re.search(r"(\d+) requests in", r.stdout)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", r.stdout, re.M)
+    if r.returncode != 0 or not m or not p99 or "Non-2xx" in r.stdout or "Socket errors" in r.stdout:
+        die(f"wrk failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}")
+    reqs = int(m.group(1))
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0}[p99.group(2)]
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"rps": reqs / seconds, "p99": float(p99.group(1)) * scale, "cpu_us": (t1 - t0) / hz / reqs * 1e6}
+
+
+def run_pipe(loops):
+    r = subprocess.run(["taskset", "-c", "1", "perf", "bench", "sched", "pipe", "-l", str(loops)],
+                       capture_output=True, text=True, timeout=120)
+    m = re.search(r"([\d.]+)\s+usecs/op", r.stdout)
+    if r.returncode != 0 or not m:
+        die(f"perf bench sched pipe failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return {"us_op": float(m.group(1))}
+
+
+def median_ci(xs, rng, n=2000):
+    """The median and a 95 % bootstrap interval of it."""
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return statistics.median(xs), meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--seconds", type=int, default=3, help="wrk run length")
+    ap.add_argument("--loops", type=int, default=100000, help="perf bench sched pipe operations per run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ksense", default=os.path.join(REPO, "target/release/ksense"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        die("needs root (BPF, a network namespace)")
+    for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("perf", "linux-perf"), ("taskset", "util-linux"),
+                      ("ip", "iproute2"), ("curl", "curl")):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            die(f"{tool} is not installed (Debian package {pkg})")
+    if not os.access(args.ksense, os.X_OK):
+        die(f"{args.ksense} is not built (cargo build --release)")
+    if os.cpu_count() < 2:
+        die("needs 2 CPUs: the server and the client on separate ones")
+    rng = random.Random(args.seed)
+
+    tmp = tempfile.mkdtemp(prefix="ksense-overhead-")
+    ns = Netns()
+    nginx = None
+    try:
+        port = 8080
+        conf = make_site(tmp, port, 1)
+        nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]))
+        url = f"http://127.0.0.1:{port}/static.html"
+        wait_in(ns, url, "nginx")
+        run_nginx(ns, url, 1)  # warm the page cache and nginx
+        results = {c: [] for c in CONFIGS}
+        for r in range(args.rounds):
+            order = list(CONFIGS)
+            rng.shuffle(order)
+            for c in order:
+                k = Ksense(args.ksense, CONFIGS[c], tmp) if CONFIGS[c] is not None else None
+                time.sleep(0.5)  # attach, first reads
+                res = run_nginx(ns, url, args.seconds)
+                res.update(run_pipe(args.loops))
+                if k:
+                    k.stop()
+                results[c].append(res)
+                print(f"round {r + 1}/{args.rounds} {c:8} {res['rps']:9.0f} req/s  p99 {res['p99'] * 1e3:6.2f} ms  "
+                      f"{res['cpu_us']:6.1f} CPU-us/req  pipe {res['us_op']:6.2f} us/op", flush=True)
+    finally:
+        if nginx:
+            nginx.terminate()
+            nginx.wait(10)
+        ns.delete()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def change(c, key):
+        return [100.0 * (x[key] / o[key] - 1.0) for x, o in zip(results[c], results["off"])]
+
+    print()
+    print(f"change against ksense off, median of {args.rounds} paired rounds [95 % bootstrap interval]")
+    print(f"{'':10}{'nginx req/s':>24}{'nginx P99':>24}{'CPU per request':>24}{'pipe us/op':>24}")
+    for c in CONFIGS:
+        if c == "off":
+            continue
+        cells = []
+        for key in ("rps", "p99", "cpu_us", "us_op"):
+            m, lo, hi = median_ci(change(c, key), rng)
+            cells.append(f"{m:+6.2f} % [{lo:+.2f}, {hi:+.2f}]")
+        print(f"{c:10}" + "".join(f"{x:>24}" for x in cells))
+    off = results["off"]
+    print(f"off: {statistics.median(x['rps'] for x in off):.0f} req/s, "
+          f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "
+          f"{statistics.median(x['cpu_us'] for x in off):.1f} CPU-us/req, "
+          f"pipe {statistics.median(x['us_op'] for x in off):.2f} us/op (medians)")
+
+
+if __name__ == "__main__":
+    main()
