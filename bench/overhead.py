@@ -3,9 +3,10 @@
 
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
 
-Two workloads, each measured with ksense off, with its default configuration
-and with everything on (--workloads.enabled), in interleaved rounds: every
-round runs the three configurations in a freshly shuffled order, and each
+Two workloads, each measured with ksense off, with its default configuration,
+the default without BPF run-time statistics (--no-bpf.stats) and with
+everything on (--workloads.enabled), in interleaved rounds: every
+round runs the configurations in a freshly shuffled order, and each
 configuration is compared with `off` of the same round, so the slow drift of
 a shared machine cancels out of the ratios.
 
@@ -40,7 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "qos"))
 from qos import Netns, make_site, wait_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
 
-CONFIGS = {"off": None, "default": [], "all": ["--workloads.enabled"]}
+CONFIGS = {"off": None, "default": [], "no-stats": ["--no-bpf.stats"], "all": ["--workloads.enabled"]}
 
 
 def die(msg):
@@ -128,6 +129,11 @@ def main():
             die(f"{tool} is not installed (Debian package {pkg})")
     if not os.access(args.ksense, os.X_OK):
         die(f"{args.ksense} is not built (cargo build --release)")
+    # Another ksense (or any tracer) on the same tracepoints would be in every
+    # configuration, `off` included, and hold the BPF statistics on.
+    others = subprocess.run(["pgrep", "-x", "ksense"], capture_output=True, text=True).stdout.split()
+    if others:
+        die(f"another ksense is running (pid {', '.join(others)}): stop it first")
     if os.cpu_count() < 2:
         die("needs 2 CPUs: the server and the client on separate ones")
     rng = random.Random(args.seed)
@@ -138,7 +144,9 @@ def main():
     try:
         port = 8080
         conf = make_site(tmp, port, 1)
-        nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]))
+        # A session of its own: the workers go with the master at the end.
+        nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]),
+                                 start_new_session=True)
         url = f"http://127.0.0.1:{port}/static.html"
         wait_in(ns, url, "nginx")
         run_nginx(ns, url, 1)  # warm the page cache and nginx
@@ -158,7 +166,7 @@ def main():
                       f"{res['cpu_us']:6.1f} CPU-us/req  pipe {res['us_op']:6.2f} us/op", flush=True)
     finally:
         if nginx:
-            nginx.terminate()
+            os.killpg(nginx.pid, signal.SIGTERM)
             nginx.wait(10)
         ns.delete()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -82,7 +82,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let mode = AttachMode::choose(cfg.attach.mode(), &support)?;
     let t0 = Instant::now();
     let wl = &cfg.workloads;
-    let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries) };
+    let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries), stats: cfg.bpf_stats };
     let mut probes = Probes::attach_with(mode, &support, &cfg.bpf_disable, opts)?;
     let workloads = match probes.take_workload_maps() {
         Some(maps) => Some(Arc::new(Workloads::new(maps, wl).map_err(anyhow::Error::msg)?)),

@@ -131,6 +131,12 @@ pub struct BpfOpts {
     #[arg(id = "no-strict", long = "no-strict", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "strict")]
     #[serde(skip)]
     pub no_strict: bool,
+    /// Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (--no-bpf.stats: off, and those stay 0); node-wide, every BPF program then pays two clock reads per run [default: true]
+    #[arg(id = "bpf.stats", long = "bpf.stats", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-bpf.stats")]
+    pub stats: Option<bool>,
+    #[arg(id = "no-bpf.stats", long = "no-bpf.stats", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "bpf.stats")]
+    #[serde(skip)]
+    pub no_stats: bool,
 }
 
 #[derive(Args, Deserialize, Debug, Default)]
@@ -379,6 +385,8 @@ pub struct Config {
     /// Programs not to load (`--bpf.disable`).
     pub bpf_disable: Vec<&'static str>,
     pub strict: bool,
+    /// Hold BPF run-time statistics on (`--bpf.stats`).
+    pub bpf_stats: bool,
     pub workloads: crate::workloads::Config,
     /// The node's name for `ksense_node_info`: `K8S_NODE_NAME` (the DaemonSet
     /// sets it from the downward API), else the host name.
@@ -442,6 +450,7 @@ impl Config {
         let attach = src.pick(c.bpf.attach, f.bpf.attach, "bpf.attach");
         let disable = src.pick(c.bpf.disable, f.bpf.disable, "bpf.disable");
         let strict = src.pick(negatable(c.bpf.strict, c.bpf.no_strict), f.bpf.strict, "bpf.strict");
+        let bpf_stats = src.pick(negatable(c.bpf.stats, c.bpf.no_stats), f.bpf.stats, "bpf.stats");
         let interval = src.pick(c.model.interval, f.model.interval, "model.interval");
         let warmup = src.pick(c.model.warmup, f.model.warmup, "model.warmup");
         let window = src.pick(c.model.baseline_window, f.model.baseline_window, "model.baseline_window");
@@ -614,6 +623,7 @@ impl Config {
             max_connections: max_connections as usize,
             bpf_disable,
             strict: strict.value.unwrap_or(false),
+            bpf_stats: bpf_stats.value.unwrap_or(true),
             workloads,
             nodename,
             web_config_file: web_file.value.clone(),
@@ -885,6 +895,9 @@ mod tests {
         assert_eq!(on(&["--workloads.enabled", "--no-workloads.enabled"]), (false, false));
         assert_eq!(on(&["--no-workloads.enabled", "--workloads.enabled"]), (true, false));
         assert_eq!(on(&["--no-strict", "--strict"]), (false, true));
+        assert!(Config::load(cli(&[])).unwrap().bpf_stats, "statistics on by default");
+        assert!(!Config::load(cli(&["--no-bpf.stats"])).unwrap().bpf_stats);
+        assert!(!Config::load(cli(&["--bpf.stats=false"])).unwrap().bpf_stats);
         // Bare, then a subcommand or another flag: not taken as the value.
         assert_eq!(on(&["--workloads.enabled", "--strict", "--log.level", "warn"]), (true, true));
         assert!(matches!(cli(&["serve", "--workloads.enabled"]).command, Some(Command::Serve)));
@@ -943,6 +956,7 @@ mod tests {
         "attach",
         "disable",
         "strict",
+        "stats",
         "interval",
         "warmup",
         "baseline_window",

@@ -342,9 +342,13 @@ fn root_batched_and_key_by_key_reads_agree() {
     require_root!();
     use ksense::probes::{kernel, AttachMode, Options, Probes};
     let s = kernel::probe();
-    let mut p =
-        Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], Options { workload_entries: Some(1024) })
-            .unwrap();
+    let mut p = Probes::attach_with(
+        AttachMode::choose(None, &s).unwrap(),
+        &s,
+        &[],
+        Options { workload_entries: Some(1024), ..Options::default() },
+    )
+    .unwrap();
     let maps = p.take_workload_maps().expect("workload maps");
     let pre = test_prefix();
     let mut cgs: Vec<Cgroup> = (0..40).map(|i| Cgroup::new(&format!("/{pre}-batch-{i}"))).collect();

@@ -61,3 +61,28 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     assert_eq!(ureq::get(&k.url("/nope")).call().unwrap_err().into_response().unwrap().status(), 404);
     assert_eq!(ureq::post(&k.url("/metrics")).call().unwrap_err().into_response().unwrap().status(), 405);
 }
+
+/// `--no-bpf.stats`: the kernel's run-time statistics are not held, so the
+/// programs' run counters stay 0 while the histograms count (checked only
+/// when nothing else on the node holds them: the sysctl is 0).
+#[test]
+fn root_no_bpf_stats_leaves_the_run_counters_at_zero() {
+    require_root!();
+    let held_elsewhere = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0");
+    let runs = "ksense_bpf_program_runs_total{program=\"sched_switch\"}";
+    let waits = "ksense_runqueue_latency_seconds_count";
+    let k = Ksense::start(&["--log.level", "warn", "--no-bpf.stats"]);
+    let t0 = k.scrape();
+    std::thread::sleep(Duration::from_millis(500));
+    let t1 = k.scrape();
+    assert!(sample(&t1, waits).unwrap() > sample(&t0, waits).unwrap(), "the run queue counts without statistics");
+    if held_elsewhere {
+        eprintln!("SKIPPED the zero check: kernel.bpf_stats_enabled is on (held by the sysctl)");
+    } else {
+        assert_eq!(sample(&t1, runs), Some(0.0), "run counter with --no-bpf.stats");
+    }
+    drop(k);
+    let k = Ksense::start(&["--log.level", "warn"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sample(&k.scrape(), runs).unwrap() > 0.0, "run counter with the statistics held (the default)");
+}

@@ -124,12 +124,22 @@ pub struct Program {
     pub error: Option<String>,
 }
 
-/// What the sched programs record besides the node-wide histograms.
-#[derive(Clone, Copy, Debug, Default)]
+/// What the programs record besides the node-wide histograms.
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Per-workload (cgroup v2) histograms, with room for this many cgroups
     /// in each map; None: off, and the BPF code for it is not even loaded.
     pub workload_entries: Option<u32>,
+    /// Hold the kernel's BPF run-time statistics on (BPF_ENABLE_STATS), for
+    /// the programs' run counts and run time. Node-wide: while held, every
+    /// BPF program on the node pays two clock reads per run.
+    pub stats: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { workload_entries: None, stats: true }
+    }
 }
 
 /// How a per-workload map is served.
@@ -279,7 +289,12 @@ impl Probes {
         if !support.btf {
             bail!("{}", kernel::NO_BTF);
         }
-        let stats = kernel::enable_stats().map_err(|e| tracing::warn!("BPF run-time statistics unavailable: {e}")).ok();
+        let stats = opts
+            .stats
+            .then(|| {
+                kernel::enable_stats().map_err(|e| tracing::warn!("BPF run-time statistics unavailable: {e}")).ok()
+            })
+            .flatten();
         let mut ctx = Attach {
             mode,
             support,
