@@ -47,6 +47,8 @@ struct Net {
     rtt: PercpuArray,
     retrans: PercpuArray,
     drops: PercpuArray,
+    /// This object's own ks_drops (a per-workload map that was full).
+    events_dropped: PercpuArray,
     /// The label of each slot; None: not a drop (SKB_CONSUMED, ...).
     reasons: Vec<Option<Cow<'static, str>>>,
 }
@@ -82,6 +84,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         rtt: percpu(&sk.maps.tcp_rtt_hist)?,
         retrans: percpu(&sk.maps.tcp_retrans)?,
         drops: percpu(&sk.maps.skb_drops)?,
+        events_dropped: percpu(&sk.maps.ks_drops)?,
         reasons: drop_names()?,
     }))
 }
@@ -121,7 +124,15 @@ fn drop_names_from(members: &[(i64, String)]) -> Vec<Option<Cow<'static, str>>> 
 }
 
 impl Reader for Net {
-    fn read(&self, out: &mut Snapshot, _: &mut [u64; DROP_REASONS.len()], buf: &mut Vec<u8>) -> std::io::Result<()> {
+    fn read(
+        &self,
+        out: &mut Snapshot,
+        dropped: &mut [u64; DROP_REASONS.len()],
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        for (i, d) in dropped.iter_mut().enumerate() {
+            *d += self.events_dropped.counter(i as u32, buf)?;
+        }
         let rtt = self.rtt.histogram(0, buf)?;
         let mut retrans = [0; RETRANSMIT_KINDS.len()];
         for (i, r) in retrans.iter_mut().enumerate() {
