@@ -33,7 +33,8 @@ enum ks_drop {
 	KS_DROP_CGROUP_MAP_FULL = 2, /* no room for a cgroup in a per-workload map */
 	KS_DROP_START_UNSEEN = 3, /* switched in, but the wakeup or switch-out that began its wait never arrived */
 	KS_DROP_END_UNSEEN = 4,   /* a wait whose switch-in never arrived: the task ran unseen, the wait is discarded */
-	KS_DROP_MAX = 5,
+	KS_DROP_SOCK_STORAGE = 5, /* no room for a connection's request state: its requests are not measured */
+	KS_DROP_MAX = 6,
 };
 
 /*

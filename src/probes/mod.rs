@@ -10,6 +10,7 @@ pub mod fake;
 pub mod kernel;
 mod net;
 pub mod reader;
+mod requests;
 mod sched;
 mod skel;
 mod softirq;
@@ -30,7 +31,7 @@ pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
 /// (built by build.rs), a module with its [`ProbeFamily`], and a line here.
-pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY, net::FAMILY];
+pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY, net::FAMILY, requests::FAMILY];
 
 /// One probe family: what it attaches, and how.
 pub struct ProbeFamily {
@@ -73,7 +74,8 @@ pub fn counter_signals() -> Vec<&'static str> {
 }
 
 /// Reasons in `enum ks_drop` order (bpf/ksense.h), then the kernel's own.
-pub const DROP_REASONS: [&str; 5] = ["task_storage", "map_full", "cgroup_map_full", "start_unseen", "end_unseen"];
+pub const DROP_REASONS: [&str; 6] =
+    ["task_storage", "map_full", "cgroup_map_full", "start_unseen", "end_unseen", "sock_storage"];
 pub const DROP_RECURSION: &str = "recursion";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +152,11 @@ pub struct WorkloadFamily {
     pub help: &'static str,
     /// Counts events (served as a counter) rather than durations (a histogram).
     pub counter: bool,
+    /// A label every sample carries (e.g. `role="server"`): maps that share
+    /// a family name are served as one family, told apart by it.
+    pub label: Option<(&'static str, &'static str)>,
+    /// A histogram's event count, also served as a counter family (name, help).
+    pub count: Option<(&'static str, &'static str)>,
 }
 
 /// One per-workload kernel map (cgroup v2 id -> a histogram, or a count of
@@ -206,9 +213,14 @@ impl Attach<'_> {
         help: &'static str,
         map: &libbpf_rs::MapMut<'_>,
     ) -> anyhow::Result<()> {
+        self.workload_map_as(WorkloadFamily { family, unit, help, counter: false, label: None, count: None }, map)
+    }
+
+    /// [`Attach::workload_map`], served as `family` says (`counter` is the map's).
+    pub fn workload_map_as(&mut self, mut family: WorkloadFamily, map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<()> {
         if self.opts.workload_entries.is_some() {
             let map = hist_hash(map)?;
-            let family = WorkloadFamily { family, unit, help, counter: map.counts() };
+            family.counter = map.counts();
             self.workload_maps.push(WorkloadMap { family, map });
         }
         Ok(())

@@ -103,6 +103,7 @@ mod tests {
             ("cgroup_map_full", D::KS_DROP_CGROUP_MAP_FULL),
             ("start_unseen", D::KS_DROP_START_UNSEEN),
             ("end_unseen", D::KS_DROP_END_UNSEEN),
+            ("sock_storage", D::KS_DROP_SOCK_STORAGE),
         ] {
             assert_eq!(DROP_REASONS[v.0 as usize], reason);
         }

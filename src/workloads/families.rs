@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::labels::Labels;
 use super::tracker::{Record, View};
 use crate::probes::WorkloadFamily;
 use crate::signals::histogram::Histogram;
@@ -12,35 +13,45 @@ use crate::signals::metric::{family, BucketSet, Family, Kind, Sample, Value};
 /// path and what the path says), plus `workload="other"`. The ranking map
 /// (the first) has a series for every exported workload; the others only
 /// for workloads that had events (most never sleep in D state or retransmit).
+/// Maps that share a family name (told apart by their label) are one family,
+/// in the order the family first appears.
 pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
     let empty = Histogram::workload();
     let pick = |r: &Record, i: usize| -> Histogram { r.0.get(i).unwrap_or(&empty).clone() };
-    let value = |m: &WorkloadFamily, h: Histogram| {
-        if m.counter {
-            Value::Counter(h.count() as f64)
-        } else {
-            Value::Histogram(h)
-        }
+    let mut out: Vec<Family> = Vec::new();
+    let mut push = |name, unit, help, kind, samples: Vec<Sample>| match out.iter_mut().find(|f| f.name == name) {
+        Some(f) => f.samples.extend(samples),
+        None => out.push(Family { buckets: BucketSet::Workload, ..family(name, unit, help, kind, samples) }),
     };
-    let mut out: Vec<Family> = maps
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let mut v: Vec<Sample> = w
-                .series
-                .iter()
-                .filter(|s| i == 0 || s.hists.0.get(i).is_some_and(|h| h.count() > 0))
-                .map(|s| {
-                    let mut labels = vec![("workload", Cow::Owned(s.workload.clone()))];
-                    labels.extend(s.labels.pairs().map(|(k, v)| (k, Cow::Owned(v.to_string()))));
-                    Sample { labels, value: value(m, pick(&s.hists, i)) }
-                })
-                .collect();
-            v.push(Sample { labels: vec![("workload", Cow::Borrowed("other"))], value: value(m, pick(&w.other, i)) });
-            let kind = if m.counter { Kind::Counter } else { Kind::Histogram };
-            Family { buckets: BucketSet::Workload, ..family(m.family, m.unit, m.help, kind, v) }
-        })
-        .collect();
+    for (i, m) in maps.iter().enumerate() {
+        let sample = |workload: Cow<'static, str>, labels: &Labels, value: Value| {
+            let mut l = vec![("workload", workload)];
+            l.extend(labels.pairs().map(|(k, v)| (k, Cow::Owned(v.to_string()))));
+            l.extend(m.label.map(|(k, v)| (k, Cow::Borrowed(v))));
+            Sample { labels: l, value }
+        };
+        let mut hists: Vec<(Cow<'static, str>, &Labels, Histogram)> = w
+            .series
+            .iter()
+            .filter(|s| i == 0 || s.hists.0.get(i).is_some_and(|h| h.count() > 0))
+            .map(|s| (Cow::Owned(s.workload.clone()), &s.labels, pick(&s.hists, i)))
+            .collect();
+        let none = Labels::default();
+        hists.push((Cow::Borrowed("other"), &none, pick(&w.other, i)));
+        let counts: Vec<Sample> = match m.count {
+            Some(_) => hists.iter().map(|(w, l, h)| sample(w.clone(), l, Value::Counter(h.count() as f64))).collect(),
+            None => Vec::new(),
+        };
+        let (kind, value): (Kind, fn(Histogram) -> Value) = if m.counter {
+            (Kind::Counter, |h| Value::Counter(h.count() as f64))
+        } else {
+            (Kind::Histogram, Value::Histogram)
+        };
+        push(m.family, m.unit, m.help, kind, hists.into_iter().map(|(w, l, h)| sample(w, l, value(h))).collect());
+        if let Some((name, help)) = m.count {
+            push(name, None, help, Kind::Counter, counts);
+        }
+    }
     let state =
         |s: &'static str, n: usize| Sample { labels: vec![("state", Cow::Borrowed(s))], value: Value::Gauge(n as f64) };
     out.push(family(
@@ -56,7 +67,6 @@ pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads::labels::Labels;
     use crate::workloads::Series;
 
     fn count(n: u64) -> Histogram {
@@ -67,7 +77,7 @@ mod tests {
 
     #[test]
     fn counts_are_counters_and_empty_series_are_left_out_but_the_rankings() {
-        let fam = |family, counter| WorkloadFamily { family, unit: None, help: "h", counter };
+        let fam = |family, counter| WorkloadFamily { family, unit: None, help: "h", counter, label: None, count: None };
         let maps = [fam("runq", false), fam("retrans", true)];
         let series = |w: &str, rq: u64, n: u64| Series {
             workload: w.into(),
@@ -91,5 +101,54 @@ mod tests {
         assert!(matches!(fs[1].samples[0].value, Value::Counter(c) if c == 5.0));
         assert!(matches!(fs[1].samples[1].value, Value::Counter(c) if c == 0.0));
         assert!(matches!(fs[0].samples[1].value, Value::Histogram(ref h) if h.count() == 3));
+    }
+
+    #[test]
+    fn maps_of_one_family_merge_by_their_label_and_serve_their_counts() {
+        let role = |r| WorkloadFamily {
+            family: "req",
+            unit: None,
+            help: "h",
+            counter: false,
+            label: Some(("role", r)),
+            count: Some(("reqs", "c")),
+        };
+        let first = WorkloadFamily { family: "runq", unit: None, help: "h", counter: false, label: None, count: None };
+        let maps = [first, role("server"), role("client")];
+        let view = View {
+            series: vec![Series {
+                workload: "/a".into(),
+                labels: Labels::default(),
+                hists: Record(vec![count(1), count(4), count(0)]),
+            }],
+            other: Record(vec![count(1), count(0), count(2)]),
+            tracked: 1,
+            exported: 1,
+            folded: 0,
+        };
+        let fs = families(&view, &maps);
+        let names: Vec<_> = fs.iter().map(|f| f.name).collect();
+        assert_eq!(names, ["runq", "req", "reqs", "ksense_workloads"]);
+        let keyed = |f: &Family| {
+            f.samples
+                .iter()
+                .map(|s| {
+                    let n = match &s.value {
+                        Value::Counter(c) => *c as u64,
+                        Value::Histogram(h) => h.count(),
+                        _ => panic!("neither"),
+                    };
+                    (s.labels[0].1.to_string(), s.labels.last().unwrap().1.to_string(), n)
+                })
+                .collect::<Vec<_>>()
+        };
+        let want = [
+            ("/a".into(), "server".into(), 4),
+            ("other".into(), "server".into(), 0),
+            ("other".into(), "client".into(), 2),
+        ];
+        assert_eq!(keyed(&fs[1]), want, "/a made no call: no client series");
+        assert_eq!(keyed(&fs[2]), want);
+        assert!(matches!(fs[2].kind, Kind::Counter));
     }
 }

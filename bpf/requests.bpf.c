@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The requests family: each workload's request rate and request latency,
+ * inferred from its socket calls, with no change to the application.
+ *
+ * A small state machine per TCP socket, keyed by the socket (not the thread,
+ * so thread pools and keep-alive connections are measured right):
+ *
+ *   server (accepted)  data received while no request is open begins one;
+ *                      the first send after it ends it. Each receive->send
+ *                      turn is one request.
+ *   client (connected) a send while no call is open begins a call to a
+ *                      dependency; the first receive after it ends it.
+ *
+ * This holds for protocols that alternate request and response on a
+ * connection (HTTP/1.x, Redis, memcached, PostgreSQL, most RPC over TCP). It
+ * cannot hold for multiplexed protocols (HTTP/2, gRPC), pipelining (several
+ * requests in one turn count as one), UDP, or streams that never turn.
+ *
+ *   inet_sock_set_state  the role, once per connection: SYN_RECV ->
+ *                        ESTABLISHED is a server's socket, SYN_SENT ->
+ *                        ESTABLISHED a client's. Sockets established before
+ *                        ksense attached have no role and are not measured.
+ *   sk_data_ready        when data reached a server socket (6.6+): a request
+ *                        begins there rather than when the application reads
+ *                        it, since its client waits while it sits in the
+ *                        receive queue (bench/requests measured both).
+ *   sock_recv_length,    every sock_recvmsg/sock_sendmsg (6.3+): read,
+ *   sock_send_length     write, send*, recv*, and sendfile/splice (6.5+).
+ *
+ * State lives in socket storage on tp_btf: it is freed with the socket, so
+ * there is no table to fill. raw_tp programs cannot use socket storage; they
+ * keep the same state in an LRU hash keyed by the socket's address, deleted
+ * when the socket closes.
+ */
+#include "ksense.h"
+#include "workload.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Keys of req_hists, and the role a socket has. */
+enum ks_role { ROLE_SERVER = 0, ROLE_CLIENT = 1, ROLE_MAX };
+/* Never read: puts the enum in BTF for the skeleton (see ks_drop_reasons). */
+const volatile enum ks_role ks_roles = ROLE_MAX;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ROLE_MAX);
+	__type(key, __u32);
+	__type(value, struct ks_hist);
+} req_hists SEC(".maps");
+
+/* Per workload (bpf/workload.h), by the cgroup of the task that ended the request. */
+struct ks_cgroup_hists cg_requests_server SEC(".maps");
+struct ks_cgroup_hists cg_requests_client SEC(".maps");
+
+struct ks_conn {
+	__u64 start_ns;   /* when the open request (call) began; 0: none is open */
+	__u64 arrival_ns; /* server: when the next request's data reached the socket */
+	__u32 role;       /* enum ks_role */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ks_conn);
+} conns SEC(".maps");
+
+/* The raw_tp fallback's table; user space sizes it before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ks_conn);
+} conns_by_addr SEC(".maps");
+
+#define KS_MSG_PEEK 2 /* a #define in include/linux/socket.h, not in BTF */
+
+static __always_inline struct ks_conn *conn(struct sock *sk, bool btf)
+{
+	__u64 key = (__u64)sk;
+
+	if (btf)
+		return bpf_sk_storage_get(&conns, sk, 0, 0);
+	return bpf_map_lookup_elem(&conns_by_addr, &key);
+}
+
+static __always_inline void record(struct ks_conn *c, __u64 now)
+{
+	__u32 role = c->role;
+	__u64 v = now > c->start_ns ? now - c->start_ns : 0;
+	/* per-workload breakdown: bpf/workload.h */
+	__u64 cg = ks_workloads ? bpf_get_current_cgroup_id() : 0;
+	struct ks_whist *wh = NULL;
+
+	c->start_ns = 0;
+	if (cg)
+		wh = ks_workload_hist(role == ROLE_SERVER ? (void *)&cg_requests_server : (void *)&cg_requests_client,
+				      cg);
+	if (role >= ROLE_MAX)
+		return;
+	__u32 slot = ks_observe(&req_hists, role, v);
+	if (wh)
+		ks_workload_add(wh, slot, v);
+}
+
+static __always_inline int on_recv(struct sock *sk, int ret, int flags, bool btf)
+{
+	struct ks_conn *c;
+	__u64 now;
+
+	if (ret <= 0 || (flags & KS_MSG_PEEK) || !(c = conn(sk, btf)))
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (c->role == ROLE_SERVER) {
+		if (!c->start_ns)
+			c->start_ns = c->arrival_ns && c->arrival_ns <= now ? c->arrival_ns : now;
+		c->arrival_ns = 0;
+	} else if (c->start_ns) {
+		record(c, now);
+	}
+	return 0;
+}
+
+static __always_inline int on_send(struct sock *sk, int ret, bool btf)
+{
+	struct ks_conn *c;
+	__u64 now;
+
+	if (ret <= 0 || !(c = conn(sk, btf)))
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (c->role == ROLE_SERVER) {
+		if (c->start_ns)
+			record(c, now);
+	} else if (!c->start_ns) {
+		c->start_ns = now;
+	}
+	return 0;
+}
+
+static __always_inline int on_data_ready(struct sock *sk, bool btf)
+{
+	struct ks_conn *c = conn(sk, btf);
+
+	/* Only the first arrival of a request: later segments are its rest. */
+	if (c && c->role == ROLE_SERVER && !c->start_ns && !c->arrival_ns)
+		c->arrival_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
+{
+	struct ks_conn init = {};
+	__u64 key = (__u64)sk;
+
+	if (new == TCP_CLOSE && !btf) {
+		bpf_map_delete_elem(&conns_by_addr, &key);
+		return 0;
+	}
+	if (new != TCP_ESTABLISHED || (old != TCP_SYN_RECV && old != TCP_SYN_SENT))
+		return 0;
+	init.role = old == TCP_SYN_RECV ? ROLE_SERVER : ROLE_CLIENT;
+	if (btf) {
+		struct ks_conn *c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (c)
+			*c = init;
+		else
+			ks_drop(KS_DROP_SOCK_STORAGE);
+	} else if (bpf_map_update_elem(&conns_by_addr, &key, &init, BPF_ANY)) {
+		ks_drop(KS_DROP_SOCK_STORAGE);
+	}
+	return 0;
+}
+
+/* inet_sock_set_state fires for every protocol that uses inet_sk_set_state: TCP only here. */
+static __always_inline bool is_tcp(const struct sock *sk, bool btf)
+{
+	return (btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) == IPPROTO_TCP;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int old, int new)
+{
+	return is_tcp(sk, true) ? on_state(sk, old, new, true) : 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(tp_sk_data_ready, struct sock *sk)
+{
+	return on_data_ready(sk, true);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_recv(sk, ret, flags, true);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_send(sk, ret, true);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(raw_inet_sock_set_state, struct sock *sk, int old, int new)
+{
+	return is_tcp(sk, false) ? on_state(sk, old, new, false) : 0;
+}
+
+SEC("raw_tp/sk_data_ready")
+int BPF_PROG(raw_sk_data_ready, struct sock *sk)
+{
+	return on_data_ready(sk, false);
+}
+
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(raw_sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	return on_recv(sk, ret, flags, false);
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(raw_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	return on_send(sk, ret, false);
+}

@@ -1,0 +1,158 @@
+//! The requests family (bpf/requests.bpf.c): each workload's request rate
+//! and request latency, inferred from its socket calls, as a server (on
+//! accepted sockets) and as a client of its dependencies (on connected ones).
+
+use std::mem::MaybeUninit;
+
+use anyhow::Context;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::OpenObject;
+
+use super::reader::PercpuArray;
+use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
+use crate::signals::histogram::Histogram;
+use crate::signals::metric::{family, Kind, Unit, Value};
+use crate::signals::Snapshot;
+
+/// The roles in `enum ks_role` order (a test checks it), each with its signal.
+pub const ROLES: [&str; 2] = ["server", "client"];
+pub const SERVER_SIGNAL: &str = "requests_server";
+pub const CLIENT_SIGNAL: &str = "requests_client";
+
+/// The raw_tp fallback's connection table (bpf/requests.bpf.c's
+/// `conns_by_addr`): connections past it evict the least recently used.
+const RAW_TP_CONNECTIONS: u32 = 65536;
+
+pub const FAMILY: ProbeFamily = ProbeFamily {
+    programs: &["inet_sock_set_state", "sk_data_ready", "sock_recv_length", "sock_send_length"],
+    signals: || [SERVER_SIGNAL, CLIENT_SIGNAL].map(String::from).to_vec(),
+    counters: &[],
+    attach,
+    example: |h, out| emit(out, [h.clone(), h.clone()]),
+};
+
+const DURATION: &str = "ksense_request_duration";
+const COUNT: &str = "ksense_requests";
+
+const WORKLOAD_DURATION_HELP: &str = "Request latency of each workload, inferred from its socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response; role=\"client\" from a send on a connected socket to the first receive of the reply. For the exported workloads (by the cgroup of the task that ended the request); the rest are summed in workload=\"other\".";
+const WORKLOAD_COUNT_HELP: &str = "Requests each workload served (role=\"server\") or made (role=\"client\"), inferred from its socket calls: the count of ksense_workload_request_duration_seconds.";
+
+#[derive(Debug)]
+struct Requests {
+    hists: PercpuArray,
+    drops: PercpuArray,
+}
+
+fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
+    let mut obj = MaybeUninit::<OpenObject>::uninit();
+    let mut open =
+        skel::requests::RequestsSkelBuilder::default().open(&mut obj).context("opening the requests BPF object")?;
+    let btf = ctx.btf();
+    // Only the chosen variant's connection state is created.
+    open.maps.conns.set_autocreate(btf)?;
+    open.maps.conns_by_addr.set_autocreate(!btf)?;
+    open.maps.conns_by_addr.set_max_entries(RAW_TP_CONNECTIONS)?;
+    let rodata = open.maps.rodata_data.as_deref_mut().context("requests rodata")?;
+    rodata.ks_bounds = ctx.bounds;
+    rodata.ks_workloads = ctx.opts.workload_entries.is_some();
+    ctx.size_workload_map(&mut open.maps.cg_requests_server)?;
+    ctx.size_workload_map(&mut open.maps.cg_requests_client)?;
+    let p = &mut open.progs;
+    ctx.select("inet_sock_set_state", &mut p.tp_inet_sock_set_state, &mut p.raw_inet_sock_set_state);
+    ctx.select("sk_data_ready", &mut p.tp_sk_data_ready, &mut p.raw_sk_data_ready);
+    ctx.select("sock_recv_length", &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
+    ctx.select("sock_send_length", &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    let sk = open.load().context("loading the requests BPF programs")?;
+    let p = &sk.progs;
+    ctx.attach("inet_sock_set_state", &p.tp_inet_sock_set_state, &p.raw_inet_sock_set_state);
+    ctx.attach("sk_data_ready", &p.tp_sk_data_ready, &p.raw_sk_data_ready);
+    ctx.attach("sock_recv_length", &p.tp_sock_recv_length, &p.raw_sock_recv_length);
+    ctx.attach("sock_send_length", &p.tp_sock_send_length, &p.raw_sock_send_length);
+    for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
+        let f = WorkloadFamily {
+            family: "ksense_workload_request_duration",
+            unit: Some(Unit::Seconds),
+            help: WORKLOAD_DURATION_HELP,
+            counter: false,
+            label: Some(("role", role)),
+            count: Some(("ksense_workload_requests", WORKLOAD_COUNT_HELP)),
+        };
+        ctx.workload_map_as(f, map)?;
+    }
+    Ok(Box::new(Requests { hists: percpu(&sk.maps.req_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
+}
+
+impl Reader for Requests {
+    fn read(
+        &self,
+        out: &mut Snapshot,
+        drops: &mut [u64; DROP_REASONS.len()],
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let server = self.hists.histogram(0, buf)?;
+        let client = self.hists.histogram(1, buf)?;
+        emit(out, [server, client]);
+        // This object's own ks_drops (each BPF object has its own copy).
+        for (i, d) in drops.iter_mut().enumerate() {
+            *d += self.drops.counter(i as u32, buf)?;
+        }
+        Ok(())
+    }
+}
+
+fn emit(out: &mut Snapshot, by_role: [Histogram; 2]) {
+    let samples = |f: &dyn Fn(&Histogram) -> Value| {
+        ROLES.iter().zip(&by_role).map(|(r, h)| labelled("role", r, f(h))).collect::<Vec<_>>()
+    };
+    out.families.extend([
+        family(
+            DURATION,
+            Some(Unit::Seconds),
+            "Request latency over all workloads, inferred from socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response; role=\"client\" from a send on a connected socket to the first receive of the reply.",
+            Kind::Histogram,
+            samples(&|h| Value::Histogram(h.clone())),
+        ),
+        family(
+            COUNT,
+            None,
+            "Requests served (role=\"server\") and made (role=\"client\") over all workloads, inferred from socket calls: the count of ksense_request_duration_seconds.",
+            Kind::Counter,
+            samples(&|h| Value::Counter(h.count() as f64)),
+        ),
+    ]);
+    let [server, client] = by_role;
+    out.signals.extend([(SERVER_SIGNAL.into(), server), (CLIENT_SIGNAL.into(), client)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // `enum ks_role` of bpf/requests.bpf.c, as the skeleton generates it.
+    use skel::requests::types::ks_role as R;
+
+    #[test]
+    fn roles_follow_the_c_enum() {
+        assert_eq!(ROLES.len(), R::ROLE_MAX.0 as usize);
+        assert_eq!(ROLES[R::ROLE_SERVER.0 as usize], "server");
+        assert_eq!(ROLES[R::ROLE_CLIENT.0 as usize], "client");
+    }
+
+    #[test]
+    fn the_count_is_the_histograms() {
+        let mut h = Histogram::default();
+        h.slots[10] = 7;
+        let mut s = Snapshot::default();
+        emit(&mut s, [h.clone(), Histogram::default()]);
+        let f = s.families.iter().find(|f| f.name == COUNT).unwrap();
+        let got: Vec<_> = f
+            .samples
+            .iter()
+            .map(|x| match x.value {
+                Value::Counter(c) => (x.labels[0].1.to_string(), c),
+                _ => panic!("not a counter"),
+            })
+            .collect();
+        assert_eq!(got, [("server".into(), 7.0), ("client".into(), 0.0)]);
+        assert_eq!(s.signal(SERVER_SIGNAL).unwrap().count(), 7);
+    }
+}
