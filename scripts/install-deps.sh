@@ -13,7 +13,7 @@ case "${1:-}" in
         # Real servers and load generators the tests drive, and the tools they
         # call (mount/umount, unshare and setpriv from util-linux; ip, tc and ss
         # from iproute2 and iptables for the network tests' namespaces).
-        pkgs+=(prometheus stress-ng nginx wrk python3 util-linux mount iproute2 iptables) ;;
+        pkgs+=(prometheus stress-ng nginx wrk redis-server redis-tools python3 util-linux mount iproute2 iptables) ;;
     --image)
         # The Dockerfile's build stage: setcap gives the binary its file
         # capabilities there, so the runtime stage stores it once.

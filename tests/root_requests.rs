@@ -1,0 +1,398 @@
+//! The requests family in the running kernel against real servers and the
+//! load generators' own figures: nginx under wrk, redis-server under
+//! redis-benchmark, a thread-pool server under a client that times itself,
+//! and 10,000 short connections that must leave no state behind. Each
+//! server and client runs in a cgroup of its own, in a network namespace the
+//! test makes. Needs root.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::cgroup::{test_prefix, Cgroup};
+use common::netns::{run, Netns};
+use common::Ksense;
+use ksense::probes::{kernel, AttachMode, Probes};
+use ksense::signals::metric::Value;
+use ksense::signals::Snapshot;
+use libbpf_rs::MapCore;
+
+/// The programs are node-wide: one test at a time, or each counts the other's requests.
+static NODE: Mutex<()> = Mutex::new(());
+
+/// `name{workload="<rel>",...,role="<role>"} value`; 0 when absent.
+fn wl_role(text: &str, name: &str, rel: &str, role: &str) -> f64 {
+    let (w, r) = (format!("workload=\"{rel}\""), format!("role=\"{role}\""));
+    text.lines()
+        .find_map(|l| {
+            let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            let mut kv = labels.split(',');
+            (kv.clone().any(|x| x == w) && kv.any(|x| x == r)).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Node-wide requests of `role` in a snapshot.
+fn requests(s: &Snapshot, role: &str) -> f64 {
+    let f = s.families.iter().find(|f| f.name == "ksense_requests").expect("ksense_requests");
+    f.samples
+        .iter()
+        .filter(|x| x.labels.iter().any(|(_, v)| v == role))
+        .map(|x| match x.value {
+            Value::Counter(c) => c,
+            _ => panic!("not a counter"),
+        })
+        .sum()
+}
+
+fn within(got: f64, want: f64, share: f64, what: &str) {
+    eprintln!("{what}: ksense {got}, truth {want}");
+    assert!(want > 0.0, "{what}: nothing to compare");
+    assert!((got - want).abs() <= share * want, "{what}: ksense {got} vs {want}, more than {}% apart", share * 100.0);
+}
+
+const NGINX_CONF: &str = "worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server { listen 127.0.0.1:{port}; root {d}/html; }
+}
+";
+
+/// nginx (2 workers, keep-alive, sendfile) under wrk: the server requests of
+/// nginx's cgroup match wrk's own count within 1 %, and so do the client
+/// requests (wrk is the only client on the node while it runs).
+#[test]
+fn root_requests_nginx_under_wrk_match_wrks_count() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::create_dir(dir.path().join("html")).unwrap();
+    std::fs::write(dir.path().join("html/index.html"), "x".repeat(4096)).unwrap();
+    let port = 8091;
+    std::fs::write(dir.path().join("nginx.conf"), NGINX_CONF.replace("{d}", d).replace("{port}", &port.to_string()))
+        .unwrap();
+    for p in [dir.path().to_path_buf(), dir.path().join("html")] {
+        run(&["chmod", "755", p.to_str().unwrap()]); // nginx workers run as nobody
+    }
+    let k = Ksense::start(&["--workloads.enabled"]);
+    let mut cg = Cgroup::new(&format!("/{}-nginx", test_prefix()));
+    let conf = format!("{d}/nginx.conf");
+    cg.spawn(None, &["ip", "netns", "exec", &ns.name, "nginx", "-c", &conf, "-g", "daemon off;"]);
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let t0 = std::time::Instant::now();
+    while std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "curl", "-sf", "-o", "/dev/null", &url])
+        .status()
+        .is_ok_and(|s| !s.success())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "nginx did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = k.scrape();
+    let out = ns.exec(&["wrk", "-t2", "-c16", "-d3s", &url]);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = k.scrape();
+    let n: f64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no request count from wrk:\n{out}"));
+    assert!(n > 10_000.0, "wrk made too few requests to compare: {n}");
+    let rel = &cg.rel;
+    let server = wl_role(&after, "ksense_workload_requests_total", rel, "server")
+        - wl_role(&before, "ksense_workload_requests_total", rel, "server");
+    within(server, n, 0.01, "nginx's server requests");
+    let client = common::sample(&after, "ksense_requests_total{role=\"client\"}").unwrap()
+        - common::sample(&before, "ksense_requests_total{role=\"client\"}").unwrap();
+    within(client, n, 0.01, "client requests, node-wide");
+    assert_eq!(wl_role(&after, "ksense_workload_requests_total", rel, "client"), 0.0, "nginx calls nobody");
+}
+
+/// One `"name","value",...` CSV row of redis-benchmark per test.
+fn redis_csv(text: &str) -> Vec<Vec<String>> {
+    text.lines().skip(1).map(|l| l.split(',').map(|f| f.trim_matches('"').to_string()).collect()).collect()
+}
+
+/// redis-server under redis-benchmark (SET and GET, 8 connections): the
+/// server requests of redis's cgroup and the client requests of the
+/// benchmark's cgroup match its request count within 1 %, and the client
+/// latency ksense saw has the mean the benchmark's own timer saw.
+#[test]
+fn root_requests_redis_under_redis_benchmark() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-redis");
+    let k = Ksense::start(&["--workloads.enabled"]);
+    let mut server = Cgroup::new(&format!("/{}-redis", test_prefix()));
+    let mut bench = Cgroup::new(&format!("/{}-redis-benchmark", test_prefix()));
+    let port = "6390";
+    let redis = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    server.spawn(None, &[&["ip", "netns", "exec", &ns.name][..], &redis[..]].concat());
+    let t0 = std::time::Instant::now();
+    while !std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "redis-cli", "-p", port, "ping"])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bench.csv");
+    let per_test = 20_000;
+    let before = k.scrape();
+    let cmd = format!(
+        "exec ip netns exec {} redis-benchmark -p {port} -n {per_test} -c 8 -t set,get --csv > {}",
+        ns.name,
+        csv.display()
+    );
+    bench.spawn(None, &["sh", "-c", &cmd]);
+    bench.wait_all();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = k.scrape();
+    let rows = redis_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert_eq!(rows.len(), 2, "SET and GET: {rows:?}");
+    let n = (per_test * rows.len()) as f64;
+    let delta =
+        |rel: &str, name: &str, role: &str| wl_role(&after, name, rel, role) - wl_role(&before, name, rel, role);
+    within(delta(&server.rel, "ksense_workload_requests_total", "server"), n, 0.01, "redis's server requests");
+    let calls = delta(&bench.rel, "ksense_workload_requests_total", "client");
+    within(calls, n, 0.01, "redis-benchmark's client requests");
+    // avg_latency_ms is the third column; the two tests made as many requests each.
+    let own_ms: f64 = rows.iter().map(|r| r[2].parse::<f64>().unwrap()).sum::<f64>() / rows.len() as f64;
+    let sum = delta(&bench.rel, "ksense_workload_request_duration_seconds_sum", "client");
+    let ksense_ms = sum / calls * 1e3;
+    eprintln!("redis-benchmark mean latency {own_ms:.4} ms, ksense's client mean {ksense_ms:.4} ms");
+    // The benchmark's timer starts before its write and stops after its
+    // read returns, in user space: a little more than the kernel's view.
+    assert!(
+        ksense_ms <= own_ms * 1.05 && ksense_ms >= own_ms * 0.6,
+        "ksense's client mean {ksense_ms} ms vs the benchmark's {own_ms} ms"
+    );
+}
+
+/// A server whose `threads` threads all accept on one listening socket and
+/// answer each 2-byte request after `sleep_ms`, on keep-alive connections.
+const POOL_PY: &str = r#"
+import socket, sys, threading, time
+port, threads, sleep = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1e3
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(128)
+def serve():
+    while True:
+        c, _ = s.accept()
+        while True:
+            d = c.recv(64)
+            if not d:
+                break
+            time.sleep(sleep)
+            c.sendall(b"ok\n")
+        c.close()
+for _ in range(threads):
+    threading.Thread(target=serve, daemon=True).start()
+threading.Event().wait()
+"#;
+
+/// `conns` keep-alive connections, `n` requests each, timed by the client itself.
+const CLIENT_PY: &str = r#"
+import json, socket, sys, threading, time
+port, conns, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+lat, lock = [], threading.Lock()
+def run():
+    c = socket.create_connection(("127.0.0.1", port))
+    mine = []
+    for _ in range(n):
+        t = time.perf_counter()
+        c.sendall(b"q\n")
+        got = b""
+        while len(got) < 3:
+            got += c.recv(16)
+        mine.append(time.perf_counter() - t)
+    c.close()
+    with lock:
+        lat.extend(mine)
+ts = [threading.Thread(target=run) for _ in range(conns)]
+for t in ts: t.start()
+for t in ts: t.join()
+json.dump({"count": len(lat), "mean": sum(lat) / len(lat)}, open(out, "w"))
+"#;
+
+/// A thread-pool server (8 threads on one listening socket) and a client
+/// with 4 keep-alive connections of 2,500 requests each: both counts match
+/// the client's own, its latency histogram has the mean its timer saw, and
+/// the server's sits between the server's sleep and that.
+#[test]
+fn root_requests_thread_pool_and_keepalive_count_each_turn() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-pool");
+    let k = Ksense::start(&["--workloads.enabled"]);
+    let mut server = Cgroup::new(&format!("/{}-pool", test_prefix()));
+    let mut client = Cgroup::new(&format!("/{}-pool-client", test_prefix()));
+    let port = "7301";
+    let py = |args: &[&str]| -> Vec<String> {
+        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    server.spawn(None, &py(&[POOL_PY, port, "8", "1"]).iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("client.json");
+    let before = k.scrape();
+    let argv = py(&[CLIENT_PY, port, "4", "2500", out.to_str().unwrap()]);
+    client.spawn(None, &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    client.wait_all();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = k.scrape();
+    let own = std::fs::read_to_string(&out).unwrap();
+    let field = |k: &str| -> f64 {
+        own.split(&format!("\"{k}\": ")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
+    };
+    let (n, own_mean) = (field("count"), field("mean"));
+    assert_eq!(n, 10_000.0);
+    let delta =
+        |rel: &str, name: &str, role: &str| wl_role(&after, name, rel, role) - wl_role(&before, name, rel, role);
+    within(delta(&server.rel, "ksense_workload_requests_total", "server"), n, 0.01, "the pool's server requests");
+    let calls = delta(&client.rel, "ksense_workload_requests_total", "client");
+    within(calls, n, 0.01, "the client's requests");
+    let mean = |rel: &str, role: &str| {
+        delta(rel, "ksense_workload_request_duration_seconds_sum", role)
+            / delta(rel, "ksense_workload_requests_total", role)
+    };
+    let (c, s) = (mean(&client.rel, "client"), mean(&server.rel, "server"));
+    eprintln!("client's own mean {:.1} µs; ksense: client {:.1} µs, server {:.1} µs", own_mean * 1e6, c * 1e6, s * 1e6);
+    within(c, own_mean, 0.10, "the client's mean latency");
+    assert!(s >= 1e-3 && s <= c, "the server's mean {s} s: at least its 1 ms sleep, at most the client's {c} s");
+}
+
+/// The newest map of this name: the one this test's attach made.
+fn newest_map(name: &str) -> libbpf_rs::MapHandle {
+    let id = libbpf_rs::query::MapInfoIter::default()
+        .filter(|m| m.name.to_str() == Some(name))
+        .map(|m| m.id)
+        .max()
+        .unwrap_or_else(|| panic!("no BPF map named {name}"));
+    libbpf_rs::MapHandle::from_map_id(id).unwrap()
+}
+
+/// `struct ks_conn`'s role (bpf/requests.bpf.c): 0 server, 1 client.
+const ROLE_OFFSET: usize = 16;
+
+/// The sockets among `socks` whose state in socket storage has `role`. User
+/// space looks socket storage up by a socket's fd; it cannot walk the map
+/// (no get_next_key), and iterator programs that could are refused (EPERM)
+/// on some kernels, this one among them.
+fn with_role(socks: &[TcpStream], role: u32) -> usize {
+    let map = newest_map("conns");
+    assert_eq!(map.map_type(), libbpf_rs::MapType::SkStorage);
+    socks
+        .iter()
+        .filter(|c| {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(*c);
+            map.lookup(&fd.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                .unwrap()
+                .is_some_and(|v| u32::from_ne_bytes(v[ROLE_OFFSET..ROLE_OFFSET + 4].try_into().unwrap()) == role)
+        })
+        .count()
+}
+
+/// 10,000 short connections, one request each: each is counted once as a
+/// server request and once as a client call; the connections held open
+/// have state in the kernel, with the role of their end. On raw_tp, whose
+/// table is ksense's to empty, nothing is left of them once they close; on
+/// tp_btf the state is socket storage, which the kernel frees with the socket.
+fn short_connections(mode: AttachMode) {
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-short");
+    let s = kernel::probe();
+    let p = Probes::attach(AttachMode::choose(Some(mode), &s).unwrap(), &s, &[]).unwrap();
+    let table = || (mode == AttachMode::RawTp).then(|| newest_map("conns_by_addr").keys().count());
+    let baseline = table();
+    let (n, held) = (10_000, 100);
+    let before = p.snapshot().unwrap();
+    let (mut roles, mut while_open) = ((0, 0), None);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            ns.enter();
+            let l = TcpListener::bind("127.0.0.1:7302").unwrap();
+            let accepted = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let kept = accepted.clone();
+            let server = std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                for c in l.incoming() {
+                    let mut c = c.unwrap();
+                    if c.read(&mut buf).unwrap() == 0 {
+                        return; // the last, empty connection: done
+                    }
+                    c.write_all(b"ok\n").unwrap();
+                    let mut k = kept.lock().unwrap();
+                    if k.len() < held {
+                        k.push(c);
+                    }
+                }
+            });
+            let mut open = Vec::new();
+            for i in 0..n {
+                let mut c = TcpStream::connect("127.0.0.1:7302").unwrap();
+                c.write_all(b"q\n").unwrap();
+                let mut buf = [0u8; 3];
+                c.read_exact(&mut buf).unwrap();
+                if i < held {
+                    open.push(c);
+                }
+            }
+            while_open = table();
+            if mode == AttachMode::TpBtf {
+                roles = (with_role(&accepted.lock().unwrap(), 0), with_role(&open, 1));
+            }
+            drop(open);
+            accepted.lock().unwrap().clear();
+            drop(TcpStream::connect("127.0.0.1:7302").unwrap());
+            server.join().unwrap();
+        });
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let after = p.snapshot().unwrap();
+    let (server, client) = (
+        requests(&after, "server") - requests(&before, "server"),
+        requests(&after, "client") - requests(&before, "client"),
+    );
+    within(server, n as f64, 0.01, "server requests of short connections");
+    within(client, n as f64, 0.01, "client calls of short connections");
+    match (baseline, while_open, table()) {
+        (Some(b), Some(open), Some(left)) => {
+            eprintln!("raw_tp: table entries before {b}, with {held} connections open {open}, after {left}");
+            assert!(open >= b + 2 * held, "{held} open connections (two ends each), {open} entries (from {b})");
+            assert!(left <= b + 5, "{left} entries left after the connections closed (from {b})");
+        }
+        _ => {
+            eprintln!(
+                "tp_btf: of {held} open connections, {} server ends and {} client ends have their role",
+                roles.0, roles.1
+            );
+            assert_eq!(roles, (held, held), "each open end's socket storage has its role");
+        }
+    }
+}
+
+#[test]
+fn root_requests_short_connections_leave_nothing_tp_btf() {
+    require_root!();
+    short_connections(AttachMode::TpBtf);
+}
+
+#[test]
+fn root_requests_short_connections_leave_nothing_raw_tp() {
+    require_root!();
+    short_connections(AttachMode::RawTp);
+}
