@@ -3,6 +3,7 @@
 //!   sudo cargo bench --bench cost            (or: make bench)
 //!   KSENSE_BENCH_SECS=20 sudo -E cargo bench --bench cost
 //!   KSENSE_BENCH_PART=net sudo -E cargo bench --bench cost   (only the network storm)
+//!   KSENSE_BENCH_PART=requests sudo -E cargo bench --bench cost   (only the requests storm)
 //!
 //! BPF cost per event comes from the kernel's own run_time_ns / run_cnt:
 //! ksense's programs (as its /metrics reports them) next to, on the same
@@ -42,6 +43,10 @@ const SCHED: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 const NET: [&str; 3] = ["tcp_probe", "tcp_retransmit_skb", "kfree_skb"];
 /// The network storm's loss on the server's port: retransmissions and drops to measure.
 const NET_LOSS: &str = "0.01";
+/// The requests family's programs, by their names in ksense_bpf_program_*.
+const REQUESTS: [&str; 4] = ["inet_sock_set_state", "sk_data_ready", "sock_recv_length", "sock_send_length"];
+/// The requests storm's short connections (connect, one request, close) per second, beside wrk's keep-alive ones.
+const CHURN_PER_SEC: u32 = 300;
 const PARTS: [&str; 3] = ["clock", "task storage lookup", "bucket search + histogram"];
 /// Workloads for the scrape figure.
 const WORKLOADS: usize = 200;
@@ -150,13 +155,17 @@ fn load_others() -> anyhow::Result<Others> {
     let sk = floor::FloorSkelBuilder::default().open(&mut o1)?.load()?;
     let p = &sk.progs;
     let mut fl = Vec::new();
-    for (name, prog) in SCHED.iter().chain(&NET).zip([
+    for (name, prog) in SCHED.iter().chain(&NET).chain(&REQUESTS).zip([
         &p.floor_sched_switch,
         &p.floor_sched_wakeup,
         &p.floor_sched_wakeup_new,
         &p.floor_tcp_probe,
         &p.floor_tcp_retransmit_skb,
         &p.floor_kfree_skb,
+        &p.floor_inet_sock_set_state,
+        &p.floor_sk_data_ready,
+        &p.floor_sock_recv_length,
+        &p.floor_sock_send_length,
     ]) {
         links.push(prog.attach()?);
         fl.push((*name, prog.as_fd().try_clone_to_owned()?));
@@ -191,6 +200,8 @@ fn load_parts() -> anyhow::Result<(Progs, Vec<Link>)> {
 }
 
 type Stats = BTreeMap<(&'static str, String), ProgStats>;
+/// Runs and ns/run per (set, program) over a storm.
+type PerRun = BTreeMap<(&'static str, String), (u64, f64)>;
 
 /// Every program's counters at one moment: ksense's from its /metrics (what a
 /// user sees), the others' from their fds.
@@ -234,7 +245,7 @@ fn ksense_stats(m: &mut Stats, set: &'static str, url: &str) -> anyhow::Result<(
 }
 
 /// ns/run per (set, program) between two snapshots.
-fn per_run(a: &Stats, b: &Stats) -> BTreeMap<(&'static str, String), (u64, f64)> {
+fn per_run(a: &Stats, b: &Stats) -> PerRun {
     b.iter()
         .map(|(k, v)| {
             let p = a.get(k).copied().unwrap_or_default();
@@ -293,18 +304,22 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// A child process, sent SIGTERM and waited for on drop: SIGKILL would leave
+/// nginx's workers behind and skip ksense's clean exit.
+struct Terminated(Child);
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 struct Ksense {
-    child: Child,
+    child: Terminated,
     url: String,
     first_scrape: Duration,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Ksense {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 fn start_ksense(extra: &[&str]) -> anyhow::Result<Ksense> {
@@ -331,7 +346,7 @@ fn start_ksense(extra: &[&str]) -> anyhow::Result<Ksense> {
         anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "ksense did not serve a full scrape within 30 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(Ksense { first_scrape: t.elapsed(), child, url, _dir: dir })
+    Ok(Ksense { first_scrape: t.elapsed(), child: Terminated(child), url, _dir: dir })
 }
 
 fn storm(argv: &[&str]) -> anyhow::Result<()> {
@@ -380,8 +395,9 @@ fn run(secs: u64) -> anyhow::Result<()> {
     println!("on: ksense --workloads.enabled true (per-workload attribution); off: the default");
     println!();
 
-    // ---- BPF cost per event, two storms
-    let only_net = std::env::var("KSENSE_BENCH_PART").is_ok_and(|p| p == "net");
+    // ---- BPF cost per event, two storms; KSENSE_BENCH_PART=net or requests: only that storm
+    let part = std::env::var("KSENSE_BENCH_PART").ok();
+    let runs_part = |p: &str| part.as_deref().is_none_or(|q| q == p);
     let storms: [Vec<String>; 2] = [
         vec![
             "stress-ng".into(),
@@ -393,12 +409,8 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ],
         vec!["perf".into(), "bench".into(), "sched".into(), "pipe".into(), "-l".into(), (secs * 60_000).to_string()],
     ];
-    for argv in storms.iter().filter(|_| !only_net) {
-        let a = stats(&sets, &others)?;
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        storm(&argv)?;
-        let b = stats(&sets, &others)?;
-        let d = per_run(&a, &b);
+    for argv in storms.iter().filter(|_| part.is_none()) {
+        let d = measure(argv, &sets, &others)?;
         println!("BPF ns/run under `{}` (same events, all four sets attached at once)", argv.join(" "));
         println!(
             "  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>9}  target",
@@ -432,8 +444,13 @@ fn run(secs: u64) -> anyhow::Result<()> {
         println!();
     }
 
-    net_storm(secs, &sets, &others)?;
-    if std::env::var("KSENSE_BENCH_PART").is_ok_and(|p| p == "net") {
+    if runs_part("net") {
+        net_storm(secs, &sets, &others)?;
+    }
+    if runs_part("requests") {
+        requests_storm(secs, &sets, &others)?;
+    }
+    if part.is_some() {
         return Ok(());
     }
 
@@ -474,7 +491,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
 
     // ---- user-space CPU, idle and under the storm (default 1 s interval, no scrapes)
     let window = Duration::from_secs(secs);
-    let pids = [("on", on.child.id()), ("off", off.child.id())];
+    let pids = [("on", on.child.0.id()), ("off", off.child.0.id())];
     let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
     std::thread::sleep(window);
     let idle: Vec<f64> =
@@ -569,23 +586,89 @@ impl Drop for Netns {
     }
 }
 
+/// nginx serving a 1 KiB page on 127.0.0.1:8080 in a namespace, stopped on drop.
+struct Nginx {
+    _child: Terminated,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `workers` worker processes; `http` more directives of the http block.
+    fn start(ns: &Netns, workers: u32, http: &str) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display().to_string();
+        std::fs::create_dir(dir.path().join("html"))?;
+        std::fs::write(dir.path().join("html/index.html"), "x".repeat(1024))?;
+        let conf = format!(
+            "worker_processes {workers}; pid {d}/nginx.pid; error_log {d}/error.log warn; daemon off;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
+             uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; keepalive_requests 10000000; {http}\n\
+             server {{ listen 127.0.0.1:8080; root {d}/html; }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let argv = ns.cmd(&["nginx", "-c", &format!("{d}/nginx.conf"), "-p", &d]);
+        let child = Command::new(&argv[0]).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let nginx = Nginx { _child: Terminated(child), _dir: dir };
+        let t = Instant::now();
+        while Command::new("ip")
+            .args(["netns", "exec", &ns.0, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
+            .stderr(Stdio::null())
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "nginx did not listen in the bench's namespace");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+/// `wrk -t 2 -c <conns>` for `secs` against the namespace's nginx, as argv.
+fn wrk(ns: &Netns, conns: u32, secs: u64) -> Vec<String> {
+    ns.cmd(&["wrk", "-t", "2", "-c", &conns.to_string(), "-d", &format!("{secs}s"), "http://127.0.0.1:8080/"])
+}
+
+/// Every set's ns/run over one run of `argv`.
+fn measure(argv: &[String], sets: &[(&'static str, &str)], others: &Others) -> anyhow::Result<PerRun> {
+    let a = stats(sets, others)?;
+    storm(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
+    Ok(per_run(&a, &stats(sets, others)?))
+}
+
+/// The table of a network storm: each of `names`' runs (on), ns/run on, off
+/// and empty, and the CPU they take together.
+fn storm_table(d: &PerRun, names: &[&str], secs: u64) {
+    println!(
+        "  {:<19} {:>11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>10}  target",
+        "program", "runs", "runs/s", "on", "off", "floor", "on/floor", "off/floor"
+    );
+    let mut total = 0.0;
+    for name in names {
+        let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
+        let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on"), get("off"), get("floor"));
+        total += k_off * off_runs as f64;
+        println!(
+            "  {name:<19} {runs:>11} {:>9.0} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {:>8.2}x {:>9.2}x  <= 3.0x floor",
+            runs as f64 / secs as f64,
+            k_on / f,
+            k_off / f
+        );
+    }
+    println!(
+        "  the {} programs together (off): {:.2} ms of CPU per second of this storm, {:.3} % of one core",
+        names.len(),
+        total / secs as f64 / 1e6,
+        total / secs as f64 / 1e7
+    );
+    println!();
+}
+
 /// The network family's programs under wrk against nginx on a namespace's
 /// loopback, NET_LOSS of the requests' segments dropped (so that
 /// retransmissions and drops happen too), next to the empty floor.
 fn net_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyhow::Result<()> {
     let ns = Netns::new()?;
-    let dir = tempfile::tempdir()?;
-    let d = dir.path().display().to_string();
-    std::fs::create_dir(dir.path().join("html"))?;
-    std::fs::write(dir.path().join("html/index.html"), "x".repeat(1024))?;
-    let conf = format!(
-        "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn; daemon off;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;\n\
-         uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; keepalive_requests 10000000;\n\
-         server {{ listen 127.0.0.1:8080; root {d}/html; }} }}\n"
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf)?;
     let iptables = ns.cmd(&[
         "iptables",
         "-A",
@@ -604,49 +687,58 @@ fn net_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyho
         "DROP",
     ]);
     storm(&iptables.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let nginx = ns.cmd(&["nginx", "-c", &format!("{d}/nginx.conf"), "-p", &d]);
-    let mut server = Command::new(&nginx[0]).args(&nginx[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    let t = Instant::now();
-    while Command::new("ip")
-        .args(["netns", "exec", &ns.0, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"])
-        .stderr(Stdio::null())
-        .status()
-        .map_or(true, |s| !s.success())
-    {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "nginx did not listen in the bench's namespace");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let wrk = ns.cmd(&["wrk", "-t", "2", "-c", "64", "-d", &format!("{secs}s"), "http://127.0.0.1:8080/"]);
-    let a = stats(sets, others)?;
-    let res = storm(&wrk.iter().map(String::as_str).collect::<Vec<_>>());
-    let b = stats(sets, others)?;
-    let _ = server.kill();
-    let _ = server.wait();
-    res?;
-    let d = per_run(&a, &b);
+    let nginx = Nginx::start(&ns, 1, "")?;
+    let d = measure(&wrk(&ns, 64, secs), sets, others)?;
+    drop(nginx);
     println!("BPF ns/run under `wrk -t 2 -c 64 -d {secs}s` against nginx on a namespace's 127.0.0.1, {NET_LOSS} of the requests' segments dropped (iptables)");
-    println!(
-        "  {:<18} {:>11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>10}  target",
-        "program", "runs", "runs/s", "on", "off", "floor", "on/floor", "off/floor"
+    storm_table(&d, &NET, secs);
+    Ok(())
+}
+
+/// From a thread of its own in the namespace: `per_sec` times a second for
+/// `window`, a connection that sends one request, reads the reply and closes.
+/// Returns how many were made.
+fn churn(ns: &Netns, per_sec: u32, window: Duration) -> anyhow::Result<u32> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.0))?;
+    // SAFETY: setns on an open namespace file; it moves only this thread.
+    anyhow::ensure!(
+        unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+        "setns: {}",
+        std::io::Error::last_os_error()
     );
-    let mut total = 0.0;
-    for name in NET {
-        let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
-        let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on"), get("off"), get("floor"));
-        total += k_off * off_runs as f64;
-        println!(
-            "  {name:<18} {runs:>11} {:>9.0} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {:>8.2}x {:>9.2}x  <= 3.0x floor",
-            runs as f64 / secs as f64,
-            k_on / f,
-            k_off / f
-        );
+    let t = Instant::now();
+    let mut n = 0;
+    let mut reply = Vec::new();
+    while t.elapsed() < window {
+        let mut c = std::net::TcpStream::connect("127.0.0.1:8080")?;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        reply.clear();
+        c.read_to_end(&mut reply)?;
+        n += 1;
+        if let Some(wait) = (Duration::from_secs(1) * n / per_sec).checked_sub(t.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
-    println!(
-        "  the three programs together (off): {:.2} ms of CPU per second of this storm, {:.3} % of one core",
-        total / secs as f64 / 1e6,
-        total / secs as f64 / 1e7
-    );
-    println!();
+    Ok(n)
+}
+
+/// The requests family's programs under keep-alive wrk against nginx (two
+/// workers, sendfile) on a namespace's loopback, with CHURN_PER_SEC short
+/// connections beside it so that inet_sock_set_state runs, next to the floor.
+fn requests_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyhow::Result<()> {
+    let ns = Netns::new()?;
+    let nginx = Nginx::start(&ns, 2, "sendfile on;")?;
+    let (d, short) = std::thread::scope(|s| {
+        let short = s.spawn(|| churn(&ns, CHURN_PER_SEC, Duration::from_secs(secs)));
+        let d = measure(&wrk(&ns, 32, secs), sets, others);
+        (d, short.join().map_err(|_| anyhow::anyhow!("the short connections' thread panicked")))
+    });
+    drop(nginx);
+    let (d, short) = (d?, short??);
+    println!("BPF ns/run under `wrk -t 2 -c 32 -d {secs}s` (keep-alive) against nginx (2 workers, sendfile on) on a namespace's 127.0.0.1, and {short} short connections (connect, one request, close) beside it");
+    storm_table(&d, &REQUESTS, secs);
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The floor: empty programs on ksense's scheduler and network tracepoints. What any
- * tp_btf program costs on this kernel (dispatch, the kernel's run-time
- * statistics), measured beside ksense's own programs in bench/cost.
+ * The floor: empty programs on ksense's scheduler, network and requests
+ * tracepoints. What any tp_btf program costs on this kernel (dispatch, the
+ * kernel's run-time statistics), measured beside ksense's own programs in
+ * bench/cost.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -43,6 +44,31 @@ int BPF_PROG(floor_tcp_retransmit_skb)
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(floor_kfree_skb)
+{
+	return 0;
+}
+
+/* The requests family's tracepoints. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(floor_inet_sock_set_state)
+{
+	return 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(floor_sk_data_ready)
+{
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(floor_sock_recv_length)
+{
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(floor_sock_send_length)
 {
 	return 0;
 }
