@@ -16,20 +16,37 @@ use ksense::signals::buckets::default_workload_classic_indices;
 /// the KsenseSeriesHigh alert).
 const BUDGET: f64 = 5000.0;
 
-/// The per-workload families a scrape declares: (histograms, counters).
-fn workload_families(text: &str) -> (Vec<String>, Vec<String>) {
+/// The per-workload families a scrape declares: (histograms, counters),
+/// with the `role` values each has (families without one: `None`).
+type Families = Vec<(String, Option<&'static str>)>;
+
+fn workload_families(text: &str) -> (Families, Families) {
     let (mut h, mut c) = (Vec::new(), Vec::new());
     for l in text.lines() {
         let Some(rest) = l.strip_prefix("# TYPE ksense_workload_") else { continue };
         let (name, ty) = rest.split_once(' ').unwrap();
         let name = format!("ksense_workload_{name}");
+        let by_role = text.lines().any(|l| l.starts_with(&name) && l.contains("role=\""));
+        let roles: Vec<Option<&'static str>> =
+            if by_role { ksense::probes::REQUEST_ROLES.iter().map(|r| Some(*r)).collect() } else { vec![None] };
+        let each = roles.into_iter().map(|r| (name.clone(), r));
         match ty {
-            "histogram" => h.push(name),
-            "counter" => c.push(name),
+            "histogram" => h.extend(each),
+            "counter" => c.extend(each),
             other => panic!("{name}: unexpected type {other}"),
         }
     }
     (h, c)
+}
+
+/// `wl`, for one role of a family that has roles.
+fn wl_as(text: &str, name: &str, rel: &str, role: Option<&str>) -> Option<f64> {
+    let Some(role) = role else { return wl(text, name, rel) };
+    let (w, r) = (format!("workload=\"{rel}\""), format!("role=\"{role}\""));
+    text.lines().find_map(|l| {
+        let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+        (labels.split(',').any(|x| x == w) && labels.split(',').any(|x| x == r)).then(|| v.trim().parse().ok())?
+    })
 }
 
 #[test]
@@ -59,13 +76,13 @@ fn root_series_stay_within_the_formula_and_the_budget() {
     }
     eprintln!("{n} workloads ran in {:.1} s", t0.elapsed().as_secs_f64());
 
-    // Every family of a workload is a series of its own once it had events;
+    // Every family (and role) of a workload is a series of its own once it had events;
     // wait until the workloads' cgroups are resolved and their series served.
-    let all = |text: &str, (h, c): &(Vec<String>, Vec<String>)| {
+    let all = |text: &str, (h, c): &(Families, Families)| {
         cgs.iter()
             .filter(|cg| {
-                h.iter().all(|f| wl(text, &format!("{f}_count"), &cg.rel).is_some())
-                    && c.iter().all(|f| wl(text, f, &cg.rel).is_some())
+                h.iter().all(|(f, r)| wl_as(text, &format!("{f}_count"), &cg.rel, *r).is_some())
+                    && c.iter().all(|(f, r)| wl_as(text, f, &cg.rel, *r).is_some())
             })
             .count()
     };
@@ -90,7 +107,7 @@ fn root_series_stay_within_the_formula_and_the_budget() {
     let formula = (exported + 1) * per;
     let busy = all(&text, &fams);
     eprintln!(
-        "{} histogram and {} counter families per workload, {per} series each; {exported} exported (cap {cap}), {busy} of ours with every family; \
+        "{} histogram and {} counter series sets (family and role) per workload, {per} series each; {exported} exported (cap {cap}), {busy} of ours with every family; \
          per-workload series {per_workload} (formula {formula}), node-wide {}, total {total} (budget {BUDGET})",
         hists.len(),
         counters.len(),
@@ -99,7 +116,7 @@ fn root_series_stay_within_the_formula_and_the_budget() {
     assert_eq!(sample(&text, "ksense_scrape_series"), Some(total), "ksense_scrape_series against the lines served");
     assert_eq!(sample(&text, "ksense_baseline_ready"), Some(1.0), "the model's series are part of the count");
     assert!(exported <= cap, "{exported} exported with a cap of {cap}");
-    assert!((hists.len(), counters.len()) >= (3, 2), "families per workload: {fams:?}");
+    assert!((hists.len(), counters.len()) >= (5, 4), "families per workload: {fams:?}");
     assert!(busy >= cap * 9 / 10, "only {busy} of {n} workloads had every family: the test did not load them");
     assert!(per_workload <= formula, "{per_workload} per-workload series, the formula allows {formula}");
     assert!(total <= BUDGET, "{total} series, the budget is {BUDGET}");

@@ -90,7 +90,8 @@ impl Drop for Netns {
 /// A process that serves and sends to itself over 127.0.0.1:`port` for
 /// `secs`: its sockets are in its cgroup. It writes the sending socket's own
 /// count of retransmitted segments (tcp_info's tcpi_total_retrans, at offset
-/// 100) to `out`.
+/// 100) to `out`. Then 3 request/response turns on a second connection, so
+/// that it has server requests and client calls too.
 pub const BULK_PY: &str = r#"
 import socket, struct, sys, threading, time
 port, secs, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
@@ -99,11 +100,17 @@ s.bind(("127.0.0.1", port)); s.listen()
 def serve():
     c, _ = s.accept()
     while c.recv(65536): pass
+    p, _ = s.accept()
+    while p.recv(16): p.sendall(b"!")
 t = threading.Thread(target=serve); t.start()
 c = socket.create_connection(("127.0.0.1", port)); b = b"x" * 16384; t0 = time.time()
 while time.time() - t0 < secs: c.sendall(b)
 time.sleep(0.3)
 info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 open(out, "w").write(str(struct.unpack_from("I", info, 100)[0]))
-c.close(); t.join()
+c.close()
+p = socket.create_connection(("127.0.0.1", port))
+for _ in range(3):
+    p.sendall(b"?"); p.recv(16)
+p.close(); t.join()
 "#;
