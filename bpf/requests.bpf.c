@@ -105,20 +105,20 @@ static __always_inline void record(struct ks_conn *c, __u64 now)
 		ks_workload_add(wh, slot, v);
 }
 
+/* The clock is read only at a transition (a request begins or ends): most
+ * calls are the rest of a request or of its response, and need none. */
 static __always_inline int on_recv(struct sock *sk, int ret, int flags, bool btf)
 {
 	struct ks_conn *c;
-	__u64 now;
 
 	if (ret <= 0 || (flags & KS_MSG_PEEK) || !(c = conn(sk, btf)))
 		return 0;
-	now = bpf_ktime_get_ns();
 	if (c->role == ROLE_SERVER) {
 		if (!c->start_ns)
-			c->start_ns = c->arrival_ns && c->arrival_ns <= now ? c->arrival_ns : now;
+			c->start_ns = c->arrival_ns ? c->arrival_ns : bpf_ktime_get_ns();
 		c->arrival_ns = 0;
 	} else if (c->start_ns) {
-		record(c, now);
+		record(c, bpf_ktime_get_ns());
 	}
 	return 0;
 }
@@ -126,16 +126,14 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags, bool btf
 static __always_inline int on_send(struct sock *sk, int ret, bool btf)
 {
 	struct ks_conn *c;
-	__u64 now;
 
 	if (ret <= 0 || !(c = conn(sk, btf)))
 		return 0;
-	now = bpf_ktime_get_ns();
 	if (c->role == ROLE_SERVER) {
 		if (c->start_ns)
-			record(c, now);
+			record(c, bpf_ktime_get_ns());
 	} else if (!c->start_ns) {
-		c->start_ns = now;
+		c->start_ns = bpf_ktime_get_ns();
 	}
 	return 0;
 }
@@ -150,6 +148,14 @@ static __always_inline int on_data_ready(struct sock *sk, bool btf)
 	return 0;
 }
 
+/* inet_sock_set_state also fires for other protocols (e.g. SCTP): TCP only. */
+static __always_inline bool is_tcp(const struct sock *sk, bool btf)
+{
+	return (btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) == IPPROTO_TCP;
+}
+
+/* Most state changes are neither of the two that give a role, nor a close
+ * on raw_tp: they return on the arguments alone, before the socket is read. */
 static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 {
 	struct ks_conn init = {};
@@ -159,7 +165,7 @@ static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 		bpf_map_delete_elem(&conns_by_addr, &key);
 		return 0;
 	}
-	if (new != TCP_ESTABLISHED || (old != TCP_SYN_RECV && old != TCP_SYN_SENT))
+	if (new != TCP_ESTABLISHED || (old != TCP_SYN_RECV && old != TCP_SYN_SENT) || !is_tcp(sk, btf))
 		return 0;
 	init.role = old == TCP_SYN_RECV ? ROLE_SERVER : ROLE_CLIENT;
 	if (btf) {
@@ -175,16 +181,10 @@ static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 	return 0;
 }
 
-/* inet_sock_set_state fires for every protocol that uses inet_sk_set_state: TCP only here. */
-static __always_inline bool is_tcp(const struct sock *sk, bool btf)
-{
-	return (btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) == IPPROTO_TCP;
-}
-
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int old, int new)
 {
-	return is_tcp(sk, true) ? on_state(sk, old, new, true) : 0;
+	return on_state(sk, old, new, true);
 }
 
 SEC("tp_btf/sk_data_ready")
@@ -208,7 +208,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(raw_inet_sock_set_state, struct sock *sk, int old, int new)
 {
-	return is_tcp(sk, false) ? on_state(sk, old, new, false) : 0;
+	return on_state(sk, old, new, false);
 }
 
 SEC("raw_tp/sk_data_ready")
