@@ -525,12 +525,57 @@ def latency_dashboard():
                      unit="s", log=True, fill=0,
                      desc="P99 round-trip time of each workload's sockets (needs --workloads.enabled)."), 24, 8)
 
+    req, reqs = "ksense_request_duration_seconds", "ksense_requests_total"
+    wreq, wreqs = "ksense_workload_request_duration_seconds", "ksense_workload_requests_total"
+    server, client = sel('role="server"'), sel('role="client"')
+    L.row("Requests (from socket calls): $node")
+    L.add(timeseries("Requests/s by role",
+                     targets((f"sum by (role) (rate({reqs}{{{SEL}}}[$__rate_interval]))", "{{role}}")),
+                     unit="reqps", fill=0,
+                     desc="Requests the node's applications served (server: each receive -> send turn on an accepted "
+                          "TCP socket) and made to their dependencies (client: each send -> receive turn on a "
+                          "connected one), inferred from socket calls."), 8, 8)
+    L.add(timeseries("Server request latency P50 / P99",
+                     targets((hist_quantile(0.5, req, server), "P50"), (hist_quantile(0.99, req, server), "P99"),
+                             (hist_mean(req, server), "mean")), unit="s", log=True, fill=0,
+                     desc="From a request's arrival on the socket to the first send of its response, over every "
+                          "server on the node: the time its client waited, less the network."), 8, 8)
+    L.add(timeseries("Client call latency P50 / P99",
+                     targets((hist_quantile(0.5, req, client), "P50"), (hist_quantile(0.99, req, client), "P99"),
+                             (hist_mean(req, client), "mean")), unit="s", log=True, fill=0,
+                     desc="From a send on a connected socket to the first receive of the reply: what the node's "
+                          "applications wait for their dependencies, the network included."), 8, 8)
+    L.add(timeseries("Requests/s served by workload (top 10)",
+                     targets((f"topk(10, sum by (workload) (rate({wreqs}{{{server}}}[$__rate_interval])))",
+                              "{{workload}}")),
+                     unit="reqps", fill=0, desc="Server requests per second of each workload (needs --workloads.enabled)."),
+          8, 8)
+    L.add(timeseries("Server request latency P99 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.99, wreq, server, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 of each workload's requests as a server, from the per-workload buckets (a factor 8 "
+                          "apart in the text formats; native histograms keep the kernel's). Needs --workloads.enabled."),
+          8, 8)
+    L.add(timeseries("Server request latency P50 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.5, wreq, server, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0, desc="Needs --workloads.enabled."), 8, 8)
+    L.add(timeseries("Client call latency P99 by workload (top 10)",
+                     targets((f"topk(10, {hist_quantile(0.99, wreq, client, by=('workload',))})", "{{workload}}")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 of each workload's calls to its dependencies (needs --workloads.enabled)."), 12, 8)
+    L.add(timeseries("Calls/s made by workload (top 10)",
+                     targets((f"topk(10, sum by (workload) (rate({wreqs}{{{client}}}[$__rate_interval])))",
+                              "{{workload}}")),
+                     unit="reqps", fill=0, desc="Client calls per second of each workload (needs --workloads.enabled)."),
+          12, 8)
+
     L.row("Across nodes")
     allnodes = 'instance=~".+"'
     for title, metric, extra in (("Run-queue latency P99 by node", rq, ()),
                                  ("D-state duration P99 by node", ds, ()),
                                  ("Softirq NET_RX P99 by node", si, ('vector="NET_RX"',)),
-                                 ("TCP RTT P99 by node", rtt, ())):
+                                 ("TCP RTT P99 by node", rtt, ()),
+                                 ("Server request latency P99 by node", req, ('role="server"',))):
         q = hist_quantile(0.99, metric, ", ".join([allnodes, *extra]), by=("instance",))
         L.add(timeseries(title, targets((f"({q}){NODE_JOIN}", "{{nodename}}")),
                          unit="s", log=True, fill=0), 8, 8)
@@ -550,7 +595,7 @@ def latency_dashboard():
         "options": [{"selected": False, "text": v, "value": v} for v in VECTORS], "hide": 0,
     }
     return dashboard("ksense-latency", "ksense / Kernel latency",
-                     "Run-queue, D-state, softirq and TCP round-trip latency, retransmissions and drops from ksense's BPF probes: one node, and across nodes.",
+                     "Run-queue, D-state, softirq and TCP round-trip latency, retransmissions, drops, and the applications' requests inferred from socket calls, from ksense's BPF probes: one node, and across nodes.",
                      L, extra_vars=[vector_var])
 
 
