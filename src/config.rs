@@ -27,7 +27,7 @@ pub const DEFAULT_PORT: u16 = 9827;
 #[command(
     name = "ksense",
     version,
-    about = "Node-level eBPF exporter: run-queue, D-state and softirq latency histograms, and a friction score for the node.",
+    about = "Node-level eBPF exporter: run-queue, D-state, softirq and TCP latency histograms, retransmissions and drops, each application's request rate and latency from its socket calls, and a friction score for the node.",
     long_about = None,
     after_help = "With no command, ksense serves metrics (needs root, or CAP_BPF and CAP_PERFMON).\nConfiguration file keys mirror the flags, e.g. [web] listen_address = \":9827\"."
 )]
@@ -217,7 +217,7 @@ pub struct OtlpOpts {
 #[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadsOpts {
-    /// Per-workload (cgroup) run-queue and D-state histograms (--no-workloads.enabled: off); costs about 45 ns per run-queue wait, see README [default: false]
+    /// Per-workload (cgroup) histograms and counters of every family: run queue, D state, TCP, requests (--no-workloads.enabled: off); costs about 45 ns per run-queue wait, see README [default: false]
     #[arg(id = "workloads.enabled", long = "workloads.enabled", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-workloads.enabled")]
     pub enabled: Option<bool>,
     #[arg(id = "no-workloads.enabled", long = "no-workloads.enabled", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "workloads.enabled")]

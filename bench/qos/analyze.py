@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from common import GROUPS, NET_PHASES, Run, diff_spearman, in_group, spearman, window_mean, windows
+from common import GROUPS, NET_PHASES, Run, diff_spearman, in_group, spearman, stat, window_mean, windows
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -75,6 +75,13 @@ def build_rows(run):
         if na and nb:
             r["nginx_runq_wait"] = (nb[0] - na[0]) / 1e9 / dt  # s waited per s, all nginx processes
             r["nginx_runq_mean_us"] = (nb[0] - na[0]) / 1e3 / max(nb[1] - na[1], 1)
+        # The request latency ksense inferred from socket calls over the
+        # window: nginx's as a server (from a request's arrival to its
+        # response) and wrk's as a client (its calls), in ms.
+        for key, col in (("requests_server", "ks_server_p99_ms"), ("requests_client", "ks_client_p99_ms")):
+            if any(key in s["h"] for s in run.samples):
+                counts, sums = run.hist(key)
+                r[col] = float(stat((counts[b] - counts[a])[None, :], np.array([sums[b] - sums[a]]), "p99")[0]) * 1e3
         r["load1"] = run.samples[b]["load1"]
         r["intervals"] = len(ks)
         rows.append(r)
@@ -95,6 +102,9 @@ def table(rows, names, psi_keys, target="p99_ms", group="all"):
     p = [r[target] for r in post]
     series = [("friction (ksense)", "friction"), ("direction x friction", "signed_friction")]
     series += [(f"signal {n}", n) for n in names]
+    if "ks_server_p99_ms" in post[0]:
+        series += [("requests: nginx's P99 as a server (ksense)", "ks_server_p99_ms"),
+                   ("requests: wrk's P99 as a client (ksense)", "ks_client_p99_ms")]
     series += [("CPU utilisation", "cpu_util")]
     for k in psi_keys:
         series += [(f"PSI {k[4:].replace('_', ' ')} avg10", k + "_avg10"), (f"PSI {k[4:].replace('_', ' ')} (window)", k)]

@@ -139,6 +139,8 @@ HIST = {
     "ksense_runqueue_wakeup_latency_seconds": "runqueue_wakeup",
     "ksense_dstate_duration_seconds": "dstate",
     "ksense_softirq_duration_seconds": "softirq",
+    # by role: requests_server (nginx's, from arrival to response), requests_client (wrk's calls)
+    "ksense_request_duration_seconds": "requests",
 }
 
 
@@ -178,7 +180,8 @@ def parse_metrics(text):
             for base, src in HIST.items():
                 if not name.startswith(base):
                     continue
-                key = src if src != "softirq" else "softirq_" + lab.get("vector", "?").lower()
+                key = {"softirq": "softirq_" + lab.get("vector", "?").lower(),
+                       "requests": "requests_" + lab.get("role", "?")}.get(src, src)
                 h = out["h"].setdefault(key, {"sum": 0.0, "count": 0, "cum": []})
                 suffix = name[len(base):]
                 if suffix == "_sum":
