@@ -4,8 +4,9 @@
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
 
 Two workloads, each measured with ksense off, with its default configuration,
-the default without BPF run-time statistics (--no-bpf.stats) and with
-everything on (--workloads.enabled), in interleaved rounds: every
+the default without BPF run-time statistics (--no-bpf.stats), the default
+without the requests family (no-requests) and with everything on
+(--workloads.enabled), in interleaved rounds: every
 round runs the configurations in a freshly shuffled order, and each
 configuration is compared with `off` of the same round, so the slow drift of
 a shared machine cancels out of the ratios.
@@ -41,7 +42,10 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "qos"))
 from qos import Netns, make_site, wait_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
 
-CONFIGS = {"off": None, "default": [], "no-stats": ["--no-bpf.stats"], "all": ["--workloads.enabled"]}
+# no-requests: the default without the requests family (its four programs, bpf/requests.bpf.c).
+CONFIGS = {"off": None, "default": [], "no-stats": ["--no-bpf.stats"],
+           "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
+           "all": ["--workloads.enabled"]}
 
 
 def die(msg):
