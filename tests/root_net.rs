@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::cgroup::{test_prefix, wl, Cgroup};
 use common::netns::{Netns, BULK_PY};
-use common::Ksense;
+use common::{counter, Ksense};
 use ksense::probes::{kernel, AttachMode, Probes};
-use ksense::signals::metric::Value;
 use ksense::signals::{buckets, Snapshot};
 
 /// The programs are node-wide: one test at a time, or each counts the other's traffic.
@@ -23,19 +22,6 @@ static NODE: Mutex<()> = Mutex::new(());
 fn attach(mode: AttachMode) -> Probes {
     let s = kernel::probe();
     Probes::attach(AttachMode::choose(Some(mode), &s).unwrap(), &s, &[]).unwrap()
-}
-
-/// A counter of `family` whose only label has value `label`; 0 when absent.
-fn counter(s: &Snapshot, family: &str, label: &str) -> f64 {
-    let f = s.families.iter().find(|f| f.name == family).unwrap_or_else(|| panic!("no family {family}"));
-    f.samples
-        .iter()
-        .filter(|x| x.labels.iter().any(|(_, v)| v == label))
-        .map(|x| match x.value {
-            Value::Counter(c) => c,
-            _ => panic!("{family} is not a counter"),
-        })
-        .sum()
 }
 
 fn retransmits(s: &Snapshot) -> f64 {

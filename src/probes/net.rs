@@ -130,9 +130,7 @@ impl Reader for Net {
         dropped: &mut [u64; DROP_REASONS.len()],
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        for (i, d) in dropped.iter_mut().enumerate() {
-            *d += self.events_dropped.counter(i as u32, buf)?;
-        }
+        self.events_dropped.add_counters(dropped, buf)?;
         let rtt = self.rtt.histogram(0, buf)?;
         let mut retrans = [0; RETRANSMIT_KINDS.len()];
         for (i, r) in retrans.iter_mut().enumerate() {

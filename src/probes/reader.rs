@@ -67,6 +67,15 @@ impl PercpuArray {
         Ok(n)
     }
 
+    /// Adds key i's u64 (summed over CPUs) to `out[i]`, for every i of
+    /// `out`: how each object's `ks_drops` (one per BPF object) is read.
+    pub fn add_counters(&self, out: &mut [u64], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        for (i, d) in out.iter_mut().enumerate() {
+            *d += self.counter(i as u32, buf)?;
+        }
+        Ok(())
+    }
+
     /// Sums a u64 over CPUs.
     pub fn counter(&self, key: u32, buf: &mut Vec<u8>) -> std::io::Result<u64> {
         let mut n = 0u64;

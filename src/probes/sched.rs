@@ -71,10 +71,8 @@ impl Reader for Sched {
         runqueue.add(&wakeup);
         let dstate = self.hists.histogram(HIST_DSTATE, buf)?;
         emit(out, runqueue, wakeup, dstate);
-        for (i, d) in drops.iter_mut().enumerate() {
-            // Indexed like DROP_REASONS, which a test checks against `enum ks_drop`.
-            *d += self.drops.counter(i as u32, buf)?;
-        }
+        // Indexed like DROP_REASONS, which a test checks against `enum ks_drop`.
+        self.drops.add_counters(drops, buf)?;
         Ok(())
     }
 }

@@ -246,3 +246,17 @@ pub fn wait_for(k: &Ksense, series: &str, want: f64, timeout: Duration) -> Strin
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The sum of the counter samples of `family` in a snapshot that have a
+/// label with value `label`; 0 when there are none.
+pub fn counter(s: &ksense::signals::Snapshot, family: &str, label: &str) -> f64 {
+    let f = s.families.iter().find(|f| f.name == family).unwrap_or_else(|| panic!("no family {family}"));
+    f.samples
+        .iter()
+        .filter(|x| x.labels.iter().any(|(_, v)| v == label))
+        .map(|x| match x.value {
+            ksense::signals::metric::Value::Counter(c) => c,
+            _ => panic!("{family} is not a counter"),
+        })
+        .sum()
+}
