@@ -19,8 +19,9 @@
  *
  *   inet_sock_set_state  the role, once per connection: SYN_RECV ->
  *                        ESTABLISHED is a server's socket, SYN_SENT ->
- *                        ESTABLISHED a client's. Sockets established before
- *                        ksense attached have no role and are not measured.
+ *                        ESTABLISHED a client's. A connection established
+ *                        before ksense attached gets its role from its ports
+ *                        at its first call (see adopt()).
  *   sk_data_ready        when data reached a server socket (6.6+): a request
  *                        begins there rather than when the application reads
  *                        it, since its client waits while it sits in the
@@ -35,10 +36,11 @@
  */
 #include "ksense.h"
 #include "workload.h"
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Keys of req_hists, and the role a socket has. */
+/* Keys of req_hists, and the role a socket has; ROLE_MAX: none (not measured). */
 enum ks_role { ROLE_SERVER = 0, ROLE_CLIENT = 1, ROLE_MAX };
 /* Never read: puts the enum in BTF for the skeleton (see ks_drop_reasons). */
 const volatile enum ks_role ks_roles = ROLE_MAX;
@@ -77,6 +79,65 @@ struct {
 
 #define KS_MSG_PEEK 2 /* a #define in include/linux/socket.h, not in BTF */
 
+/* The node's ephemeral port range (net.ipv4.ip_local_port_range), set by user space before load. */
+const volatile __u16 ks_ephemeral_lo = 32768;
+const volatile __u16 ks_ephemeral_hi = 60999;
+
+/* inet_sock_set_state also fires for other protocols (e.g. SCTP): TCP only. */
+static __always_inline bool is_tcp(const struct sock *sk, bool btf)
+{
+	return (btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) == IPPROTO_TCP;
+}
+
+static __always_inline bool ephemeral(__u16 port)
+{
+	return port >= ks_ephemeral_lo && port <= ks_ephemeral_hi;
+}
+
+/* Stores a new connection's state; NULL when there is no room. */
+static __always_inline struct ks_conn *store(struct sock *sk, __u32 role, bool btf)
+{
+	struct ks_conn init = { .role = role }, *c;
+	__u64 key = (__u64)sk;
+
+	if (btf) {
+		c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c)
+			*c = init;
+	} else {
+		bpf_map_update_elem(&conns_by_addr, &key, &init, BPF_ANY);
+		c = bpf_map_lookup_elem(&conns_by_addr, &key);
+	}
+	if (!c)
+		ks_drop(KS_DROP_SOCK_STORAGE);
+	return c;
+}
+
+/*
+ * A TCP connection with no state was established before ksense attached (or
+ * its state found no room): no state change will tell its role, so that a
+ * restart would lose long-lived connections (keep-alive, connection pools)
+ * until they reconnect. Its ports tell it instead: a client's local port is
+ * ephemeral and its peer's is not; a server's the reverse. Neither (both or
+ * no port ephemeral): stored as ROLE_MAX, never measured, asked only once.
+ */
+static __always_inline struct ks_conn *adopt(struct sock *sk, bool btf)
+{
+	__u16 lport, rport;
+	__u8 state;
+
+	if (!is_tcp(sk, btf))
+		return NULL;
+	state = btf ? sk->__sk_common.skc_state : BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state != TCP_ESTABLISHED)
+		return NULL;
+	lport = btf ? sk->__sk_common.skc_num : BPF_CORE_READ(sk, __sk_common.skc_num);
+	rport = bpf_ntohs(btf ? sk->__sk_common.skc_dport : BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (ephemeral(lport) == ephemeral(rport))
+		return store(sk, ROLE_MAX, btf);
+	return store(sk, ephemeral(lport) ? ROLE_CLIENT : ROLE_SERVER, btf);
+}
+
 static __always_inline struct ks_conn *conn(struct sock *sk, bool btf)
 {
 	__u64 key = (__u64)sk;
@@ -84,6 +145,14 @@ static __always_inline struct ks_conn *conn(struct sock *sk, bool btf)
 	if (btf)
 		return bpf_sk_storage_get(&conns, sk, 0, 0);
 	return bpf_map_lookup_elem(&conns_by_addr, &key);
+}
+
+/* The connection's state, adopting one established before ksense attached. */
+static __always_inline struct ks_conn *conn_or_adopt(struct sock *sk, bool btf)
+{
+	struct ks_conn *c = conn(sk, btf);
+
+	return c ? c : adopt(sk, btf);
 }
 
 static __always_inline void record(struct ks_conn *c, __u64 now)
@@ -111,13 +180,13 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags, bool btf
 {
 	struct ks_conn *c;
 
-	if (ret <= 0 || (flags & KS_MSG_PEEK) || !(c = conn(sk, btf)))
+	if (ret <= 0 || (flags & KS_MSG_PEEK) || !(c = conn_or_adopt(sk, btf)))
 		return 0;
 	if (c->role == ROLE_SERVER) {
 		if (!c->start_ns)
 			c->start_ns = c->arrival_ns ? c->arrival_ns : bpf_ktime_get_ns();
 		c->arrival_ns = 0;
-	} else if (c->start_ns) {
+	} else if (c->role == ROLE_CLIENT && c->start_ns) {
 		record(c, bpf_ktime_get_ns());
 	}
 	return 0;
@@ -127,12 +196,12 @@ static __always_inline int on_send(struct sock *sk, int ret, bool btf)
 {
 	struct ks_conn *c;
 
-	if (ret <= 0 || !(c = conn(sk, btf)))
+	if (ret <= 0 || !(c = conn_or_adopt(sk, btf)))
 		return 0;
 	if (c->role == ROLE_SERVER) {
 		if (c->start_ns)
 			record(c, bpf_ktime_get_ns());
-	} else if (!c->start_ns) {
+	} else if (c->role == ROLE_CLIENT && !c->start_ns) {
 		c->start_ns = bpf_ktime_get_ns();
 	}
 	return 0;
@@ -148,17 +217,10 @@ static __always_inline int on_data_ready(struct sock *sk, bool btf)
 	return 0;
 }
 
-/* inet_sock_set_state also fires for other protocols (e.g. SCTP): TCP only. */
-static __always_inline bool is_tcp(const struct sock *sk, bool btf)
-{
-	return (btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) == IPPROTO_TCP;
-}
-
 /* Most state changes are neither of the two that give a role, nor a close
  * on raw_tp: they return on the arguments alone, before the socket is read. */
 static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 {
-	struct ks_conn init = {};
 	__u64 key = (__u64)sk;
 
 	if (new == TCP_CLOSE && !btf) {
@@ -167,17 +229,7 @@ static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 	}
 	if (new != TCP_ESTABLISHED || (old != TCP_SYN_RECV && old != TCP_SYN_SENT) || !is_tcp(sk, btf))
 		return 0;
-	init.role = old == TCP_SYN_RECV ? ROLE_SERVER : ROLE_CLIENT;
-	if (btf) {
-		struct ks_conn *c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-
-		if (c)
-			*c = init;
-		else
-			ks_drop(KS_DROP_SOCK_STORAGE);
-	} else if (bpf_map_update_elem(&conns_by_addr, &key, &init, BPF_ANY)) {
-		ks_drop(KS_DROP_SOCK_STORAGE);
-	}
+	store(sk, old == TCP_SYN_RECV ? ROLE_SERVER : ROLE_CLIENT, btf);
 	return 0;
 }
 

@@ -55,6 +55,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let rodata = open.maps.rodata_data.as_deref_mut().context("requests rodata")?;
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
+    (rodata.ks_ephemeral_lo, rodata.ks_ephemeral_hi) = ephemeral_ports();
     ctx.size_workload_map(&mut open.maps.cg_requests_server)?;
     ctx.size_workload_map(&mut open.maps.cg_requests_client)?;
     let p = &mut open.progs;
@@ -82,6 +83,21 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     Ok(Box::new(Requests { hists: percpu(&sk.maps.req_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
 }
 
+/// The node's ephemeral port range, from which the programs tell the role of
+/// a connection established before they attached (bpf/requests.bpf.c,
+/// adopt()); the kernel's default where the file cannot be read.
+const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string(PORT_RANGE).ok().and_then(|t| parse_port_range(&t)).unwrap_or((32768, 60999))
+}
+
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    let (lo, hi) = (it.next()?.ok()?, it.next()?.ok()?);
+    (lo <= hi).then_some((lo, hi))
+}
+
 impl Reader for Requests {
     fn read(
         &self,
@@ -92,11 +108,7 @@ impl Reader for Requests {
         let server = self.hists.histogram(0, buf)?;
         let client = self.hists.histogram(1, buf)?;
         emit(out, [server, client]);
-        // This object's own ks_drops (each BPF object has its own copy).
-        for (i, d) in drops.iter_mut().enumerate() {
-            *d += self.drops.counter(i as u32, buf)?;
-        }
-        Ok(())
+        self.drops.add_counters(drops, buf) // this object's own ks_drops
     }
 }
 
@@ -135,6 +147,15 @@ mod tests {
         assert_eq!(ROLES.len(), R::ROLE_MAX.0 as usize);
         assert_eq!(ROLES[R::ROLE_SERVER.0 as usize], "server");
         assert_eq!(ROLES[R::ROLE_CLIENT.0 as usize], "client");
+    }
+
+    #[test]
+    fn port_ranges_parse_or_are_refused() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 65535"), Some((1024, 65535)));
+        assert_eq!(parse_port_range("60999 32768"), None, "reversed");
+        assert_eq!(parse_port_range("32768"), None);
+        assert_eq!(parse_port_range("x y"), None);
     }
 
     #[test]
