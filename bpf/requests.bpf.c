@@ -79,9 +79,10 @@ struct {
 
 #define KS_MSG_PEEK 2 /* a #define in include/linux/socket.h, not in BTF */
 
-/* The node's ephemeral port range (net.ipv4.ip_local_port_range), set by user space before load. */
-const volatile __u16 ks_ephemeral_lo = 32768;
-const volatile __u16 ks_ephemeral_hi = 60999;
+/* The node's ephemeral port range (net.ipv4.ip_local_port_range), always
+ * set by user space before load (src/probes/requests.rs holds the default). */
+const volatile __u16 ks_ephemeral_lo = 0;
+const volatile __u16 ks_ephemeral_hi = 0;
 
 /* inet_sock_set_state also fires for other protocols (e.g. SCTP): TCP only. */
 static __always_inline bool is_tcp(const struct sock *sk, bool btf)

@@ -39,6 +39,15 @@ fn requests(s: &Snapshot, role: &str) -> f64 {
     common::counter(s, "ksense_requests", role)
 }
 
+/// Polls `ready` for up to 10 s: a server the test started answers.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ready() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what} did not answer within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A scrape once the workloads in `rels` have series of their own: a new
 /// cgroup's path is resolved after its first events, so the first scrapes
 /// after a short run may still sum it in `other` (a test of 1.3 s saw that).
@@ -97,15 +106,10 @@ fn root_requests_nginx_under_wrk_match_wrks_count() {
     let conf = format!("{d}/nginx.conf");
     cg.spawn(None, &["ip", "netns", "exec", &ns.name, "nginx", "-c", &conf, "-g", "daemon off;"]);
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let t0 = std::time::Instant::now();
-    while std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "curl", "-sf", "-o", "/dev/null", &url])
-        .status()
-        .is_ok_and(|s| !s.success())
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "nginx did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("nginx", || {
+        let curl = ["netns", "exec", &ns.name, "curl", "-sf", "-o", "/dev/null", &url];
+        std::process::Command::new("ip").args(curl).status().is_ok_and(|s| s.success())
+    });
     let before = k.scrape();
     let out = ns.exec(&["wrk", "-t2", "-c16", "-d3s", &url]);
     std::thread::sleep(Duration::from_millis(300));
@@ -145,15 +149,10 @@ fn root_requests_redis_under_redis_benchmark() {
     let port = "6390";
     let redis = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
     server.spawn(None, &[&["ip", "netns", "exec", &ns.name][..], &redis[..]].concat());
-    let t0 = std::time::Instant::now();
-    while !std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "redis-cli", "-p", port, "ping"])
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("redis-server", || {
+        let ping = ["netns", "exec", &ns.name, "redis-cli", "-p", port, "ping"];
+        std::process::Command::new("ip").args(ping).output().is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+    });
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("bench.csv");
     let per_test = 20_000;
