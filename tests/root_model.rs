@@ -39,10 +39,18 @@ fn root_calibrates_scores_saves_and_restarts_without_recalibrating() {
         assert!(text.contains(&format!("ksense_signal{{signal=\"{s}\"}}")), "signal {s}");
     }
     assert!(sample(&text, "ksense_baseline_samples").unwrap() >= 6.0);
+    // The node score: in [0, 1], measured against the calibration's own
+    // 99th-percentile friction, which is saved with the baseline.
+    let ratio = sample(&text, "ksense_interference_ratio").expect("interference ratio once ready");
+    let f0 = sample(&text, "ksense_baseline_friction_p99").expect("its reference");
+    assert!((0.0..=1.0).contains(&ratio) && f0 >= ksense::model::interference::MIN_REFERENCE, "{ratio} {f0}");
+    let want = ksense::model::interference::ratio(f, f0, dir as i8, ksense::model::Side::One);
+    assert!((ratio - want).abs() < 1e-12, "ratio {ratio}, from friction {f} and F₀ {f0}: {want}");
     let state = k.state_file();
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("baseline saved")).unwrap();
     assert_eq!(saved["features"].as_array().unwrap().len(), ksense::model::pipeline::DEFAULT_FEATURES.len());
+    assert_eq!(saved["friction_p99"].as_f64(), Some(f0), "F₀ is saved with the baseline");
 
     // SIGTERM: clean exit, and the baseline survives the restart.
     let dir = tempfile::tempdir().unwrap();

@@ -163,6 +163,20 @@ fn model_families(m: &ModelView) -> Vec<Family> {
                 one(Value::Gauge(s.energy_window)),
             ),
             family(
+                "ksense_interference_ratio",
+                None,
+                "Node score in [0,1] for schedulers: 0 while friction is within the baseline's 99th percentile, else 1 - (that percentile / friction)^2.",
+                Kind::Gauge,
+                one(Value::Gauge(s.interference)),
+            ),
+            family(
+                "ksense_baseline_friction_p99",
+                None,
+                "The friction ksense_interference_ratio is measured against: the 99th percentile over the calibration samples.",
+                Kind::Gauge,
+                one(Value::Gauge(s.friction_reference)),
+            ),
+            family(
                 "ksense_friction_contribution",
                 None,
                 "Each feature's contribution to friction squared; they sum to friction squared.",

@@ -75,7 +75,8 @@ pub enum BaselineError {
 
 /// The frozen baseline: what "normal" looks like for this node.
 ///
-/// Immutable except for `energy_k`, which is learned shortly after the freeze.
+/// Immutable except for `energy_k`, learned shortly after the freeze, and
+/// `friction_p99`, set at the freeze (see `interference`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
     pub(crate) features: Vec<String>,
@@ -88,6 +89,9 @@ pub struct Baseline {
     pub(crate) std: Array1<f64>,
     pub(crate) samples: usize,
     pub(crate) energy_k: Option<f64>,
+    /// The calibration samples' 99th-percentile friction; `None` in state
+    /// files written before it was stored.
+    pub(crate) friction_p99: Option<f64>,
     pub(crate) regularisation: Regularisation,
     pub(crate) created_unix: u64,
 }
@@ -137,7 +141,18 @@ impl Baseline {
         }
         let cholesky = linalg::cholesky(covariance.view()).ok_or(BaselineError::NotPositiveDefinite)?;
         let std = covariance.diag().mapv(f64::sqrt);
-        Ok(Baseline { features, mean, covariance, cholesky, std, samples, energy_k, regularisation, created_unix })
+        Ok(Baseline {
+            features,
+            mean,
+            covariance,
+            cholesky,
+            std,
+            samples,
+            energy_k,
+            friction_p99: None,
+            regularisation,
+            created_unix,
+        })
     }
 
     /// Computes mean, sample covariance (n−1), regularises it and factorises it.
@@ -190,6 +205,12 @@ impl Baseline {
     /// Energy scale k, once learned (see `energy`).
     pub fn energy_k(&self) -> Option<f64> {
         self.energy_k
+    }
+    /// The friction F₀ the interference ratio is measured against: the
+    /// calibration's 99th percentile, or the chi-square one for a baseline
+    /// saved without it.
+    pub fn friction_reference(&self) -> f64 {
+        self.friction_p99.unwrap_or_else(|| super::interference::chi_square_reference(self.features.len()))
     }
     /// Which regularisation produced the covariance.
     pub fn regularisation(&self) -> Regularisation {

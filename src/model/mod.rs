@@ -9,10 +9,12 @@
 //!
 //! Files: `baseline` (calibration, covariance, regularisation), `mahalanobis`
 //! (friction/direction/contributions), `energy` (adaptive instability),
-//! `state` (persisting the baseline).
+//! `state` (persisting the baseline), `interference` (the node score in
+//! [0, 1]).
 
 mod baseline;
 mod energy;
+pub mod interference;
 mod linalg;
 mod mahalanobis;
 pub mod pipeline;
@@ -76,6 +78,11 @@ pub struct Output {
     pub energy_window: usize,
     /// Per-feature share of F², in feature order; sums to F² (entries may be negative).
     pub contributions: Vec<f64>,
+    /// Friction mapped into [0, 1] against the calibration's normal range
+    /// (`interference::ratio`).
+    pub interference: f64,
+    /// The reference friction F₀ that ratio is measured against.
+    pub friction_reference: f64,
 }
 
 enum Phase {
@@ -149,8 +156,10 @@ impl Model {
                 return None;
             }
             let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0);
-            match Baseline::from_samples(self.cfg.features.clone(), &cal.samples(), self.cfg.regularisation, created) {
-                Ok(b) => {
+            let samples = cal.samples();
+            match Baseline::from_samples(self.cfg.features.clone(), &samples, self.cfg.regularisation, created) {
+                Ok(mut b) => {
+                    b.friction_p99 = normal_friction(&b, &samples, self.cfg.side);
                     tracing::info!(samples = b.samples(), regularisation = %b.regularisation(), "baseline frozen");
                     self.phase = Phase::Ready { baseline: Box::new(b), energy: Energy::new(None) };
                     self.baseline_changed = true;
@@ -181,12 +190,15 @@ impl Model {
             baseline.energy_k = energy.k();
             self.baseline_changed = true;
         }
+        let f0 = baseline.friction_reference();
         Some(Output {
             friction: s.friction,
             direction: s.direction,
             energy: e.energy,
             energy_window: e.window,
             contributions: s.contributions,
+            interference: interference::ratio(s.friction, f0, s.direction, self.cfg.side),
+            friction_reference: f0,
         })
     }
 
@@ -231,6 +243,19 @@ impl Model {
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
+}
+
+/// The calibration samples scored against the baseline they froze, at
+/// their 99th percentile: the node's normal friction. In-sample, so a
+/// little below what fresh intervals of the same regime score (bench/qos
+/// reports how often the idle node's ratio leaves 0).
+fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64> {
+    let f: Vec<f64> = samples
+        .iter()
+        .filter_map(|x| mahalanobis::score(&b.mean, b.cholesky.view(), &b.std, x, side))
+        .map(|s| s.friction)
+        .collect();
+    interference::reference(&f)
 }
 
 #[cfg(test)]

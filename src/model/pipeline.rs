@@ -65,6 +65,10 @@ pub struct Score {
     pub energy: f64,
     pub energy_window: f64,
     pub contributions: Vec<(String, f64)>,
+    /// Friction mapped into [0, 1] (`model::interference`).
+    pub interference: f64,
+    /// The friction that ratio is measured against (F₀).
+    pub friction_reference: f64,
 }
 
 /// The model sees ln(1 + value in microseconds) for latencies and CPU shares
@@ -278,6 +282,8 @@ fn publish(
         energy_window: o.energy_window as f64,
         // Contributions are in (scaled) friction² units, which are unit-free.
         contributions: names.iter().cloned().zip(o.contributions).collect(),
+        interference: o.interference,
+        friction_reference: o.friction_reference,
     });
     let v = ModelView { ready: m.ready(), samples: m.baseline_samples(), score, signals, save_failures };
     if let Ok(mut w) = view.write() {

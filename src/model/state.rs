@@ -123,6 +123,10 @@ struct StateFile {
     cholesky: Vec<Vec<f64>>,
     samples: usize,
     energy_k: Option<f64>,
+    /// Added after version 1 shipped: absent in older files (then the
+    /// chi-square reference is used), so no version bump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    friction_p99: Option<f64>,
     regularisation: String,
     created_unix: u64,
 }
@@ -153,6 +157,7 @@ impl Baseline {
             cholesky: rows(&self.cholesky),
             samples: self.samples,
             energy_k: self.energy_k,
+            friction_p99: self.friction_p99,
             regularisation: self.regularisation.as_str().to_string(),
             created_unix: self.created_unix,
         };
@@ -200,7 +205,12 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
         return Err(corrupt("non-finite value in cholesky".into()));
     }
     let regularisation: Regularisation = file.regularisation.parse().map_err(corrupt)?;
-    let baseline = Baseline::from_parts(
+    if let Some(f) = file.friction_p99 {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(corrupt(format!("friction_p99 {f} is not a positive number")));
+        }
+    }
+    let mut baseline = Baseline::from_parts(
         file.features,
         Array1::from(file.mean),
         covariance,
@@ -210,6 +220,7 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
         file.created_unix,
     )
     .map_err(|e: BaselineError| corrupt(e.to_string()))?;
+    baseline.friction_p99 = file.friction_p99;
     // The stored factor must be the factor of the stored covariance.
     let scale = baseline.cholesky.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let max_diff = baseline.cholesky.iter().zip(stored_chol.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
@@ -354,6 +365,10 @@ mod tests {
         if let (Some(x), Some(y)) = (a.energy_k, b.energy_k) {
             assert!(close(x, y));
         }
+        assert_eq!(a.friction_p99.is_some(), b.friction_p99.is_some());
+        if let (Some(x), Some(y)) = (a.friction_p99, b.friction_p99) {
+            assert!(close(x, y));
+        }
         for (x, y) in [(&a.mean, &b.mean), (&a.std, &b.std)] {
             assert!(x.iter().zip(y.iter()).all(|(x, y)| close(*x, *y)), "{x} vs {y}");
         }
@@ -367,6 +382,7 @@ mod tests {
         let samples = correlated_samples(1, 50);
         let mut b = Baseline::from_samples(names(4), &samples, Regularisation::LedoitWolf, 1_700_000_000).unwrap();
         b.energy_k = Some(0.123);
+        b.friction_p99 = Some(2.5);
         b
     }
 
@@ -419,6 +435,22 @@ mod tests {
         assert_same(&load(&path, &names(4)).unwrap(), &b2);
     }
 
+    /// A state file from before `friction_p99` was stored still loads, and
+    /// its interference reference is the chi-square one.
+    #[test]
+    fn older_files_without_friction_p99_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        baseline().save(&path).unwrap();
+        assert_eq!(load(&path, &names(4)).unwrap().friction_reference(), 2.5);
+        edit(&path, |v| {
+            v.as_object_mut().unwrap().remove("friction_p99");
+        });
+        let l = load(&path, &names(4)).unwrap();
+        assert_eq!(l.friction_p99, None);
+        assert_eq!(l.friction_reference(), crate::model::interference::chi_square_reference(4));
+    }
+
     #[test]
     fn missing_file_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
@@ -458,6 +490,8 @@ mod tests {
             Box::new(|v| v["covariance"][0][0] = serde_json::json!(-5.0)),
             Box::new(|v| v["regularisation"] = serde_json::json!("magic")),
             Box::new(|v| v["energy_k"] = serde_json::json!(-1.0)),
+            Box::new(|v| v["friction_p99"] = serde_json::json!(0.0)),
+            Box::new(|v| v["friction_p99"] = serde_json::json!("x")),
             Box::new(|v| {
                 v.as_object_mut().unwrap().remove("samples");
             }),

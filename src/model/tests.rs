@@ -411,3 +411,35 @@ fn default_config() {
     // The shipped choices, one home (the enums' defaults), used by the settings too.
     assert_eq!((c.regularisation, c.side), (Regularisation::LedoitWolf, Side::One));
 }
+
+/// The node score on a node that looks like its calibration: 0 on about
+/// 99 % of fresh intervals (a little less: F₀ is in-sample), for both
+/// sides and the window ksense ships; a shift far outside it reads near 1.
+#[test]
+fn interference_is_zero_on_baseline_like_intervals_and_near_one_far_away() {
+    for side in [Side::One, Side::Two] {
+        let n = DEFAULT_WINDOW;
+        let c = ModelConfig { side, ..cfg(4, n as u64, n, Regularisation::LedoitWolf) };
+        let (mut m, mut t) = calibrated(c, &correlated_samples(3, n));
+        let f0 = m.baseline().unwrap().friction_reference();
+        assert!(f0 >= interference::MIN_REFERENCE && m.baseline().unwrap().friction_p99.is_some());
+        let mut g = Gaussian::known(42);
+        let count = 20_000;
+        let above = (0..count)
+            .filter(|_| {
+                t += 1;
+                let o = m.observe(Duration::from_secs(t), &g.sample(), true).unwrap();
+                assert!((0.0..=1.0).contains(&o.interference) && o.friction_reference == f0);
+                o.interference > 0.0
+            })
+            .count();
+        let share = above as f64 / count as f64;
+        assert!(share < 0.03, "{side}: {share} of baseline-like intervals score above 0");
+        // Every feature ten of its standard deviations worse.
+        let b = m.baseline().unwrap();
+        let far: Vec<f64> = b.mean().iter().zip(b.std().iter()).map(|(m, s)| m + 10.0 * s).collect();
+        t += 1;
+        let o = m.observe(Duration::from_secs(t), &far, true).unwrap();
+        assert!(o.interference > 0.8, "{side}: {o:?}");
+    }
+}

@@ -190,6 +190,8 @@ mod tests {
                 energy: 0.1,
                 energy_window: 5.0,
                 contributions: vec![("runqueue_mean".into(), 1.0)],
+                interference: 0.5,
+                friction_reference: 2.0,
             }),
             signals: vec![("runqueue_mean".into(), 1e-6)],
             save_failures: 0,
