@@ -409,6 +409,15 @@ def friction_dashboard():
                           f"the unstable-node alert fires above {ENERGY_WARN} for 15m."),
           12, 8)
 
+    L.add(timeseries(
+        "Node score for schedulers (interference ratio)",
+        targets((f"ksense_interference_ratio{{{SEL}}}", "ratio {{instance}}"),
+                (f"avg_over_time(ksense_interference_ratio{{{SEL}}}[5m])", "5m mean {{instance}}")),
+        unit="percentunit", fill=0, min_=0, decimals=2,
+        desc="Friction mapped into [0,1]: 0 while friction is within the baseline's own 99th percentile "
+             "(ksense_baseline_friction_p99), 1 − (that / friction)² above it. The 5-minute mean is what "
+             "the descheduler and crane-scheduler read (deploy/scheduling)."), 24, 7)
+
     L.row("What drives it")
     L.add(timeseries(
         "Contribution to friction² by signal",

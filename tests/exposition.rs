@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::inproc::InProcess;
+use common::prometheus::Prometheus;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prost::Message;
 
@@ -51,59 +51,6 @@ fn openmetrics_and_protobuf_negotiated() {
     assert_eq!(h.bucket.last().unwrap().cumulative_count, h.sample_count);
     let runs = fams.iter().find(|f| f.name == "ksense_bpf_program_runs_total").expect("counter family");
     assert_eq!(runs.r#type, pb::MetricType::Counter as i32);
-}
-
-struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target_port: u16, native: bool) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: ksense\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"),
-        )
-        .unwrap();
-        let port = common::free_port();
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if native {
-            cmd.arg("--enable-feature=native-histograms");
-        }
-        let child = cmd.spawn().expect("prometheus (apt-get install prometheus)");
-        Prometheus { child, port, _dir: dir }
-    }
-
-    /// Polls an instant query until it returns a non-empty vector.
-    fn query_until(&self, q: &str, timeout: Duration) -> serde_json::Value {
-        let t0 = Instant::now();
-        let mut last = serde_json::Value::Null;
-        while t0.elapsed() < timeout {
-            if let Ok(r) = ureq::get(&format!("http://127.0.0.1:{}/api/v1/query", self.port)).query("query", q).call() {
-                last = serde_json::from_str(&r.into_string().unwrap()).unwrap();
-                if last["data"]["result"].as_array().is_some_and(|a| !a.is_empty()) {
-                    return last["data"]["result"].clone();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("query {q:?} returned nothing in {timeout:?}: {last}");
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod inproc;
 pub mod netns;
 pub mod pki;
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
