@@ -138,6 +138,47 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     })
 }
 
+/// The workloads' histograms as the per-workload models read them: the
+/// run-queue map (the first, which ranks them) and the served requests.
+struct VictimFeed {
+    workloads: Arc<Workloads>,
+    server: Option<usize>,
+}
+
+impl VictimFeed {
+    fn new(workloads: Arc<Workloads>) -> VictimFeed {
+        let server = workloads
+            .map_index(crate::probes::WORKLOAD_REQUEST_DURATION, Some(("role", crate::probes::REQUEST_ROLES[0])));
+        VictimFeed { workloads, server }
+    }
+}
+
+impl crate::model::victims::Feed for VictimFeed {
+    fn read(&self) -> Option<Vec<crate::model::victims::Reading>> {
+        let view = match self.workloads.refresh() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the per-workload maps for the victims failed");
+                return None;
+            }
+        };
+        let pick = |s: &crate::workloads::Series, i: usize| s.hists.0.get(i).cloned();
+        Some(
+            view.series
+                .iter()
+                .map(|s| crate::model::victims::Reading {
+                    key: s.workload.clone(),
+                    labels: std::iter::once(("workload", s.workload.clone()))
+                        .chain(s.labels.pairs().map(|(k, v)| (k, v.to_string())))
+                        .collect(),
+                    runqueue: pick(s, 0).unwrap_or_else(crate::signals::histogram::Histogram::workload),
+                    server: self.server.and_then(|i| pick(s, i)),
+                })
+                .collect(),
+        )
+    }
+}
+
 /// What serving reads from: the attached probes (and workload tracker), or
 /// a fake source in tests.
 pub struct Sources {
@@ -184,7 +225,8 @@ pub async fn serve_with(
     });
     let (stop_model, stopped) = tokio::sync::watch::channel(false);
     let model = pipeline::start(&cfg.model, &view).await;
-    let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), model, view, stopped));
+    let feed = sources.workloads.clone().map(|w| Arc::new(VictimFeed::new(w)) as Arc<dyn crate::model::victims::Feed>);
+    let model_task = tokio::spawn(pipeline::run(sources.source, feats, cfg.model.clone(), model, feed, view, stopped));
     let sweep_task = sources.workloads.map(|w| tokio::spawn(sweep_loop(w)));
     let otlp_task = match (cfg.otlp.clone(), otlp_counters) {
         (Some(o), Some(c)) => Some(crate::exporters::otlp::spawn(o, exporter.clone(), c)?),

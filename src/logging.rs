@@ -77,9 +77,13 @@ fn quote(s: &str) -> String {
     format!("{s:?}")
 }
 
-/// UTC time as RFC 3339 with milliseconds, without a date crate.
 fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// UTC time as RFC 3339 with milliseconds, without a date crate.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let (secs, ms) = (d.as_secs() as i64, d.subsec_millis());
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Howard Hinnant's days-to-civil.

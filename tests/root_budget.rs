@@ -20,8 +20,10 @@ const BUDGET: f64 = 5000.0;
 /// with the `role` values each has (families without one: `None`).
 type Families = Vec<(String, Option<&'static str>)>;
 
-fn workload_families(text: &str) -> (Families, Families) {
-    let (mut h, mut c) = (Vec::new(), Vec::new());
+/// The per-workload histogram and counter families (with their roles), and
+/// how many gauge families there are (friction: exported workloads only).
+fn workload_families(text: &str) -> (Families, Families, usize) {
+    let (mut h, mut c, mut g) = (Vec::new(), Vec::new(), 0);
     for l in text.lines() {
         let Some(rest) = l.strip_prefix("# TYPE ksense_workload_") else { continue };
         let (name, ty) = rest.split_once(' ').unwrap();
@@ -33,10 +35,11 @@ fn workload_families(text: &str) -> (Families, Families) {
         match ty {
             "histogram" => h.extend(each),
             "counter" => c.extend(each),
+            "gauge" => g += 1,
             other => panic!("{name}: unexpected type {other}"),
         }
     }
-    (h, c)
+    (h, c, g)
 }
 
 /// `wl`, for one role of a family that has roles.
@@ -78,7 +81,7 @@ fn root_series_stay_within_the_formula_and_the_budget() {
 
     // Every family (and role) of a workload is a series of its own once it had events;
     // wait until the workloads' cgroups are resolved and their series served.
-    let all = |text: &str, (h, c): &(Families, Families)| {
+    let all = |text: &str, (h, c, _): &(Families, Families, usize)| {
         cgs.iter()
             .filter(|cg| {
                 h.iter().all(|(f, r)| wl_as(text, &format!("{f}_count"), &cg.rel, *r).is_some())
@@ -97,14 +100,14 @@ fn root_series_stay_within_the_formula_and_the_budget() {
             std::thread::sleep(Duration::from_millis(500));
         }
     };
-    let (hists, counters) = &fams;
+    let (hists, counters, gauges) = &fams;
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     let total = lines.len() as f64;
     let per_workload = lines.iter().filter(|l| l.starts_with("ksense_workload_")).count();
     let exported = sample(&text, "ksense_workloads{state=\"exported\"}").unwrap() as usize;
     let bounds = default_workload_classic_indices().len();
     let per = (bounds + 3) * hists.len() + counters.len();
-    let formula = (exported + 1) * per;
+    let formula = (exported + 1) * per + exported * gauges;
     let busy = all(&text, &fams);
     eprintln!(
         "{} histogram and {} counter series sets (family and role) per workload, {per} series each; {exported} exported (cap {cap}), {busy} of ours with every family; \

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cgroup::{test_prefix, Cgroup};
-use common::netns::{run, Netns};
+use common::netns::{run, Netns, POOL_PY};
 use common::Ksense;
 use ksense::probes::{kernel, AttachMode, Probes};
 use ksense::signals::Snapshot;
@@ -186,28 +186,6 @@ fn root_requests_redis_under_redis_benchmark() {
         "ksense's client mean {ksense_ms} ms vs the benchmark's {own_ms} ms"
     );
 }
-
-/// A server whose `threads` threads all accept on one listening socket and
-/// answer each 2-byte request after `sleep_ms`, on keep-alive connections.
-const POOL_PY: &str = r#"
-import socket, sys, threading, time
-port, threads, sleep = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1e3
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port)); s.listen(128)
-def serve():
-    while True:
-        c, _ = s.accept()
-        while True:
-            d = c.recv(64)
-            if not d:
-                break
-            time.sleep(sleep)
-            c.sendall(b"ok\n")
-        c.close()
-for _ in range(threads):
-    threading.Thread(target=serve, daemon=True).start()
-threading.Event().wait()
-"#;
 
 /// `conns` keep-alive connections, `n` requests each, timed by the client itself.
 const CLIENT_PY: &str = r#"

@@ -86,6 +86,21 @@ fn root_descheduler_and_crane_queries_give_one_value_per_node() {
     }
     assert_eq!(sample(&c.scrape(), "ksense_baseline_ready"), Some(0.0), "node-c still calibrates");
 
+    // What an admission controller reads: the same score, fresh, and why.
+    let doc: serde_json::Value =
+        serde_json::from_str(&ureq::get(&a.url("/api/v1/score")).call().unwrap().into_string().unwrap()).unwrap();
+    assert_eq!(doc["state"], "scoring", "{doc}");
+    let score = doc["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score) && doc["age_seconds"].as_f64().unwrap() < 2.0, "{doc}");
+    assert!(doc["friction_p99"].as_f64().unwrap() >= 1.0, "{doc}");
+    let signals = doc["contributions"].as_array().unwrap();
+    assert_eq!(signals.len(), ksense::model::pipeline::DEFAULT_FEATURES.len(), "{doc}");
+    assert!(signals.iter().all(|c| c["baseline"].as_f64().is_some_and(|b| b >= 0.0)), "{doc}");
+    assert!(doc["reason"].as_str().unwrap().starts_with("friction "), "{doc}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&ureq::get(&c.url("/api/v1/score")).call().unwrap().into_string().unwrap()).unwrap();
+    assert_eq!((doc["state"].as_str(), doc["score"].is_null()), (Some("calibrating"), true), "{doc}");
+
     // The descheduler's query, verbatim, once the rule has seen the ratios.
     let desched = yaml_value("deploy/scheduling/descheduler-policy.yaml", "query");
     let calibrated = |r: &serde_json::Value| {

@@ -303,6 +303,21 @@ fn node_info_names_the_node() {
     }
 }
 
+/// `/api/v1/score` while calibrating: JSON naming the node, no score yet,
+/// the calibration's progress; a write is refused like on /metrics.
+#[test]
+fn score_endpoint_while_calibrating() {
+    let k = InProcess::start_with_env(&[], &[("K8S_NODE_NAME", "worker-3")]);
+    let r = ureq::get(&k.url("/api/v1/score")).call().unwrap();
+    assert_eq!(r.content_type(), "application/json");
+    let d: serde_json::Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    assert_eq!(d["node"], "worker-3", "{d}");
+    assert!(d["score"].is_null(), "{d}");
+    assert!(d["state"] == "calibrating" || d["state"] == "starting", "{d}");
+    assert!(d["reason"].as_str().is_some_and(|r| !r.is_empty()), "{d}");
+    assert_eq!(ureq::post(&k.url("/api/v1/score")).call().unwrap_err().into_response().unwrap().status(), 405);
+}
+
 /// The landing page says what a person opening the port wants: version,
 /// node, kernel, the probes, calibration, and where the metrics are.
 #[test]

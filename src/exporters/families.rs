@@ -132,6 +132,23 @@ fn model_families(m: &ModelView) -> Vec<Family> {
         family("ksense_signal", None, "Current value of each model feature, in seconds.", Kind::Gauge, labelled(&m.signals)),
         family("ksense_state_save_failures", None, "Times saving the baseline to the state file failed (e.g. full or read-only disk); it is retried at the next change and at shutdown.", Kind::Counter, one(Value::Counter(m.save_failures as f64))),
     ];
+    if !m.workloads.is_empty() {
+        let samples = m
+            .workloads
+            .iter()
+            .map(|w| Sample {
+                labels: w.labels.iter().map(|(k, v)| (*k, Cow::Owned(v.clone()))).collect(),
+                value: Value::Gauge(w.friction),
+            })
+            .collect();
+        out.push(family(
+            "ksense_workload_friction",
+            None,
+            "Friction of each exported workload against its own baseline (its run-queue and served-request P99), once it has one.",
+            Kind::Gauge,
+            samples,
+        ));
+    }
     if let Some(s) = &m.score {
         out.extend([
             family(

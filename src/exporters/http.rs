@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` (format chosen by Accept) and a landing page.
+//! The HTTP endpoint: `/metrics` (format chosen by Accept), the score as
+//! JSON (`explain`) and a landing page.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +59,18 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 text(StatusCode::INTERNAL_SERVER_ERROR, &format!("scrape failed: {e}\n"))
             }
         };
+    }
+    if path == super::explain::PATH {
+        let view = match ex.model.read() {
+            Ok(v) => v.clone(),
+            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "model state poisoned\n"),
+        };
+        let doc = super::explain::document(view.as_ref(), &ex.info.nodename, std::time::SystemTime::now());
+        let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        body.push(b'\n');
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
     }
     if path == "/" {
         let page = match ex.families() {

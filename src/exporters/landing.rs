@@ -53,13 +53,14 @@ pub fn page(ex: &Exporter, fams: &[Family]) -> String {
          <h1>ksense {version}</h1>\
          <p>Node-level kernel latency exporter: run queue, D state and softirq histograms, and friction, \
          how far the node is from its calibrated baseline.</p>\
-         <p><a href=\"{path}\">Metrics</a> ({path})</p>\
+         <p><a href=\"{path}\">Metrics</a> ({path}); <a href=\"{score}\">the node's score and why</a> ({score}, JSON)</p>\
          <h2>This node</h2><table>\
          <tr><th>Node</th><td>{node}</td></tr><tr><th>Kernel</th><td>{kernel}</td></tr>\
          <tr><th>Attach mode</th><td>{attach}</td></tr><tr><th>Up</th><td>{up}</td></tr></table>",
         node = escape(&i.nodename),
         version = escape(i.version),
         path = escape(&ex.telemetry_path),
+        score = super::explain::PATH,
         kernel = escape(&i.kernel),
         attach = escape(i.attach_mode),
         up = duration(up),

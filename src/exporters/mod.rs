@@ -1,6 +1,7 @@
 //! Exporters: the family gatherer, its encoders for /metrics, and the OTLP
 //! push.
 
+pub mod explain;
 pub mod families;
 pub mod gather;
 pub mod http;

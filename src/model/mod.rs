@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod state;
 #[cfg(test)]
 mod testutil;
+pub mod victims;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

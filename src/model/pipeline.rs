@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Model, ModelConfig, StateError};
 use crate::signals::features::{self, Feature};
@@ -56,6 +56,15 @@ pub struct ModelView {
     pub signals: Vec<(String, f64)>,
     /// Baseline saves that failed (full or read-only disk...), since start.
     pub save_failures: u64,
+    /// When the interval these values come from ended; `None` before the first.
+    pub at: Option<SystemTime>,
+    /// The baseline's mean of each feature, back in the signals' units
+    /// (from the model's log space: a geometric-style mean); empty while
+    /// calibrating.
+    pub baseline: Vec<(String, f64)>,
+    /// Each exported workload's friction against its own baseline, once it
+    /// has one (`victims`); empty without attribution.
+    pub workloads: Vec<super::victims::Victim>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -84,6 +93,11 @@ pub struct Score {
 /// STATE_VERSION.
 fn model_space(feats: &[Feature], x: &[f64]) -> Vec<f64> {
     x.iter().zip(feats).map(|(v, f)| (v.max(0.0) * f.stat.model_scale()).ln_1p()).collect()
+}
+
+/// The inverse of [`model_space`]: back to seconds, shares and rates.
+fn signal_space(feats: &[Feature], m: &[f64]) -> Vec<f64> {
+    m.iter().zip(feats).map(|(v, f)| v.exp_m1() / f.stat.model_scale()).collect()
 }
 
 fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
@@ -180,7 +194,7 @@ pub async fn start(cfg: &Settings, view: &RwLock<Option<ModelView>>) -> Model {
             Model::new(model_config(cfg))
         }
     };
-    publish(view, &model, None, Vec::new(), 0);
+    publish(view, &model, &[], None, Vec::new(), 0, Vec::new());
     model
 }
 
@@ -191,9 +205,11 @@ pub async fn run(
     feats: Vec<Feature>,
     cfg: Settings,
     model: Model,
+    feed: Option<Arc<dyn super::victims::Feed>>,
     view: Arc<RwLock<Option<ModelView>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut victims = feed.map(|f| (super::victims::Victims::new(model.config()), f));
     let mut scorer = Scorer::new(model, feats);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
     let start = Instant::now();
@@ -217,14 +233,24 @@ pub async fn run(
                 continue;
             }
         };
-        let Some(scored) = scorer.step(snap, start.elapsed()) else { continue };
+        let at = start.elapsed();
+        let workloads = match &mut victims {
+            Some((bank, feed)) => {
+                if let Some(r) = feed.read() {
+                    bank.observe(at, r);
+                }
+                bank.scores()
+            }
+            None => Vec::new(),
+        };
+        let Some(scored) = scorer.step(snap, at) else { continue };
         if let Some(b) = scorer.model.take_baseline_update() {
             saver.pending = true;
             let b = b.clone();
             saver.save(Some(b)).await;
         }
         let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
-        publish(&view, &scorer.model, scored.output, signals, saver.failures);
+        publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, workloads);
     }
 }
 
@@ -270,9 +296,11 @@ impl Saver {
 fn publish(
     view: &RwLock<Option<ModelView>>,
     m: &Model,
+    feats: &[Feature],
     out: Option<super::Output>,
     signals: Vec<(String, f64)>,
     save_failures: u64,
+    workloads: Vec<super::victims::Victim>,
 ) {
     let names = &m.config().features;
     let score = out.map(|o| Score {
@@ -285,7 +313,23 @@ fn publish(
         interference: o.interference,
         friction_reference: o.friction_reference,
     });
-    let v = ModelView { ready: m.ready(), samples: m.baseline_samples(), score, signals, save_failures };
+    let baseline = match m.baseline() {
+        Some(b) if b.mean().len() == feats.len() => {
+            names.iter().cloned().zip(signal_space(feats, &b.mean().to_vec())).collect()
+        }
+        _ => Vec::new(),
+    };
+    let at = if feats.is_empty() { None } else { Some(SystemTime::now()) };
+    let v = ModelView {
+        ready: m.ready(),
+        samples: m.baseline_samples(),
+        score,
+        signals,
+        save_failures,
+        at,
+        baseline,
+        workloads,
+    };
     if let Ok(mut w) = view.write() {
         *w = Some(v);
     }
@@ -358,5 +402,10 @@ mod tests {
         assert!((y[2] - 1001f64.ln()).abs() < 1e-9);
         assert_eq!(y[3], 0.0, "negative values clamp to 0");
         assert!((y[4] - 10f64.ln()).abs() < 1e-12, "9 events/s: ln(10)");
+        // And back, for the values that were not clamped.
+        let back = signal_space(&feats, &y);
+        for (i, want) in [(0, 0.0), (1, 1e-6), (2, 1e-3), (3, 0.0), (4, 9.0)] {
+            assert!((back[i] - want).abs() <= 1e-12 * (1.0f64).max(want), "{i}: {} vs {want}", back[i]);
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Family, Kind, Sample, Unit, Value};
 use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
-pub use requests::ROLES as REQUEST_ROLES;
+pub use requests::{ROLES as REQUEST_ROLES, WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION};
 pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`

@@ -15,6 +15,9 @@ use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
 
 /// The roles in `enum ks_role` order (a test checks it), each with its signal.
+/// The per-workload request-latency family (one map per role).
+pub const WORKLOAD_DURATION: &str = "ksense_workload_request_duration";
+
 pub const ROLES: [&str; 2] = ["server", "client"];
 pub const SERVER_SIGNAL: &str = "requests_server";
 pub const CLIENT_SIGNAL: &str = "requests_client";
@@ -71,7 +74,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     ctx.attach("sock_send_length", &p.tp_sock_send_length, &p.raw_sock_send_length);
     for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
         let f = WorkloadFamily {
-            family: "ksense_workload_request_duration",
+            family: WORKLOAD_DURATION,
             unit: Some(Unit::Seconds),
             help: WORKLOAD_DURATION_HELP,
             counter: false,

@@ -138,6 +138,11 @@ impl Workloads {
         })
     }
 
+    /// Which map (its index in each [`Record`]) serves `family` with `label`.
+    pub fn map_index(&self, family: &str, label: Option<(&str, &str)>) -> Option<usize> {
+        self.maps.maps.iter().position(|m| m.family.family == family && m.family.label == label)
+    }
+
     /// Reads the maps, updates the series, deletes the entries of cgroups
     /// that are gone. Safe to call from several threads: one at a time.
     pub fn refresh(&self) -> std::io::Result<View> {

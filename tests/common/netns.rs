@@ -114,3 +114,25 @@ for _ in range(3):
     p.sendall(b"?"); p.recv(16)
 p.close(); t.join()
 "#;
+
+/// A server whose `threads` threads all accept on one listening socket and
+/// answer each 2-byte request after `sleep_ms`, on keep-alive connections.
+pub const POOL_PY: &str = r#"
+import socket, sys, threading, time
+port, threads, sleep = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1e3
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(128)
+def serve():
+    while True:
+        c, _ = s.accept()
+        while True:
+            d = c.recv(64)
+            if not d:
+                break
+            time.sleep(sleep)
+            c.sendall(b"ok\n")
+        c.close()
+for _ in range(threads):
+    threading.Thread(target=serve, daemon=True).start()
+threading.Event().wait()
+"#;

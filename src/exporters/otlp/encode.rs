@@ -195,6 +195,7 @@ mod tests {
             }),
             signals: vec![("runqueue_mean".into(), 1e-6)],
             save_failures: 0,
+            ..Default::default()
         };
         let info = BuildInfo { version: "0", kernel: "6".into(), attach_mode: "tp_btf", nodename: "n1".into() };
         families::build(k.families, Some(&m), &info, Some(OtlpExports { success: 1, failure: 2 }))
