@@ -54,6 +54,7 @@ def build_rows(run):
             "p99_ms": w["wrk"]["p"]["99"] / 1e3, "p999_ms": w["wrk"]["p"]["99.9"] / 1e3,
             "friction": window_mean(fr, ks),
             "signed_friction": window_mean(fr * dr, ks),
+            "interference": window_mean(run.series("interference"), ks),
         }
         for n in names:
             r[n] = window_mean(sig[n], ks)
@@ -129,6 +130,22 @@ def phase_summary(rows):
         med = lambda k: float(np.nanmedian([r[k] for r in rs]))
         out.append((ph, len(rs), med("p99_ms"), med("friction") if ph != "warmup" else math.nan, med("cpu_util"),
                     med("psi_cpu_some") if "psi_cpu_some" in rs[0] else math.nan, med("rps")))
+    return out
+
+
+def interference_by_phase(run):
+    """The node score's distribution per phase over the 1 s intervals after
+    the freeze: median, 90th percentile, and the share above 0."""
+    x = run.series("interference")
+    by = {}
+    for w in windows(run):
+        if w["start"] >= run.ready_at:
+            by.setdefault(w["phase"], []).extend(v for v in x[w["ks"]] if not math.isnan(v))
+    out = []
+    for ph, v in by.items():
+        v = np.array(v)
+        if len(v):
+            out.append((ph, len(v), float(np.median(v)), float(np.percentile(v, 90)), float(np.mean(v > 0))))
     return out
 
 
@@ -234,6 +251,12 @@ def main():
     print(f"  {'phase':<10} {'windows':>7} {'P99 ms':>8} {'friction':>9} {'CPU %':>6} {'PSI cpu %':>9} {'req/s':>7}")
     for ph, k, p99, fr, cpu, psi, rps in phase_summary(rows):
         print(f"  {ph:<10} {k:7d} {p99:8.2f} {fr:9.2f} {cpu * 100:6.1f} {psi * 100:9.1f} {rps:7.0f}")
+    score = interference_by_phase(run)
+    if score:
+        print("node score (ksense_interference_ratio) per phase, 1 s intervals after the freeze")
+        print(f"  {'phase':<10} {'intervals':>9} {'median':>7} {'p90':>6} {'> 0':>6}")
+        for ph, k, med, p90, above in score:
+            print(f"  {ph:<10} {k:9d} {med:7.3f} {p90:6.3f} {above * 100:5.1f}%")
     if not args.no_plot:
         try:
             plot(rows, run, args.png)

@@ -149,7 +149,8 @@ COUNTERS = {"ksense_tcp_retransmits_total": "tcp_retransmit", "ksense_skb_drops_
 
 def parse_metrics(text):
     """The parts of ksense's text exposition the benchmark needs."""
-    out = {"friction": None, "direction": None, "energy": None, "ready": None, "signals": {}, "contrib": {}, "h": {}}
+    out = {"friction": None, "direction": None, "energy": None, "ready": None, "interference": None, "signals": {},
+           "contrib": {}, "h": {}}
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
@@ -166,6 +167,8 @@ def parse_metrics(text):
             out["energy"] = value
         elif name == "ksense_baseline_ready":
             out["ready"] = value
+        elif name == "ksense_interference_ratio":
+            out["interference"] = value
         elif name == "ksense_signal":
             out["signals"][lab.get("signal", "?")] = value
         elif name == "ksense_friction_contribution":
