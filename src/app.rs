@@ -173,6 +173,7 @@ impl crate::model::victims::Feed for VictimFeed {
                         .collect(),
                     runqueue: pick(s, 0).unwrap_or_else(crate::signals::histogram::Histogram::workload),
                     server: self.server.and_then(|i| pick(s, i)),
+                    cpu_seconds: self.workloads.cpu_seconds(&s.workload),
                 })
                 .collect(),
         )

@@ -1,10 +1,11 @@
-//! Victims: friction per workload, against each workload's own baseline.
-//! A thread-pool server in one cgroup serves a client in another; once both
-//! have calibrated, a CPU hog starts in a third: the server's friction
-//! rises above anything it showed while calm and it is named a victim on
-//! /api/v1/score, while the hog, which arrived with the trouble, has no
-//! baseline during its own warm-up and, calibrated on its own hogging
-//! after it, is never named. Needs root.
+//! Victims and suspects: friction per workload, against each workload's own
+//! baseline, and who moves with it. A thread-pool server and its client in
+//! one cgroup (the victim), an idle bystander in a second; once they have
+//! calibrated, a CPU hog runs in bursts in a third: the server's friction
+//! rises above anything it showed while calm, it is named a victim on
+//! /api/v1/score with the hog as its first suspect and the bystander never
+//! among them; the hog, which arrived with the trouble, has no baseline
+//! during its own warm-up and is never named a victim. Needs root.
 
 mod common;
 
@@ -40,15 +41,15 @@ fn named(doc: &serde_json::Value, rel: &str) -> bool {
 }
 
 #[test]
-fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_is_not() {
+fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_its_suspect() {
     require_root!();
     let ns = Netns::new("victims");
     let fast = ["--model.interval", "500ms", "--model.warmup", "6s", "--model.baseline-window", "6s"];
     let k = Ksense::start(&[&["--log.level", "warn", "--workloads.enabled"][..], &fast].concat());
     let pre = test_prefix();
-    let (mut server, mut client, mut hog) = (
+    let (mut server, mut bystander, mut hog) = (
         Cgroup::new(&format!("/{pre}-victim")),
-        Cgroup::new(&format!("/{pre}-victim-client")),
+        Cgroup::new(&format!("/{pre}-bystander")),
         Cgroup::new(&format!("/{pre}-hog")),
     );
     let py = |args: &[&str]| -> Vec<String> {
@@ -58,7 +59,9 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_is_not() {
     server.spawn(None, &s.iter().map(String::as_str).collect::<Vec<_>>());
     std::thread::sleep(Duration::from_millis(500));
     let c = py(&[LOOP_PY, "7401", "2", "60"]);
-    client.spawn(None, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    server.spawn(None, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    // Wakes 100 times a second and does nothing: exported, but no antagonist.
+    bystander.spawn(None, &["python3", "-c", "import time\nwhile True: time.sleep(0.01)"]);
 
     // The server calibrates on the calm node.
     let t0 = Instant::now();
@@ -77,13 +80,17 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_is_not() {
     let calm = sample(4);
     let calm_max = calm.iter().cloned().fold(0.0, f64::max);
 
-    // Four CPU hogs on two CPUs.
-    hog.spawn(None, &["stress-ng", "--cpu", "4", "--timeout", "20s", "--quiet"]);
+    // Four CPU hogs on two CPUs, in two bursts: its CPU use goes up and
+    // down with the server's trouble.
+    hog.spawn(None, &["stress-ng", "--cpu", "4", "--timeout", "4s", "--quiet"]);
     // Its own warm-up (6 s) from its first interval; after it, the hog's
-    // baseline is the hogging itself, against which it is not worse.
+    // baseline is its own bursts, against which it is not worse.
     let hog_warm = Instant::now() + Duration::from_secs(5);
+    hog.wait_all();
+    std::thread::sleep(Duration::from_secs(3));
+    hog.spawn(None, &["stress-ng", "--cpu", "4", "--timeout", "10s", "--quiet"]);
     std::thread::sleep(Duration::from_secs(2));
-    let mut named_server = 0;
+    let (mut named_server, mut hog_first) = (0, 0);
     let mut hot = Vec::new();
     for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(500));
@@ -97,13 +104,25 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_is_not() {
         let doc = score(&k);
         assert!(!named(&doc, &hog.rel), "the hog is not a victim: {doc}");
         named_server += usize::from(named(&doc, &server.rel));
+        let Some(v) = doc["victims"].as_array().unwrap().iter().find(|w| w["labels"]["workload"] == server.rel) else {
+            continue;
+        };
+        let suspects: Vec<&str> =
+            v["suspects"].as_array().unwrap().iter().map(|s| s["workload"].as_str().unwrap()).collect();
+        assert!(!suspects.contains(&bystander.rel.as_str()), "the idle bystander is no suspect: {v}");
+        if suspects.first() == Some(&hog.rel.as_str()) {
+            hog_first += 1;
+        } else {
+            eprintln!("a reading without the hog first: {v}");
+        }
     }
     hog.kill_all();
+    bystander.kill_all();
     hot.sort_by(f64::total_cmp);
     let hot_median = hot[hot.len() / 2];
-    eprintln!("server friction: calm {calm:?} (max {calm_max:.2}); under the hog {hot:?} (median {hot_median:.2}); named a victim in {named_server} of 12 readings");
+    eprintln!("server friction: calm {calm:?} (max {calm_max:.2}); under the hog {hot:?} (median {hot_median:.2}); named a victim in {named_server} of 12 readings, the hog its first suspect in {hog_first}");
     assert!(hot_median > calm_max, "the server's friction did not rise: calm max {calm_max}, hog median {hot_median}");
     assert!(named_server >= 6, "the server was named a victim in only {named_server} of 12 readings");
-    client.kill_all();
+    assert_eq!(hog_first, named_server, "the hog is the first suspect whenever the server is a victim");
     server.kill_all();
 }

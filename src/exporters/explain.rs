@@ -16,16 +16,12 @@ pub const PATH: &str = "/api/v1/score";
 /// How many signals the explanation names.
 pub const TOP: usize = 3;
 
-/// How many victims the document lists.
-pub const TOP_VICTIMS: usize = 5;
-
-/// The workloads beyond their own normal range and worse, most interfered
-/// with first.
+/// The victims (`victims::VICTIM_RATIO`), most interfered with first.
 fn victims(v: &ModelView) -> Vec<Value> {
-    let mut w: Vec<_> = v.workloads.iter().filter(|w| w.interference > 0.0 && w.direction > 0).collect();
+    let mut w: Vec<_> = v.workloads.iter().filter(|w| w.is_victim()).collect();
     w.sort_by(|a, b| b.interference.total_cmp(&a.interference));
     w.iter()
-        .take(TOP_VICTIMS)
+        .take(crate::model::victims::MAX_VICTIMS)
         .map(|w| {
             let labels: serde_json::Map<String, Value> =
                 w.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
@@ -35,7 +31,12 @@ fn victims(v: &ModelView) -> Vec<Value> {
                 .zip(&w.contributions)
                 .map(|(n, c)| (n.to_string(), json!(if f2 > 0.0 { c / f2 } else { 0.0 })))
                 .collect();
-            json!({"labels": labels, "score": w.interference, "friction": w.friction, "shares": shares})
+            let suspects: Vec<Value> = w
+                .suspects
+                .iter()
+                .map(|s| json!({"workload": s.workload, "correlation": s.correlation, "cpu": s.cpu}))
+                .collect();
+            json!({"labels": labels, "score": w.interference, "friction": w.friction, "shares": shares, "suspects": suspects})
         })
         .collect()
 }
@@ -135,7 +136,7 @@ fn quantity(name: &str, x: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::pipeline::Score;
-    use crate::model::victims::Victim;
+    use crate::model::victims::{Suspect, Victim};
     use std::time::Duration;
 
     fn view(score: Option<Score>) -> ModelView {
@@ -154,6 +155,7 @@ mod tests {
                     interference: 0.0,
                     direction: 1,
                     contributions: vec![1.0, 0.0],
+                    suspects: Vec::new(),
                 },
                 Victim {
                     labels: vec![("workload", "/web".into()), ("pod", "web-0".into())],
@@ -161,6 +163,7 @@ mod tests {
                     interference: 0.5,
                     direction: 1,
                     contributions: vec![12.0, 4.0],
+                    suspects: vec![Suspect { workload: "/batch".into(), correlation: 0.9, cpu: 1.5 }],
                 },
             ],
         }
@@ -195,6 +198,8 @@ mod tests {
         assert_eq!(d["victims"][0]["labels"]["pod"], "web-0");
         assert_eq!(d["victims"][0]["score"], 0.5);
         assert_eq!(d["victims"][0]["shares"]["runqueue_p99"], 0.75);
+        assert_eq!(d["victims"][0]["suspects"][0]["workload"], "/batch");
+        assert_eq!(d["victims"][0]["suspects"][0]["correlation"], 0.9);
         assert_eq!(
             d["reason"],
             "friction 6.00, 2.0 times the node's normal 3.00 (score 0.75): runqueue_wakeup_p99 75 % (1.20 ms \

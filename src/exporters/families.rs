@@ -148,6 +148,30 @@ fn model_families(m: &ModelView) -> Vec<Family> {
             Kind::Gauge,
             samples,
         ));
+        let suspects: Vec<Sample> = m
+            .workloads
+            .iter()
+            .flat_map(|w| {
+                let victim = w.labels.first().map(|(_, v)| v.clone()).unwrap_or_default();
+                w.suspects.iter().enumerate().map(move |(i, s)| Sample {
+                    labels: vec![
+                        ("workload", Cow::Owned(victim.clone())),
+                        ("suspect", Cow::Owned(s.workload.clone())),
+                        ("rank", Cow::Owned((i + 1).to_string())),
+                    ],
+                    value: Value::Gauge(s.correlation),
+                })
+            })
+            .collect();
+        if !suspects.is_empty() {
+            out.push(family(
+                "ksense_workload_suspect_correlation",
+                None,
+                "For each victim (a workload beyond its own normal friction, worse), the workloads whose CPU use moved with its friction over the last intervals (Pearson r), rank 1 the likeliest antagonist.",
+                Kind::Gauge,
+                suspects,
+            ));
+        }
     }
     if let Some(s) = &m.score {
         out.extend([

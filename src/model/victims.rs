@@ -10,6 +10,13 @@
 //! baseline yet and is never called a victim of it. A workload that stops
 //! being exported (gone, or folded into `other` by the cap) is forgotten:
 //! the bank holds at most as many models as the workload cap.
+//!
+//! Suspects (the method of Google's CPI2): for each victim, the Pearson
+//! correlation over the last [`HISTORY`] intervals between its friction and
+//! each other workload's CPU use; workloads that used less than
+//! [`MIN_CPU`] of a CPU on average cannot be antagonists and are left out.
+//! A workload seen for less of the window than the victim counts 0 CPU
+//! before it was seen (it was not running, or too quiet to be exported).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +31,24 @@ pub const FEATURES: [&str; 2] = ["runqueue_p99", "requests_server_p99"];
 /// calibration sample nor scored: its P99 would be one or two waits.
 pub const MIN_EVENTS: u64 = 20;
 
+/// Intervals of friction and CPU use the suspects are correlated over.
+pub const HISTORY: usize = 120;
+/// Fewest intervals with both a friction and a CPU reading to correlate.
+pub const MIN_POINTS: usize = 10;
+/// A suspect's mean CPU use over the window, in CPUs, at least.
+pub const MIN_CPU: f64 = 0.05;
+/// Suspects named per victim, and victims given suspects (the most
+/// interfered with): bounds the suspect series at 15.
+pub const SUSPECTS: usize = 3;
+pub const MAX_VICTIMS: usize = 5;
+
+/// A workload is a victim when worse and its own interference ratio is at
+/// least this: friction² twice its own normal (99th percentile). Stricter
+/// than the node's "above 0", because a workload's baseline is short and
+/// its own (a hog calibrated on its own bursts sat at 0.07 in CI); on
+/// Gaussian features a calm workload crosses it about once in 10⁴ intervals.
+pub const VICTIM_RATIO: f64 = 0.5;
+
 /// One exported workload's cumulative histograms, as the kernel has them.
 #[derive(Clone, Debug)]
 pub struct Reading {
@@ -34,6 +59,8 @@ pub struct Reading {
     pub runqueue: Histogram,
     /// Requests it served; `None` without the requests family.
     pub server: Option<Histogram>,
+    /// CPU time it used so far (its cgroup's `cpu.stat`); `None` if unknown.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// A workload's latest score.
@@ -45,6 +72,38 @@ pub struct Victim {
     pub direction: i8,
     /// Each feature's share of friction², in [`FEATURES`] order.
     pub contributions: Vec<f64>,
+    /// For a victim ([`Victim::is_victim`]): the likeliest antagonists,
+    /// first the most correlated.
+    pub suspects: Vec<Suspect>,
+}
+
+impl Victim {
+    /// Worse than its own baseline, and by [`VICTIM_RATIO`] at least.
+    pub fn is_victim(&self) -> bool {
+        is_victim(self.interference, self.direction)
+    }
+}
+
+fn is_victim(interference: f64, direction: i8) -> bool {
+    interference >= VICTIM_RATIO && direction > 0
+}
+
+/// A co-located workload whose CPU use moved with a victim's friction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suspect {
+    pub workload: String,
+    /// Pearson correlation of its CPU use with the victim's friction.
+    pub correlation: f64,
+    /// Its mean CPU use over the window, in CPUs.
+    pub cpu: f64,
+}
+
+/// One interval of one workload: its friction if scored (else NaN) and its
+/// CPU use in CPUs (NaN if unknown).
+#[derive(Clone, Copy, Debug)]
+struct Tick {
+    friction: f64,
+    cpu: f64,
 }
 
 /// Where the per-workload readings come from (the workloads stage, wired in
@@ -59,6 +118,8 @@ struct Entry {
     prev: Option<(Histogram, Option<Histogram>)>,
     last: Option<Output>,
     labels: Vec<(&'static str, String)>,
+    cpu_prev: Option<(f64, Duration)>,
+    history: std::collections::VecDeque<Tick>,
 }
 
 /// The per-workload models.
@@ -93,8 +154,19 @@ impl Victims {
                 prev: None,
                 last: None,
                 labels: Vec::new(),
+                cpu_prev: None,
+                history: std::collections::VecDeque::with_capacity(HISTORY),
             });
             e.labels = r.labels;
+            let cpu = match (r.cpu_seconds, e.cpu_prev) {
+                (Some(c), Some((c0, t0))) if now > t0 => ((c - c0) / (now - t0).as_secs_f64()).max(0.0),
+                _ => f64::NAN,
+            };
+            e.cpu_prev = r.cpu_seconds.map(|c| (c, now));
+            if e.history.len() == HISTORY {
+                e.history.pop_front();
+            }
+            e.history.push_back(Tick { friction: f64::NAN, cpu });
             let Some((runq0, server0)) = e.prev.replace((r.runqueue.clone(), r.server.clone())) else { continue };
             let runq = r.runqueue.delta(&runq0);
             if runq.count() < MIN_EVENTS {
@@ -106,13 +178,26 @@ impl Victims {
             };
             let x = [p99_feature(&runq), server];
             if let Some(o) = e.model.observe(now.saturating_sub(e.first_seen), &x, true) {
+                if let Some(t) = e.history.back_mut() {
+                    t.friction = o.friction;
+                }
                 e.last = Some(o);
             }
         }
     }
 
-    /// The workloads with a baseline and a scored interval, by key.
+    /// The workloads with a baseline and a scored interval, by key; the
+    /// [`MAX_VICTIMS`] most interfered with carry their suspects.
     pub fn scores(&self) -> Vec<Victim> {
+        let mut victims: Vec<(&String, f64)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| {
+                e.last.as_ref().filter(|o| is_victim(o.interference, o.direction)).map(|o| (k, o.interference))
+            })
+            .collect();
+        victims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        victims.truncate(MAX_VICTIMS);
         let mut out: Vec<(&String, Victim)> = self
             .entries
             .iter()
@@ -126,12 +211,43 @@ impl Victims {
                         interference: o.interference,
                         direction: o.direction,
                         contributions: o.contributions.clone(),
+                        suspects: if victims.iter().any(|(v, _)| *v == k) { self.suspects(k) } else { Vec::new() },
                     },
                 ))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(b.0));
         out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The other workloads ranked by how their CPU use correlates with the
+    /// friction of `victim`: at most [`SUSPECTS`], correlation above 0.
+    fn suspects(&self, victim: &str) -> Vec<Suspect> {
+        let Some(v) = self.entries.get(victim) else { return Vec::new() };
+        let n = v.history.len();
+        let mut out: Vec<Suspect> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.as_str() != victim)
+            .filter_map(|(k, e)| {
+                // Aligned at the newest interval; 0 CPU before it was seen.
+                let pad = n.saturating_sub(e.history.len());
+                let cpu = |i: usize| if i < pad { 0.0 } else { e.history[i - pad].cpu };
+                let pairs: Vec<(f64, f64)> = (0..n)
+                    .map(|i| (v.history[i].friction, cpu(i)))
+                    .filter(|(f, c)| f.is_finite() && c.is_finite())
+                    .collect();
+                if pairs.len() < MIN_POINTS {
+                    return None;
+                }
+                let mean_cpu = pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len() as f64;
+                let r = pearson(&pairs)?;
+                (mean_cpu >= MIN_CPU && r > 0.0).then(|| Suspect { workload: k.clone(), correlation: r, cpu: mean_cpu })
+            })
+            .collect();
+        out.sort_by(|a, b| b.correlation.total_cmp(&a.correlation).then_with(|| a.workload.cmp(&b.workload)));
+        out.truncate(SUSPECTS);
+        out
     }
 
     /// Workloads being tracked (calibrating or scored).
@@ -142,6 +258,20 @@ impl Victims {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Pearson's r of the pairs; `None` when either side is constant.
+fn pearson(p: &[(f64, f64)]) -> Option<f64> {
+    let n = p.len() as f64;
+    let (mx, my) = (p.iter().map(|q| q.0).sum::<f64>() / n, p.iter().map(|q| q.1).sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in p {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx).powi(2);
+        syy += (y - my).powi(2);
+    }
+    let r = sxy / (sxx * syy).sqrt();
+    r.is_finite().then_some(r)
 }
 
 #[cfg(test)]
@@ -170,6 +300,7 @@ mod tests {
             labels: vec![("workload", key.into())],
             runqueue: runq.clone(),
             server: Some(server.clone()),
+            cpu_seconds: None,
         }
     }
 
@@ -205,7 +336,7 @@ mod tests {
             );
             let s = v.scores();
             assert_eq!(s.len(), 1, "the hog is calibrating: no score ({i})");
-            above += usize::from(s[0].interference > 0.5 && s[0].direction > 0);
+            above += usize::from(s[0].is_victim());
         }
         assert_eq!(above, 30, "every interval of the trouble scores the server high");
         assert_eq!(v.len(), 2);
@@ -218,5 +349,60 @@ mod tests {
         assert_eq!(v.len(), 1, "the hog is forgotten once it is not exported");
         v.observe(Duration::from_secs(t + 1), vec![]);
         assert!(v.is_empty() && v.scores().is_empty());
+    }
+
+    /// A server, a hog that runs in bursts (and was not there at first),
+    /// an idle bystander and a busy workload whose CPU use does not change:
+    /// the hog is the one suspect named first; the bystander is too idle to
+    /// be named; the steady one does not move with the victim's friction.
+    #[test]
+    fn the_hog_whose_cpu_moves_with_the_victims_friction_is_the_suspect() {
+        let mut v = Victims::new(&template());
+        let mut rng = Rng::new(11);
+        let mut h: HashMap<&str, (Histogram, f64)> = HashMap::new();
+        let empty = Histogram::default();
+        let mut feed = |v: &mut Victims, t: u64, hog_on: Option<bool>, rng: &mut Rng| {
+            let mut rs = Vec::new();
+            let web_us = if hog_on == Some(true) { 500.0 } else { 20.0 };
+            for (key, waits, us, cpu) in [
+                ("/web", 200, web_us, 0.3),
+                ("/idle", 30, 10.0, 0.001),
+                ("/steady", 100, 50.0, 0.8 + 0.01 * rng.uniform()),
+            ]
+            .into_iter()
+            .chain(hog_on.map(|on| ("/hog", 100, 3000.0, if on { 1.8 } else { 0.0 })))
+            {
+                let e = h.entry(key).or_default();
+                add(&mut e.0, rng, waits, us);
+                e.1 += cpu;
+                rs.push(Reading {
+                    key: key.into(),
+                    labels: vec![("workload", key.into())],
+                    runqueue: e.0.clone(),
+                    server: Some(empty.clone()),
+                    cpu_seconds: Some(e.1),
+                });
+            }
+            v.observe(Duration::from_secs(t), rs);
+        };
+        let mut t = 0;
+        for _ in 0..80 {
+            t += 1;
+            feed(&mut v, t, None, &mut rng);
+        }
+        // On for 12 intervals, off for 8, ending on.
+        for i in 0..52 {
+            t += 1;
+            feed(&mut v, t, Some(i % 20 < 12), &mut rng);
+        }
+        let s = v.scores();
+        let web = s.iter().find(|w| w.labels[0].1 == "/web").unwrap();
+        assert!(web.is_victim(), "the last interval had the hog on: {web:?}");
+        let names: Vec<&str> = web.suspects.iter().map(|s| s.workload.as_str()).collect();
+        assert_eq!(names.first(), Some(&"/hog"), "{:?}", web.suspects);
+        assert!(web.suspects[0].correlation > 0.8, "{:?}", web.suspects);
+        assert!(!names.contains(&"/idle"), "an idle workload is no antagonist: {:?}", web.suspects);
+        assert!(s.iter().all(|w| w.suspects.is_empty() || w.is_victim()), "only victims have suspects");
+        assert_eq!(pearson(&[(1.0, 2.0), (2.0, 2.0)]), None, "a constant side has no correlation");
     }
 }

@@ -80,9 +80,30 @@ pub fn is_alive(root: &Path, rel: &str, id: u64) -> bool {
     std::fs::symlink_metadata(p).map(|m| m.ino() == id).unwrap_or(false)
 }
 
+/// CPU time the cgroup at `rel` used since it was made (`usage_usec` of
+/// its `cpu.stat`, which cgroup v2 keeps whether or not the cpu controller
+/// is enabled), in seconds. `None` if the file is gone or unreadable.
+pub fn cpu_seconds(root: &Path, rel: &str) -> Option<f64> {
+    let p = if rel == "/" { root.join("cpu.stat") } else { root.join(rel.trim_start_matches('/')).join("cpu.stat") };
+    let text = std::fs::read_to_string(p).ok()?;
+    let usec: u64 = text.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
+    Some(usec as f64 / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_usage_from_cpu_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
+        std::fs::write(dir.path().join("cpu.stat"), "user_usec 1\n").unwrap();
+        assert_eq!(cpu_seconds(dir.path(), "/a"), Some(2.5));
+        assert_eq!(cpu_seconds(dir.path(), "/"), None, "no usage_usec line");
+        assert_eq!(cpu_seconds(dir.path(), "/gone"), None);
+    }
 
     #[test]
     fn finds_the_v2_mount_on_unified_and_hybrid_hosts() {

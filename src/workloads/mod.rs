@@ -120,6 +120,7 @@ impl Resolver for Cgroups {
 pub struct Workloads {
     maps: WorkloadMaps,
     state: Mutex<(Tracker, Cgroups)>,
+    root: Option<PathBuf>,
 }
 
 impl Workloads {
@@ -134,8 +135,14 @@ impl Workloads {
         }
         Ok(Workloads {
             maps,
-            state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root, &cfg.kubelet_log_dir))),
+            state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root.clone(), &cfg.kubelet_log_dir))),
+            root,
         })
+    }
+
+    /// CPU seconds the workload at `path` used so far (its cgroup's `cpu.stat`).
+    pub fn cpu_seconds(&self, path: &str) -> Option<f64> {
+        cgroupfs::cpu_seconds(self.root.as_deref()?, path)
     }
 
     /// Which map (its index in each [`Record`]) serves `family` with `label`.
