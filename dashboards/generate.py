@@ -439,6 +439,15 @@ def friction_dashboard():
         targets((f"ksense_signal{{{SEL}, signal=~\".*_busy\"}}", "{{signal}}")), unit="percentunit", fill=0,
         desc="The `_busy` features: summed durations per second, e.g. the share of a CPU the NET_RX and BLOCK softirqs take."), 6, 9)
 
+    L.row("Workloads")
+    L.add(timeseries(
+        "Friction per workload (top 10)",
+        targets((f"topk(10, ksense_workload_friction{{{SEL}}})", "{{workload}}")),
+        fill=0, min_=0, decimals=2,
+        desc="Each exported workload's friction against a baseline of its own (its run-queue and served-request "
+             "P99; --workloads.enabled). /api/v1/score lists the victims, those beyond their own 99th percentile, "
+             "with their suspects (ksense_workload_suspect_correlation)."), 24, 8)
+
     L.row("Baseline")
     L.add(state_timeline("Baseline state", targets((f"ksense_baseline_ready{{{SEL}}}", "{{instance}}")), BASELINE,
                          desc="calibrating → frozen. Friction is only meaningful when frozen."), 12, 6)
