@@ -209,7 +209,18 @@ pub async fn run(
     view: Arc<RwLock<Option<ModelView>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut victims = feed.map(|f| (super::victims::Victims::new(model.config()), f));
+    let mut victims = match feed {
+        Some(f) => {
+            let path = super::state::workloads_path(&cfg.state_file);
+            let features = super::victims::Victims::config(model.config()).features;
+            let saved = tokio::task::spawn_blocking(move || load_workload_baselines(&path, &features))
+                .await
+                .unwrap_or_default();
+            Some((super::victims::Victims::with_saved(model.config(), saved), f))
+        }
+        None => None,
+    };
+    let mut wl_saver = WorkloadSaver { path: super::state::workloads_path(&cfg.state_file), pending: None, last: None };
     let mut scorer = Scorer::new(model, feats);
     let mut saver = Saver { path: cfg.state_file.clone(), pending: false, failures: 0 };
     let start = Instant::now();
@@ -224,6 +235,7 @@ pub async fn run(
             if saver.pending {
                 saver.save(scorer.model.baseline().cloned()).await;
             }
+            wl_saver.save().await;
             return;
         }
         let snap = match kernel.snapshot() {
@@ -239,6 +251,12 @@ pub async fn run(
                 if let Some(r) = feed.read() {
                     bank.observe(at, r);
                 }
+                if let Some(all) = bank.take_changed() {
+                    wl_saver.pending = Some(all);
+                }
+                if wl_saver.last.is_none_or(|t| t.elapsed() >= WORKLOAD_SAVE_EVERY) {
+                    wl_saver.save().await;
+                }
                 bank.scores()
             }
             None => Vec::new(),
@@ -251,6 +269,62 @@ pub async fn run(
         }
         let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
         publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, workloads);
+    }
+}
+
+/// The per-workload baselines saved at start, if any; a bad file is set
+/// aside (they calibrate anew), as the node's is.
+fn load_workload_baselines(
+    path: &std::path::Path,
+    features: &[String],
+) -> std::collections::HashMap<String, super::Baseline> {
+    match super::state::load_workloads(path, features) {
+        Ok((m, bad)) => {
+            tracing::info!(path = %path.display(), workloads = m.len(), left_out = bad, "loaded saved workload baselines");
+            m.into_iter().collect()
+        }
+        Err(StateError::NotFound(_)) => Default::default(),
+        Err(e) => {
+            match super::set_aside(path) {
+                Ok(to) => {
+                    tracing::warn!(error = %e, moved_to = %to.display(), "workload baselines unusable: set aside; they calibrate anew")
+                }
+                Err(e2) => {
+                    tracing::warn!(error = %e, set_aside_error = %e2, "workload baselines unusable; they calibrate anew")
+                }
+            }
+            Default::default()
+        }
+    }
+}
+
+/// The per-workload baselines are saved at most this often (every freeze
+/// rewrites the whole file), and at shutdown.
+pub const WORKLOAD_SAVE_EVERY: Duration = Duration::from_secs(10);
+
+struct WorkloadSaver {
+    path: PathBuf,
+    pending: Option<Vec<(String, super::Baseline)>>,
+    last: Option<Instant>,
+}
+
+impl WorkloadSaver {
+    async fn save(&mut self) {
+        let Some(all) = self.pending.take() else { return };
+        self.last = Some(Instant::now());
+        let path = self.path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&str, &super::Baseline)> = all.iter().map(|(k, b)| (k.as_str(), b)).collect();
+            super::state::save_workloads(&path, &refs).map(|()| all.len())
+        })
+        .await;
+        match r {
+            Ok(Ok(n)) => tracing::debug!(path = %self.path.display(), workloads = n, "workload baselines saved"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "saving the workload baselines failed; retried at the next change")
+            }
+            Err(e) => tracing::warn!(error = %e, "saving the workload baselines failed; retried at the next change"),
+        }
     }
 }
 

@@ -147,9 +147,8 @@ fn matrix(rows: &[Vec<f64>], d: usize, what: &str) -> Result<Array2<f64>, String
 }
 
 impl Baseline {
-    /// Writes the baseline to `path` atomically, creating parent directories.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let file = StateFile {
+    fn to_file(&self) -> StateFile {
+        StateFile {
             version: STATE_VERSION,
             features: self.features.clone(),
             mean: self.mean.to_vec(),
@@ -160,8 +159,12 @@ impl Baseline {
             friction_p99: self.friction_p99,
             regularisation: self.regularisation.as_str().to_string(),
             created_unix: self.created_unix,
-        };
-        let mut json = serde_json::to_vec_pretty(&file)
+        }
+    }
+
+    /// Writes the baseline to `path` atomically, creating parent directories.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let mut json = serde_json::to_vec_pretty(&self.to_file())
             .map_err(|e| StateError::Io { path: path.to_path_buf(), source: io::Error::other(e) })?;
         json.push(b'\n');
         write_atomic(path, &json)
@@ -195,19 +198,24 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
             expected: expected_features.to_vec(),
         });
     }
+    from_file(file).map_err(corrupt)
+}
+
+/// The checks of [`load`] past the version and the feature list.
+fn from_file(file: StateFile) -> Result<Baseline, String> {
     let d = file.features.len();
     if file.mean.len() != d {
-        return Err(corrupt(format!("mean has {} values, expected {d}", file.mean.len())));
+        return Err(format!("mean has {} values, expected {d}", file.mean.len()));
     }
-    let covariance = matrix(&file.covariance, d, "covariance").map_err(corrupt)?;
-    let stored_chol = matrix(&file.cholesky, d, "cholesky").map_err(corrupt)?;
+    let covariance = matrix(&file.covariance, d, "covariance")?;
+    let stored_chol = matrix(&file.cholesky, d, "cholesky")?;
     if !stored_chol.iter().all(|v| v.is_finite()) {
-        return Err(corrupt("non-finite value in cholesky".into()));
+        return Err("non-finite value in cholesky".into());
     }
-    let regularisation: Regularisation = file.regularisation.parse().map_err(corrupt)?;
+    let regularisation: Regularisation = file.regularisation.parse()?;
     if let Some(f) = file.friction_p99 {
         if !(f.is_finite() && f > 0.0) {
-            return Err(corrupt(format!("friction_p99 {f} is not a positive number")));
+            return Err(format!("friction_p99 {f} is not a positive number"));
         }
     }
     let mut baseline = Baseline::from_parts(
@@ -219,15 +227,78 @@ pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, State
         regularisation,
         file.created_unix,
     )
-    .map_err(|e: BaselineError| corrupt(e.to_string()))?;
+    .map_err(|e: BaselineError| e.to_string())?;
     baseline.friction_p99 = file.friction_p99;
     // The stored factor must be the factor of the stored covariance.
     let scale = baseline.cholesky.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let max_diff = baseline.cholesky.iter().zip(stored_chol.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
     if max_diff > 1e-9 * scale {
-        return Err(corrupt(format!("cholesky factor does not match covariance (max diff {max_diff:e})")));
+        return Err(format!("cholesky factor does not match covariance (max diff {max_diff:e})"));
     }
     Ok(baseline)
+}
+
+/// The per-workload baselines (`victims`), beside the node's state file.
+#[derive(Debug, Serialize)]
+struct WorkloadsFile {
+    version: u32,
+    workloads: std::collections::BTreeMap<String, StateFile>,
+}
+
+/// Where the per-workload baselines of the node's state file `path` live:
+/// `baseline.json` -> `baseline.workloads.json`, under the same lock.
+pub fn workloads_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.workloads.json"))
+}
+
+/// Writes the per-workload baselines atomically.
+pub fn save_workloads(path: &Path, baselines: &[(&str, &Baseline)]) -> Result<(), StateError> {
+    let file = WorkloadsFile {
+        version: STATE_VERSION,
+        workloads: baselines.iter().map(|(k, b)| (k.to_string(), b.to_file())).collect(),
+    };
+    let mut json = serde_json::to_vec(&file)
+        .map_err(|e| StateError::Io { path: path.to_path_buf(), source: io::Error::other(e) })?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+/// Loads the per-workload baselines with `expected_features`. A workload
+/// whose entry fails a check is left out (it calibrates anew) and counted
+/// in the second value; a bad file as a whole is an error, as for [`load`].
+pub fn load_workloads(
+    path: &Path,
+    expected_features: &[String],
+) -> Result<(std::collections::BTreeMap<String, Baseline>, usize), StateError> {
+    let bytes = match crate::bounded_read::read(path, crate::bounded_read::MAX_STATE_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(path.to_path_buf())),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let version =
+        value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("missing or invalid version".into()))?;
+    if version != u64::from(STATE_VERSION) {
+        return Err(StateError::Version { path: path.to_path_buf(), found: version, expected: STATE_VERSION });
+    }
+    // Each entry parsed on its own, so one damaged entry costs only itself.
+    let entries: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_value(value.get("workloads").cloned().unwrap_or_default())
+            .map_err(|e| corrupt(format!("workloads: {e}")))?;
+    let mut bad = 0;
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in entries {
+        let f: Option<StateFile> = serde_json::from_value(v).ok();
+        match f.filter(|f| f.features == expected_features).map(from_file) {
+            Some(Ok(b)) => {
+                out.insert(k, b);
+            }
+            _ => bad += 1,
+        }
+    }
+    Ok((out, bad))
 }
 
 /// Moves a bad state file out of the way to `<path>.bad-<unix-ts>` (with a
@@ -433,6 +504,28 @@ mod tests {
         b2.energy_k = None;
         b2.save(&path).unwrap();
         assert_same(&load(&path, &names(4)).unwrap(), &b2);
+    }
+
+    /// The per-workload file: round trip, an entry for other features or
+    /// damaged is left out and counted, another version is refused whole.
+    #[test]
+    fn workload_baselines_round_trip_and_bad_entries_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = workloads_path(&dir.path().join("baseline.json"));
+        assert_eq!(path, dir.path().join("baseline.workloads.json"));
+        assert!(matches!(load_workloads(&path, &names(4)), Err(StateError::NotFound(_))));
+        let (a, b) = (baseline(), baseline());
+        save_workloads(&path, &[("/a", &a), ("/b", &b)]).unwrap();
+        let (m, bad) = load_workloads(&path, &names(4)).unwrap();
+        assert_eq!((m.len(), bad), (2, 0));
+        assert_same(&m["/a"], &a);
+        edit(&path, |v| v["workloads"]["/b"]["mean"][0] = serde_json::Value::Null);
+        let (m, bad) = load_workloads(&path, &names(4)).unwrap();
+        assert_eq!((m.keys().collect::<Vec<_>>(), bad), (vec![&"/a".to_string()], 1));
+        let (m, bad) = load_workloads(&path, &names(3)).unwrap();
+        assert_eq!((m.len(), bad), (0, 2), "other features: every entry left out");
+        edit(&path, |v| v["version"] = serde_json::json!(1));
+        assert!(matches!(load_workloads(&path, &names(4)), Err(StateError::Version { .. })));
     }
 
     /// A state file from before `friction_p99` was stored still loads, and

@@ -9,7 +9,10 @@
 //! arrives with the interference (a hog started on a busy node) has no
 //! baseline yet and is never called a victim of it. A workload that stops
 //! being exported (gone, or folded into `other` by the cap) is forgotten:
-//! the bank holds at most as many models as the workload cap.
+//! the bank holds at most as many models as the workload cap. Baselines
+//! are saved beside the node's (`state::save_workloads`) and a workload
+//! seen again after a restart starts from its saved one; saved baselines of
+//! workloads not seen within [`UNCLAIMED_TTL`] of the start are dropped.
 //!
 //! Suspects (the method of Google's CPI2): for each victim, the Pearson
 //! correlation over the last [`HISTORY`] intervals between its friction and
@@ -48,6 +51,9 @@ pub const MAX_VICTIMS: usize = 5;
 /// its own (a hog calibrated on its own bursts sat at 0.07 in CI); on
 /// Gaussian features a calm workload crosses it about once in 10⁴ intervals.
 pub const VICTIM_RATIO: f64 = 0.5;
+
+/// How long after the start a saved baseline waits for its workload.
+pub const UNCLAIMED_TTL: Duration = Duration::from_secs(600);
 
 /// One exported workload's cumulative histograms, as the kernel has them.
 #[derive(Clone, Debug)]
@@ -126,6 +132,10 @@ struct Entry {
 pub struct Victims {
     cfg: ModelConfig,
     entries: HashMap<String, Entry>,
+    /// Saved baselines of workloads not seen since the start.
+    unclaimed: HashMap<String, super::Baseline>,
+    /// A baseline froze (or was dropped) since the last [`Victims::take_changed`].
+    changed: bool,
 }
 
 /// ln(1 + P99 in µs), as the node model sees latencies; 0 without events.
@@ -137,8 +147,36 @@ impl Victims {
     /// `template`: the node model's settings (warm-up, window, side,
     /// regularisation); its features are replaced by [`FEATURES`].
     pub fn new(template: &ModelConfig) -> Victims {
-        let cfg = ModelConfig { features: FEATURES.iter().map(|s| s.to_string()).collect(), ..template.clone() };
-        Victims { cfg, entries: HashMap::new() }
+        Self::with_saved(template, HashMap::new())
+    }
+
+    /// Starting from saved baselines (by workload key), with [`FEATURES`].
+    pub fn with_saved(template: &ModelConfig, saved: HashMap<String, super::Baseline>) -> Victims {
+        Victims { cfg: Self::config(template), entries: HashMap::new(), unclaimed: saved, changed: false }
+    }
+
+    /// The per-workload models' settings: the node's, with [`FEATURES`].
+    pub fn config(template: &ModelConfig) -> ModelConfig {
+        ModelConfig { features: FEATURES.iter().map(|s| s.to_string()).collect(), ..template.clone() }
+    }
+
+    /// Every baseline to save, once one changed since the last call.
+    pub fn take_changed(&mut self) -> Option<Vec<(String, super::Baseline)>> {
+        let mut changed = std::mem::take(&mut self.changed);
+        for e in self.entries.values_mut() {
+            changed |= e.model.take_baseline_update().is_some();
+        }
+        if !changed {
+            return None;
+        }
+        let mut out: Vec<(String, super::Baseline)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| e.model.baseline().map(|b| (k.clone(), b.clone())))
+            .chain(self.unclaimed.iter().map(|(k, b)| (k.clone(), b.clone())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(out)
     }
 
     /// One interval: `now` on the caller's monotonic clock, `readings`
@@ -146,10 +184,21 @@ impl Victims {
     /// from `readings` are forgotten.
     pub fn observe(&mut self, now: Duration, readings: Vec<Reading>) {
         let keep: std::collections::HashSet<&str> = readings.iter().map(|r| r.key.as_str()).collect();
+        let before = self.entries.len();
         self.entries.retain(|k, _| keep.contains(k.as_str()));
+        if now >= UNCLAIMED_TTL && !self.unclaimed.is_empty() {
+            self.unclaimed.clear();
+            self.changed = true;
+        }
+        self.changed |= self.entries.len() < before;
         for r in readings {
+            let saved = self.unclaimed.remove(&r.key);
+            let cfg = &self.cfg;
             let e = self.entries.entry(r.key).or_insert_with(|| Entry {
-                model: Model::new(self.cfg.clone()),
+                model: match saved {
+                    Some(b) => Model::with_baseline(cfg.clone(), b),
+                    None => Model::new(cfg.clone()),
+                },
                 first_seen: now,
                 prev: None,
                 last: None,
@@ -349,6 +398,38 @@ mod tests {
         assert_eq!(v.len(), 1, "the hog is forgotten once it is not exported");
         v.observe(Duration::from_secs(t + 1), vec![]);
         assert!(v.is_empty() && v.scores().is_empty());
+    }
+
+    /// Its frozen baseline is handed out to save; a new bank started from
+    /// it scores the workload at its first scored interval, before any
+    /// warm-up could end; a saved baseline nobody claims is dropped.
+    #[test]
+    fn saved_baselines_score_at_once_after_a_restart() {
+        let mut v = Victims::new(&template());
+        let mut rng = Rng::new(5);
+        let (mut rq, srv) = (Histogram::default(), Histogram::default());
+        assert!(v.take_changed().is_none());
+        let mut saved = None;
+        for t in 1..=80 {
+            add(&mut rq, &mut rng, 100, 20.0);
+            v.observe(Duration::from_secs(t), vec![reading("/web", &rq, &srv)]);
+            if let Some(all) = v.take_changed() {
+                saved = Some(all);
+            }
+        }
+        let saved = saved.expect("the freeze is handed out");
+        assert_eq!(saved.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/web"]);
+        let mut ghost = saved.clone();
+        ghost[0].0 = "/gone".into();
+        let mut w = Victims::with_saved(&template(), saved.into_iter().chain(ghost).collect());
+        for t in 1..=2 {
+            add(&mut rq, &mut rng, 100, 20.0);
+            w.observe(Duration::from_secs(t), vec![reading("/web", &rq, &srv)]);
+        }
+        assert_eq!(w.scores().len(), 1, "scored at its first interval, 58 s before a warm-up would end");
+        w.observe(UNCLAIMED_TTL, vec![reading("/web", &rq, &srv)]);
+        let kept = w.take_changed().expect("dropping the unclaimed one is a change");
+        assert_eq!(kept.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/web"]);
     }
 
     /// A server, a hog that runs in bursts (and was not there at first),
