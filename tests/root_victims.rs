@@ -62,6 +62,19 @@ fn wait_calm() {
     }
 }
 
+/// In `cg`, inside `ns`: a 4-thread server on `port` and its client with 2
+/// keep-alive connections for `secs`.
+fn serve(cg: &mut Cgroup, ns: &Netns, port: &str, secs: &str) {
+    let py = |args: &[&str]| -> Vec<String> {
+        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    let s = py(&[POOL_PY, port, "4", "0"]);
+    cg.spawn(None, &s.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    let c = py(&[LOOP_PY, port, "2", secs]);
+    cg.spawn(None, &c.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 fn score(k: &Ksense) -> serde_json::Value {
     serde_json::from_str(&ureq::get(&k.url("/api/v1/score")).call().unwrap().into_string().unwrap()).unwrap()
 }
@@ -83,14 +96,7 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_its_suspect() {
         Cgroup::new(&format!("/{pre}-bystander")),
         Cgroup::new(&format!("/{pre}-hog")),
     );
-    let py = |args: &[&str]| -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
-    };
-    let s = py(&[POOL_PY, "7401", "4", "0"]);
-    server.spawn(None, &s.iter().map(String::as_str).collect::<Vec<_>>());
-    std::thread::sleep(Duration::from_millis(500));
-    let c = py(&[LOOP_PY, "7401", "2", "60"]);
-    server.spawn(None, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    serve(&mut server, &ns, "7401", "60");
     // Wakes 100 times a second and does nothing: exported, but no antagonist.
     bystander.spawn(None, &["python3", "-c", "import time\nwhile True: time.sleep(0.01)"]);
 
@@ -172,14 +178,7 @@ fn root_workload_baselines_survive_a_restart() {
     let fast = FAST;
     let mut k = Ksense::start(&[&["--log.level", "warn", "--workloads.enabled"][..], &fast].concat());
     let mut server = Cgroup::new(&format!("/{}-restart", test_prefix()));
-    let py = |args: &[&str]| -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
-    };
-    let s = py(&[POOL_PY, "7402", "4", "0"]);
-    server.spawn(None, &s.iter().map(String::as_str).collect::<Vec<_>>());
-    std::thread::sleep(Duration::from_millis(500));
-    let c = py(&[LOOP_PY, "7402", "2", "40"]);
-    server.spawn(None, &c.iter().map(String::as_str).collect::<Vec<_>>());
+    serve(&mut server, &ns, "7402", "40");
     let t0 = Instant::now();
     while wl(&k.scrape(), FRICTION, &server.rel).is_none() {
         assert!(t0.elapsed() < Duration::from_secs(30), "the server never had a baseline");

@@ -111,14 +111,7 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
             Model::new(mcfg)
         }
         Err(e) => {
-            match super::set_aside(path) {
-                Ok(to) => {
-                    tracing::warn!(error = %e, moved_to = %to.display(), "saved baseline unusable: set aside, calibrating anew")
-                }
-                Err(e2) => {
-                    tracing::warn!(error = %e, set_aside_error = %e2, "saved baseline unusable, calibrating anew")
-                }
-            }
+            set_aside_unusable(path, &e, "saved baseline unusable, calibrating anew");
             Model::new(mcfg)
         }
     }
@@ -272,6 +265,15 @@ pub async fn run(
     }
 }
 
+/// Moves an unusable state file aside (kept for inspection), with one line
+/// that says so and what happens instead.
+fn set_aside_unusable(path: &std::path::Path, e: &StateError, what: &str) {
+    match super::set_aside(path) {
+        Ok(to) => tracing::warn!(error = %e, moved_to = %to.display(), "{what} (set aside)"),
+        Err(e2) => tracing::warn!(error = %e, set_aside_error = %e2, "{what}"),
+    }
+}
+
 /// The per-workload baselines saved at start, if any; a bad file is set
 /// aside (they calibrate anew), as the node's is.
 fn load_workload_baselines(
@@ -285,14 +287,7 @@ fn load_workload_baselines(
         }
         Err(StateError::NotFound(_)) => Default::default(),
         Err(e) => {
-            match super::set_aside(path) {
-                Ok(to) => {
-                    tracing::warn!(error = %e, moved_to = %to.display(), "workload baselines unusable: set aside; they calibrate anew")
-                }
-                Err(e2) => {
-                    tracing::warn!(error = %e, set_aside_error = %e2, "workload baselines unusable; they calibrate anew")
-                }
-            }
+            set_aside_unusable(path, &e, "workload baselines unusable, they calibrate anew");
             Default::default()
         }
     }

@@ -171,24 +171,31 @@ impl Baseline {
     }
 }
 
-/// Loads and validates a baseline: version, feature list, dimensions,
-/// finiteness, positive definiteness, and that the stored Cholesky factor
-/// matches the one recomputed from the covariance.
-pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, StateError> {
+/// A state file's JSON, once it is known to be of [`STATE_VERSION`]. The
+/// version is read first, from a loose parse, so a future format is
+/// reported as Version rather than as Corrupt.
+fn read_versioned(path: &Path) -> Result<serde_json::Value, StateError> {
     let bytes = match crate::bounded_read::read(path, crate::bounded_read::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(path.to_path_buf())),
         Err(e) => return Err(io_err(path)(e)),
     };
     let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
-    // Version first, from a loose parse, so a future format is reported as
-    // Version rather than as Corrupt.
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let version =
         value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("missing or invalid version".into()))?;
     if version != u64::from(STATE_VERSION) {
         return Err(StateError::Version { path: path.to_path_buf(), found: version, expected: STATE_VERSION });
     }
+    Ok(value)
+}
+
+/// Loads and validates a baseline: version, feature list, dimensions,
+/// finiteness, positive definiteness, and that the stored Cholesky factor
+/// matches the one recomputed from the covariance.
+pub fn load(path: &Path, expected_features: &[String]) -> Result<Baseline, StateError> {
+    let value = read_versioned(path)?;
+    let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
     // NaN/Inf are written by serde_json as null, which fails here: Corrupt.
     let file: StateFile = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     if file.features != expected_features {
@@ -271,18 +278,8 @@ pub fn load_workloads(
     path: &Path,
     expected_features: &[String],
 ) -> Result<(std::collections::BTreeMap<String, Baseline>, usize), StateError> {
-    let bytes = match crate::bounded_read::read(path, crate::bounded_read::MAX_STATE_BYTES) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(path.to_path_buf())),
-        Err(e) => return Err(io_err(path)(e)),
-    };
+    let value = read_versioned(path)?;
     let corrupt = |reason: String| StateError::Corrupt { path: path.to_path_buf(), reason };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let version =
-        value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("missing or invalid version".into()))?;
-    if version != u64::from(STATE_VERSION) {
-        return Err(StateError::Version { path: path.to_path_buf(), found: version, expected: STATE_VERSION });
-    }
     // Each entry parsed on its own, so one damaged entry costs only itself.
     let entries: std::collections::BTreeMap<String, serde_json::Value> =
         serde_json::from_value(value.get("workloads").cloned().unwrap_or_default())
