@@ -63,14 +63,29 @@ fn loss(mode: AttachMode) {
     let p = attach(mode);
     let (before, segs0) = (p.snapshot().unwrap(), ns.retrans_segs());
     bulk(&ns, port, Duration::from_secs(2));
-    std::thread::sleep(Duration::from_millis(300)); // the last retransmits of the close
+    let rule_drops = || -> f64 {
+        ns.exec(&["iptables", "-vnxL", "INPUT"])
+            .lines()
+            .filter(|l| l.contains("DROP"))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    // The close's last retransmissions back off (200 ms, 400 ms, ...) and
+    // may still be dropped: wait until the rule's count has settled, so
+    // that the snapshot and the rule see the same drops (CI once read the
+    // rule 2 drops after the snapshot).
+    let t0 = std::time::Instant::now();
+    let mut dropped = rule_drops();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rule_drops();
+        if now == dropped || t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        dropped = now;
+    }
     let (after, segs1) = (p.snapshot().unwrap(), ns.retrans_segs());
-    let dropped: f64 = ns
-        .exec(&["iptables", "-vnxL", "INPUT"])
-        .lines()
-        .filter(|l| l.contains("DROP"))
-        .map(|l| l.split_whitespace().next().unwrap().parse::<f64>().unwrap())
-        .sum();
+    assert_eq!(rule_drops(), dropped, "the rule still dropped after it settled");
 
     let truth = (segs1 - segs0) as f64;
     let got = retransmits(&after) - retransmits(&before);
