@@ -82,7 +82,11 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let mode = AttachMode::choose(cfg.attach.mode(), &support)?;
     let t0 = Instant::now();
     let wl = &cfg.workloads;
-    let opts = Options { workload_entries: wl.enabled.then_some(wl.map_entries), stats: cfg.bpf_stats };
+    let opts = Options {
+        workload_entries: wl.enabled.then_some(wl.map_entries),
+        stats: cfg.bpf_stats,
+        perf_events: cfg.perf_events,
+    };
     let mut probes = Probes::attach_with(mode, &support, &cfg.bpf_disable, opts)?;
     let workloads = match probes.take_workload_maps() {
         Some(maps) => Some(Arc::new(Workloads::new(maps, wl).map_err(anyhow::Error::msg)?)),
@@ -143,13 +147,20 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 struct VictimFeed {
     workloads: Arc<Workloads>,
     server: Option<usize>,
+    /// The cycles and instructions maps, where counted.
+    cpi: Option<(usize, usize)>,
 }
 
 impl VictimFeed {
     fn new(workloads: Arc<Workloads>) -> VictimFeed {
         let server = workloads
             .map_index(crate::probes::WORKLOAD_REQUEST_DURATION, Some(("role", crate::probes::REQUEST_ROLES[0])));
-        VictimFeed { workloads, server }
+        let counted = |name: &str| {
+            let e = crate::probes::perf::EVENTS.iter().find(|e| e.name == name)?;
+            workloads.map_index(&crate::probes::perf::workload_family(e), None)
+        };
+        let cpi = counted("cycles").zip(counted("instructions"));
+        VictimFeed { workloads, server, cpi }
     }
 }
 
@@ -174,9 +185,17 @@ impl crate::model::victims::Feed for VictimFeed {
                     runqueue: pick(s, 0).unwrap_or_else(crate::signals::histogram::Histogram::workload),
                     server: self.server.and_then(|i| pick(s, i)),
                     cpu_seconds: self.workloads.cpu_seconds(&s.workload),
+                    cpi: self.cpi.map(|(c, i)| {
+                        let n = |i| pick(s, i).map_or(0.0, |h| h.count() as f64);
+                        (n(c), n(i))
+                    }),
                 })
                 .collect(),
         )
+    }
+
+    fn cpi(&self) -> bool {
+        self.cpi.is_some()
     }
 }
 

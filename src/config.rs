@@ -131,6 +131,9 @@ pub struct BpfOpts {
     #[arg(id = "no-strict", long = "no-strict", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "strict")]
     #[serde(skip)]
     pub no_strict: bool,
+    #[arg(id = "bpf.perf-events", long = "bpf.perf-events", value_name = "EVENTS", value_delimiter = ',', global = true,
+          help = format!("Performance counters to count, node-wide and per workload, comma separated ('none': off); those the CPU lacks are left out, with one log line. One or more of: {} [default: {}]", perf_event_names(), crate::probes::perf::DEFAULT_EVENTS.join(",")))]
+    pub perf_events: Option<Vec<String>>,
     /// Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (--no-bpf.stats: off, and those stay 0); node-wide, every BPF program then pays two clock reads per run [default: true]
     #[arg(id = "bpf.stats", long = "bpf.stats", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-bpf.stats")]
     pub stats: Option<bool>,
@@ -387,6 +390,8 @@ pub struct Config {
     pub strict: bool,
     /// Hold BPF run-time statistics on (`--bpf.stats`).
     pub bpf_stats: bool,
+    /// `--bpf.perf-events`.
+    pub perf_events: crate::probes::perf::EventSet,
     pub workloads: crate::workloads::Config,
     /// The node's name for `ksense_node_info`: `K8S_NODE_NAME` (the DaemonSet
     /// sets it from the downward API), else the host name.
@@ -451,6 +456,7 @@ impl Config {
         let disable = src.pick(c.bpf.disable, f.bpf.disable, "bpf.disable");
         let strict = src.pick(negatable(c.bpf.strict, c.bpf.no_strict), f.bpf.strict, "bpf.strict");
         let bpf_stats = src.pick(negatable(c.bpf.stats, c.bpf.no_stats), f.bpf.stats, "bpf.stats");
+        let perf = src.pick(c.bpf.perf_events, f.bpf.perf_events, "bpf.perf_events");
         let interval = src.pick(c.model.interval, f.model.interval, "model.interval");
         let warmup = src.pick(c.model.warmup, f.model.warmup, "model.warmup");
         let window = src.pick(c.model.baseline_window, f.model.baseline_window, "model.baseline_window");
@@ -501,6 +507,10 @@ impl Config {
                 None => return Err(disable.err(&format!("unknown BPF program {name:?} (one of {})", bpf_programs()))),
             }
         }
+        let perf_events = match &perf.value {
+            Some(names) => crate::probes::perf::EventSet::parse(names).map_err(|e| perf.err(&e))?,
+            None => crate::probes::perf::EventSet::default_set(),
+        };
         let max_connections = max_conn.value.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if !(1..=65536).contains(&max_connections) {
             return Err(max_conn.err(&format!("max connections {max_connections} must be between 1 and 65536")));
@@ -624,6 +634,7 @@ impl Config {
             bpf_disable,
             strict: strict.value.unwrap_or(false),
             bpf_stats: bpf_stats.value.unwrap_or(true),
+            perf_events,
             workloads,
             nodename,
             web_config_file: web_file.value.clone(),
@@ -680,6 +691,11 @@ impl<'a> Source<'a> {
             _ => msg.to_string(),
         }
     }
+}
+
+/// The events `--bpf.perf-events` takes, for its help.
+fn perf_event_names() -> String {
+    crate::probes::perf::EVENTS.map(|e| e.name).join(", ")
 }
 
 /// The programs `--bpf.disable` takes, as its help and errors list them.
@@ -744,6 +760,7 @@ mod tests {
             ("model.friction", name::<Side>()),
             ("otlp.interval", dur(otlp_config::DEFAULT_INTERVAL)),
             ("otlp.timeout", dur(otlp_config::DEFAULT_TIMEOUT)),
+            ("bpf.perf-events", crate::probes::perf::DEFAULT_EVENTS.join(",")),
             ("workloads.enabled", w.enabled.to_string()),
             ("workloads.max", w.max.to_string()),
             ("workloads.map-entries", w.map_entries.to_string()),
@@ -1037,11 +1054,23 @@ mod tests {
             ("[bpf]\ndisable = [\"sched_switch\", \"nope\"]\n", 2, "bpf.disable"),
             ("[web]\nconfig_file = \"/nonexistent/web.yml\"\n", 2, "web.config_file"),
             ("[web]\nmax_connections = 0\n", 2, "web.max_connections"),
+            ("[bpf]\nperf_events = [\"cycles\", \"cycels\"]\n", 2, "bpf.perf_events"),
         ] {
             std::fs::write(&p, text).unwrap();
             let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
             assert!(e.contains("k.toml") && e.contains(&format!("line {line},")) && e.contains(field), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn perf_events_default_to_the_hardware_ones_and_none_turns_them_off() {
+        use crate::probes::perf::EventSet;
+        assert_eq!(Config::load(cli(&[])).unwrap().perf_events, EventSet::default_set());
+        assert!(Config::load(cli(&["--bpf.perf-events", "none"])).unwrap().perf_events.is_empty());
+        let c = Config::load(cli(&["--bpf.perf-events", "cpu-clock,page-faults"])).unwrap();
+        assert_eq!(c.perf_events.events().map(|e| e.name).collect::<Vec<_>>(), ["cpu-clock", "page-faults"]);
+        let e = Config::load(cli(&["--bpf.perf-events", "cycles,bogus"])).unwrap_err();
+        assert!(e.contains("unknown perf event \"bogus\"") && e.contains("cpu-clock"), "{e}");
     }
 
     #[test]

@@ -44,8 +44,11 @@ impl Support {
 
 pub fn probe() -> Support {
     let btf = Path::new(BTF_PATH).exists();
-    let missing_tracepoints =
-        if btf { super::program_names().filter(|tp| find_tp_btf_id(tp).is_none()).collect() } else { Vec::new() };
+    let missing_tracepoints = if btf {
+        super::hooks().filter(|h| find_tp_btf_id(h.tracepoint).is_none()).map(|h| h.name).collect()
+    } else {
+        Vec::new()
+    };
     Support {
         btf,
         tp_btf: if btf { probe_attach(true) } else { Err("no kernel BTF".into()) },
@@ -100,15 +103,21 @@ pub fn checks(s: &Support) -> Vec<Check> {
             "neither tp_btf nor raw_tp programs attach".into()
         },
     });
-    for tp in super::program_names() {
-        let missing = s.missing_tracepoints.contains(&tp);
+    for h in super::hooks() {
+        let missing = s.missing_tracepoints.contains(&h.name);
         v.push(Check {
-            name: format!("probe {tp}"),
+            name: format!("probe {}", h.name),
             ok: !missing,
             required: false,
-            detail: if missing { "tracepoint not in kernel BTF".into() } else { "ok".into() },
+            detail: match (missing, h.name == h.tracepoint) {
+                (true, _) => format!("tracepoint {} not in kernel BTF", h.tracepoint),
+                (false, true) => "ok".into(),
+                (false, false) => format!("ok (on {})", h.tracepoint),
+            },
         });
     }
+    let (ok, detail) = super::perf::check();
+    v.push(Check { name: "perf_events".into(), ok, required: false, detail });
     v
 }
 

@@ -9,6 +9,7 @@
 pub mod fake;
 pub mod kernel;
 mod net;
+pub mod perf;
 pub mod reader;
 mod requests;
 mod sched;
@@ -32,13 +33,13 @@ pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
 /// (built by build.rs), a module with its [`ProbeFamily`], and a line here.
-pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY, net::FAMILY, requests::FAMILY];
+pub const FAMILIES: &[ProbeFamily] = &[sched::FAMILY, softirq::FAMILY, net::FAMILY, requests::FAMILY, perf::FAMILY];
 
 /// One probe family: what it attaches, and how.
 pub struct ProbeFamily {
-    /// Its logical programs, named by their tracepoint: what `--bpf.disable`
-    /// takes and `ksense check` looks up.
-    pub programs: &'static [&'static str],
+    /// Its logical programs: what `--bpf.disable` takes, and the
+    /// tracepoint `ksense check` looks up for each.
+    pub programs: &'static [Hook],
     /// The signal names its snapshot carries, for the model's features.
     pub signals: fn() -> Vec<String>,
     /// Those of its signals that count events (no durations): the model
@@ -51,6 +52,20 @@ pub struct ProbeFamily {
     pub example: fn(&Histogram, &mut Snapshot),
 }
 
+/// A logical program and the tracepoint it attaches to.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    /// Its name (the `program` label, what `--bpf.disable` takes): the
+    /// tracepoint's, unless two families hook the same one.
+    pub name: &'static str,
+    pub tracepoint: &'static str,
+}
+
+/// A program named by its tracepoint.
+pub const fn on(tracepoint: &'static str) -> Hook {
+    Hook { name: tracepoint, tracepoint }
+}
+
 /// An attached family's maps.
 pub trait Reader: Send + Sync + std::fmt::Debug {
     /// Appends its families and signals to `out`, and adds its drop counts
@@ -61,6 +76,11 @@ pub trait Reader: Send + Sync + std::fmt::Debug {
 
 /// Every program name, over all families.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
+    hooks().map(|h| h.name)
+}
+
+/// Every program with its tracepoint, over all families.
+pub fn hooks() -> impl Iterator<Item = Hook> {
     FAMILIES.iter().flat_map(|f| f.programs.iter().copied())
 }
 
@@ -137,11 +157,14 @@ pub struct Options {
     /// the programs' run counts and run time. Node-wide: while held, every
     /// BPF program on the node pays two clock reads per run.
     pub stats: bool,
+    /// Performance counters to count (node-wide and per workload), those
+    /// this machine has; empty: the perf family loads nothing.
+    pub perf_events: perf::EventSet,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { workload_entries: None, stats: true }
+        Options { workload_entries: None, stats: true, perf_events: perf::EventSet::default() }
     }
 }
 
@@ -158,6 +181,8 @@ pub struct WorkloadFamily {
     pub label: Option<(&'static str, &'static str)>,
     /// A histogram's event count, also served as a counter family (name, help).
     pub count: Option<(&'static str, &'static str)>,
+    /// A counter's served value is its count times this (ns to seconds).
+    pub scale: f64,
 }
 
 /// One per-workload kernel map (cgroup v2 id -> a histogram, or a count of
@@ -214,7 +239,10 @@ impl Attach<'_> {
         help: &'static str,
         map: &libbpf_rs::MapMut<'_>,
     ) -> anyhow::Result<()> {
-        self.workload_map_as(WorkloadFamily { family, unit, help, counter: false, label: None, count: None }, map)
+        self.workload_map_as(
+            WorkloadFamily { family, unit, help, counter: false, label: None, count: None, scale: 1.0 },
+            map,
+        )
     }
 
     /// [`Attach::workload_map`], served as `family` says (`counter` is the map's).

@@ -9,7 +9,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, OpenObject};
 
 use super::reader::PercpuArray;
-use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
+use super::{labelled, on, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, one, Kind, Sample, Unit, Value};
 use crate::signals::Snapshot;
@@ -20,7 +20,7 @@ pub const RETRANSMIT_SIGNAL: &str = "tcp_retransmit";
 pub const DROP_SIGNAL: &str = "skb_drop";
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &["tcp_probe", "tcp_retransmit_skb", "kfree_skb"],
+    programs: &[on("tcp_probe"), on("tcp_retransmit_skb"), on("kfree_skb")],
     signals: || [RTT_SIGNAL, RETRANSMIT_SIGNAL, DROP_SIGNAL].map(String::from).to_vec(),
     counters: &[RETRANSMIT_SIGNAL, DROP_SIGNAL],
     attach,

@@ -9,7 +9,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
+use super::{labelled, on, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
@@ -27,7 +27,7 @@ pub const CLIENT_SIGNAL: &str = "requests_client";
 const RAW_TP_CONNECTIONS: u32 = 65536;
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &["inet_sock_set_state", "sk_data_ready", "sock_recv_length", "sock_send_length"],
+    programs: &[on("inet_sock_set_state"), on("sk_data_ready"), on("sock_recv_length"), on("sock_send_length")],
     signals: || [SERVER_SIGNAL, CLIENT_SIGNAL].map(String::from).to_vec(),
     counters: &[],
     attach,
@@ -80,6 +80,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
             counter: false,
             label: Some(("role", role)),
             count: Some(("ksense_workload_requests", WORKLOAD_COUNT_HELP)),
+            scale: 1.0,
         };
         ctx.workload_map_as(f, map)?;
     }

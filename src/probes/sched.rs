@@ -8,13 +8,13 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
+use super::{on, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, one, Kind, Unit, Value};
 use crate::signals::Snapshot;
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &["sched_switch", "sched_wakeup", "sched_wakeup_new"],
+    programs: &[on("sched_switch"), on("sched_wakeup"), on("sched_wakeup_new")],
     signals: || ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec(),
     counters: &[],
     attach,

@@ -7,7 +7,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{labelled, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
+use super::{labelled, on, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
@@ -18,7 +18,7 @@ pub const SOFTIRQ_VECTORS: [&str; 10] =
     ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &["softirq_entry", "softirq_exit"],
+    programs: &[on("softirq_entry"), on("softirq_exit")],
     signals: || SOFTIRQ_VECTORS.iter().map(|v| signal(v)).collect(),
     counters: &[],
     attach,

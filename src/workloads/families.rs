@@ -42,11 +42,9 @@ pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
             Some(_) => hists.iter().map(|(w, l, h)| sample(w.clone(), l, Value::Counter(h.count() as f64))).collect(),
             None => Vec::new(),
         };
-        let (kind, value): (Kind, fn(Histogram) -> Value) = if m.counter {
-            (Kind::Counter, |h| Value::Counter(h.count() as f64))
-        } else {
-            (Kind::Histogram, Value::Histogram)
-        };
+        let kind = if m.counter { Kind::Counter } else { Kind::Histogram };
+        let value =
+            |h: Histogram| if m.counter { Value::Counter(h.count() as f64 * m.scale) } else { Value::Histogram(h) };
         push(m.family, m.unit, m.help, kind, hists.into_iter().map(|(w, l, h)| sample(w, l, value(h))).collect());
         if let Some((name, help)) = m.count {
             push(name, None, help, Kind::Counter, counts);
@@ -77,7 +75,15 @@ mod tests {
 
     #[test]
     fn counts_are_counters_and_empty_series_are_left_out_but_the_rankings() {
-        let fam = |family, counter| WorkloadFamily { family, unit: None, help: "h", counter, label: None, count: None };
+        let fam = |family, counter| WorkloadFamily {
+            family,
+            unit: None,
+            help: "h",
+            counter,
+            label: None,
+            count: None,
+            scale: 1.0,
+        };
         let maps = [fam("runq", false), fam("retrans", true)];
         let series = |w: &str, rq: u64, n: u64| Series {
             workload: w.into(),
@@ -112,8 +118,17 @@ mod tests {
             counter: false,
             label: Some(("role", r)),
             count: Some(("reqs", "c")),
+            scale: 1.0,
         };
-        let first = WorkloadFamily { family: "runq", unit: None, help: "h", counter: false, label: None, count: None };
+        let first = WorkloadFamily {
+            family: "runq",
+            unit: None,
+            help: "h",
+            counter: false,
+            label: None,
+            count: None,
+            scale: 1.0,
+        };
         let maps = [first, role("server"), role("client")];
         let view = View {
             series: vec![Series {
