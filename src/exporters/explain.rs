@@ -26,7 +26,8 @@ fn victims(v: &ModelView) -> Vec<Value> {
             let labels: serde_json::Map<String, Value> =
                 w.labels.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
             let f2 = w.friction * w.friction;
-            let shares: serde_json::Map<String, Value> = crate::model::victims::FEATURES
+            let shares: serde_json::Map<String, Value> = w
+                .features
                 .iter()
                 .zip(&w.contributions)
                 .map(|(n, c)| (n.to_string(), json!(if f2 > 0.0 { c / f2 } else { 0.0 })))
@@ -151,6 +152,7 @@ mod tests {
             workloads: vec![
                 Victim {
                     labels: vec![("workload", "/calm".into())],
+                    features: &crate::model::victims::FEATURES,
                     friction: 1.0,
                     interference: 0.0,
                     direction: 1,
@@ -159,6 +161,7 @@ mod tests {
                 },
                 Victim {
                     labels: vec![("workload", "/web".into()), ("pod", "web-0".into())],
+                    features: &crate::model::victims::FEATURES,
                     friction: 4.0,
                     interference: 0.5,
                     direction: 1,

@@ -205,11 +205,12 @@ pub async fn run(
     let mut victims = match feed {
         Some(f) => {
             let path = super::state::workloads_path(&cfg.state_file);
-            let features = super::victims::Victims::config(model.config()).features;
+            let cpi = f.cpi();
+            let features = super::victims::Victims::config(model.config(), cpi).features;
             let saved = tokio::task::spawn_blocking(move || load_workload_baselines(&path, &features))
                 .await
                 .unwrap_or_default();
-            Some((super::victims::Victims::with_saved(model.config(), saved), f))
+            Some((super::victims::Victims::with_saved(model.config(), cpi, saved), f))
         }
         None => None,
     };

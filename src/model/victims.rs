@@ -4,7 +4,10 @@
 //!
 //! A workload's features are the P99 of its tasks' run-queue waits and the
 //! P99 of the requests it serves (0 in an interval without any), in the
-//! node model's log space. Each workload calibrates from the first interval
+//! node model's log space; where the machine counts cycles and
+//! instructions, also its cycles per instruction (CPI, the signal of
+//! Google's CPI2 and KubeMarla: a neighbour thrashing the shared caches
+//! raises it before it shows in any wait). Each workload calibrates from the first interval
 //! it is seen, with the node's warm-up and window, so a workload that
 //! arrives with the interference (a hog started on a busy node) has no
 //! baseline yet and is never called a victim of it. A workload that stops
@@ -29,6 +32,13 @@ use crate::signals::histogram::Histogram;
 
 /// The per-workload features, in order.
 pub const FEATURES: [&str; 2] = ["runqueue_p99", "requests_server_p99"];
+/// ln(cycles / instructions) of the interval, after [`FEATURES`] when counted.
+pub const CPI_FEATURE: &str = "cpi";
+const FEATURES_CPI: [&str; 3] = [FEATURES[0], FEATURES[1], CPI_FEATURE];
+
+/// An interval with fewer instructions than this has no CPI: the workload
+/// barely ran, and a handful of cache misses would swing it.
+pub const MIN_INSTRUCTIONS: f64 = 1e6;
 
 /// A workload's interval with fewer run-queue waits than this is neither a
 /// calibration sample nor scored: its P99 would be one or two waits.
@@ -67,16 +77,20 @@ pub struct Reading {
     pub server: Option<Histogram>,
     /// CPU time it used so far (its cgroup's `cpu.stat`); `None` if unknown.
     pub cpu_seconds: Option<f64>,
+    /// Cycles and instructions it ran so far; `None` where not counted.
+    pub cpi: Option<(f64, f64)>,
 }
 
 /// A workload's latest score.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Victim {
     pub labels: Vec<(&'static str, String)>,
+    /// The features its contributions are of.
+    pub features: &'static [&'static str],
     pub friction: f64,
     pub interference: f64,
     pub direction: i8,
-    /// Each feature's share of friction², in [`FEATURES`] order.
+    /// Each feature's share of friction², in `features` order.
     pub contributions: Vec<f64>,
     /// For a victim ([`Victim::is_victim`]): the likeliest antagonists,
     /// first the most correlated.
@@ -116,12 +130,20 @@ struct Tick {
 /// by the app: the model does not depend on it).
 pub trait Feed: Send + Sync {
     fn read(&self) -> Option<Vec<Reading>>;
+    /// Its readings carry cycles and instructions ([`Reading::cpi`]).
+    fn cpi(&self) -> bool {
+        false
+    }
 }
+
+/// A workload's cumulative readings at its last interval: run queue,
+/// served requests, (cycles, instructions).
+type Cumulative = (Histogram, Option<Histogram>, Option<(f64, f64)>);
 
 struct Entry {
     model: Model,
     first_seen: Duration,
-    prev: Option<(Histogram, Option<Histogram>)>,
+    prev: Option<Cumulative>,
     last: Option<Output>,
     labels: Vec<(&'static str, String)>,
     cpu_prev: Option<(f64, Duration)>,
@@ -131,6 +153,7 @@ struct Entry {
 /// The per-workload models.
 pub struct Victims {
     cfg: ModelConfig,
+    features: &'static [&'static str],
     entries: HashMap<String, Entry>,
     /// Saved baselines of workloads not seen since the start.
     unclaimed: HashMap<String, super::Baseline>,
@@ -147,17 +170,32 @@ impl Victims {
     /// `template`: the node model's settings (warm-up, window, side,
     /// regularisation); its features are replaced by [`FEATURES`].
     pub fn new(template: &ModelConfig) -> Victims {
-        Self::with_saved(template, HashMap::new())
+        Self::with_saved(template, false, HashMap::new())
     }
 
-    /// Starting from saved baselines (by workload key), with [`FEATURES`].
-    pub fn with_saved(template: &ModelConfig, saved: HashMap<String, super::Baseline>) -> Victims {
-        Victims { cfg: Self::config(template), entries: HashMap::new(), unclaimed: saved, changed: false }
+    /// Starting from saved baselines (by workload key), with [`FEATURES`]
+    /// and, if `cpi`, [`CPI_FEATURE`].
+    pub fn with_saved(template: &ModelConfig, cpi: bool, saved: HashMap<String, super::Baseline>) -> Victims {
+        Victims {
+            cfg: Self::config(template, cpi),
+            features: Self::features(cpi),
+            entries: HashMap::new(),
+            unclaimed: saved,
+            changed: false,
+        }
     }
 
-    /// The per-workload models' settings: the node's, with [`FEATURES`].
-    pub fn config(template: &ModelConfig) -> ModelConfig {
-        ModelConfig { features: FEATURES.iter().map(|s| s.to_string()).collect(), ..template.clone() }
+    pub fn features(cpi: bool) -> &'static [&'static str] {
+        if cpi {
+            &FEATURES_CPI
+        } else {
+            &FEATURES
+        }
+    }
+
+    /// The per-workload models' settings: the node's, with [`Victims::features`].
+    pub fn config(template: &ModelConfig, cpi: bool) -> ModelConfig {
+        ModelConfig { features: Self::features(cpi).iter().map(|s| s.to_string()).collect(), ..template.clone() }
     }
 
     /// Every baseline to save, once one changed since the last call.
@@ -216,7 +254,9 @@ impl Victims {
                 e.history.pop_front();
             }
             e.history.push_back(Tick { friction: f64::NAN, cpu });
-            let Some((runq0, server0)) = e.prev.replace((r.runqueue.clone(), r.server.clone())) else { continue };
+            let Some((runq0, server0, cpi0)) = e.prev.replace((r.runqueue.clone(), r.server.clone(), r.cpi)) else {
+                continue;
+            };
             let runq = r.runqueue.delta(&runq0);
             if runq.count() < MIN_EVENTS {
                 continue;
@@ -225,7 +265,15 @@ impl Victims {
                 (Some(now), Some(before)) => p99_feature(&now.delta(before)),
                 _ => 0.0,
             };
-            let x = [p99_feature(&runq), server];
+            let mut x = vec![p99_feature(&runq), server];
+            if self.features.len() > FEATURES.len() {
+                match (r.cpi, cpi0) {
+                    (Some((c, i)), Some((c0, i0))) if i - i0 >= MIN_INSTRUCTIONS && c >= c0 => {
+                        x.push(((c - c0) / (i - i0)).max(1e-3).ln())
+                    }
+                    _ => continue,
+                }
+            }
             if let Some(o) = e.model.observe(now.saturating_sub(e.first_seen), &x, true) {
                 if let Some(t) = e.history.back_mut() {
                     t.friction = o.friction;
@@ -256,6 +304,7 @@ impl Victims {
                     k,
                     Victim {
                         labels: e.labels.clone(),
+                        features: self.features,
                         friction: o.friction,
                         interference: o.interference,
                         direction: o.direction,
@@ -350,6 +399,7 @@ mod tests {
             runqueue: runq.clone(),
             server: Some(server.clone()),
             cpu_seconds: None,
+            cpi: None,
         }
     }
 
@@ -400,6 +450,37 @@ mod tests {
         assert!(v.is_empty() && v.scores().is_empty());
     }
 
+    /// With cycles and instructions counted, a workload whose waits do not
+    /// change but whose CPI doubles (a neighbour thrashing the caches) is a
+    /// victim; an interval in which it barely ran is not scored.
+    #[test]
+    fn a_doubled_cpi_alone_makes_a_victim() {
+        let mut v = Victims::with_saved(&template(), true, HashMap::new());
+        let mut rng = Rng::new(3);
+        let (mut rq, srv) = (Histogram::default(), Histogram::default());
+        let (mut cycles, mut instr) = (0.0, 0.0);
+        let mut step = |v: &mut Victims, t: u64, cpi: f64, n: f64, rng: &mut Rng| {
+            add(&mut rq, rng, 200, 20.0);
+            instr += n;
+            cycles += n * cpi * (0.95 + 0.1 * rng.uniform());
+            let r = Reading { cpi: Some((cycles, instr)), ..reading("/web", &rq, &srv) };
+            v.observe(Duration::from_secs(t), vec![r]);
+            v.scores().into_iter().next()
+        };
+        for t in 1..=120 {
+            let s = step(&mut v, t, 1.0, 1e9, &mut rng);
+            if t > 61 {
+                assert!(!s.unwrap().is_victim(), "calm at {t}");
+            }
+        }
+        let s = step(&mut v, 121, 2.0, 1e9, &mut rng).unwrap();
+        assert!(s.is_victim() && s.features == ["runqueue_p99", "requests_server_p99", "cpi"], "{s:?}");
+        assert!(s.contributions[2] > 0.9 * s.friction * s.friction, "CPI carries it: {s:?}");
+        let before = v.scores();
+        step(&mut v, 122, 5.0, 10.0, &mut rng);
+        assert_eq!(v.scores(), before, "ten instructions: no CPI, not scored");
+    }
+
     /// Its frozen baseline is handed out to save; a new bank started from
     /// it scores the workload at its first scored interval, before any
     /// warm-up could end; a saved baseline nobody claims is dropped.
@@ -421,7 +502,7 @@ mod tests {
         assert_eq!(saved.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/web"]);
         let mut ghost = saved.clone();
         ghost[0].0 = "/gone".into();
-        let mut w = Victims::with_saved(&template(), saved.into_iter().chain(ghost).collect());
+        let mut w = Victims::with_saved(&template(), false, saved.into_iter().chain(ghost).collect());
         for t in 1..=2 {
             add(&mut rq, &mut rng, 100, 20.0);
             w.observe(Duration::from_secs(t), vec![reading("/web", &rq, &srv)]);
@@ -462,6 +543,7 @@ mod tests {
                     runqueue: e.0.clone(),
                     server: Some(empty.clone()),
                     cpu_seconds: Some(e.1),
+                    cpi: None,
                 });
             }
             v.observe(Duration::from_secs(t), rs);
