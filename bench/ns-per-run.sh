@@ -15,7 +15,8 @@ trap 'kill $pid 2>/dev/null; rm -rf "$state"' EXIT
 for _ in $(seq 50); do curl -sf "127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
 scrape() { curl -s "127.0.0.1:$port/metrics" | grep -E '^ksense_bpf_program_run(s|_seconds)_total'; }
 before=$(scrape)
-stress-ng --switch 2 --timeout "${secs}s" --quiet
+# KSENSE_STORM: another load (e.g. switches across cgroups) instead of the default storm.
+${KSENSE_STORM:-stress-ng --switch 2 --timeout "${secs}s" --quiet}
 after=$(scrape)
 echo "ksense BPF programs under 'stress-ng --switch 2 --timeout ${secs}s' ($(uname -r), $(nproc) CPUs)"
 printf '%-18s %12s %10s\n' program runs ns/run
