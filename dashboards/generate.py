@@ -446,7 +446,16 @@ def friction_dashboard():
         fill=0, min_=0, decimals=2,
         desc="Each exported workload's friction against a baseline of its own (its run-queue and served-request "
              "P99; --workloads.enabled). /api/v1/score lists the victims, those beyond their own 99th percentile, "
-             "with their suspects (ksense_workload_suspect_correlation)."), 24, 8)
+             "with their suspects (next panel)."), 12, 8)
+    L.add(timeseries(
+        "Suspects: victim ← suspect",
+        targets((f"max by (workload, suspect) (ksense_workload_suspect_correlation{{{SEL}}})",
+                 "{{workload}} ← {{suspect}}")),
+        fill=0, min_=0, decimals=2,
+        desc="For each victim (a workload beyond its own normal friction, worse), the workloads whose CPU use "
+             "moved with its friction over the last 120 intervals (Pearson r, the method of Google's CPI2): the "
+             "likeliest antagonists. A correlation is not a cause: the victim's own client in another cgroup "
+             "moves with it too."), 12, 8)
 
     L.row("Baseline")
     L.add(state_timeline("Baseline state", targets((f"ksense_baseline_ready{{{SEL}}}", "{{instance}}")), BASELINE,

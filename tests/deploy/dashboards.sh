@@ -6,7 +6,9 @@
 #      README's snippet (no labels), static targets with a `node` label (with
 #      --enable-feature=native-histograms), and the ServiceMonitor's
 #      relabelings; all load deploy/prometheus rules;
-#   3. generate CPU, I/O and loopback-network load so the histograms count;
+#   3. generate CPU, I/O and loopback-network load so the histograms count,
+#      the CPU load in bursts in a cgroup of its own beside a server and its
+#      client in another, calibrated before it: a victim and its suspect;
 #   4. run every panel query with the variables substituted against the three
 #      Prometheus servers and require data (dashboards.py query), then check the
 #      labels each configuration gave the series.
@@ -50,9 +52,16 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -f "$work/dd.img"
   ip netns del "$netns" 2>/dev/null || true
+  for cg in "$victim_cg" "$hog_cg"; do
+    [ -d "$cg" ] || continue
+    for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+  done
   exit "$rc"
 }
 netns="ksense-dash-$$"
+cg_root="$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)"
+victim_cg="$cg_root/ksense-dash-victim-$$" hog_cg="$cg_root/ksense-dash-hog-$$"
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -81,6 +90,36 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 ' "$oport" &
 pids+=("$!")
+
+# ---- the victim: a 4-thread server and its keep-alive client in a cgroup ------
+# of their own, in a namespace of the test's, from before ksense starts, so
+# that they calibrate on the calm node before the CPU load (in its own cgroup).
+ip netns add "$netns"
+ip netns exec "$netns" ip link set lo up
+mkdir -p "$victim_cg" "$hog_cg"
+in_cgroup() { # cgroup command...: runs the command in that cgroup, in the background
+  local cg="$1"; shift
+  sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$cg" "$@" &
+  pids+=("$!")
+}
+in_cgroup "$victim_cg" ip netns exec "$netns" python3 -c '
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 7200)); s.listen(16)
+def serve():
+    while True:
+        c, _ = s.accept()
+        while c.recv(16): c.sendall(b"ok\n")
+def client():
+    c = socket.create_connection(("127.0.0.1", 7200))
+    while True:
+        c.sendall(b"q\n"); got = b""
+        while len(got) < 3: got += c.recv(16)
+for _ in range(4): threading.Thread(target=serve, daemon=True).start()
+time.sleep(0.3)
+for _ in range(2): threading.Thread(target=client, daemon=True).start()
+threading.Event().wait()
+'
 
 # ---- ksense ------------------------------------------------------------------
 kport="$(free_port)"
@@ -179,15 +218,24 @@ else
   allow_model=(--allow-missing-model)
 fi
 
+# The victim needs a baseline of its own (5 s of warm-up from its first
+# interval) before the load starts.
+victim_rel="${victim_cg#"$cg_root"}"
+for _ in $(seq 1 60); do
+  grep -q "^ksense_workload_friction{workload=\"$victim_rel\"" <<<"$(metrics "http://127.0.0.1:$kport/metrics")" && break
+  sleep 1
+done
+
 # ---- load -----------------------------------------------------------------------
 echo "== load for ${load_seconds}s: stress-ng (CPU), dd oflag=direct (D-state), loopback HTTP (NET_RX), a lossy TCP transfer (retransmissions, drops)"
 loadpids=()
-if command -v stress-ng >/dev/null; then
-  stress-ng --cpu 4 --timeout "${load_seconds}s" --quiet >/dev/null 2>&1 &
-  loadpids+=("$!")
-else
-  for _ in 1 2 3 4; do timeout "$load_seconds" sh -c 'while :; do :; done' & loadpids+=("$!"); done
-fi
+# The CPU hog in bursts (4 s on, 2 s off) in its cgroup: its CPU use goes up
+# and down with the victim's friction, which makes it the victim's suspect.
+in_cgroup "$hog_cg" sh -c 'end=$(( $(date +%s) + $1 )); while [ "$(date +%s)" -lt "$end" ]; do
+    if command -v stress-ng >/dev/null; then stress-ng --cpu 4 --timeout 4s --quiet >/dev/null 2>&1
+    else for _ in 1 2 3 4; do timeout 4 sh -c "while :; do :; done" & done; wait; fi
+    sleep 2; done' sh "$load_seconds"
+loadpids+=("$!")
 (
   end=$(( $(date +%s) + load_seconds ))
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -208,8 +256,6 @@ PY
 loadpids+=("$!")
 # In a namespace of the test's own, 2 % of one port's segments dropped
 # (iptables): retransmissions and NETFILTER_DROP drops for the network row.
-ip netns add "$netns"
-ip netns exec "$netns" ip link set lo up
 ip netns exec "$netns" iptables -A INPUT -p tcp --dport 7100 -m statistic --mode random --probability 0.02 -j DROP
 ip netns exec "$netns" python3 - "$load_seconds" <<'PY' &
 import socket, sys, threading, time
