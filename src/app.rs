@@ -159,7 +159,8 @@ impl VictimFeed {
             let e = crate::probes::perf::EVENTS.iter().find(|e| e.name == name)?;
             workloads.map_index(&crate::probes::perf::workload_family(e), None)
         };
-        let cpi = counted("cycles").zip(counted("instructions"));
+        let (cycles, instructions) = crate::probes::perf::CPI_EVENTS;
+        let cpi = counted(cycles).zip(counted(instructions));
         VictimFeed { workloads, server, cpi }
     }
 }

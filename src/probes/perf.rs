@@ -87,6 +87,9 @@ pub const EVENTS: [Event; 8] = [
     sw("cpu-migrations", sys::PERF_COUNT_SW_CPU_MIGRATIONS as u64, "ksense_perf_cpu_migrations", "CPU migrations"),
 ];
 
+/// The events whose ratio is CPI (cycles / instructions).
+pub const CPI_EVENTS: (&str, &str) = ("cycles", "instructions");
+
 /// The default: what KubeMarla and CPI2 read, where the machine has them.
 pub const DEFAULT_EVENTS: [&str; 3] = ["cycles", "instructions", "cache-misses"];
 
@@ -130,7 +133,7 @@ impl EventSet {
 
     /// Both cycles and instructions: the workloads' CPI can be computed.
     pub fn has_cpi(self) -> bool {
-        self.events().any(|e| e.name == "cycles") && self.events().any(|e| e.name == "instructions")
+        self.events().any(|e| e.name == CPI_EVENTS.0) && self.events().any(|e| e.name == CPI_EVENTS.1)
     }
 }
 
