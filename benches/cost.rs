@@ -534,6 +534,13 @@ fn run(secs: u64) -> anyhow::Result<()> {
             break n;
         }
     };
+    // What the model's interval costs with that many workloads, before any scrape: the
+    // victims feed reads every per-workload map, the tracker and each workload's cpu.stat.
+    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let with_workloads: Vec<f64> =
+        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
     let (lat, bytes, body) = scrape_stats(&on.url, n)?;
     let series = body.lines().filter(|l| l.starts_with("ksense_workload_runqueue_latency_seconds_count{")).count();
     println!(
@@ -543,6 +550,13 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ms(*lat.last().unwrap())
     );
     drop(workloads);
+    println!(
+        "  user-space CPU with the {WORKLOADS} workloads, not scraped: on {:.3} %, off {:.3} % of one core (on idle without them: {:.3} %); on: {:.2} ms per 1 s model interval",
+        with_workloads[0] * 100.0,
+        with_workloads[1] * 100.0,
+        idle[0] * 100.0,
+        with_workloads[0] * 1000.0
+    );
     println!(
         "  first full scrape after start: on {:.0} ms, off {:.0} ms   (target <= 1000 ms)",
         ms(on.first_scrape),
