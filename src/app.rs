@@ -175,17 +175,20 @@ impl crate::model::victims::Feed for VictimFeed {
             }
         };
         let pick = |s: &crate::workloads::Series, i: usize| s.hists.0.get(i).cloned();
+        let paths: Vec<&str> = view.series.iter().map(|s| s.workload.as_str()).collect();
+        let cpu = self.workloads.cpu_seconds(&paths);
         Some(
             view.series
                 .iter()
-                .map(|s| crate::model::victims::Reading {
+                .zip(cpu)
+                .map(|(s, cpu_seconds)| crate::model::victims::Reading {
                     key: s.workload.clone(),
                     labels: std::iter::once(("workload", s.workload.clone()))
                         .chain(s.labels.pairs().map(|(k, v)| (k, v.to_string())))
                         .collect(),
                     runqueue: pick(s, 0).unwrap_or_else(crate::signals::histogram::Histogram::workload),
                     server: self.server.and_then(|i| pick(s, i)),
-                    cpu_seconds: self.workloads.cpu_seconds(&s.workload),
+                    cpu_seconds,
                     cpi: self.cpi.map(|(c, i)| {
                         let n = |i| pick(s, i).map_or(0.0, |h| h.count() as f64);
                         (n(c), n(i))

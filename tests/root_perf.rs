@@ -19,7 +19,8 @@ const CLOCK: &str = "ksense_workload_perf_cpu_clock_seconds_total";
 const SWITCHES: &str = "ksense_workload_perf_context_switches_total";
 
 fn usage_seconds(cg: &Cgroup) -> f64 {
-    ksense::workloads::cgroupfs::cpu_seconds(&common::cgroup::v2_root(), &cg.rel).expect("cpu.stat usage_usec")
+    ksense::workloads::cgroupfs::CpuStats::new(common::cgroup::v2_root()).read(&[&cg.rel])[0]
+        .expect("cpu.stat usage_usec")
 }
 
 fn online_cpus() -> f64 {

@@ -80,14 +80,78 @@ pub fn is_alive(root: &Path, rel: &str, id: u64) -> bool {
     std::fs::symlink_metadata(p).map(|m| m.ino() == id).unwrap_or(false)
 }
 
-/// CPU time the cgroup at `rel` used since it was made (`usage_usec` of
-/// its `cpu.stat`, which cgroup v2 keeps whether or not the cpu controller
-/// is enabled), in seconds. `None` if the file is gone or unreadable.
-pub fn cpu_seconds(root: &Path, rel: &str) -> Option<f64> {
-    let p = if rel == "/" { root.join("cpu.stat") } else { root.join(rel.trim_start_matches('/')).join("cpu.stat") };
-    let text = std::fs::read_to_string(p).ok()?;
+/// `cpu.stat` of the cgroup at `rel` below `root`.
+fn cpu_stat_path(root: &Path, rel: &str) -> PathBuf {
+    if rel == "/" {
+        root.join("cpu.stat")
+    } else {
+        root.join(rel.trim_start_matches('/')).join("cpu.stat")
+    }
+}
+
+/// `usage_usec` of a `cpu.stat` (which cgroup v2 keeps whether or not the
+/// cpu controller is enabled), in seconds.
+fn usage_seconds(text: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(text).ok()?;
     let usec: u64 = text.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
     Some(usec as f64 / 1e6)
+}
+
+/// At most this many `cpu.stat` files stay open (the rest are opened for
+/// each read), well inside the usual 1024 open files.
+pub const CPU_STAT_OPEN_MAX: usize = 256;
+
+/// The CPU time of every exported workload, read each model interval. The
+/// files stay open and are re-read from offset 0 (where a seq_file starts
+/// over): opening walks the path, which was most of the cost of a read.
+#[derive(Debug)]
+pub struct CpuStats {
+    root: PathBuf,
+    open: HashMap<String, std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl CpuStats {
+    pub fn new(root: PathBuf) -> CpuStats {
+        CpuStats { root, open: HashMap::new(), buf: Vec::with_capacity(1024) }
+    }
+
+    /// CPU seconds each cgroup of `rels` used since it was made; `None` if
+    /// its file is gone or unreadable. Files of cgroups not asked for close.
+    pub fn read(&mut self, rels: &[&str]) -> Vec<Option<f64>> {
+        let asked: std::collections::HashSet<&str> = rels.iter().copied().collect();
+        self.open.retain(|p, _| asked.contains(p.as_str()));
+        rels.iter().map(|rel| self.read_one(rel)).collect()
+    }
+
+    fn read_one(&mut self, rel: &str) -> Option<f64> {
+        if let Some(f) = self.open.get(rel) {
+            if read_from_start(f, &mut self.buf).is_ok() {
+                return usage_seconds(&self.buf);
+            }
+            // ENODEV: removed, perhaps re-created under the same path.
+            self.open.remove(rel);
+        }
+        let f = std::fs::File::open(cpu_stat_path(&self.root, rel)).ok()?;
+        read_from_start(&f, &mut self.buf).ok()?;
+        if self.open.len() < CPU_STAT_OPEN_MAX {
+            self.open.insert(rel.to_string(), f);
+        }
+        usage_seconds(&self.buf)
+    }
+}
+
+fn read_from_start(f: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = f.read_at(&mut chunk, buf.len() as u64)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 #[cfg(test)]
@@ -100,9 +164,14 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("a")).unwrap();
         std::fs::write(dir.path().join("a/cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
         std::fs::write(dir.path().join("cpu.stat"), "user_usec 1\n").unwrap();
-        assert_eq!(cpu_seconds(dir.path(), "/a"), Some(2.5));
-        assert_eq!(cpu_seconds(dir.path(), "/"), None, "no usage_usec line");
-        assert_eq!(cpu_seconds(dir.path(), "/gone"), None);
+        let mut c = CpuStats::new(dir.path().into());
+        assert_eq!(c.read(&["/a", "/", "/gone"]), [Some(2.5), None, None], "no usage_usec line in /, no /gone");
+        // Kept open and read again from the start: what it says now, not what it said.
+        std::fs::write(dir.path().join("a/cpu.stat"), "usage_usec 3000000\n").unwrap();
+        assert_eq!(c.read(&["/a"]), [Some(3.0)]);
+        assert_eq!(c.open.len(), 1, "the files of / and /gone are not held");
+        assert_eq!(c.read(&[]), [], "asked for nothing");
+        assert!(c.open.is_empty(), "a workload no longer asked for: its file is closed");
     }
 
     #[test]

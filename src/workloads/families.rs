@@ -88,7 +88,7 @@ mod tests {
         let series = |w: &str, rq: u64, n: u64| Series {
             workload: w.into(),
             labels: Labels::default(),
-            hists: Record(vec![count(rq), count(n)]),
+            hists: Record(vec![count(rq), count(n)]).into(),
         };
         let view = View {
             series: vec![series("/a", 0, 5), series("/b", 3, 0)],
@@ -134,7 +134,7 @@ mod tests {
             series: vec![Series {
                 workload: "/a".into(),
                 labels: Labels::default(),
-                hists: Record(vec![count(1), count(4), count(0)]),
+                hists: Record(vec![count(1), count(4), count(0)]).into(),
             }],
             other: Record(vec![count(1), count(0), count(2)]),
             tracked: 1,

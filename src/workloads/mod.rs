@@ -120,7 +120,7 @@ impl Resolver for Cgroups {
 pub struct Workloads {
     maps: WorkloadMaps,
     state: Mutex<(Tracker, Cgroups)>,
-    root: Option<PathBuf>,
+    cpu: Option<Mutex<cgroupfs::CpuStats>>,
 }
 
 impl Workloads {
@@ -136,13 +136,16 @@ impl Workloads {
         Ok(Workloads {
             maps,
             state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root.clone(), &cfg.kubelet_log_dir))),
-            root,
+            cpu: root.map(|r| Mutex::new(cgroupfs::CpuStats::new(r))),
         })
     }
 
-    /// CPU seconds the workload at `path` used so far (its cgroup's `cpu.stat`).
-    pub fn cpu_seconds(&self, path: &str) -> Option<f64> {
-        cgroupfs::cpu_seconds(self.root.as_deref()?, path)
+    /// CPU seconds each workload of `paths` used so far (its cgroup's `cpu.stat`).
+    pub fn cpu_seconds(&self, paths: &[&str]) -> Vec<Option<f64>> {
+        match &self.cpu {
+            Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).read(paths),
+            None => vec![None; paths.len()],
+        }
     }
 
     /// Which map (its index in each [`Record`]) serves `family` with `label`.

@@ -12,6 +12,7 @@
 //! behind (it goes stale in Prometheus) and its later waits go to `other`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -37,12 +38,15 @@ impl Record {
         Record(vec![Histogram::workload(); n])
     }
 
-    fn add(&mut self, d: &Record) {
-        if self.0.len() < d.0.len() {
-            self.0.resize(d.0.len(), Histogram::workload());
+    /// Adds an interval's [`Delta`]: only the maps that had events.
+    fn add(&mut self, d: &Delta) {
+        if self.0.len() < d.len() {
+            self.0.resize(d.len(), Histogram::workload());
         }
-        for (h, dh) in self.0.iter_mut().zip(&d.0) {
-            h.add(dh);
+        for (h, dh) in self.0.iter_mut().zip(d) {
+            if let Some(dh) = dh {
+                h.add(dh);
+            }
         }
     }
 
@@ -51,6 +55,11 @@ impl Record {
         self.0.first()
     }
 }
+
+/// One interval of one cgroup, one for each map: `None` where nothing
+/// happened, which is most maps of most cgroups (most never sleep in D state
+/// or retransmit), so a quiet map costs neither an allocation nor an add.
+type Delta = Vec<Option<Histogram>>;
 
 /// What a cgroup id resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,12 +118,15 @@ struct Entry {
     path: Option<String>,
     /// Some: may have a series of its own (resolved, allowed by the filter).
     labels: Option<Labels>,
-    /// Cumulative, as last read from the kernel.
-    last: Record,
+    /// Cumulative, as last read from the kernel, one for each map; `None`:
+    /// no entry in that map (most maps of most cgroups).
+    last: Vec<Option<Histogram>>,
     /// Decayed run-queue wait, ns: the ranking key.
     score: f64,
-    /// The series' value while exported.
-    series: Option<Box<Record>>,
+    /// The series' value while exported; shared with the views, so that a
+    /// scrape does not copy every histogram (copied on write if a view is
+    /// still held when the next interval lands).
+    series: Option<Arc<Record>>,
     /// When the cgroup was last known to exist (it waited, or a stat found it).
     alive_at: Option<Instant>,
 }
@@ -130,7 +142,7 @@ pub struct Series {
     /// The cgroup path, relative to the v2 root.
     pub workload: String,
     pub labels: Labels,
-    pub hists: Record,
+    pub hists: Arc<Record>,
 }
 
 /// What the exporters publish.
@@ -177,14 +189,16 @@ impl Tracker {
                 first_seen: now,
                 path: None,
                 labels: None,
-                last: Record::empty(n),
+                last: vec![None; n],
                 score: 0.0,
                 series: None,
                 alive_at: None,
             });
         }
-        let grew = |id: u64, last: &Record| {
-            maps.iter().zip(&last.0).any(|(m, l)| m.get(&id).is_some_and(|h| h.count() > l.count()))
+        // Cumulative in the kernel: any change is a new event (or an entry
+        // re-created by one), and comparing is cheaper than counting.
+        let grew = |id: u64, last: &[Option<Histogram>]| {
+            maps.iter().zip(last).any(|(m, l)| m.get(&id).is_some_and(|h| l.as_ref() != Some(h)))
         };
         let mut dead = Vec::new();
         let mut pending = std::collections::HashSet::new();
@@ -223,18 +237,16 @@ impl Tracker {
 
         // 2. Deltas and scores. A pending cgroup's waits stay in the kernel's
         // cumulative until it is resolved: they will go to its own series.
-        let mut deltas: HashMap<u64, Record> = HashMap::with_capacity(self.entries.len());
+        let mut deltas: HashMap<u64, Delta> = HashMap::with_capacity(self.entries.len());
         for (id, e) in &mut self.entries {
             if pending.contains(id) {
                 continue;
             }
-            let cur = Record(maps.iter_mut().map(|m| m.remove(id).unwrap_or_else(Histogram::workload)).collect());
-            let mut d = Record(Vec::with_capacity(n));
-            for (i, c) in cur.0.iter().enumerate() {
-                d.0.push(e.last.0.get(i).map_or_else(|| c.clone(), |l| grown(c, l)));
+            if e.last.len() < n {
+                e.last.resize(n, None);
             }
-            e.score = e.score * decay + d.rank().map_or(0, |h| h.sum_ns) as f64;
-            e.last = cur;
+            let d: Delta = maps.iter_mut().zip(e.last.iter_mut()).map(|(m, last)| step(m.remove(id), last)).collect();
+            e.score = e.score * decay + d.first().and_then(Option::as_ref).map_or(0, |h| h.sum_ns) as f64;
             deltas.insert(*id, d);
         }
         // The last waits of the gone go to `other`: their own series ends now.
@@ -247,7 +259,7 @@ impl Tracker {
         self.rank();
         for (id, d) in &deltas {
             match self.entries.get_mut(id).map(|e| &mut e.series) {
-                Some(Some(s)) => s.add(d),
+                Some(Some(s)) => Arc::make_mut(s).add(d),
                 Some(None) => self.other.add(d),
                 None => {} // dead: done above
             }
@@ -297,7 +309,7 @@ impl Tracker {
             self.entries.get_mut(&id).expect("listed").series = None;
         }
         for id in promote {
-            self.entries.get_mut(&id).expect("listed").series = Some(Box::new(Record::empty(self.other.0.len())));
+            self.entries.get_mut(&id).expect("listed").series = Some(Arc::new(Record::empty(self.other.0.len())));
         }
     }
 
@@ -307,7 +319,7 @@ impl Tracker {
             .values()
             .filter_map(|e| {
                 let s = e.series.as_ref()?;
-                Some(Series { workload: e.path.clone()?, labels: e.labels.clone()?, hists: (**s).clone() })
+                Some(Series { workload: e.path.clone()?, labels: e.labels.clone()?, hists: s.clone() })
             })
             .collect();
         series.sort_by(|a, b| a.workload.cmp(&b.workload));
@@ -322,13 +334,22 @@ impl Tracker {
     }
 }
 
-/// What was added since `last`. A cumulative that shrank was deleted and
-/// re-created in the kernel: all of it is new.
-fn grown(cur: &Histogram, last: &Histogram) -> Histogram {
-    if cur.slots.iter().zip(last.slots.iter()).any(|(c, l)| c < l) {
-        return cur.clone();
-    }
-    cur.delta(last)
+/// One map's interval for one cgroup: what was added since `last`, which
+/// becomes `cur`. A cumulative that shrank was deleted and re-created in the
+/// kernel: all of it is new. Absent from the map: nothing happened (an entry
+/// the kernel lost starts again from empty).
+fn step(cur: Option<Histogram>, last: &mut Option<Histogram>) -> Option<Histogram> {
+    let Some(cur) = cur else {
+        *last = None;
+        return None;
+    };
+    let d = match last.as_ref() {
+        Some(l) if *l == cur => return None,
+        Some(l) if cur.slots.iter().zip(l.slots.iter()).all(|(c, l)| c >= l) => cur.delta(l),
+        _ => cur.clone(),
+    };
+    *last = Some(cur);
+    Some(d)
 }
 
 #[cfg(test)]
@@ -612,10 +633,18 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_kernel_entry_counts_from_scratch() {
+    fn a_recreated_kernel_entry_counts_from_scratch_and_a_quiet_map_is_nothing() {
         let old = hist(&[5, 6, 7]);
         let new = hist(&[9]);
-        assert_eq!(grown(&new, &old), new);
-        assert_eq!(grown(&old, &hist(&[5])).count(), 2);
+        let mut last = Some(old.clone());
+        assert_eq!(step(Some(new.clone()), &mut last), Some(new.clone()), "shrank: re-created");
+        assert_eq!(last, Some(new));
+        let mut last = Some(hist(&[5]));
+        assert_eq!(step(Some(old.clone()), &mut last).map(|d| d.count()), Some(2));
+        assert_eq!(step(Some(old.clone()), &mut last), None, "unchanged");
+        assert_eq!(last, Some(old.clone()));
+        assert_eq!(step(None, &mut last), None, "the kernel lost the entry");
+        assert_eq!(last, None, "it counts from empty again");
+        assert_eq!(step(Some(old.clone()), &mut last), Some(old), "new in the map: all of it is new");
     }
 }
