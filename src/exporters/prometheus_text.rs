@@ -9,42 +9,79 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Formats a float as Go's strconv.FormatFloat(v, 'g', -1, 64), as every Go
 /// exporter does, so `le` label values match theirs.
 pub fn go_float(v: f64) -> String {
+    let mut s = String::new();
+    push_go_float(&mut s, v);
+    s
+}
+
+/// [`go_float`], appended to `out`: a scrape formats thousands of them.
+fn push_go_float(out: &mut String, v: f64) {
     if v.is_nan() {
-        return "NaN".into();
+        return out.push_str("NaN");
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
     }
-    let e = format!("{v:e}"); // shortest round-trip digits, e.g. "-9.5367431640625e-7"
+    // Integers print as such below Go's switch to an exponent (1e6).
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return push_u64_signed(out, v as i64);
+    }
+    let mut e = String::with_capacity(32);
+    let _ = write!(e, "{v:e}"); // shortest round-trip digits, e.g. "-9.5367431640625e-7"
     let (mant, exp) = e.split_once('e').expect("{:e} has an exponent");
     let exp: i32 = exp.parse().expect("integer exponent");
     // Go's shortest 'g' form switches to an exponent outside [-4, 6).
     if !(-4..6).contains(&exp) {
-        return format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        let _ = write!(out, "{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        return;
     }
     let neg = mant.starts_with('-');
-    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+    let digits = mant.bytes().filter(u8::is_ascii_digit);
+    let ndigits = digits.clone().count();
     let point = exp + 1; // digits before the decimal point
-    let mut s = String::new();
     if neg {
-        s.push('-');
+        out.push('-');
     }
     if point <= 0 {
-        s.push_str("0.");
-        s.extend(std::iter::repeat_n('0', (-point) as usize));
-        s.push_str(&digits);
-    } else if point as usize >= digits.len() {
-        s.push_str(&digits);
-        s.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-point) as usize));
+        out.extend(digits.map(char::from));
+    } else if point as usize >= ndigits {
+        out.extend(digits.map(char::from));
+        out.extend(std::iter::repeat_n('0', point as usize - ndigits));
     } else {
-        s.push_str(&digits[..point as usize]);
-        s.push('.');
-        s.push_str(&digits[point as usize..]);
+        for (i, d) in digits.enumerate() {
+            if i == point as usize {
+                out.push('.');
+            }
+            out.push(char::from(d));
+        }
     }
-    s
+}
+
+/// An integer, without the formatting machinery.
+fn push_u64_signed(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
 }
 
 fn escape_label(v: &str, out: &mut String) {
@@ -106,17 +143,20 @@ pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
             Kind::Histogram => "histogram",
         };
         let _ = writeln!(out, "\n# TYPE {name} {ty}");
+        let mut pairs = String::new();
         for s in &f.samples {
             match &s.value {
                 Value::Gauge(v) | Value::Counter(v) => {
                     out.push_str(&name);
                     labels(out, &s.labels);
-                    let _ = writeln!(out, " {}", go_float(*v));
+                    out.push(' ');
+                    push_go_float(out, *v);
+                    out.push('\n');
                 }
                 Value::Histogram(h) => {
                     // The labels once per series, the `le` strings once per
                     // scrape: with many workloads, formatting was the scrape's cost.
-                    let mut pairs = String::new();
+                    pairs.clear();
                     label_pairs(&mut pairs, &s.labels);
                     let mut cum = 0u64;
                     for (le, c) in h.classic(classic.of(f.buckets)) {
@@ -129,11 +169,25 @@ pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
                         }
                         out.push_str("le=\"");
                         out.push_str(le_cache.entry(le.to_bits()).or_insert_with(|| go_float(le)));
-                        let _ = writeln!(out, "\"}} {cum}");
+                        out.push_str("\"} ");
+                        push_u64(out, cum);
+                        out.push('\n');
                     }
-                    let ls = if pairs.is_empty() { pairs } else { format!("{{{pairs}}}") };
-                    let _ = writeln!(out, "{name}_sum{ls} {}", go_float(h.sum_seconds()));
-                    let _ = writeln!(out, "{name}_count{ls} {cum}");
+                    for (suffix, value) in [("_sum", None), ("_count", Some(cum))] {
+                        out.push_str(&name);
+                        out.push_str(suffix);
+                        if !pairs.is_empty() {
+                            out.push('{');
+                            out.push_str(&pairs);
+                            out.push('}');
+                        }
+                        out.push(' ');
+                        match value {
+                            Some(n) => push_u64(out, n),
+                            None => push_go_float(out, h.sum_seconds()),
+                        }
+                        out.push('\n');
+                    }
                 }
             }
         }
@@ -160,6 +214,11 @@ mod tests {
             (1e21, "1e+21"),
             (123.456, "123.456"),
             (f64::INFINITY, "+Inf"),
+            (999999.0, "999999"),
+            (-42.0, "-42"),
+            (12345.5, "12345.5"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
         ] {
             assert_eq!(go_float(v), s, "{v}");
         }
