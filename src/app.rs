@@ -282,7 +282,9 @@ async fn sweep_loop(w: Arc<Workloads>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = w.refresh() {
+        // Off the runtime's thread, which serves scrapes.
+        let w = w.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || w.refresh().map(drop)).await {
             tracing::warn!(error = %e, "reading the per-workload maps failed");
         }
     }

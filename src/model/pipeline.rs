@@ -232,38 +232,80 @@ pub async fn run(
             wl_saver.save().await;
             return;
         }
-        let snap = match kernel.snapshot() {
-            Ok(s) => s,
+        // The interval's reads and arithmetic run off the runtime's thread,
+        // which serves scrapes: with 200 workloads they take milliseconds,
+        // which a scrape arriving meanwhile used to wait for.
+        let at = start.elapsed();
+        let k = kernel.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let r = interval(&*k, &mut scorer, &mut victims, at);
+            (scorer, victims, r)
+        });
+        let r;
+        (scorer, victims, r) = match job.await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "the model's interval failed: the model stops");
+                return;
+            }
+        };
+        let it = match r {
+            Ok(it) => it,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the probes failed");
                 continue;
             }
         };
-        let at = start.elapsed();
-        let workloads = match &mut victims {
-            Some((bank, feed)) => {
-                if let Some(r) = feed.read() {
-                    bank.observe(at, r);
-                }
-                if let Some(all) = bank.take_changed() {
-                    wl_saver.pending = Some(all);
-                }
-                if wl_saver.last.is_none_or(|t| t.elapsed() >= WORKLOAD_SAVE_EVERY) {
-                    wl_saver.save().await;
-                }
-                bank.scores()
-            }
-            None => Vec::new(),
-        };
-        let Some(scored) = scorer.step(snap, at) else { continue };
-        if let Some(b) = scorer.model.take_baseline_update() {
+        if let Some(all) = it.changed {
+            wl_saver.pending = Some(all);
+        }
+        if victims.is_some() && wl_saver.last.is_none_or(|t| t.elapsed() >= WORKLOAD_SAVE_EVERY) {
+            wl_saver.save().await;
+        }
+        let Some(scored) = it.scored else { continue };
+        if let Some(b) = it.baseline {
             saver.pending = true;
-            let b = b.clone();
             saver.save(Some(b)).await;
         }
         let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
-        publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, workloads);
+        publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, it.workloads);
     }
+}
+
+type VictimBank = Option<(super::victims::Victims, Arc<dyn super::victims::Feed>)>;
+
+/// What one interval gave, for the runtime's thread to save and publish.
+struct Interval {
+    /// None: no update this interval (see [`Scorer::step`]).
+    scored: Option<Scored>,
+    /// The node's baseline, when it changed.
+    baseline: Option<super::Baseline>,
+    workloads: Vec<super::victims::Victim>,
+    /// Every workload baseline to save, when one changed.
+    changed: Option<Vec<(String, super::Baseline)>>,
+}
+
+/// One interval's reads and arithmetic: blocking, no I/O but the probes'.
+fn interval(
+    kernel: &dyn Source,
+    scorer: &mut Scorer,
+    victims: &mut VictimBank,
+    at: Duration,
+) -> std::io::Result<Interval> {
+    let snap = kernel.snapshot()?;
+    let (workloads, changed) = match victims {
+        Some((bank, feed)) => {
+            if let Some(r) = feed.read() {
+                bank.observe(at, r);
+            }
+            let changed = bank.take_changed();
+            (bank.scores(), changed)
+        }
+        None => (Vec::new(), None),
+    };
+    let scored = scorer.step(snap, at);
+    let baseline = scored.as_ref().and_then(|_| scorer.model.take_baseline_update().cloned());
+    Ok(Interval { scored, baseline, workloads, changed })
 }
 
 /// Moves an unusable state file aside (kept for inspection), with one line
