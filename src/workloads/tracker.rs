@@ -49,11 +49,6 @@ impl Record {
             }
         }
     }
-
-    /// The ranking key's histogram (run-queue latency).
-    pub fn rank(&self) -> Option<&Histogram> {
-        self.0.first()
-    }
 }
 
 /// One interval of one cgroup, one for each map: `None` where nothing
