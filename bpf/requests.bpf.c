@@ -114,17 +114,27 @@ static __always_inline struct ks_conn *store(struct sock *sk, __u32 role, bool b
 	return c;
 }
 
+/* The role a connection's ports tell: a client's local port is ephemeral and
+ * its peer's is not; a server's the reverse; ROLE_MAX when both or neither is. */
+static __always_inline __u32 port_role(const struct sock *sk, bool btf)
+{
+	__u16 lport = btf ? sk->__sk_common.skc_num : BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(btf ? sk->__sk_common.skc_dport : BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	if (ephemeral(lport) == ephemeral(rport))
+		return ROLE_MAX;
+	return ephemeral(lport) ? ROLE_CLIENT : ROLE_SERVER;
+}
+
 /*
  * A TCP connection with no state was established before ksense attached (or
  * its state found no room): no state change will tell its role, so that a
  * restart would lose long-lived connections (keep-alive, connection pools)
- * until they reconnect. Its ports tell it instead: a client's local port is
- * ephemeral and its peer's is not; a server's the reverse. Neither (both or
- * no port ephemeral): stored as ROLE_MAX, never measured, asked only once.
+ * until they reconnect. Its ports tell it instead. Neither role: stored as
+ * ROLE_MAX, never measured, asked only once.
  */
 static __always_inline struct ks_conn *adopt(struct sock *sk, bool btf)
 {
-	__u16 lport, rport;
 	__u8 state;
 
 	if (!is_tcp(sk, btf))
@@ -132,11 +142,7 @@ static __always_inline struct ks_conn *adopt(struct sock *sk, bool btf)
 	state = btf ? sk->__sk_common.skc_state : BPF_CORE_READ(sk, __sk_common.skc_state);
 	if (state != TCP_ESTABLISHED)
 		return NULL;
-	lport = btf ? sk->__sk_common.skc_num : BPF_CORE_READ(sk, __sk_common.skc_num);
-	rport = bpf_ntohs(btf ? sk->__sk_common.skc_dport : BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (ephemeral(lport) == ephemeral(rport))
-		return store(sk, ROLE_MAX, btf);
-	return store(sk, ephemeral(lport) ? ROLE_CLIENT : ROLE_SERVER, btf);
+	return store(sk, port_role(sk, btf), btf);
 }
 
 static __always_inline struct ks_conn *conn(struct sock *sk, bool btf)
@@ -210,7 +216,19 @@ static __always_inline int on_send(struct sock *sk, int ret, bool btf)
 
 static __always_inline int on_data_ready(struct sock *sk, bool btf)
 {
-	struct ks_conn *c = conn(sk, btf);
+	struct ks_conn *c;
+
+	/*
+	 * Half the deliveries of a request/response exchange on one node are the
+	 * replies to its clients, which have nothing to stamp. Their ports (in
+	 * sock_common, which the kernel's socket lookup has just read) say so
+	 * without the storage lookup, a likely cache miss in the softirq. A
+	 * server whose ports look like a client's loses only its arrival stamp:
+	 * its requests then begin when they are read.
+	 */
+	if (port_role(sk, btf) == ROLE_CLIENT)
+		return 0;
+	c = conn(sk, btf);
 
 	/* Only the first arrival of a request: later segments are its rest. */
 	if (c && c->role == ROLE_SERVER && !c->start_ns && !c->arrival_ns)

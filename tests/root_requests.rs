@@ -258,6 +258,49 @@ fn root_requests_thread_pool_and_keepalive_count_each_turn() {
     assert!(s >= 1e-3 && s <= c, "the server's mean {s} s: at least its 1 ms sleep, at most the client's {c} s");
 }
 
+/// A request that waits unread in the server's receive queue is time its
+/// client waits too: the server's requests begin when their data arrived
+/// (sk_data_ready), so their mean holds the 20 ms each waited unread; with
+/// sk_data_ready disabled they begin at the read, and the mean drops below
+/// 5 ms. The server listens on a port outside the ephemeral range, so its
+/// client's socket is one sk_data_ready skips by its ports alone.
+#[test]
+fn root_requests_begin_when_their_data_arrives() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-queued");
+    let mut server = Cgroup::new(&format!("/{}-queued", test_prefix()));
+    let port = "7302";
+    let py = |args: &[&str]| -> Vec<String> {
+        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    server.spawn(None, &py(&[POOL_PY, port, "1", "0", "20"]).iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("client.json");
+    let mut means = Vec::new();
+    for flags in [&["--workloads.enabled"][..], &["--workloads.enabled", "--bpf.disable", "sk_data_ready"]] {
+        let k = Ksense::start(flags);
+        let before = k.scrape();
+        let mut client = Cgroup::new(&format!("/{}-queued-client", test_prefix()));
+        client.spawn(
+            None,
+            &py(&[CLIENT_PY, port, "1", "50", out.to_str().unwrap()]).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        client.wait_all();
+        std::thread::sleep(Duration::from_millis(300));
+        let after = scrape_with(&k, &[&server.rel]);
+        let delta =
+            |name: &str| wl_role(&after, name, &server.rel, "server") - wl_role(&before, name, &server.rel, "server");
+        let n = delta("ksense_workload_requests_total");
+        within(n, 50.0, 0.01, "the server's requests");
+        means.push(delta("ksense_workload_request_duration_seconds_sum") / n);
+    }
+    eprintln!("server mean: {:.2} ms from arrival, {:.2} ms from the read", means[0] * 1e3, means[1] * 1e3);
+    assert!(means[0] >= 15e-3, "from arrival the mean {} s misses the 20 ms each request waited unread", means[0]);
+    assert!(means[1] < 5e-3, "with sk_data_ready disabled the mean {} s should begin at the read", means[1]);
+}
+
 /// The newest map of this name: the one this test's attach made.
 fn newest_map(name: &str) -> libbpf_rs::MapHandle {
     let id = libbpf_rs::query::MapInfoIter::default()

@@ -116,16 +116,20 @@ p.close(); t.join()
 "#;
 
 /// A server whose `threads` threads all accept on one listening socket and
-/// answer each 2-byte request after `sleep_ms`, on keep-alive connections.
+/// answer each 2-byte request after `sleep_ms`, on keep-alive connections;
+/// with a fourth argument, each request waits that many ms unread first.
 pub const POOL_PY: &str = r#"
 import socket, sys, threading, time
 port, threads, sleep = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1e3
+# optional: ms each request waits in the receive queue before it is read
+queued = float(sys.argv[4]) / 1e3 if len(sys.argv) > 4 else 0.0
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", port)); s.listen(128)
 def serve():
     while True:
         c, _ = s.accept()
         while True:
+            time.sleep(queued)
             d = c.recv(64)
             if not d:
                 break
