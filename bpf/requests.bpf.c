@@ -29,10 +29,14 @@
  *   sock_recv_length,    every sock_recvmsg/sock_sendmsg (6.3+): read,
  *   sock_send_length     write, send*, recv*, and sendfile/splice (6.5+).
  *
+ *   sys_exit             before 6.3 (no sock_*_length): the exit of the
+ *                        system calls that move data on a socket stands in
+ *                        for both; see on_sys_exit().
+ *
  * State lives in socket storage on tp_btf: it is freed with the socket, so
  * there is no table to fill. raw_tp programs cannot use socket storage; they
  * keep the same state in an LRU hash keyed by the socket's address, deleted
- * when the socket closes.
+ * when the socket closes. The sys_exit fallback keeps it as raw_tp does.
  */
 #include "ksense.h"
 #include "workload.h"
@@ -250,6 +254,76 @@ static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 		return 0;
 	store(sk, old == TCP_SYN_RECV ? ROLE_SERVER : ROLE_CLIENT, btf);
 	return 0;
+}
+
+/* What a system call does on a socket: ks_sys_kind[nr], filled by user space
+ * from its libc's numbers for this architecture. */
+enum ks_sys { SYS_OTHER = 0, SYS_SEND = 1, SYS_RECV = 2, SYS_RECV_FLAGS3 = 3, SYS_RECV_FLAGS4 = 4, SYS_KIND_MAX };
+/* Never read: puts the enum in BTF for the skeleton (see ks_drop_reasons). */
+const volatile enum ks_sys ks_sys_kinds = SYS_KIND_MAX;
+#define KS_SYSCALLS 512
+const volatile __u8 ks_sys_kind[KS_SYSCALLS] = {};
+
+/* #defines in include/uapi/linux/stat.h, not in BTF. */
+#define KS_S_IFMT 00170000
+#define KS_S_IFSOCK 0140000
+
+/* The struct sock behind the current task's descriptor `fd`, NULL when it
+ * is not a socket. Probe reads: a racing close only makes a read fail. */
+static __always_inline struct sock *fd_sock(long fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds, *f = NULL;
+	struct socket *sock;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & KS_S_IFMT) != KS_S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
+/*
+ * The fallback for kernels without sock_send_length/sock_recv_length (before
+ * 6.3): the same steps at the exit of read, write, readv, writev, send*,
+ * recv* and sendfile. The call's number, its fd and flags are still in the
+ * registers saved at entry (x86-64: orig_ax, di, dx, r10). Every system call
+ * on the node runs this program, and attaching it turns on the kernel's
+ * traced-syscall path for every task: user space attaches it only where the
+ * socket tracepoints are missing. Not seen: io_uring (no system call per I/O).
+ */
+static __always_inline int on_sys_exit(struct pt_regs *regs, long ret)
+{
+	unsigned long nr;
+	struct sock *sk;
+	__u8 kind;
+	int flags = 0;
+
+	if (ret <= 0)
+		return 0;
+	nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr >= KS_SYSCALLS || !(kind = ks_sys_kind[nr]))
+		return 0;
+	if (!(sk = fd_sock(BPF_CORE_READ(regs, di))))
+		return 0;
+	if (kind == SYS_SEND)
+		return on_send(sk, ret, false);
+	if (kind == SYS_RECV_FLAGS3)
+		flags = BPF_CORE_READ(regs, dx);
+	else if (kind == SYS_RECV_FLAGS4)
+		flags = BPF_CORE_READ(regs, r10);
+	return on_recv(sk, ret, flags, false);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(raw_sys_exit, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(regs, ret);
 }
 
 SEC("tp_btf/inet_sock_set_state")

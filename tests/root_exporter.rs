@@ -53,8 +53,11 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     let landing = ureq::get(&k.url("/")).call().unwrap().into_string().unwrap();
     assert!(landing.contains("href=\"/metrics\""), "{landing}");
     // The probes as the kernel has them: every program attached, by name
-    // (the performance counters' only with per-workload attribution).
-    let programs: Vec<&str> = ksense::probes::program_names().filter(|p| *p != ksense::probes::perf::PROGRAM).collect();
+    // (the performance counters' only with per-workload attribution, fallbacks only where needed).
+    let programs: Vec<&str> = ksense::probes::hooks()
+        .filter(|h| h.name != ksense::probes::perf::PROGRAM && !h.fallback)
+        .map(|h| h.name)
+        .collect();
     let n = programs.len();
     assert!(landing.contains(&format!("{n} of {n} BPF programs attached")), "{landing}");
     for p in programs {

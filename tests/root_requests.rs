@@ -83,25 +83,19 @@ http {
 }
 ";
 
-/// nginx (2 workers, keep-alive, sendfile) under wrk: the server requests of
-/// nginx's cgroup match wrk's own count within 1 %, and so do the client
-/// requests (wrk is the only client on the node while it runs).
-#[test]
-fn root_requests_nginx_under_wrk_match_wrks_count() {
-    require_root!();
-    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
-    let ns = Netns::new("req-nginx");
+/// nginx (2 workers, keep-alive, sendfile) serving a 4 KiB page on `port` in
+/// `ns`, in a cgroup of its own, answering: its directory (kept while it
+/// serves), its cgroup and the page's URL.
+fn nginx_in(ns: &Netns, port: u16) -> (tempfile::TempDir, Cgroup, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     std::fs::create_dir(dir.path().join("html")).unwrap();
     std::fs::write(dir.path().join("html/index.html"), "x".repeat(4096)).unwrap();
-    let port = 8091;
     std::fs::write(dir.path().join("nginx.conf"), NGINX_CONF.replace("{d}", d).replace("{port}", &port.to_string()))
         .unwrap();
     for p in [dir.path().to_path_buf(), dir.path().join("html")] {
         run(&["chmod", "755", p.to_str().unwrap()]); // nginx workers run as nobody
     }
-    let k = Ksense::start(&["--workloads.enabled"]);
     let mut cg = Cgroup::new(&format!("/{}-nginx", test_prefix()));
     let conf = format!("{d}/nginx.conf");
     cg.spawn(None, &["ip", "netns", "exec", &ns.name, "nginx", "-c", &conf, "-g", "daemon off;"]);
@@ -110,15 +104,34 @@ fn root_requests_nginx_under_wrk_match_wrks_count() {
         let curl = ["netns", "exec", &ns.name, "curl", "-sf", "-o", "/dev/null", &url];
         std::process::Command::new("ip").args(curl).status().is_ok_and(|s| s.success())
     });
-    let before = k.scrape();
-    let out = ns.exec(&["wrk", "-t2", "-c16", "-d3s", &url]);
-    std::thread::sleep(Duration::from_millis(300));
-    let after = scrape_with(&k, &[&cg.rel]);
+    (dir, cg, url)
+}
+
+/// `wrk -t2 -c16 -d3s` against `url` in `ns`: wrk's own request count.
+fn wrk_requests(ns: &Netns, url: &str) -> f64 {
+    let out = ns.exec(&["wrk", "-t2", "-c16", "-d3s", url]);
     let n: f64 = out
         .lines()
         .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.parse().unwrap()))
         .unwrap_or_else(|| panic!("no request count from wrk:\n{out}"));
     assert!(n > 10_000.0, "wrk made too few requests to compare: {n}");
+    n
+}
+
+/// nginx (2 workers, keep-alive, sendfile) under wrk: the server requests of
+/// nginx's cgroup match wrk's own count within 1 %, and so do the client
+/// requests (wrk is the only client on the node while it runs).
+#[test]
+fn root_requests_nginx_under_wrk_match_wrks_count() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-nginx");
+    let k = Ksense::start(&["--workloads.enabled"]);
+    let (_dir, cg, url) = nginx_in(&ns, 8091);
+    let before = k.scrape();
+    let n = wrk_requests(&ns, &url);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = scrape_with(&k, &[&cg.rel]);
     let rel = &cg.rel;
     let server = wl_role(&after, "ksense_workload_requests_total", rel, "server")
         - wl_role(&before, "ksense_workload_requests_total", rel, "server");
@@ -127,6 +140,37 @@ fn root_requests_nginx_under_wrk_match_wrks_count() {
         - common::sample(&before, "ksense_requests_total{role=\"client\"}").unwrap();
     within(client, n, 0.01, "client requests, node-wide");
     assert_eq!(wl_role(&after, "ksense_workload_requests_total", rel, "client"), 0.0, "nginx calls nobody");
+}
+
+/// Kernels before 6.3 have no sock_send_length/sock_recv_length: there the
+/// exit of the system calls stands in (nginx's recvfrom, writev and
+/// sendfile, wrk's read and write). Simulated here by attaching as if those
+/// two tracepoints were missing: the fallback attaches, they do not, and the
+/// counts still match wrk's within 1 %, node-wide, both roles.
+#[test]
+fn root_requests_syscall_fallback_matches_wrks_count() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-sys");
+    let (_dir, _cg, url) = nginx_in(&ns, 8092);
+    let mut s = kernel::probe();
+    s.missing_tracepoints.extend(["sock_recv_length", "sock_send_length"]);
+    let p = Probes::attach(AttachMode::choose(None, &s).unwrap(), &s, &[]).unwrap();
+    let attached = |name: &str| p.programs.iter().find(|x| x.name == name).map(|x| x.attached);
+    assert_eq!(attached(ksense::probes::SYSCALL_FALLBACK), Some(true), "{:?}", p.programs);
+    assert_eq!(attached("sock_recv_length"), Some(false));
+    let before = p.snapshot().unwrap();
+    let n = wrk_requests(&ns, &url);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = p.snapshot().unwrap();
+    let delta = |role| requests(&after, role) - requests(&before, role);
+    within(delta("server"), n, 0.01, "server requests from the system calls");
+    within(delta("client"), n, 0.01, "client calls from the system calls");
+    let stats = p.program_stats().unwrap();
+    let (_, _, sys) = stats.iter().find(|(n, _, _)| *n == ksense::probes::SYSCALL_FALLBACK).unwrap();
+    if sys.run_cnt > 0 {
+        eprintln!("sys_exit: {} runs, {:.1} ns/run", sys.run_cnt, sys.run_time_ns as f64 / sys.run_cnt as f64);
+    }
 }
 
 /// One `"name","value",...` CSV row of redis-benchmark per test.

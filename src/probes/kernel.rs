@@ -111,6 +111,9 @@ pub fn checks(s: &Support) -> Vec<Check> {
             required: false,
             detail: match (missing, h.name == h.tracepoint) {
                 (true, _) => format!("tracepoint {} not in kernel BTF", h.tracepoint),
+                (false, _) if h.fallback => {
+                    "ok (a fallback: attached only where its family's tracepoints are missing)".into()
+                }
                 (false, true) => "ok".into(),
                 (false, false) => format!("ok (on {})", h.tracepoint),
             },

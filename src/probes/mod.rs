@@ -28,7 +28,7 @@ use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Family, Kind, Sample, Unit, Value};
 use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
-pub use requests::{ROLES as REQUEST_ROLES, WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION};
+pub use requests::{ROLES as REQUEST_ROLES, SYSCALL_FALLBACK, WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION};
 pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
@@ -59,11 +59,19 @@ pub struct Hook {
     /// tracepoint's, unless two families hook the same one.
     pub name: &'static str,
     pub tracepoint: &'static str,
+    /// Stands in for other programs of its family where their tracepoints
+    /// are missing; elsewhere it is not loaded and has no series.
+    pub fallback: bool,
 }
 
 /// A program named by its tracepoint.
 pub const fn on(tracepoint: &'static str) -> Hook {
-    Hook { name: tracepoint, tracepoint }
+    Hook { name: tracepoint, tracepoint, fallback: false }
+}
+
+/// A fallback program named by its tracepoint (see [`Hook::fallback`]).
+pub const fn fallback_on(tracepoint: &'static str) -> Hook {
+    Hook { name: tracepoint, tracepoint, fallback: true }
 }
 
 /// An attached family's maps.
@@ -268,14 +276,42 @@ impl Attach<'_> {
     /// Before load: loads exactly one variant of program `name` (tp_btf or
     /// raw_tp), or none when it is disabled or its tracepoint is missing.
     pub fn select(&self, name: &str, tp: &mut OpenProgramMut<'_>, raw: &mut OpenProgramMut<'_>) {
+        self.select_as(name, self.btf(), tp, raw);
+    }
+
+    /// [`Attach::select`] of the variant `btf` names rather than the mode's:
+    /// for a family whose state must be kept the raw_tp way.
+    pub fn select_as(&self, name: &str, btf: bool, tp: &mut OpenProgramMut<'_>, raw: &mut OpenProgramMut<'_>) {
         let load = self.skip(name).is_none();
-        tp.set_autoload(self.btf() && load);
-        raw.set_autoload(!self.btf() && load);
+        tp.set_autoload(btf && load);
+        raw.set_autoload(!btf && load);
     }
 
     /// After load: attaches the variant chosen by [`Attach::select`].
     pub fn attach(&mut self, name: &'static str, tp: &ProgramMut<'_>, raw: &ProgramMut<'_>) {
-        let prog = if self.btf() { tp } else { raw };
+        self.attach_one(name, if self.btf() { tp } else { raw });
+    }
+
+    /// After load: attaches the variant chosen by [`Attach::select_as`].
+    pub fn attach_as(&mut self, name: &'static str, btf: bool, tp: &ProgramMut<'_>, raw: &ProgramMut<'_>) {
+        self.attach_one(name, if btf { tp } else { raw });
+    }
+
+    /// Before load: a fallback program (one variant) loads only when it is
+    /// `needed` and not disabled.
+    pub fn select_fallback(&self, name: &str, needed: bool, prog: &mut OpenProgramMut<'_>) {
+        prog.set_autoload(needed && !self.disable.contains(&name));
+    }
+
+    /// After load: attaches a fallback program where it is `needed`; where it
+    /// is not, it is not one of the programs at all.
+    pub fn attach_fallback(&mut self, name: &'static str, needed: bool, prog: &ProgramMut<'_>) {
+        if needed {
+            self.attach_one(name, prog);
+        }
+    }
+
+    fn attach_one(&mut self, name: &'static str, prog: &ProgramMut<'_>) {
         if let Some(reason) = self.skip(name) {
             tracing::warn!(program = name, reason, "program not attached");
             self.programs.push(Program { name, attached: false, fd: None, error: Some(format!("{name}: {reason}")) });

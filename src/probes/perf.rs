@@ -29,7 +29,7 @@ pub const MAX_EVENTS: usize = 4;
 pub const PROGRAM: &str = "perf_counters";
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &[Hook { name: PROGRAM, tracepoint: "sched_switch" }],
+    programs: &[Hook { name: PROGRAM, tracepoint: "sched_switch", fallback: false }],
     signals: Vec::new,
     counters: &[],
     attach,

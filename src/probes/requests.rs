@@ -9,7 +9,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{labelled, on, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
+use super::{fallback_on, labelled, on, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
@@ -22,12 +22,23 @@ pub const ROLES: [&str; 2] = ["server", "client"];
 pub const SERVER_SIGNAL: &str = "requests_server";
 pub const CLIENT_SIGNAL: &str = "requests_client";
 
+/// The socket-call tracepoints (6.3+), and the program that stands in for
+/// them where they are missing: the exit of the system calls that move data.
+const SOCKET_CALLS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
+pub const SYSCALL_FALLBACK: &str = "sys_exit";
+
 /// The raw_tp fallback's connection table (bpf/requests.bpf.c's
 /// `conns_by_addr`): connections past it evict the least recently used.
 const RAW_TP_CONNECTIONS: u32 = 65536;
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &[on("inet_sock_set_state"), on("sk_data_ready"), on("sock_recv_length"), on("sock_send_length")],
+    programs: &[
+        on("inet_sock_set_state"),
+        on("sk_data_ready"),
+        on("sock_recv_length"),
+        on("sock_send_length"),
+        fallback_on(SYSCALL_FALLBACK),
+    ],
     signals: || [SERVER_SIGNAL, CLIENT_SIGNAL].map(String::from).to_vec(),
     counters: &[],
     attach,
@@ -50,7 +61,12 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let mut obj = MaybeUninit::<OpenObject>::uninit();
     let mut open =
         skel::requests::RequestsSkelBuilder::default().open(&mut obj).context("opening the requests BPF object")?;
-    let btf = ctx.btf();
+    // Without the socket-call tracepoints the system calls stand in; the sock
+    // they reach through the fd table is no pointer the verifier trusts for
+    // socket storage, so the whole family keeps its state by address, the
+    // raw_tp way.
+    let syscalls = SOCKET_CALLS.iter().any(|n| ctx.support.missing_tracepoints.contains(n));
+    let btf = ctx.btf() && !syscalls;
     // Only the chosen variant's connection state is created.
     open.maps.conns.set_autocreate(btf)?;
     open.maps.conns_by_addr.set_autocreate(!btf)?;
@@ -59,19 +75,22 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
     (rodata.ks_ephemeral_lo, rodata.ks_ephemeral_hi) = ephemeral_ports();
+    rodata.ks_sys_kind = syscall_kinds();
     ctx.size_workload_map(&mut open.maps.cg_requests_server)?;
     ctx.size_workload_map(&mut open.maps.cg_requests_client)?;
     let p = &mut open.progs;
-    ctx.select("inet_sock_set_state", &mut p.tp_inet_sock_set_state, &mut p.raw_inet_sock_set_state);
-    ctx.select("sk_data_ready", &mut p.tp_sk_data_ready, &mut p.raw_sk_data_ready);
-    ctx.select("sock_recv_length", &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
-    ctx.select("sock_send_length", &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    ctx.select_as("inet_sock_set_state", btf, &mut p.tp_inet_sock_set_state, &mut p.raw_inet_sock_set_state);
+    ctx.select_as("sk_data_ready", btf, &mut p.tp_sk_data_ready, &mut p.raw_sk_data_ready);
+    ctx.select_as("sock_recv_length", btf, &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
+    ctx.select_as("sock_send_length", btf, &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    ctx.select_fallback(SYSCALL_FALLBACK, syscalls, &mut p.raw_sys_exit);
     let sk = open.load().context("loading the requests BPF programs")?;
     let p = &sk.progs;
-    ctx.attach("inet_sock_set_state", &p.tp_inet_sock_set_state, &p.raw_inet_sock_set_state);
-    ctx.attach("sk_data_ready", &p.tp_sk_data_ready, &p.raw_sk_data_ready);
-    ctx.attach("sock_recv_length", &p.tp_sock_recv_length, &p.raw_sock_recv_length);
-    ctx.attach("sock_send_length", &p.tp_sock_send_length, &p.raw_sock_send_length);
+    ctx.attach_as("inet_sock_set_state", btf, &p.tp_inet_sock_set_state, &p.raw_inet_sock_set_state);
+    ctx.attach_as("sk_data_ready", btf, &p.tp_sk_data_ready, &p.raw_sk_data_ready);
+    ctx.attach_as("sock_recv_length", btf, &p.tp_sock_recv_length, &p.raw_sock_recv_length);
+    ctx.attach_as("sock_send_length", btf, &p.tp_sock_send_length, &p.raw_sock_send_length);
+    ctx.attach_fallback(SYSCALL_FALLBACK, syscalls, &p.raw_sys_exit);
     for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
         let f = WorkloadFamily {
             family: WORKLOAD_DURATION,
@@ -85,6 +104,33 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         ctx.workload_map_as(f, map)?;
     }
     Ok(Box::new(Requests { hists: percpu(&sk.maps.req_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
+}
+
+/// `ks_sys_kind` of bpf/requests.bpf.c: what each system call does on a
+/// socket, by this architecture's numbers (libc's, for the target ksense was
+/// built for), and where a receive's flags are (its 3rd or 4th argument).
+fn syscall_kinds() -> [u8; 512] {
+    use skel::requests::types::ks_sys as K;
+    let mut kinds = [K::SYS_OTHER.0 as u8; 512];
+    let calls = [
+        (libc::SYS_write, K::SYS_SEND),
+        (libc::SYS_writev, K::SYS_SEND),
+        (libc::SYS_sendto, K::SYS_SEND),
+        (libc::SYS_sendmsg, K::SYS_SEND),
+        (libc::SYS_sendmmsg, K::SYS_SEND),
+        (libc::SYS_sendfile, K::SYS_SEND),
+        (libc::SYS_read, K::SYS_RECV),
+        (libc::SYS_readv, K::SYS_RECV),
+        (libc::SYS_recvmsg, K::SYS_RECV_FLAGS3),
+        (libc::SYS_recvfrom, K::SYS_RECV_FLAGS4),
+        (libc::SYS_recvmmsg, K::SYS_RECV_FLAGS4),
+    ];
+    for (nr, kind) in calls {
+        if let Some(k) = usize::try_from(nr).ok().and_then(|n| kinds.get_mut(n)) {
+            *k = kind.0 as u8;
+        }
+    }
+    kinds
 }
 
 /// The node's ephemeral port range, from which the programs tell the role of
@@ -151,6 +197,21 @@ mod tests {
         assert_eq!(ROLES.len(), R::ROLE_MAX.0 as usize);
         assert_eq!(ROLES[R::ROLE_SERVER.0 as usize], "server");
         assert_eq!(ROLES[R::ROLE_CLIENT.0 as usize], "client");
+    }
+
+    #[test]
+    fn syscalls_map_to_what_they_do_on_a_socket() {
+        use skel::requests::types::ks_sys as K;
+        let k = syscall_kinds();
+        let kind = |nr: libc::c_long| k[nr as usize];
+        assert_eq!(kind(libc::SYS_sendfile), K::SYS_SEND.0 as u8, "nginx sends files with it");
+        assert_eq!(kind(libc::SYS_read), K::SYS_RECV.0 as u8);
+        assert_eq!(kind(libc::SYS_recvmsg), K::SYS_RECV_FLAGS3.0 as u8, "recvmsg(fd, msg, flags)");
+        assert_eq!(kind(libc::SYS_recvfrom), K::SYS_RECV_FLAGS4.0 as u8, "recvfrom(fd, buf, len, flags, ...)");
+        for nr in [libc::SYS_openat, libc::SYS_close, libc::SYS_futex, libc::SYS_pread64] {
+            assert_eq!(kind(nr), K::SYS_OTHER.0 as u8, "syscall {nr} moves no socket data");
+        }
+        assert!(k.iter().all(|&x| x < K::SYS_KIND_MAX.0 as u8));
     }
 
     #[test]
