@@ -2,8 +2,12 @@
 """What ksense costs the applications, end to end (issue 15).
 
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
+                        [--floor BENCH_BINARY]
 
-Two workloads, each measured with ksense off, with its default configuration,
+Two workloads, each measured with ksense off, with empty BPF programs on every
+tracepoint the default uses and the kernel's run-time statistics held (floor:
+what any tracer on these hooks costs, `KSENSE_BENCH_PART=floor` of the cost
+bench, whose binary --floor names or cargo finds), with its default configuration,
 the default without BPF run-time statistics (--no-bpf.stats), the default
 without the requests family (no-requests) and with everything on
 (--workloads.enabled), in interleaved rounds: every
@@ -25,6 +29,7 @@ tool is missing or a run does not produce its figure: never a partial table.
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -43,7 +48,8 @@ sys.path.insert(0, os.path.join(HERE, "qos"))
 from qos import Netns, make_site, wait_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
 
 # no-requests: the default without the requests family (its four programs, bpf/requests.bpf.c).
-CONFIGS = {"off": None, "default": [], "no-stats": ["--no-bpf.stats"],
+FLOOR = "floor"  # not ksense: the cost bench's empty programs
+CONFIGS = {"off": None, FLOOR: None, "default": [], "no-stats": ["--no-bpf.stats"],
            "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
            "all": ["--workloads.enabled"]}
 
@@ -87,6 +93,37 @@ class Ksense:
             die("ksense did not stop within 10 s of SIGTERM")
 
 
+class Floor:
+    """The cost bench's empty programs, attached until its stdin closes."""
+
+    def __init__(self, binary):
+        self.p = subprocess.Popen([binary], env=dict(os.environ, KSENSE_BENCH_PART="floor"), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline()
+        if not line.startswith("floor attached"):
+            die(f"{binary} did not attach the floor (rc {self.p.wait()}): {line.strip()}")
+
+    def stop(self):
+        self.p.stdin.close()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            die("the floor did not stop within 10 s")
+
+
+def find_floor():
+    """The cost bench's binary, built by cargo if it is not yet."""
+    r = subprocess.run(["cargo", "bench", "--bench", "cost", "--no-run", "--message-format=json"], cwd=REPO,
+                       capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if '"executable"' in line and '"cost"' in line:
+            exe = json.loads(line).get("executable")
+            if exe:
+                return exe
+    die(f"cannot build the cost bench for the floor (give --floor):\n{r.stderr[-2000:]}")
+
+
 def run_nginx(ns, url, seconds):
     t0 = busy_ticks()
     r = subprocess.run(ns.cmd(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", url]),
@@ -124,9 +161,13 @@ def main():
     ap.add_argument("--loops", type=int, default=100000, help="perf bench sched pipe operations per run")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ksense", default=os.path.join(REPO, "target/release/ksense"))
+    ap.add_argument("--floor", help="the cost bench's binary (default: built and found by cargo)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
+    floor_bin = args.floor or find_floor()
+    if not os.access(floor_bin, os.X_OK):
+        die(f"{floor_bin} is not an executable")
     for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("perf", "linux-perf"), ("taskset", "util-linux"),
                       ("ip", "iproute2"), ("curl", "curl")):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -159,7 +200,10 @@ def main():
             order = list(CONFIGS)
             rng.shuffle(order)
             for c in order:
-                k = Ksense(args.ksense, CONFIGS[c], tmp) if CONFIGS[c] is not None else None
+                if c == FLOOR:
+                    k = Floor(floor_bin)
+                else:
+                    k = Ksense(args.ksense, CONFIGS[c], tmp) if CONFIGS[c] is not None else None
                 time.sleep(0.5)  # attach, first reads
                 res = run_nginx(ns, url, args.seconds)
                 res.update(run_pipe(args.loops))
@@ -175,20 +219,23 @@ def main():
         ns.delete()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def change(c, key):
-        return [100.0 * (x[key] / o[key] - 1.0) for x, o in zip(results[c], results["off"])]
+    def change(c, key, base):
+        return [100.0 * (x[key] / o[key] - 1.0) for x, o in zip(results[c], results[base])]
+
+    def table(base, configs):
+        print(f"{'':12}{'nginx req/s':>27}{'nginx P99':>27}{'CPU per request':>27}{'pipe us/op':>27}")
+        for c in configs:
+            cells = []
+            for key in ("rps", "p99", "cpu_us", "us_op"):
+                m, lo, hi = median_ci(change(c, key, base), rng)
+                cells.append(f"{m:+6.2f} % [{lo:+.2f}, {hi:+.2f}]")
+            print(f"{c:12}" + "".join(f"{x:>27}" for x in cells))
 
     print()
     print(f"change against ksense off, median of {args.rounds} paired rounds [95 % bootstrap interval]")
-    print(f"{'':10}{'nginx req/s':>24}{'nginx P99':>24}{'CPU per request':>24}{'pipe us/op':>24}")
-    for c in CONFIGS:
-        if c == "off":
-            continue
-        cells = []
-        for key in ("rps", "p99", "cpu_us", "us_op"):
-            m, lo, hi = median_ci(change(c, key), rng)
-            cells.append(f"{m:+6.2f} % [{lo:+.2f}, {hi:+.2f}]")
-        print(f"{c:10}" + "".join(f"{x:>24}" for x in cells))
+    table("off", [c for c in CONFIGS if c != "off"])
+    print("against the floor (what ksense's programs add to the cost of any tracer on its hooks), same rounds")
+    table(FLOOR, [c for c in CONFIGS if c not in ("off", FLOOR)])
     off = results["off"]
     print(f"off: {statistics.median(x['rps'] for x in off):.0f} req/s, "
           f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "

@@ -3,12 +3,12 @@
 in a namespace for 3 s, with the default ksense: each program's runs and run time from
 ksense_bpf_program_runs_total / _run_seconds_total, divided by wrk's requests.
 
-    sudo bench/per-request.py
+    sudo bench/per-request.py [KSENSE_BINARY]   (default target/release/ksense)
 """
 import os, sys, subprocess, time, re, tempfile, signal, urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qos"))
 from qos import Netns, make_site, wait_in
-KS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "release", "ksense")
+KS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "release", "ksense")
 def scrape(port):
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
 def progs(text):

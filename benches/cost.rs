@@ -5,6 +5,7 @@
 //!   KSENSE_BENCH_PART=net sudo -E cargo bench --bench cost   (only the network storm)
 //!   KSENSE_BENCH_PART=requests sudo -E cargo bench --bench cost   (only the requests storm)
 //!   KSENSE_BENCH_PART=scrape sudo -E cargo bench --bench cost     (only user-space CPU, scrapes, memory)
+//!   KSENSE_BENCH_PART=floor ...   (the empty programs alone, until stdin closes: bench/overhead.py)
 //!
 //! BPF cost per event comes from the kernel's own run_time_ns / run_cnt:
 //! ksense's programs (as its /metrics reports them) next to, on the same
@@ -27,8 +28,8 @@ use std::time::{Duration, Instant};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
 
-use ksense::probes::kernel;
 use ksense::probes::reader::{prog_stats, ProgStats};
+use ksense::probes::{kernel, AttachMode, Probes, SYSCALL_FALLBACK};
 
 mod floor {
     include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
@@ -46,6 +47,8 @@ const NET: [&str; 3] = ["tcp_probe", "tcp_retransmit_skb", "kfree_skb"];
 const NET_LOSS: &str = "0.01";
 /// The requests family's programs, by their names in ksense_bpf_program_*.
 const REQUESTS: [&str; 4] = ["inet_sock_set_state", "sk_data_ready", "sock_recv_length", "sock_send_length"];
+/// The softirq family's programs: rare and cold in the switch storms, measured under the network storm.
+const SOFTIRQ: [&str; 2] = ["softirq_entry", "softirq_exit"];
 /// The requests storm's short connections (connect, one request, close) per second, beside wrk's keep-alive ones.
 const CHURN_PER_SEC: u32 = 300;
 const PARTS: [&str; 3] = ["clock", "task storage lookup", "bucket search + histogram"];
@@ -133,6 +136,13 @@ fn main() {
         println!("SKIPPED bench cost: needs root (it loads BPF programs): sudo cargo bench --bench cost");
         return;
     }
+    if std::env::var("KSENSE_BENCH_PART").is_ok_and(|p| p == "floor") {
+        if let Err(e) = hold_floor() {
+            eprintln!("bench cost: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let secs: u64 = std::env::var("KSENSE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     if let Err(e) = run(secs) {
         eprintln!("bench cost: {e:#}");
@@ -151,12 +161,29 @@ struct Others {
 }
 
 fn load_others() -> anyhow::Result<Others> {
+    let (fl, mut links) = load_floor()?;
+    let mut o2 = MaybeUninit::<OpenObject>::uninit();
+    let sk2 = hashrq::HashrqSkelBuilder::default().open(&mut o2)?.load()?;
+    let p = &sk2.progs;
+    let mut hs = Vec::new();
+    for (name, prog) in SCHED.iter().zip([&p.hash_sched_switch, &p.hash_sched_wakeup, &p.hash_sched_wakeup_new]) {
+        links.push(prog.attach()?);
+        hs.push((*name, prog.as_fd().try_clone_to_owned()?));
+    }
+    Ok(Others { floor: fl, hash: hs, _links: links })
+}
+
+/// The empty programs on every tracepoint ksense uses, attached until the links are dropped.
+fn load_floor() -> anyhow::Result<(Progs, Vec<Link>)> {
     let mut links = Vec::new();
     let mut o1 = MaybeUninit::<OpenObject>::uninit();
-    let sk = floor::FloorSkelBuilder::default().open(&mut o1)?.load()?;
+    let mut open = floor::FloorSkelBuilder::default().open(&mut o1)?;
+    // The syscall fallback's floor: every system call pays it, so only the requests storm attaches it.
+    open.progs.floor_sys_exit.set_autoload(false);
+    let sk = open.load()?;
     let p = &sk.progs;
     let mut fl = Vec::new();
-    for (name, prog) in SCHED.iter().chain(&NET).chain(&REQUESTS).zip([
+    for (name, prog) in SCHED.iter().chain(&NET).chain(&REQUESTS).chain(&SOFTIRQ).zip([
         &p.floor_sched_switch,
         &p.floor_sched_wakeup,
         &p.floor_sched_wakeup_new,
@@ -167,19 +194,32 @@ fn load_others() -> anyhow::Result<Others> {
         &p.floor_sk_data_ready,
         &p.floor_sock_recv_length,
         &p.floor_sock_send_length,
+        &p.floor_softirq_entry,
+        &p.floor_softirq_exit,
     ]) {
         links.push(prog.attach()?);
         fl.push((*name, prog.as_fd().try_clone_to_owned()?));
     }
-    let mut o2 = MaybeUninit::<OpenObject>::uninit();
-    let sk2 = hashrq::HashrqSkelBuilder::default().open(&mut o2)?.load()?;
-    let p = &sk2.progs;
-    let mut hs = Vec::new();
-    for (name, prog) in SCHED.iter().zip([&p.hash_sched_switch, &p.hash_sched_wakeup, &p.hash_sched_wakeup_new]) {
-        links.push(prog.attach()?);
-        hs.push((*name, prog.as_fd().try_clone_to_owned()?));
-    }
-    Ok(Others { floor: fl, hash: hs, _links: links })
+    Ok((fl, links))
+}
+
+/// The empty program on sys_exit, attached until the link is dropped.
+fn load_sys_exit_floor() -> anyhow::Result<(OwnedFd, Link)> {
+    let mut o = MaybeUninit::<OpenObject>::uninit();
+    let sk = floor::FloorSkelBuilder::default().open(&mut o)?.load()?;
+    let p = &sk.progs.floor_sys_exit;
+    Ok((p.as_fd().try_clone_to_owned()?, p.attach()?))
+}
+
+/// bench/overhead.py's `floor` configuration: what any tracer with ksense's
+/// hooks and run-time statistics costs, the empty programs alone, held until
+/// stdin closes.
+fn hold_floor() -> anyhow::Result<()> {
+    let _stats_fd = kernel::enable_stats().map_err(anyhow::Error::msg)?;
+    let (progs, _links) = load_floor()?;
+    println!("floor attached: {} empty programs", progs.len());
+    std::io::stdin().read_to_end(&mut Vec::new())?;
+    Ok(())
 }
 
 /// The parts programs, attached until the links are dropped: three more
@@ -432,9 +472,10 @@ fn run(secs: u64) -> anyhow::Result<()> {
             };
             println!("  {name:<18} {runs:>11} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {h:>7.1} {:>8.2}x {:>9.2}x {:>8.2}x  {target}", k_on / f, k_off / f, k_on / h);
         }
-        for name in ["softirq_entry", "softirq_exit"] {
+        // Rare and cold here: their figures against the floor come from the network storm.
+        for name in SOFTIRQ {
             if let Some((runs, k)) = d.get(&("on", name.to_string())) {
-                println!("  {name:<18} {runs:>11} {k:>7.1}");
+                println!("  {name:<18} {runs:>11} {k:>7.1}   (rare in this storm: see the network storm)");
             }
         }
         println!(
@@ -656,19 +697,25 @@ fn measure(argv: &[String], sets: &[(&'static str, &str)], others: &Others) -> a
 }
 
 /// The table of a network storm: each of `names`' runs (on), ns/run on, off
-/// and empty, and the CPU they take together.
-fn storm_table(d: &PerRun, names: &[&str], secs: u64) {
+/// and empty, and the CPU they take together; `also` are rows printed after
+/// them without a target and outside the total.
+fn storm_table(d: &PerRun, names: &[&str], also: &[&str], secs: u64) {
     println!(
         "  {:<19} {:>11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>10}  target",
         "program", "runs", "runs/s", "on", "off", "floor", "on/floor", "off/floor"
     );
     let mut total = 0.0;
-    for name in names {
+    for (i, name) in names.iter().chain(also).enumerate() {
         let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
         let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on"), get("off"), get("floor"));
-        total += k_off * off_runs as f64;
+        let target = if i < names.len() {
+            total += k_off * off_runs as f64;
+            "<= 3.0x floor"
+        } else {
+            ""
+        };
         println!(
-            "  {name:<19} {runs:>11} {:>9.0} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {:>8.2}x {:>9.2}x  <= 3.0x floor",
+            "  {name:<19} {runs:>11} {:>9.0} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {:>8.2}x {:>9.2}x  {target}",
             runs as f64 / secs as f64,
             k_on / f,
             k_off / f
@@ -710,7 +757,7 @@ fn net_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyho
     let d = measure(&wrk(&ns, 64, secs), sets, others)?;
     drop(nginx);
     println!("BPF ns/run under `wrk -t 2 -c 64 -d {secs}s` against nginx on a namespace's 127.0.0.1, {NET_LOSS} of the requests' segments dropped (iptables)");
-    storm_table(&d, &NET, secs);
+    storm_table(&d, &NET, &SOFTIRQ, secs);
     Ok(())
 }
 
@@ -749,15 +796,52 @@ fn churn(ns: &Netns, per_sec: u32, window: Duration) -> anyhow::Result<u32> {
 fn requests_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyhow::Result<()> {
     let ns = Netns::new()?;
     let nginx = Nginx::start(&ns, 2, "sendfile on;")?;
+    // The fallback of kernels before 6.3, in this process: ksense's probes attached
+    // as if the socket-call tracepoints were missing, beside the floor on sys_exit.
+    let mut support = kernel::probe();
+    support.missing_tracepoints.extend(["sock_recv_length", "sock_send_length"]);
+    let others_off: Vec<&str> =
+        ksense::probes::program_names().filter(|n| !REQUESTS.contains(n) && *n != SYSCALL_FALLBACK).collect();
+    let fallback = Probes::attach(AttachMode::choose(None, &support)?, &support, &others_off)?;
+    let (sys_floor, sys_link) = load_sys_exit_floor()?;
+    let fallback_stats = || -> anyhow::Result<Vec<(&'static str, ProgStats)>> {
+        let mut v: Vec<_> = fallback.program_stats()?.into_iter().map(|(n, _, st)| (n, st)).collect();
+        v.push(("floor", prog_stats(&sys_floor)?));
+        Ok(v)
+    };
+    let f0 = fallback_stats()?;
     let (d, short) = std::thread::scope(|s| {
         let short = s.spawn(|| churn(&ns, CHURN_PER_SEC, Duration::from_secs(secs)));
         let d = measure(&wrk(&ns, 32, secs), sets, others);
         (d, short.join().map_err(|_| anyhow::anyhow!("the short connections' thread panicked")))
     });
+    let f1 = fallback_stats()?;
+    drop((sys_link, fallback));
     drop(nginx);
     let (d, short) = (d?, short??);
     println!("BPF ns/run under `wrk -t 2 -c 32 -d {secs}s` (keep-alive) against nginx (2 workers, sendfile on) on a namespace's 127.0.0.1, and {short} short connections (connect, one request, close) beside it");
-    storm_table(&d, &REQUESTS, secs);
+    storm_table(&d, &REQUESTS, &[], secs);
+    let per = |name: &str| {
+        let (a, b) = (f0.iter().find(|x| x.0 == name), f1.iter().find(|x| x.0 == name));
+        a.zip(b).map_or((0, f64::NAN), |((_, a), (_, b))| {
+            let runs = b.run_cnt - a.run_cnt;
+            (runs, (b.run_time_ns - a.run_time_ns) as f64 / runs.max(1) as f64)
+        })
+    };
+    let ((runs, ns_run), (_, fl)) = (per(SYSCALL_FALLBACK), per("floor"));
+    let cpu: f64 = f1
+        .iter()
+        .zip(&f0)
+        .filter(|(b, _)| b.0 != "floor")
+        .map(|(b, a)| (b.1.run_time_ns - a.1.run_time_ns) as f64)
+        .sum();
+    println!(
+        "  fallback before 6.3 (the requests family with {SYSCALL_FALLBACK} instead of sock_*_length): {SYSCALL_FALLBACK} {runs} runs ({:.0}/s, every system call on the node), {ns_run:.1} ns/run, floor {fl:.1} ({:.2}x); the family's programs together {:.2} ms of CPU per second",
+        runs as f64 / secs as f64,
+        ns_run / fl,
+        cpu / secs as f64 / 1e6
+    );
+    println!();
     Ok(())
 }
 

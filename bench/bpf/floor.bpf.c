@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The floor: empty programs on ksense's scheduler, network and requests
+ * The floor: empty programs on ksense's scheduler, softirq, network and requests
  * tracepoints. What any tp_btf program costs on this kernel (dispatch, the
  * kernel's run-time statistics), measured beside ksense's own programs in
  * bench/cost.
@@ -69,6 +69,26 @@ int BPF_PROG(floor_sock_recv_length)
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(floor_sock_send_length)
+{
+	return 0;
+}
+
+/* The softirq family's tracepoints. */
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(floor_softirq_entry)
+{
+	return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(floor_softirq_exit)
+{
+	return 0;
+}
+
+/* The requests family's fallback before 6.3, attached only in the requests storm. */
+SEC("raw_tp/sys_exit")
+int BPF_PROG(floor_sys_exit)
 {
 	return 0;
 }
