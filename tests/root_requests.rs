@@ -147,15 +147,13 @@ fn root_requests_nginx_under_wrk_match_wrks_count() {
 /// sendfile, wrk's read and write). Simulated here by attaching as if those
 /// two tracepoints were missing: the fallback attaches, they do not, and the
 /// counts still match wrk's within 1 %, node-wide, both roles.
-#[test]
-fn root_requests_syscall_fallback_matches_wrks_count() {
-    require_root!();
+fn syscall_fallback(mode: AttachMode, port: u16) {
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("req-sys");
-    let (_dir, _cg, url) = nginx_in(&ns, 8092);
+    let (_dir, _cg, url) = nginx_in(&ns, port);
     let mut s = kernel::probe();
     s.missing_tracepoints.extend(["sock_recv_length", "sock_send_length"]);
-    let p = Probes::attach(AttachMode::choose(None, &s).unwrap(), &s, &[]).unwrap();
+    let p = Probes::attach(AttachMode::choose(Some(mode), &s).unwrap(), &s, &[]).unwrap();
     let attached = |name: &str| p.programs.iter().find(|x| x.name == name).map(|x| x.attached);
     assert_eq!(attached(ksense::probes::SYSCALL_FALLBACK), Some(true), "{:?}", p.programs);
     assert_eq!(attached("sock_recv_length"), Some(false));
@@ -171,6 +169,20 @@ fn root_requests_syscall_fallback_matches_wrks_count() {
     if sys.run_cnt > 0 {
         eprintln!("sys_exit: {} runs, {:.1} ns/run", sys.run_cnt, sys.run_time_ns as f64 / sys.run_cnt as f64);
     }
+}
+
+#[test]
+fn root_requests_syscall_fallback_matches_wrks_count_tp_btf() {
+    require_root!();
+    syscall_fallback(AttachMode::TpBtf, 8092);
+}
+
+/// raw_tp would attach sock_*_length wherever the tracepoints exist (here):
+/// replaced by the fallback, they must not, or every call pays for both.
+#[test]
+fn root_requests_syscall_fallback_matches_wrks_count_raw_tp() {
+    require_root!();
+    syscall_fallback(AttachMode::RawTp, 8093);
 }
 
 /// One `"name","value",...` CSV row of redis-benchmark per test.

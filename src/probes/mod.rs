@@ -297,6 +297,24 @@ impl Attach<'_> {
         self.attach_one(name, if btf { tp } else { raw });
     }
 
+    /// Before load: program `name`, which the fallback `by` stands in for,
+    /// loads in neither variant and is reported unattached, whatever the
+    /// attach mode (a raw_tp one would otherwise attach wherever the
+    /// tracepoint does exist, and every call would pay for both).
+    pub fn replaced(
+        &mut self,
+        name: &'static str,
+        by: &str,
+        tp: &mut OpenProgramMut<'_>,
+        raw: &mut OpenProgramMut<'_>,
+    ) {
+        tp.set_autoload(false);
+        raw.set_autoload(false);
+        let error = format!("{name}: tracepoint missing from this kernel; {by} stands in");
+        tracing::warn!(program = name, stand_in = by, "program not attached: tracepoint missing from this kernel");
+        self.programs.push(Program { name, attached: false, fd: None, error: Some(error) });
+    }
+
     /// Before load: a fallback program (one variant) loads only when it is
     /// `needed` and not disabled.
     pub fn select_fallback(&self, name: &str, needed: bool, prog: &mut OpenProgramMut<'_>) {

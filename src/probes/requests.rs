@@ -81,15 +81,22 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let p = &mut open.progs;
     ctx.select_as("inet_sock_set_state", btf, &mut p.tp_inet_sock_set_state, &mut p.raw_inet_sock_set_state);
     ctx.select_as("sk_data_ready", btf, &mut p.tp_sk_data_ready, &mut p.raw_sk_data_ready);
-    ctx.select_as("sock_recv_length", btf, &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
-    ctx.select_as("sock_send_length", btf, &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    if syscalls {
+        ctx.replaced("sock_recv_length", SYSCALL_FALLBACK, &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
+        ctx.replaced("sock_send_length", SYSCALL_FALLBACK, &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    } else {
+        ctx.select_as("sock_recv_length", btf, &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
+        ctx.select_as("sock_send_length", btf, &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
+    }
     ctx.select_fallback(SYSCALL_FALLBACK, syscalls, &mut p.raw_sys_exit);
     let sk = open.load().context("loading the requests BPF programs")?;
     let p = &sk.progs;
     ctx.attach_as("inet_sock_set_state", btf, &p.tp_inet_sock_set_state, &p.raw_inet_sock_set_state);
     ctx.attach_as("sk_data_ready", btf, &p.tp_sk_data_ready, &p.raw_sk_data_ready);
-    ctx.attach_as("sock_recv_length", btf, &p.tp_sock_recv_length, &p.raw_sock_recv_length);
-    ctx.attach_as("sock_send_length", btf, &p.tp_sock_send_length, &p.raw_sock_send_length);
+    if !syscalls {
+        ctx.attach_as("sock_recv_length", btf, &p.tp_sock_recv_length, &p.raw_sock_recv_length);
+        ctx.attach_as("sock_send_length", btf, &p.tp_sock_send_length, &p.raw_sock_send_length);
+    }
     ctx.attach_fallback(SYSCALL_FALLBACK, syscalls, &p.raw_sys_exit);
     for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
         let f = WorkloadFamily {
