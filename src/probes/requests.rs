@@ -113,12 +113,16 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     Ok(Box::new(Requests { hists: percpu(&sk.maps.req_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
 }
 
+/// KS_SYSCALLS of bpf/requests.bpf.c: the system call numbers its table
+/// covers (the rodata field's type checks that the two agree).
+const SYSCALLS: usize = 512;
+
 /// `ks_sys_kind` of bpf/requests.bpf.c: what each system call does on a
 /// socket, by this architecture's numbers (libc's, for the target ksense was
 /// built for), and where a receive's flags are (its 3rd or 4th argument).
-fn syscall_kinds() -> [u8; 512] {
+fn syscall_kinds() -> [u8; SYSCALLS] {
     use skel::requests::types::ks_sys as K;
-    let mut kinds = [K::SYS_OTHER.0 as u8; 512];
+    let mut kinds = [K::SYS_OTHER.0 as u8; SYSCALLS];
     let calls = [
         (libc::SYS_write, K::SYS_SEND),
         (libc::SYS_writev, K::SYS_SEND),
