@@ -2,7 +2,7 @@
 """Turns a recorded run (qos.py) into per-window rows, the Spearman table and
 the plot.
 
-  windows.csv   one row per window (= one wrk chunk): phase, client latency
+  windows.csv   one row per window (= one load-generator chunk): phase, client latency
                 percentiles, ksense friction and signals (means of the 1 s
                 model intervals inside the window), CPU utilisation and PSI.
   qos.png       client P99 and friction over time, phases shaded.
@@ -72,13 +72,14 @@ def build_rows(run):
         for k in ("softnet_dropped", "tcp_retrans"):
             if k in run.samples[b]:
                 r[k + "_per_s"] = (run.samples[b][k] - run.samples[a][k]) / dt
-        na, nb = run.samples[a].get("nginx_schedstat"), run.samples[b].get("nginx_schedstat")
+        # "nginx_schedstat" in runs recorded before --server
+        na, nb = (run.samples[k].get("server_schedstat", run.samples[k].get("nginx_schedstat")) for k in (a, b))
         if na and nb:
-            r["nginx_runq_wait"] = (nb[0] - na[0]) / 1e9 / dt  # s waited per s, all nginx processes
-            r["nginx_runq_mean_us"] = (nb[0] - na[0]) / 1e3 / max(nb[1] - na[1], 1)
+            r["server_runq_wait"] = (nb[0] - na[0]) / 1e9 / dt  # s waited per s, all the server's threads
+            r["server_runq_mean_us"] = (nb[0] - na[0]) / 1e3 / max(nb[1] - na[1], 1)
         # The request latency ksense inferred from socket calls over the
-        # window: nginx's as a server (from a request's arrival to its
-        # response) and wrk's as a client (its calls), in ms.
+        # window: the server's (from a request's arrival to its response)
+        # and the load generator's as a client (its calls), in ms.
         for key, col in (("requests_server", "ks_server_p99_ms"), ("requests_client", "ks_client_p99_ms")):
             if any(key in s["h"] for s in run.samples):
                 counts, sums = run.hist(key)
@@ -104,14 +105,14 @@ def table(rows, names, psi_keys, target="p99_ms", group="all"):
     series = [("friction (ksense)", "friction"), ("direction x friction", "signed_friction")]
     series += [(f"signal {n}", n) for n in names]
     if "ks_server_p99_ms" in post[0]:
-        series += [("requests: nginx's P99 as a server (ksense)", "ks_server_p99_ms"),
-                   ("requests: wrk's P99 as a client (ksense)", "ks_client_p99_ms")]
+        series += [("requests: the server's P99 (ksense)", "ks_server_p99_ms"),
+                   ("requests: the load generator's calls, P99 (ksense)", "ks_client_p99_ms")]
     series += [("CPU utilisation", "cpu_util")]
     for k in psi_keys:
         series += [(f"PSI {k[4:].replace('_', ' ')} avg10", k + "_avg10"), (f"PSI {k[4:].replace('_', ' ')} (window)", k)]
-    if "nginx_runq_wait" in post[0]:
-        series += [("(not ksense) nginx's own run-queue wait per s", "nginx_runq_wait"),
-                   ("(not ksense) nginx's own mean run-queue wait", "nginx_runq_mean_us")]
+    if "server_runq_wait" in post[0]:
+        series += [("(not ksense) the server's own run-queue wait per s", "server_runq_wait"),
+                   ("(not ksense) the server's own mean run-queue wait", "server_runq_mean_us")]
     out = []
     for label, key in series:
         rho, n = spearman([r[key] for r in post], p)
@@ -167,7 +168,7 @@ def plot(rows, run, path):
             a.axvspan(p["start"], end, color=PHASE_COLOURS.get(p["name"], "#eeeeee"), alpha=0.55, lw=0)
         ax.text((p["start"] + end) / 2, 0.985, p["name"], transform=ax.get_xaxis_transform(), ha="center",
                 va="top", fontsize=9, rotation=90 if end - p["start"] < 15 else 0)
-    l1, = ax.plot(mid, p99, color="black", lw=1.6, marker="o", ms=2.5, label="client P99 (wrk, ms)")
+    l1, = ax.plot(mid, p99, color="black", lw=1.6, marker="o", ms=2.5, label="client P99 (load generator, ms)")
     ax.set_yscale("log")
     ax.set_ylabel("client P99 latency (ms, log)")
     ax2 = ax.twinx()
@@ -182,7 +183,9 @@ def plot(rows, run, path):
     rc, _ = spearman([r["cpu_util"] for r in post], [r["p99_ms"] for r in post])
     rp, _ = spearman([r.get("psi_cpu_some", math.nan) for r in post], [r["p99_ms"] for r in post])
     m = run.meta
-    ax.set_title(f"ksense QoS benchmark: nginx + wrk on 127.0.0.1, {m['cpus']} CPUs, kernel {m['kernel']}, seed {m['seed']}\n"
+    client = {"redis": "redis-benchmark"}.get(m.get("server"), "wrk")
+    load = f"{m.get('server', 'nginx')} + {client} ({m.get('regime', 'fixed')})"
+    ax.set_title(f"ksense QoS benchmark: {load} on 127.0.0.1, {m['cpus']} CPUs, kernel {m['kernel']}, seed {m['seed']}\n"
                  f"Spearman vs client P99 over {n} post-warm-up {m['window']} s windows: friction {rho:.2f}, "
                  f"CPU utilisation {rc:.2f}, PSI cpu some {rp:.2f}", fontsize=10)
     ax3.plot(mid, cpu, color="#2166ac", lw=1.2, label="CPU utilisation %")

@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """Runs the ksense QoS benchmark and records everything it measures.
 
-Real nginx serves a moderate, nearly fixed HTTP load from wrk, both inside a
-network namespace the benchmark makes (its own 127.0.0.1, MTU 1500, nothing
+A real server under its own load generator, both inside a network namespace
+the benchmark makes (its own 127.0.0.1, MTU 1500, nothing
 leaves it); ksense runs beside them on the host and calibrates its baseline
 during a quiet warm-up; then interference phases run in a seeded shuffled
 order: stress-ng on the host (CPU, I/O, network, mixed), and impairments of
-the namespace's loopback (iptables random loss on nginx's replies, a tbf
-bandwidth cap). Three
+the namespace's loopback (iptables random loss on the server's replies, a tbf
+bandwidth cap). Server and load (--server, --regime):
+
+  nginx fixed    wrk, 16 connections pausing 10 ms between requests: a
+                 moderate, nearly fixed rate (~1,500 req/s, a quarter gzipped)
+  nginx closed   wrk's own closed loop, no pause: the server saturated
+  nginx bursty   the fixed regime's mean rate, 4x for a fifth of every second
+  redis closed   redis-server under redis-benchmark (GET, 16 clients, closed
+                 loop: it has no rate control)
+
+Three
 recorders run side by side, each on its own clock-stamped stream (seconds
 since ksense started, one monotonic clock):
 
-  wrk.jsonl      one line per wrk chunk (= one benchmark window): start, end,
-                 requests, errors, client latency percentiles (us).
+  wrk.jsonl      one line per load-generator chunk (wrk or redis-benchmark,
+                 = one benchmark window): start, end, requests, errors,
+                 client latency percentiles (us).
   samples.jsonl  one line per ksense model interval (1 s, phase-locked to
                  ksense's tick): friction, direction, signals, contributions,
                  the raw cumulative histograms (every kernel bucket), and
@@ -81,6 +91,12 @@ NET_PHASES = {
 }
 for _n in NET_PHASES:
     PHASES[_n] = None  # not stress-ng
+
+# The load regimes each server's own load generator can make (rate.lua for wrk).
+# redis-benchmark has no rate control: its only regime is its closed loop.
+REGIMES = {"nginx": ("fixed", "closed", "bursty"), "redis": ("closed",)}
+BURST = {"QOS_BURST_PERIOD_MS": "1000", "QOS_BURST_SHARE": "0.2", "QOS_BURST_FACTOR": "4"}
+REDIS_KEYS, REDIS_VALUE_BYTES = 10000, 256
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -362,10 +378,11 @@ def ksense_tick_phase(url, rec, timeout=15.0):
 
 
 def app_schedstat(root_pid):
-    """Summed /proc/PID/schedstat of nginx (master and workers): time spent
-    waiting on a run queue (ns) and timeslices run. ksense cannot see this per
-    application; recorded to compare the node-level run-queue features with
-    what the application itself waited."""
+    """Summed schedstat of the server's threads (nginx's master and workers,
+    redis-server's threads): time spent waiting on a run queue (ns) and
+    timeslices run. ksense cannot see this per application; recorded to
+    compare the node-level run-queue features with what the application
+    itself waited."""
     delay = slices = 0
     try:
         kids = open(f"/proc/{root_pid}/task/{root_pid}/children").read().split()
@@ -373,16 +390,21 @@ def app_schedstat(root_pid):
         return None
     for pid in [str(root_pid)] + kids:
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                _, d, n = f.read().split()
-            delay += int(d)
-            slices += int(n)
-        except (OSError, ValueError):
-            pass
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    _, d, n = f.read().split()
+                delay += int(d)
+                slices += int(n)
+            except (OSError, ValueError):
+                pass
     return [delay, slices]
 
 
-def sampler(url, rec, interval, offset, own_sids, nginx_pid):
+def sampler(url, rec, interval, offset, own_sids, server_pid):
     """One scrape per ksense interval, shortly after ksense's tick."""
     f = open(os.path.join(rec.out, "samples.jsonl"), "w")
     foreign = Foreign(own_sids)
@@ -408,7 +430,7 @@ def sampler(url, rec, interval, offset, own_sids, nginx_pid):
         s = parse_metrics(text)
         s.update(read_proc())
         s["foreign_cpu_s"], s["foreign_top"] = foreign.sample()
-        s["nginx_schedstat"] = app_schedstat(nginx_pid)
+        s["server_schedstat"] = app_schedstat(server_pid)
         s["t"] = round(t, 4)
         s["t_done"] = round(t_done, 4)
         f.write(json.dumps(s, separators=(",", ":")) + "\n")
@@ -419,7 +441,10 @@ def sampler(url, rec, interval, offset, own_sids, nginx_pid):
 def wrk_loop(args, url, rec, ns):
     """Back-to-back wrk chunks; one chunk = one benchmark window."""
     f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
-    env = dict(os.environ, QOS_DELAY_MS=str(args.delay_ms), QOS_DYN_EVERY=str(args.dyn_every))
+    delay = 0 if args.regime == "closed" else args.delay_ms
+    env = dict(os.environ, QOS_DELAY_MS=str(delay), QOS_DYN_EVERY=str(args.dyn_every))
+    if args.regime == "bursty":
+        env.update(BURST)
     argv = ns.cmd(["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.window}s", "--timeout", "10s",
                    "-s", os.path.join(HERE, "rate.lua"), url])
     while not rec.stop.is_set():
@@ -440,6 +465,76 @@ def wrk_loop(args, url, rec, ns):
         f.write(json.dumps(d, separators=(",", ":")) + "\n")
         f.flush()
     f.close()
+
+
+REDIS_PCT_RE = re.compile(r"^\s*([0-9.]+)% <= ([0-9.]+) milliseconds", re.M)
+REDIS_SUMMARY_RE = re.compile(r"throughput summary: ([0-9.]+) requests per second.*?"
+                              r"avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*([0-9.\s]+)\n", re.S)
+
+
+def parse_redis_benchmark(out):
+    """One chunk's figures from redis-benchmark's own report, in wrk.jsonl's
+    shape: its summary's mean, P50, P99 and max, and P90 and P99.9 from its
+    percentile distribution (the first bound at or above the share)."""
+    m = REDIS_SUMMARY_RE.search(out)
+    if not m:
+        return None
+    rps = float(m.group(1))
+    avg, _mn, p50, _p95, p99, mx = (float(x) for x in m.group(2).split()[:6])
+    dist = sorted((float(q), float(ms)) for q, ms in REDIS_PCT_RE.findall(out))
+
+    def at(q):
+        return next((ms for share, ms in dist if share >= q), mx)
+    return {"rps": rps, "lat_mean_us": avg * 1e3, "lat_max_us": mx * 1e3,
+            "p": {"50": p50 * 1e3, "90": at(90.0) * 1e3, "99": p99 * 1e3, "99.9": at(99.9) * 1e3}}
+
+
+def redis_loop(args, port, rec, ns):
+    """Back-to-back redis-benchmark chunks (GETs of keys set at the start).
+
+    It runs a number of requests, not a time: the first chunk measures the
+    quiet rate and every later one asks for --window seconds of it, so a
+    window stretches when interference slows the server (the analysis maps
+    windows to phases by their overlap)."""
+    f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
+    base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-r", str(REDIS_KEYS), "-d",
+            str(REDIS_VALUE_BYTES)]
+    subprocess.run(ns.cmd(base + ["-t", "set", "-n", str(4 * REDIS_KEYS), "-q"]), capture_output=True, check=True)
+    n = 20000
+    while not rec.stop.is_set():
+        start, asked = rec.now(), n
+        argv = ns.cmd(base + ["-t", "get", "-c", str(args.connections), "-n", str(asked), "--precision", "3"])
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=args.window * 10 + 30)
+        except subprocess.TimeoutExpired:
+            rec.errors.append(f"redis-benchmark chunk at {start:.1f}s timed out")
+            continue
+        end = rec.now()
+        d = parse_redis_benchmark(r.stdout)
+        if r.returncode != 0 or d is None:
+            rec.errors.append(f"redis-benchmark chunk at {start:.1f}s: no result (rc {r.returncode}): "
+                              f"{(r.stderr or r.stdout).strip()[-200:]}")
+            time.sleep(0.5)
+            continue
+        if not f.tell():  # the first chunk sizes the rest
+            n = max(1000, int(d["rps"] * args.window))
+        d.update({"duration_us": int((end - start) * 1e6), "requests": asked, "bytes": 0,
+                  "errors": 0, "timeouts": 0, "status_errors": 0, "start": round(start, 4), "end": round(end, 4)})
+        del d["rps"]
+        f.write(json.dumps(d, separators=(",", ":")) + "\n")
+        f.flush()
+    f.close()
+
+
+def wait_redis(ns, port, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = subprocess.run(ns.cmd(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"]), capture_output=True,
+                           text=True)
+        if r.stdout.strip() == "PONG":
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"redis-server did not answer on port {port} (in namespace {ns.name}) within {timeout:.0f}s")
 
 
 # ---------------------------------------------------------------- main
@@ -513,7 +608,10 @@ def main():
     ap.add_argument("--phase-seconds", type=int, default=45)
     ap.add_argument("--rounds", type=int, default=2, help="each phase runs this many times (shuffled per round)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma separated subset of " + ",".join(PHASES))
-    ap.add_argument("--window", type=int, default=5, help="wrk chunk = benchmark window, s")
+    ap.add_argument("--server", choices=sorted(REGIMES), default="nginx")
+    ap.add_argument("--regime", default="fixed", help="load regime: " + "; ".join(
+        f"{k}: {', '.join(v)}" for k, v in REGIMES.items()))
+    ap.add_argument("--window", type=int, default=5, help="load-generator chunk = benchmark window, s")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--delay-ms", type=int, default=10, help="pause per connection between requests")
@@ -532,6 +630,8 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
+    if args.regime not in REGIMES[args.server]:
+        ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
     phases = [p for p in args.phases.split(",") if p]
     for p in phases:
         if p not in PHASES:
@@ -558,7 +658,7 @@ def main():
     threads = []
     ns = Netns()
     meta = {
-        "seed": args.seed, "warmup": args.warmup, "phase_seconds": args.phase_seconds, "rounds": args.rounds,
+        "server": args.server, "regime": args.regime, "seed": args.seed, "warmup": args.warmup, "phase_seconds": args.phase_seconds, "rounds": args.rounds,
         "window": args.window, "connections": args.connections, "threads": args.threads, "delay_ms": args.delay_ms,
         "dyn_every": args.dyn_every, "order": order,
         "phase_args": {p: NET_PHASES[p]["apply"] if p in NET_PHASES else PHASES[p] for p in phases}, "netns": True,
@@ -567,11 +667,20 @@ def main():
     }
     try:
         nport, kport = free_port(), free_port()
-        conf = make_site(tmp, nport, args.nginx_workers)
-        nginx = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
-                    stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
         site = f"http://127.0.0.1:{nport}/"
-        wait_in(ns, site + "static.html", "nginx")
+        if args.server == "nginx":
+            conf = make_site(tmp, nport, args.nginx_workers)
+            server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
+                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
+            wait_in(ns, site + "static.html", "nginx")
+            load = (wrk_loop, (args, site, None, ns))
+        else:
+            server = procs.start("redis-server", ns.cmd(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(nport), "--save", "", "--appendonly", "no",
+                 "--protected-mode", "no", "--dir", tmp]), stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "redis.stderr"), "w"))
+            wait_redis(ns, nport)
+            load = (redis_loop, (args, nport, None, ns))
 
         kargs = [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}",
                  "--model.state-file", os.path.join(tmp, "baseline.json"),
@@ -588,7 +697,8 @@ def main():
         rec = Recorder(t0, args.out)
 
         # Load first, so the phase lock sees ksense publish every tick.
-        threads.append(threading.Thread(target=wrk_loop, args=(args, site, rec, ns), daemon=True))
+        fn, fargs = load
+        threads.append(threading.Thread(target=fn, args=fargs[:2] + (rec,) + fargs[3:], daemon=True))
         threads[-1].start()
         offset = ksense_tick_phase(murl, rec)
         if offset is None:
@@ -596,10 +706,10 @@ def main():
         offset = (offset + 0.05) % 1.0
         meta["scrape_offset"] = offset
         log(f"ksense ticks at +{offset - 0.05:.3f}s; scraping 50 ms after each tick")
-        threads.append(threading.Thread(target=sampler, args=(murl, rec, 1.0, offset, procs.sids, nginx.pid), daemon=True))
+        threads.append(threading.Thread(target=sampler, args=(murl, rec, 1.0, offset, procs.sids, server.pid), daemon=True))
         threads[-1].start()
 
-        # Quiet warm-up: ksense calibrates on nginx+wrk only.
+        # Quiet warm-up: ksense calibrates on the server and its load only.
         meta["phases"].append({"name": "warmup", "start": 0.0})
         log(f"warm-up: {args.warmup}s quiet calibration")
         while True:

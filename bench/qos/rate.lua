@@ -8,6 +8,13 @@
 -- itself. wrk starts the latency clock when the request is written, so the
 -- pause is never counted as latency.
 --
+-- Regimes (qos.py --regime): "fixed" as above; "closed" is QOS_DELAY_MS=0,
+-- wrk's own closed loop, which saturates the server; "bursty" keeps the same
+-- mean rate but modulates it by the wall clock, the same for every connection:
+-- for QOS_BURST_SHARE of each QOS_BURST_PERIOD_MS the pause is QOS_BURST_FACTOR
+-- times shorter, and longer in the rest of the period so that the mean stays
+-- (a load spike every period, as a cron job or a fan-out upstream makes).
+--
 -- Request mix: QOS_DYN_EVERY-th request goes to /dyn (a text file that nginx
 -- gzips on every request: a little CPU work per request), the others to
 -- /static.html (a small file from the page cache).
@@ -17,7 +24,25 @@
 
 local delay_ms = tonumber(os.getenv("QOS_DELAY_MS") or "10")
 local dyn_every = tonumber(os.getenv("QOS_DYN_EVERY") or "4")
+local burst_period = tonumber(os.getenv("QOS_BURST_PERIOD_MS") or "0")
+local burst_share = tonumber(os.getenv("QOS_BURST_SHARE") or "0.2")
+local burst_factor = tonumber(os.getenv("QOS_BURST_FACTOR") or "4")
 local counter = 0
+
+-- wrk's Lua has no wall clock finer than os.time(); LuaJIT's ffi reaches libc's.
+local now_ms
+if burst_period > 0 then
+   local ffi = require("ffi")
+   ffi.cdef [[
+      typedef struct { long tv_sec; long tv_nsec; } qos_timespec;
+      int clock_gettime(int clk, qos_timespec *ts);
+   ]]
+   local ts = ffi.new("qos_timespec")
+   now_ms = function()
+      ffi.C.clock_gettime(0, ts) -- CLOCK_REALTIME: every wrk thread and process in phase
+      return (tonumber(ts.tv_sec) % 86400) * 1000 + tonumber(ts.tv_nsec) / 1e6
+   end
+end
 
 local static_req, dyn_req
 
@@ -35,7 +60,14 @@ function request()
 end
 
 function delay()
-   return delay_ms
+   if burst_period == 0 then
+      return delay_ms
+   end
+   if now_ms() % burst_period < burst_share * burst_period then
+      return delay_ms / burst_factor
+   end
+   -- the rest of the period at the rate that keeps the mean: s*f + (1-s)*c = 1
+   return delay_ms * (1 - burst_share) / (1 - burst_share * burst_factor)
 end
 
 function done(summary, latency, requests)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # ksense QoS benchmark: does friction track the client P99 of a real service?
 #
-#   sudo bench/qos/run.sh [--quick] [--seed S] [--phase-seconds N] [--warmup N]
+#   sudo bench/qos/run.sh [--quick] [--seed S] [--server nginx|redis]
+#                         [--regime fixed|closed|bursty] [--phase-seconds N] [--warmup N]
 #                         [--rounds R] [--window N] [--features a,b,c] [--out DIR]
 #                         [--no-build] [--no-variants]
 #
-# Default: 120 s quiet warm-up, then 6 phases x 45 s x 2 rounds (~11.5 min).
-# --quick: 60 s warm-up, 6 phases x 25 s x 1 round (~3.5 min), for smoke tests.
+# Default: 120 s quiet warm-up, then 9 phases x 45 s x 2 rounds (~16 min).
+# --quick: 60 s warm-up, 9 phases x 25 s x 1 round (~5 min), for smoke tests.
 # Writes bench/qos/out/ (raw recordings, windows.csv) and bench/qos/qos.png
 # (with --out DIR: DIR/ and DIR/qos.png),
 # prints the Spearman table and the offline variants table. See README.md.
@@ -14,16 +15,17 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-quick=0; build=1; variants=1; out="$here/out"; png="$here/qos.png"; pass=()
+quick=0; build=1; server=nginx; variants=1; out="$here/out"; png="$here/qos.png"; pass=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --no-build) build=0 ;;
         --no-variants) variants=0 ;;
         --out) out=$(realpath -m "$2"); png="$out/qos.png"; pass+=(--out "$out"); shift ;;
-        --seed|--phase-seconds|--warmup|--rounds|--window|--features|--phases|--connections|--delay-ms|--ksense)
+        --server) server=$2; pass+=("$1" "$2"); shift ;;
+        --seed|--regime|--phase-seconds|--warmup|--rounds|--window|--features|--phases|--connections|--delay-ms|--ksense)
             pass+=("$1" "$2"); shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -35,7 +37,11 @@ fi
 # ---- what is needed (nothing is installed here)
 missing=(); hints=()
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (ksense loads BPF programs): sudo $0 $*" >&2; exit 2; }
-for t in nginx wrk stress-ng curl ip iptables tc; do
+case $server in
+    redis) tools="redis-server redis-benchmark redis-cli" ;;
+    *) tools="nginx wrk curl" ;;
+esac
+for t in $tools stress-ng ip iptables tc; do
     command -v "$t" >/dev/null || { missing+=("$t"); hints+=("$t"); }
 done
 # nginx lives in /usr/sbin, which a plain user's PATH may lack

@@ -140,6 +140,17 @@ def named_variants():
                CPU_IO, CPU_IO + ("tcp_retransmit_rate",), CPU_IO + ("tcp_rtt_p999",),
                CPU_IO + ("tcp_retransmit_rate", "tcp_rtt_p99"), ("tcp_retransmit_rate",), ("tcp_rtt_p999",)]:
         V += [mk(fs)]
+    # Tried across the load regimes (README, "Does friction track P99?"):
+    # without the softirq shares (the socket storm raises them most and hurts
+    # Redis least), and with the applications' own request latency.
+    NET = ("tcp_retransmit_rate", "tcp_rtt_p999")
+    for fs in [("runqueue_wakeup_p99",) + NET, ("runqueue_wakeup_p99", "softirq_block_busy") + NET,
+               ("runqueue_wakeup_p99", "softirq_net_rx_busy") + NET, DEFAULT + ("requests_server_p99",),
+               DEFAULT + ("requests_client_p99",), ("runqueue_wakeup_p99",) + NET + ("requests_client_p99",),
+               ("runqueue_wakeup_p99",) + NET + ("requests_server_p99",),
+               ("runqueue_wakeup_p99",) + NET + ("requests_server_p99", "requests_client_p99"),
+               ("requests_server_p99",), ("requests_client_p99",)]:
+        V += [mk(fs)]
     return V
 
 
