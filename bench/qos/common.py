@@ -3,6 +3,7 @@ deltas and quantiles the way ksense computes them, windows, Spearman's rho.
 numpy only."""
 
 import json
+import lzma
 import math
 import os
 
@@ -19,6 +20,17 @@ LOWER = np.array([2.0 ** ((i - 1) / 4.0) for i in range(LE_MIN, LE_MAX + 1)] + [
 from facts import MIN_RUNQUEUE_EVENTS  # noqa: E402,F401  ksense's per-interval calibration floor
 
 
+def samples_path(d):
+    """A run's samples.jsonl, or the xz-compressed copy kept in bench/qos/results/runs/."""
+    plain = os.path.join(d, "samples.jsonl")
+    return plain if os.path.exists(plain) or not os.path.exists(plain + ".xz") else plain + ".xz"
+
+
+def open_samples(d):
+    p = samples_path(d)
+    return lzma.open(p, "rt") if p.endswith(".xz") else open(p)
+
+
 class Run:
     """One recorded run (the files qos.py writes)."""
 
@@ -26,7 +38,7 @@ class Run:
         self.dir = d
         with open(os.path.join(d, "phases.json")) as f:
             self.meta = json.load(f)
-        self.samples = [json.loads(l) for l in open(os.path.join(d, "samples.jsonl")) if l.strip()]
+        self.samples = [json.loads(l) for l in open_samples(d) if l.strip()]
         self.wrk = [json.loads(l) for l in open(os.path.join(d, "wrk.jsonl")) if l.strip()]
         self.t = np.array([s["t"] for s in self.samples])
         self.ready_at = self.meta.get("baseline_ready_at", math.inf)

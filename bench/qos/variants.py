@@ -20,11 +20,14 @@ import argparse
 import itertools
 import math
 import os
+import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 
-from common import NET_PHASES, Run, diff_spearman, in_group, pearson, spearman, window_mean, windows
+from common import (NET_PHASES, Run, diff_spearman, in_group, open_samples, pearson, samples_path, spearman,
+                    window_mean, windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -60,12 +63,25 @@ class Prepared:
         self.builtin = run.series("friction")
         self.direction = run.series("direction")
 
+    def samples_file(self):
+        """A path the replay can read: a kept run's samples are xz-compressed,
+        so they are unpacked once into a temporary file."""
+        p = samples_path(self.run.dir)
+        if not p.endswith(".xz"):
+            return p
+        if not hasattr(self, "_unpacked"):
+            self._unpacked = tempfile.NamedTemporaryFile(prefix="ksense-replay-", suffix=".jsonl")
+            with open_samples(self.run.dir) as f:
+                shutil.copyfileobj(f.buffer if hasattr(f, "buffer") else f, self._unpacked)
+            self._unpacked.flush()
+        return self._unpacked.name
+
     def replay(self, v):
         """(friction, direction) per recorded sample for variant v, by ksense's model."""
         key = (v["features"], v["reg"], v["side"])
         if key not in self._f:
             warm = f"{self.warmup}s"
-            cmd = [REPLAY, os.path.join(self.run.dir, "samples.jsonl"), "--model.features", ",".join(v["features"]),
+            cmd = [REPLAY, self.samples_file(), "--model.features", ",".join(v["features"]),
                    "--model.regularisation", "ridge" if v["reg"] == "ridge" else "ledoit-wolf",
                    "--model.friction", "one-sided" if v["side"] == "one" else "two-sided",
                    "--model.interval", "1s", "--model.warmup", warm, "--model.baseline-window", warm]
