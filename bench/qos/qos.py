@@ -673,14 +673,14 @@ def main():
             server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
             wait_in(ns, site + "static.html", "nginx")
-            load = (wrk_loop, (args, site, None, ns))
+            load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         else:
             server = procs.start("redis-server", ns.cmd(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(nport), "--save", "", "--appendonly", "no",
                  "--protected-mode", "no", "--dir", tmp]), stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(tmp, "redis.stderr"), "w"))
             wait_redis(ns, nport)
-            load = (redis_loop, (args, nport, None, ns))
+            load = lambda rec: redis_loop(args, nport, rec, ns)  # noqa: E731
 
         kargs = [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}",
                  "--model.state-file", os.path.join(tmp, "baseline.json"),
@@ -697,8 +697,7 @@ def main():
         rec = Recorder(t0, args.out)
 
         # Load first, so the phase lock sees ksense publish every tick.
-        fn, fargs = load
-        threads.append(threading.Thread(target=fn, args=fargs[:2] + (rec,) + fargs[3:], daemon=True))
+        threads.append(threading.Thread(target=load, args=(rec,), daemon=True))
         threads[-1].start()
         offset = ksense_tick_phase(murl, rec)
         if offset is None:

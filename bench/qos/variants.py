@@ -18,6 +18,7 @@ Needs the example built: cargo build --release --example replay (run.sh does).
 
 import argparse
 import itertools
+import lzma
 import math
 import os
 import shutil
@@ -26,8 +27,8 @@ import tempfile
 
 import numpy as np
 
-from common import (NET_PHASES, Run, diff_spearman, in_group, open_samples, pearson, samples_path, spearman,
-                    window_mean, windows)
+from common import (NET_PHASES, Run, diff_spearman, in_group, pearson, samples_path, spearman, window_mean,
+                    windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -71,8 +72,8 @@ class Prepared:
             return p
         if not hasattr(self, "_unpacked"):
             self._unpacked = tempfile.NamedTemporaryFile(prefix="ksense-replay-", suffix=".jsonl")
-            with open_samples(self.run.dir) as f:
-                shutil.copyfileobj(f.buffer if hasattr(f, "buffer") else f, self._unpacked)
+            with lzma.open(p) as f:
+                shutil.copyfileobj(f, self._unpacked)
             self._unpacked.flush()
         return self._unpacked.name
 
