@@ -526,17 +526,6 @@ def redis_loop(args, port, rec, ns):
     f.close()
 
 
-def wait_redis(ns, port, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = subprocess.run(ns.cmd(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "ping"]), capture_output=True,
-                           text=True)
-        if r.stdout.strip() == "PONG":
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"redis-server did not answer on port {port} (in namespace {ns.name}) within {timeout:.0f}s")
-
-
 # ---------------------------------------------------------------- main
 
 def make_site(d, port, workers):
@@ -579,13 +568,15 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
-def wait_in(ns, url, what, timeout=20.0):
+def wait_in(ns, argv, what, answer="", timeout=20.0):
+    """Until argv, run in the namespace, succeeds (and prints `answer`)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if subprocess.run(ns.cmd(["curl", "-sf", "-o", "/dev/null", url]), capture_output=True).returncode == 0:
+        r = subprocess.run(ns.cmd(argv), capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip() == answer:
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} did not answer at {url} (in namespace {ns.name}) within {timeout:.0f}s")
+    raise RuntimeError(f"{what} did not answer `{' '.join(argv)}` (in namespace {ns.name}) within {timeout:.0f}s")
 
 
 def wait_http(url, what, timeout=20.0):
@@ -609,7 +600,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="each phase runs this many times (shuffled per round)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma separated subset of " + ",".join(PHASES))
     ap.add_argument("--server", choices=sorted(REGIMES), default="nginx")
-    ap.add_argument("--regime", default="fixed", help="load regime: " + "; ".join(
+    ap.add_argument("--regime", default=None, help="load regime (default: the server's first): " + "; ".join(
         f"{k}: {', '.join(v)}" for k, v in REGIMES.items()))
     ap.add_argument("--window", type=int, default=5, help="load-generator chunk = benchmark window, s")
     ap.add_argument("--connections", type=int, default=16)
@@ -630,6 +621,7 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
+    args.regime = args.regime or REGIMES[args.server][0]
     if args.regime not in REGIMES[args.server]:
         ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
     phases = [p for p in args.phases.split(",") if p]
@@ -672,14 +664,14 @@ def main():
             conf = make_site(tmp, nport, args.nginx_workers)
             server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
-            wait_in(ns, site + "static.html", "nginx")
+            wait_in(ns, ["curl", "-sf", "-o", "/dev/null", site + "static.html"], "nginx")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         else:
             server = procs.start("redis-server", ns.cmd(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(nport), "--save", "", "--appendonly", "no",
                  "--protected-mode", "no", "--dir", tmp]), stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(tmp, "redis.stderr"), "w"))
-            wait_redis(ns, nport)
+            wait_in(ns, ["redis-cli", "-h", "127.0.0.1", "-p", str(nport), "ping"], "redis-server", answer="PONG")
             load = lambda rec: redis_loop(args, nport, rec, ns)  # noqa: E731
 
         kargs = [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}",
