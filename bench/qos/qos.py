@@ -191,10 +191,13 @@ def parse_metrics(text):
             out["contrib"][lab.get("signal", "?")] = value
         elif name in COUNTERS:
             # an event count: the model reads only its rate (the count), kept
-            # as a histogram whose events sit in the first bucket
-            h = out["h"].setdefault(COUNTERS[name], {"sum": 0.0, "count": 0, "cum": [(2.0 ** (LE_MIN / 4), 0)]})
-            h["count"] += int(value)
-            h["cum"][0] = (h["cum"][0][0], h["count"])
+            # as a histogram whose events sit in the first bucket; the total,
+            # and retransmissions by kind as ksense's per-kind signals
+            keys = [COUNTERS[name]] + ([f"{COUNTERS[name]}_{lab['kind']}"] if "kind" in lab else [])
+            for key in keys:
+                h = out["h"].setdefault(key, {"sum": 0.0, "count": 0, "cum": [(2.0 ** (LE_MIN / 4), 0)]})
+                h["count"] += int(value)
+                h["cum"][0] = (h["cum"][0][0], h["count"])
         else:
             for base, src in HIST.items():
                 if not name.startswith(base):

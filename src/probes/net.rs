@@ -14,15 +14,19 @@ use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, one, Kind, Sample, Unit, Value};
 use crate::signals::Snapshot;
 
-/// The model's signals: one histogram, two counters (events, read as `rate`).
+/// The model's signals: one histogram, three counters (events, read as `rate`).
 pub const RTT_SIGNAL: &str = "tcp_rtt";
 pub const RETRANSMIT_SIGNAL: &str = "tcp_retransmit";
+/// Only the retransmissions an RTO sent: each one stalled its connection for
+/// at least the minimum RTO (200 ms), where a fast retransmit costs about one
+/// round trip; the total cannot tell a costly loss from a cheap one.
+pub const RETRANSMIT_TIMEOUT_SIGNAL: &str = "tcp_retransmit_timeout";
 pub const DROP_SIGNAL: &str = "skb_drop";
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
     programs: &[on("tcp_probe"), on("tcp_retransmit_skb"), on("kfree_skb")],
-    signals: || [RTT_SIGNAL, RETRANSMIT_SIGNAL, DROP_SIGNAL].map(String::from).to_vec(),
-    counters: &[RETRANSMIT_SIGNAL, DROP_SIGNAL],
+    signals: || [RTT_SIGNAL, RETRANSMIT_SIGNAL, RETRANSMIT_TIMEOUT_SIGNAL, DROP_SIGNAL].map(String::from).to_vec(),
+    counters: &[RETRANSMIT_SIGNAL, RETRANSMIT_TIMEOUT_SIGNAL, DROP_SIGNAL],
     attach,
     example: |h, out| {
         let names = drop_names_from(&[(2, "SKB_DROP_REASON_NOT_SPECIFIED".into())]);
@@ -34,6 +38,8 @@ pub const FAMILY: ProbeFamily = ProbeFamily {
 
 /// Retransmission kinds in `enum ks_retrans` order (a test checks it).
 pub const RETRANSMIT_KINDS: [&str; 3] = ["timeout", "fast", "probe"];
+/// The index of `timeout` in [`RETRANSMIT_KINDS`].
+const TIMEOUT: usize = skel::net::types::ks_retrans::RETRANS_TIMEOUT.0 as usize;
 
 /// `KS_DROP_SLOTS` of bpf/net.bpf.c: reason r in slot r, the last slot for
 /// the reasons past it.
@@ -171,6 +177,7 @@ fn emit(
     out.signals.extend([
         (RTT_SIGNAL.into(), rtt.clone()),
         (RETRANSMIT_SIGNAL.into(), counter_signal(retrans.iter().sum())),
+        (RETRANSMIT_TIMEOUT_SIGNAL.into(), counter_signal(retrans[TIMEOUT])),
         (DROP_SIGNAL.into(), counter_signal(total_drops)),
     ]);
     out.families.extend([
@@ -213,6 +220,15 @@ mod tests {
         for (kind, v) in [("timeout", R::RETRANS_TIMEOUT), ("fast", R::RETRANS_FAST), ("probe", R::RETRANS_PROBE)] {
             assert_eq!(RETRANSMIT_KINDS[v.0 as usize], kind);
         }
+    }
+
+    #[test]
+    fn the_timeout_signal_counts_only_rto_retransmissions() {
+        let mut out = Snapshot::default();
+        emit(&mut out, Histogram::default(), [3, 5, 7], &[], &[]);
+        let count = |n: &str| out.signals.iter().find(|(s, _)| s == n).map(|(_, h)| h.count());
+        assert_eq!(count(RETRANSMIT_SIGNAL), Some(15));
+        assert_eq!(count(RETRANSMIT_TIMEOUT_SIGNAL), Some(3));
     }
 
     #[test]
