@@ -23,7 +23,7 @@ pub const EXIT_USAGE: i32 = 2;
 
 pub fn run(cfg: Config) -> i32 {
     match cfg.command {
-        Command::Check => check(),
+        Command::Check => check(&cfg),
         Command::Recalibrate => recalibrate(&cfg),
         Command::Serve => match serve(cfg) {
             Ok(()) => 0,
@@ -35,7 +35,7 @@ pub fn run(cfg: Config) -> i32 {
     }
 }
 
-fn check() -> i32 {
+fn check(cfg: &Config) -> i32 {
     let support = kernel::probe();
     let checks = kernel::checks(&support);
     let mut failed = false;
@@ -50,6 +50,8 @@ fn check() -> i32 {
         println!("{mark}  {:<22} {}", c.name, c.detail);
         failed |= c.required && !c.ok;
     }
+    let (ok, detail) = pipeline::baseline_status(&cfg.model);
+    println!("{}  {:<22} {detail}", if ok { "ok  " } else { "warn" }, "baseline");
     println!("kernel {}", kernel_release());
     i32::from(failed)
 }

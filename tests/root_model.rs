@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::prometheus::Prometheus;
 use common::{sample, wait_for, Ksense, Load};
 
 const FAST: &[&str] = &["--model.interval", "500ms", "--model.warmup", "3s", "--model.baseline-window", "3s"];
@@ -28,7 +29,7 @@ fn root_calibrates_scores_saves_and_restarts_without_recalibrating() {
     let f = sample(&text, "ksense_friction").expect("friction once ready");
     assert!(f.is_finite() && f >= 0.0);
     let dir = sample(&text, "ksense_direction").unwrap();
-    assert!(dir == 1.0 || dir == -1.0);
+    assert!([-1.0, 0.0, 1.0].contains(&dir), "{dir}");
     let contrib: f64 = text
         .lines()
         .filter(|l| l.starts_with("ksense_friction_contribution{"))
@@ -97,4 +98,59 @@ fn root_corrupt_or_mismatched_baseline_is_set_aside() {
     assert_eq!(sample(&k.scrape(), "ksense_baseline_ready"), Some(0.0));
     let (_, log) = k.stop();
     assert!(log.contains("set aside"), "{log}");
+}
+
+/// The friction line an alert of deploy/prometheus/ksense-rules.yml fires above.
+fn friction_line(alert: &str) -> f64 {
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/ksense-rules.yml")).unwrap();
+    let at = rules.find(&format!("- alert: {alert}\n")).unwrap_or_else(|| panic!("no alert {alert}"));
+    let expr = &rules[at..];
+    let v = expr.split("ksense_friction > ").nth(1).expect("a friction line");
+    v.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Issue 22's idle VM, shortened (bench/false-alarms.py runs the hour): no
+/// load, 20 s of warm-up and a 15 s window. Each 1 s interval of an idle node
+/// holds fewer than 50 run-queue waits; the baseline still forms when the
+/// warm-up ends, on a full window. Then 90 s of the same idle node, scraped and
+/// evaluated by a real Prometheus with the shipped rules: friction stays under
+/// the warning line in all but a few seconds (so does a friction alert's
+/// condition, which must hold for minutes to fire), and direction mostly reads 0 (within the baseline's own range) instead of
+/// flipping between +1 and -1 on noise.
+#[test]
+fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
+    require_root!();
+    let k = Ksense::start(&["--model.interval", "1s", "--model.warmup", "20s", "--model.baseline-window", "15s"]);
+    let prom = Prometheus::start_config(
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}/deploy/prometheus/ksense-rules.yml']\nscrape_configs:\n  - job_name: ksense\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            env!("CARGO_MANIFEST_DIR"),
+            k.port
+        ),
+        false,
+    );
+    let text = wait_for(&k, "ksense_baseline_ready", 1.0, Duration::from_secs(30));
+    let n = sample(&text, "ksense_baseline_samples").unwrap();
+    assert!(n >= 12.0, "an idle node calibrates on (nearly) the whole 15-sample window: {n}");
+
+    std::thread::sleep(Duration::from_secs(92));
+    let value = |q: &str| -> f64 {
+        let r = prom.query(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        r.as_array().and_then(|a| a.first()).map_or(0.0, |s| s["value"][1].as_str().unwrap().parse().unwrap())
+    };
+    let scored = value("count_over_time(ksense_friction[90s])");
+    assert!(scored >= 80.0, "scored seconds: {scored}");
+    let warn = friction_line("KsenseFrictionHigh");
+    let above = value(&format!("count_over_time((ksense_friction > {warn})[90s:1s])"));
+    let zero = value("count_over_time((ksense_direction == 0)[90s:1s])");
+    // Evaluations where a friction alert's condition held (pending; firing
+    // takes minutes of it): the rules' own view of the same seconds.
+    let alerts = value(r#"sum(count_over_time(ALERTS{alertname=~"KsenseFriction.*"}[90s]))"#);
+    let (_, log) = k.stop();
+    eprintln!("idle: {above} of {scored} s above {warn}; alerts pending {alerts}; direction 0 in {zero}");
+    assert!(above <= 0.03 * scored, "friction above {warn} in {above} of {scored} s at idle");
+    assert!(alerts <= 0.03 * scored, "a friction alert pending in {alerts} evaluations at idle");
+    assert!(zero >= 0.5 * scored, "direction 0 in only {zero} of {scored} s at idle");
+    assert!(log.contains("calibrating: ") && log.contains("s of the warm-up left"), "no progress line: {log}");
 }

@@ -185,7 +185,7 @@ fn model_families(m: &ModelView) -> Vec<Family> {
             family(
                 "ksense_direction",
                 None,
-                "+1 when the node is worse than its baseline, -1 when better.",
+                "+1 when the node is worse than its baseline, -1 when better, 0 while friction is within the baseline's own normal range (at or below ksense_baseline_friction_p99, where the sign is noise).",
                 Kind::Gauge,
                 one(Value::Gauge(s.direction)),
             ),

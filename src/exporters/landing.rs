@@ -96,8 +96,10 @@ pub fn page(ex: &Exporter, fams: &[Family]) -> String {
         let dir = gauge(fams, "ksense_direction").map_or("", |d| {
             if d > 0.0 {
                 ", worse than its baseline"
+            } else if d < 0.0 {
+                ", better than its baseline"
             } else {
-                ", not worse than its baseline"
+                ", within its baseline's normal range"
             }
         });
         let _ = write!(p, "<p>Friction {f:.2}{dir}.</p>");

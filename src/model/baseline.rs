@@ -351,6 +351,16 @@ impl Calibrator {
         self.samples.len()
     }
 
+    /// The most samples it keeps (what the baseline is computed from).
+    pub(crate) fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The fewest it freezes a baseline from.
+    pub(crate) fn needed(&self) -> usize {
+        min_samples(self.d)
+    }
+
     pub(crate) fn enough(&self) -> bool {
         self.samples.len() >= min_samples(self.d)
     }

@@ -71,7 +71,9 @@ impl ModelConfig {
 pub struct Output {
     /// Mahalanobis distance from the baseline, F ≥ 0.
     pub friction: f64,
-    /// +1: worse than baseline; −1: better or equal (definition in `mahalanobis::score`).
+    /// +1: worse than baseline; −1: better or equal (definition in
+    /// `mahalanobis::score`); 0 while friction is within the baseline's own
+    /// spread (at or below `friction_reference`), where the sign is noise.
     pub direction: i8,
     /// Mean |ΔF| over the last `energy_window` intervals (fewer right after start).
     pub energy: f64,
@@ -99,13 +101,41 @@ pub struct Model {
     skipped: u64,
     baseline_changed: bool,
     freeze_failures: u64,
+    progress: Progress,
+}
+
+/// When calibration says how far it is: every tenth of the warm-up, at most
+/// every 10 s (a 10-minute warm-up logs 10 lines, a 20 s one 2).
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    every: Duration,
+    next: Duration,
+}
+
+impl Progress {
+    const MIN_EVERY: Duration = Duration::from_secs(10);
+
+    fn new(warmup: Duration) -> Progress {
+        let every = (warmup / 10).max(Self::MIN_EVERY);
+        Progress { every, next: every }
+    }
+
+    /// True when a line is due at `now` (then not again for `every`).
+    fn due(&mut self, now: Duration) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.every;
+        true
+    }
 }
 
 impl Model {
     /// Starts calibrating.
     pub fn new(cfg: ModelConfig) -> Model {
         let cal = Calibrator::new(cfg.features.len(), cfg.window);
-        Model { cfg, phase: Phase::Calibrating(cal), skipped: 0, baseline_changed: false, freeze_failures: 0 }
+        let progress = Progress::new(cfg.warmup);
+        Model { cfg, phase: Phase::Calibrating(cal), skipped: 0, baseline_changed: false, freeze_failures: 0, progress }
     }
 
     /// Starts ready to score, from a saved baseline (from [`state::load`],
@@ -121,12 +151,14 @@ impl Model {
             return Model::new(cfg);
         }
         let energy = Energy::new(b.energy_k());
+        let progress = Progress::new(cfg.warmup);
         Model {
             cfg,
             phase: Phase::Ready { baseline: Box::new(b), energy },
             skipped: 0,
             baseline_changed: false,
             freeze_failures: 0,
+            progress,
         }
     }
 
@@ -154,6 +186,26 @@ impl Model {
                 cal.push(x);
             }
             if now < self.cfg.warmup || !cal.enough() {
+                if self.progress.due(now) {
+                    let (n, window) = (cal.len(), cal.window());
+                    if now < self.cfg.warmup {
+                        let left = self.cfg.warmup - now;
+                        tracing::info!(
+                            samples = n,
+                            window,
+                            left_s = left.as_secs(),
+                            "calibrating: {n} of {window} samples, {}s of the warm-up left",
+                            left.as_secs()
+                        );
+                    } else {
+                        let needed = cal.needed();
+                        tracing::info!(
+                            samples = n,
+                            needed,
+                            "calibrating past the warm-up: {n} samples, {needed} needed to freeze the baseline"
+                        );
+                    }
+                }
                 return None;
             }
             let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0);
@@ -192,9 +244,12 @@ impl Model {
             self.baseline_changed = true;
         }
         let f0 = baseline.friction_reference();
+        // Inside the calibration's own spread the sign is noise (it flipped
+        // between +1 and -1 interval by interval on an idle node): 0 there.
+        let direction = if s.friction <= f0 { 0 } else { s.direction };
         Some(Output {
             friction: s.friction,
-            direction: s.direction,
+            direction,
             energy: e.energy,
             energy_window: e.window,
             contributions: s.contributions,

@@ -117,6 +117,22 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
     }
 }
 
+/// What `ksense check` says of the baseline: (usable, one line). A start
+/// with no usable baseline calibrates (the landing page and the log show how
+/// far it is), so neither case is a failure.
+pub fn baseline_status(cfg: &Settings) -> (bool, String) {
+    let path = cfg.state_file.display();
+    let warmup = format!("{}s", cfg.warmup.as_secs());
+    match super::load(&cfg.state_file, &cfg.features) {
+        Ok(b) => {
+            let created = std::time::UNIX_EPOCH + Duration::from_secs(b.created_unix);
+            (true, format!("{path}: {} samples, calibrated {}", b.samples(), crate::logging::rfc3339(created)))
+        }
+        Err(StateError::NotFound(_)) => (false, format!("none at {path}: the first start calibrates for {warmup}")),
+        Err(e) => (false, format!("{e}: a start sets it aside and calibrates for {warmup}")),
+    }
+}
+
 /// The model's configuration for these settings: the baseline window in
 /// intervals.
 pub fn model_config(cfg: &Settings) -> ModelConfig {
@@ -131,12 +147,13 @@ pub fn model_config(cfg: &Settings) -> ModelConfig {
 }
 
 /// One interval at a time, the same for the live loop and for a replay of
-/// recorded snapshots (examples/replay.rs): the delta from the previous
-/// snapshot, the feature vector, the model's space, the model.
+/// recorded snapshots (examples/replay.rs): the window of recent intervals
+/// the statistics are taken over, the feature vector, the model's space, the
+/// model.
 pub struct Scorer {
     pub model: Model,
     feats: Vec<Feature>,
-    prev: Option<(Snapshot, Duration)>,
+    recent: features::Recent,
 }
 
 /// What one interval gave.
@@ -145,11 +162,15 @@ pub struct Scored {
     pub output: Option<super::Output>,
     /// The feature values, in the features' units (seconds, shares, rates).
     pub x: Vec<f64>,
+    /// How many intervals the statistics were taken over (more than 1 on a
+    /// node too quiet to fill one: features::MAX_POOLED_INTERVALS).
+    pub intervals: usize,
 }
 
 impl Scorer {
     pub fn new(model: Model, feats: Vec<Feature>) -> Scorer {
-        Scorer { model, feats, prev: None }
+        let recent = features::Recent::new(&feats);
+        Scorer { model, feats, recent }
     }
 
     pub fn features(&self) -> &[Feature] {
@@ -160,17 +181,10 @@ impl Scorer {
     /// snapshot and for an interval without run-queue events, which
     /// produces no update.
     pub fn step(&mut self, snap: Snapshot, at: Duration) -> Option<Scored> {
-        let (before, before_at) = self.prev.replace((snap, at))?;
-        let now = &self.prev.as_ref().expect("just set").0;
-        let delta = features::interval_delta(now, &before);
-        if features::runqueue_events(&delta) == 0 {
-            return None;
-        }
-        // The real span, not the nominal interval: a late tick is a longer interval.
-        let secs = at.saturating_sub(before_at).as_secs_f64();
-        let (x, accept) = features::vector(&self.feats, &delta, secs);
+        let w = self.recent.push(snap, at)?;
+        let (x, accept) = features::vector(&self.feats, &w.delta, w.secs);
         let output = self.model.observe(at, &model_space(&self.feats, &x), accept);
-        Some(Scored { output, x })
+        Some(Scored { output, x, intervals: w.intervals })
     }
 }
 
@@ -500,6 +514,58 @@ mod tests {
         assert!(sc.step(snap(&mut h, 0, 10_000), at(41)).is_none(), "no waits: no update");
         let hot = sc.step(snap(&mut h, 100, 2_000_000), at(42)).unwrap().output.unwrap();
         assert!(hot.friction > 10.0 && hot.direction == 1, "100x longer waits: {} {}", hot.friction, hot.direction);
+    }
+
+    #[test]
+    fn check_says_whether_a_baseline_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings { state_file: dir.path().join("baseline.json"), ..Default::default() };
+        let (ok, line) = baseline_status(&settings);
+        assert!(!ok && line.contains("none at") && line.contains("calibrates for 600s"), "{line}");
+        std::fs::write(&settings.state_file, "{").unwrap();
+        let (ok, line) = baseline_status(&settings);
+        assert!(!ok && line.contains("corrupt") && line.contains("sets it aside"), "{line}");
+        // A saved one: its sample count and when it was made.
+        let d = settings.features.len();
+        let samples: Vec<Vec<f64>> = (0..20).map(|i| (0..d).map(|j| ((i * 7 + j * 3) % 5) as f64).collect()).collect();
+        let b = super::super::Baseline::from_samples(settings.features.clone(), &samples, Default::default(), 86_400)
+            .unwrap();
+        b.save(&settings.state_file).unwrap();
+        let (ok, line) = baseline_status(&settings);
+        assert!(ok && line.contains("20 samples, calibrated 1970-01-02T00:00:00"), "{line}");
+    }
+
+    /// Issue 22's idle VM: 20 woken-task waits a second, warm-up 20 s, baseline
+    /// window 15 s. Each interval alone has too few waits to calibrate on;
+    /// pooled with the ones before, the baseline freezes at the end of the
+    /// warm-up, on 15 samples.
+    #[test]
+    fn scorer_calibrates_on_an_idle_node() {
+        let names: Vec<String> =
+            ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block", "tcp_retransmit", "tcp_rtt"]
+                .map(String::from)
+                .to_vec();
+        let settings = Settings {
+            warmup: Duration::from_secs(20),
+            baseline_window: Duration::from_secs(15),
+            ..Default::default()
+        };
+        let feats = features::parse_all(&settings.features, &names, &["tcp_retransmit"]).unwrap();
+        let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
+        let mut h = Histogram::default();
+        let mut first_ready = None;
+        for i in 0..=25u64 {
+            let ns = [10_000, 20_000, 15_000][i as usize % 3];
+            let out = sc.step(snap(&mut h, 20, ns), Duration::from_secs(i));
+            if let Some(s) = &out {
+                assert!(s.intervals <= 3, "20 waits a second: 3 intervals hold 50, got {}", s.intervals);
+            }
+            if first_ready.is_none() && out.and_then(|s| s.output).is_some() {
+                first_ready = Some(i);
+            }
+        }
+        assert_eq!(first_ready, Some(20), "the baseline freezes when the warm-up ends");
+        assert_eq!(sc.model.baseline_samples(), 15);
     }
 
     #[test]

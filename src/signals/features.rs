@@ -119,7 +119,76 @@ impl Deltas {
 
 /// One interval: the delta of every signal present in both snapshots.
 pub fn interval_delta(now: &Snapshot, before: &Snapshot) -> Deltas {
-    Deltas(now.signals.iter().filter_map(|(n, h)| before.signal(n).map(|b| (n.clone(), h.delta(b)))).collect())
+    delta_of(&now.signals, &before.signals)
+}
+
+fn delta_of(now: &[(String, Histogram)], before: &[(String, Histogram)]) -> Deltas {
+    let find = |n: &str| before.iter().find(|(b, _)| b == n).map(|(_, h)| h);
+    Deltas(now.iter().filter_map(|(n, h)| find(n).map(|b| (n.clone(), h.delta(b)))).collect())
+}
+
+/// How many intervals back a quiet interval's statistics may reach. An idle
+/// node has ~40 run-queue waits a second, fewer than [`MIN_RUNQUEUE_EVENTS`]:
+/// its intervals are taken together with the ones before them until they hold
+/// enough, rather than discarded (a baseline then forms on any node). A node
+/// with fewer than 50 waits in 30 s (ksense's own threads wake every second)
+/// has too little to calibrate on.
+pub const MAX_POOLED_INTERVALS: usize = 30;
+
+/// The statistics an interval is scored on: over the interval itself, or
+/// over it and the ones before it when it alone holds too few events.
+pub struct Window {
+    pub delta: Deltas,
+    /// Its span (the real one: a late tick is a longer interval).
+    pub secs: f64,
+    /// How many intervals it spans (1 on a busy node).
+    pub intervals: usize,
+}
+
+/// The cumulative histograms of the last snapshots, of the signals the
+/// features and the run-queue gate read.
+pub struct Recent {
+    keep: Vec<String>,
+    snaps: std::collections::VecDeque<(std::time::Duration, Vec<(String, Histogram)>)>,
+}
+
+impl Recent {
+    pub fn new(features: &[Feature]) -> Recent {
+        let mut keep: Vec<String> = features.iter().map(|f| f.source.clone()).collect();
+        keep.push(RUNQUEUE.to_string());
+        keep.sort();
+        keep.dedup();
+        Recent { keep, snaps: Default::default() }
+    }
+
+    /// Adds the snapshot taken at `at` and returns the window ending there:
+    /// the last interval if it holds [`MIN_RUNQUEUE_EVENTS`], else the
+    /// shortest run of recent intervals that does, else the longest kept.
+    /// None for the first snapshot, and for an interval without run-queue
+    /// events of its own (no data: no update).
+    pub fn push(&mut self, snap: Snapshot, at: std::time::Duration) -> Option<Window> {
+        let signals = snap.signals.into_iter().filter(|(n, _)| self.keep.contains(n)).collect();
+        self.snaps.push_back((at, signals));
+        if self.snaps.len() > MAX_POOLED_INTERVALS + 1 {
+            self.snaps.pop_front();
+        }
+        let count = |s: &[(String, Histogram)]| s.iter().find(|(n, _)| n == RUNQUEUE).map_or(0, |(_, h)| h.count());
+        let (now_at, now) = self.snaps.back()?;
+        let total = count(now);
+        let n = self.snaps.len();
+        if n < 2 || total.saturating_sub(count(&self.snaps[n - 2].1)) == 0 {
+            return None;
+        }
+        let back = (1..n)
+            .find(|&k| total.saturating_sub(count(&self.snaps[n - 1 - k].1)) >= MIN_RUNQUEUE_EVENTS)
+            .unwrap_or(n - 1);
+        let (then_at, then) = &self.snaps[n - 1 - back];
+        Some(Window {
+            delta: delta_of(now, then),
+            secs: now_at.saturating_sub(*then_at).as_secs_f64(),
+            intervals: back,
+        })
+    }
 }
 
 /// The feature vector of an interval `secs` long, and whether it is fit for
@@ -172,6 +241,8 @@ mod tests {
         assert!(e.contains("its statistic is rate"), "{e}");
     }
 
+    use std::time::Duration;
+
     fn snap(runqueue: Histogram) -> Snapshot {
         let mut s = Snapshot::default();
         for n in names() {
@@ -206,5 +277,40 @@ mod tests {
         assert!((x[3] - 30.0).abs() < 1e-12, "{}", x[3]);
         let (_, ok) = vector(&fs, &interval_delta(&before, &before), 1.0);
         assert!(!ok, "no run-queue events: not for calibration");
+    }
+
+    /// An idle node's intervals: 20 waits of 1 ms each second. The window
+    /// reaches back to the 3 intervals that hold 50 (with 60); a busy
+    /// interval is a window of its own; an interval without waits gives none.
+    #[test]
+    fn quiet_intervals_pool_until_they_hold_enough() {
+        let b = crate::signals::buckets::kernel_bounds();
+        let fs = parse_all(&["runqueue_mean".into(), "runqueue_rate".into()], &names(), &[]).unwrap();
+        let mut recent = Recent::new(&fs);
+        let mut rq = Histogram::default();
+        let mut step = |rq: &mut Histogram, n: u64, t: u64| {
+            rq.slots[crate::signals::buckets::slot_of(b, 1_000_000)] += n;
+            rq.sum_ns += n * 1_000_000;
+            recent.push(snap(rq.clone()), Duration::from_secs(t))
+        };
+        assert!(step(&mut rq, 20, 0).is_none(), "one snapshot is no interval");
+        let w = step(&mut rq, 20, 1).expect("an interval with waits");
+        let (x, ok) = vector(&fs, &w.delta, w.secs);
+        assert_eq!((w.intervals, ok), (1, false), "20 waits, nothing before: too few to calibrate on");
+        assert!((x[1] - 20.0).abs() < 1e-12);
+        assert_eq!(step(&mut rq, 20, 2).unwrap().intervals, 2, "40 waits: still too few, all there is");
+        let w = step(&mut rq, 20, 3).expect("an interval with waits");
+        let (x, ok) = vector(&fs, &w.delta, w.secs);
+        assert_eq!((w.intervals, w.secs, ok), (3, 3.0, true), "3 intervals hold 60 waits");
+        assert!((x[0] - 1e-3).abs() < 1e-12 && (x[1] - 20.0).abs() < 1e-12, "{x:?}");
+        let w = step(&mut rq, 500, 4).unwrap();
+        assert_eq!((w.intervals, w.secs), (1, 1.0), "a busy interval stands alone");
+        assert!(step(&mut rq, 0, 5).is_none(), "no waits of its own: no update");
+        // Never further back than MAX_POOLED_INTERVALS.
+        for t in 6..100 {
+            let w = step(&mut rq, 1, t).unwrap();
+            assert!(w.intervals <= MAX_POOLED_INTERVALS, "{}", w.intervals);
+        }
+        assert_eq!(step(&mut rq, 1, 100).unwrap().intervals, MAX_POOLED_INTERVALS);
     }
 }
