@@ -278,7 +278,7 @@ def mapping(values):
                                           for i, (k, (t, c)) in enumerate(values.items())}}]
 
 
-DIRECTION = mapping({1: ("worse", "red"), -1: ("better", "green"), 0: ("same", "text")})
+DIRECTION = mapping({1: ("worse", "red"), -1: ("better", "green"), 0: ("normal", "text")})
 BASELINE = mapping({0: ("calibrating", "orange"), 1: ("frozen", "green")})
 ATTACHED = mapping({1: ("attached", "green"), 0: ("DETACHED", "red")})
 
@@ -366,7 +366,8 @@ def friction_dashboard():
                     f"(friction² ~ χ²({D}) with the {D} default features); {FRICTION_WARN} is the 99.9% line, "
                     f"{FRICTION_CRIT} the 99.9999% line."), 5, 4)
     L.add(stat("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), mappings=DIRECTION,
-               color_mode="background", desc="+1: worse than baseline, −1: better."), 4, 4)
+               color_mode="background", desc="+1: worse than baseline, −1: better, 0: within the baseline's normal range (friction at or "
+                    "below its calibration P99), where the sign would be noise."), 4, 4)
     L.add(stat("Energy", targets((f"ksense_energy{{{SEL}}}", "{{instance}}")), decimals=2,
                thresh=thresholds("green", "orange", ENERGY_WARN),
                desc="Mean |change| of friction between intervals (≈0.8 or less on a calm node)."), 4, 4)
@@ -395,7 +396,7 @@ def friction_dashboard():
              f"form; PromQL has none for odd degrees): an upper bound of the χ²({D}) tail of the {D} default "
              "features (χ²(d) tails grow with d, so the bound holds for d ≤ 6)."), 8, 8)
     L.add(state_timeline("Direction", targets((f"ksense_direction{{{SEL}}}", "{{instance}}")), DIRECTION,
-                         desc="Worse (+1) or better (−1) than baseline."), 24, 4)
+                         desc="Worse (+1) or better (−1) than baseline; 0 within its normal range."), 24, 4)
     L.add(timeseries("Signed friction (+ worse / − better)",
                      targets((f"ksense_friction{{{SEL}}} * ksense_direction{{{SEL}}}", "{{instance}}")),
                      thresh=thresholds("green", "orange", FRICTION_WARN, "red", FRICTION_CRIT),

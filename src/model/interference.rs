@@ -6,7 +6,7 @@
 //! normal intervals score 0. Above it the ratio is the share of friction²
 //! in excess of F₀², `1 − (F₀/F)²`: 0.75 at twice the normal friction, 0.89
 //! at three times, 0.99 at ten times. It keeps ranking nodes where a
-//! chi-square CDF would already read 1.0000 (at F = 6 for five features).
+//! chi-square CDF would already read 1.0000 (at F = 6 for four or five features).
 //! A monotone map of friction: it tracks P99 exactly as friction does.
 
 use super::mahalanobis::Side;

@@ -13,10 +13,12 @@ use crate::signals::{Snapshot, Source};
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
 /// wait a woken thread has before it runs, the CPU share the network receive
-/// and block completion softirqs take, TCP retransmissions per second, and
-/// the far tail of the TCP round-trip time.
-pub const DEFAULT_FEATURES: [&str; 5] =
-    ["runqueue_wakeup_p99", "softirq_net_rx_busy", "softirq_block_busy", "tcp_retransmit_rate", "tcp_rtt_p999"];
+/// softirqs take, TCP retransmissions per second, and the far tail of the TCP
+/// round-trip time. The block completion softirqs' share was one until the
+/// load regimes (bench/README, "Across load regimes"): it ranked the disk
+/// above the CPU phases for servers the disk hardly slowed.
+pub const DEFAULT_FEATURES: [&str; 4] =
+    ["runqueue_wakeup_p99", "softirq_net_rx_busy", "tcp_retransmit_rate", "tcp_rtt_p999"];
 
 /// The model's settings (`--model.*`); `Default` is what ksense ships.
 #[derive(Debug, Clone)]

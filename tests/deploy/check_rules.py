@@ -12,6 +12,7 @@
   decimal), their summaries and the README's alert table name chi2(d), the
   dashboards (generated from this file) draw the same lines.
 """
+import math
 import re
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ for rec in records:
         errors.append(f"recording rule {rec}: no promql_expr_test")
 
 # ---- one home for the friction thresholds
+def floor1(x):
+    """x rounded down to one decimal (4.30 stays 4.3: the table's values are exact to 2)."""
+    return math.floor(x * 10 + 1e-6) / 10
+
+
 rules_text = (root / "deploy/prometheus/ksense-rules.yml").read_text()
 config_rs = (root / "src/model/pipeline.rs").read_text()
 m = re.search(r"DEFAULT_FEATURES: \[&str; (\d+)\]", config_rs)
@@ -94,7 +100,7 @@ else:
     for name, want in (("KsenseFrictionHigh", warn), ("KsenseFrictionCritical", crit)):
         r = by_name.get(name)
         got = re.search(r"ksense_friction > ([\d.]+)", r["expr"]) if r else None
-        if not got or abs(float(got.group(1)) - round(want - 0.05, 1)) > 1e-9:
+        if not got or abs(float(got.group(1)) - floor1(want)) > 1e-9:
             errors.append(f"{name}: threshold should be {want} rounded down to one decimal")
         elif f"chi2({d})" not in r["annotations"]["summary"]:
             errors.append(f"{name}: summary should name chi2({d})")
@@ -104,7 +110,7 @@ else:
         if f"χ²({d})" not in line:
             errors.append(f"README's alert table: {name} should name χ²({d})")
     friction = (root / "dashboards/ksense-friction.json").read_text()
-    for v in (round(warn - 0.05, 1), round(crit - 0.05, 1)):
+    for v in (floor1(warn), floor1(crit)):
         if f'"value": {v}' not in friction:
             errors.append(f"dashboards/ksense-friction.json: no threshold line at {v}")
 
