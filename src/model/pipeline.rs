@@ -485,22 +485,27 @@ mod tests {
         s
     }
 
-    /// The live loop's and the replay's step: nothing for the first snapshot,
-    /// calibration through the warm-up, then friction that is low on the
-    /// baseline's own data and high, direction +1, when waits grow 100-fold.
-    #[test]
-    fn scorer_calibrates_then_scores() {
+    /// A scorer of the default features over the signals `snap` provides.
+    fn scorer(warmup_s: u64, window_s: u64) -> Scorer {
         let names: Vec<String> =
             ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block", "tcp_retransmit", "tcp_rtt"]
                 .map(String::from)
                 .to_vec();
         let settings = Settings {
-            warmup: Duration::from_secs(30),
-            baseline_window: Duration::from_secs(30),
+            warmup: Duration::from_secs(warmup_s),
+            baseline_window: Duration::from_secs(window_s),
             ..Default::default()
         };
         let feats = features::parse_all(&settings.features, &names, &["tcp_retransmit"]).unwrap();
-        let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
+        Scorer::new(Model::new(model_config(&settings)), feats)
+    }
+
+    /// The live loop's and the replay's step: nothing for the first snapshot,
+    /// calibration through the warm-up, then friction that is low on the
+    /// baseline's own data and high, direction +1, when waits grow 100-fold.
+    #[test]
+    fn scorer_calibrates_then_scores() {
+        let mut sc = scorer(30, 30);
         let mut h = Histogram::default();
         let at = |i: u64| Duration::from_secs(i);
         assert!(sc.step(snap(&mut h, 100, 10_000), at(0)).is_none(), "one snapshot is no interval");
@@ -543,17 +548,7 @@ mod tests {
     /// warm-up, on 15 samples.
     #[test]
     fn scorer_calibrates_on_an_idle_node() {
-        let names: Vec<String> =
-            ["runqueue", "runqueue_wakeup", "dstate", "softirq_net_rx", "softirq_block", "tcp_retransmit", "tcp_rtt"]
-                .map(String::from)
-                .to_vec();
-        let settings = Settings {
-            warmup: Duration::from_secs(20),
-            baseline_window: Duration::from_secs(15),
-            ..Default::default()
-        };
-        let feats = features::parse_all(&settings.features, &names, &["tcp_retransmit"]).unwrap();
-        let mut sc = Scorer::new(Model::new(model_config(&settings)), feats);
+        let mut sc = scorer(20, 15);
         let mut h = Histogram::default();
         let mut first_ready = None;
         for i in 0..=25u64 {
