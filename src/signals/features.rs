@@ -206,6 +206,8 @@ pub fn runqueue_events(delta: &Deltas) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The names the probes provide today (probes::signal_names() in the binary).
@@ -240,8 +242,6 @@ mod tests {
         let e = Feature::parse("tcp_retransmit_p99", &c, &["tcp_retransmit"]).unwrap_err();
         assert!(e.contains("its statistic is rate"), "{e}");
     }
-
-    use std::time::Duration;
 
     fn snap(runqueue: Histogram) -> Snapshot {
         let mut s = Snapshot::default();

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""False alarms: ksense calibrated on a calm node, then left on the same node,
+scraped and evaluated by a real Prometheus with the shipped rules
+(deploy/prometheus/ksense-rules.yml). Nothing changes on the node after the
+calibration, so every interval above the warning line is a false one.
+
+  sudo bench/false-alarms.py [--load idle|cpu] [--minutes 60] [--warmup 300]
+
+`idle`: nothing but the machine's own background. `cpu`: a steady moderate
+load through calibration and scoring alike (stress-ng, 2 workers at 40 %).
+Prints one table: intervals scored, the share above the warning and critical
+lines (read from the rules), how many evaluations had the alerts pending or
+firing, the friction quantiles, and direction's values and changes.
+Needs root (BPF) and Debian's prometheus and stress-ng.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RULES = os.path.join(ROOT, "deploy", "prometheus", "ksense-rules.yml")
+KSENSE = os.path.join(ROOT, "target", "release", "ksense")
+ALERTS = ("KsenseFrictionHigh", "KsenseFrictionCritical")
+
+
+def die(msg):
+    print(f"false-alarms: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def thresholds():
+    """The friction line each friction alert fires above, from the rules file itself."""
+    text = open(RULES).read()
+    out = {}
+    for name in ALERTS:
+        m = re.search(rf"- alert: {name}\n\s+expr: \|\n\s+ksense_friction > ([0-9.]+)", text)
+        if not m:
+            die(f"cannot find {name}'s friction line in {RULES}")
+        out[name] = float(m.group(1))
+    return out
+
+
+def get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def query(port, q):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    v = json.loads(get(url, timeout=30))
+    if v["status"] != "success":
+        die(f"query {q!r}: {v}")
+    r = v["data"]["result"]
+    return float(r[0]["value"][1]) if r else 0.0
+
+
+def gauge(text, name):
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--load", choices=("idle", "cpu"), default="idle")
+    ap.add_argument("--minutes", type=float, default=60, help="scored time after calibration")
+    ap.add_argument("--warmup", type=int, default=300, help="--model.warmup and --model.baseline-window, seconds")
+    ap.add_argument("--ksense", default=KSENSE)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        die("needs root (ksense loads BPF programs)")
+    for tool in ("prometheus",) + (("stress-ng",) if args.load == "cpu" else ()):
+        if not shutil.which(tool):
+            die(f"{tool} not found (apt-get install {tool})")
+    if not os.access(args.ksense, os.X_OK):
+        die(f"{args.ksense} not built (cargo build --release)")
+    lines = thresholds()
+
+    tmp = tempfile.mkdtemp(prefix="ksense-false-alarms-")
+    procs = []
+    try:
+        if args.load == "cpu":
+            procs.append(subprocess.Popen(["stress-ng", "--quiet", "--cpu", "2", "--cpu-load", "40"]))
+        kport, pport = free_port(), free_port()
+        log = open(os.path.join(tmp, "ksense.log"), "w")
+        procs.append(subprocess.Popen(
+            [args.ksense, "--web.listen-address", f"127.0.0.1:{kport}", "--model.state-file",
+             os.path.join(tmp, "baseline.json"), "--model.interval", "1s", "--model.warmup", f"{args.warmup}s",
+             "--model.baseline-window", f"{args.warmup}s"], stdout=log, stderr=log))
+        cfg = os.path.join(tmp, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{RULES}']\n"
+                    f"scrape_configs:\n  - job_name: ksense\n    static_configs:\n"
+                    f"      - targets: ['127.0.0.1:{kport}']\n")
+        procs.append(subprocess.Popen(
+            ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data",
+             f"--web.listen-address=127.0.0.1:{pport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        t0 = time.time()
+        while True:
+            time.sleep(2)
+            try:
+                ready = gauge(get(f"http://127.0.0.1:{kport}/metrics"), "ksense_baseline_ready")
+            except OSError:
+                ready = None
+            if ready == 1.0:
+                break
+            if time.time() - t0 > args.warmup + 120:
+                die(f"no baseline after {time.time() - t0:.0f} s (see {tmp}/ksense.log)")
+        calibrated = time.time() - t0
+        print(f"[false-alarms] baseline ready after {calibrated:.0f} s; scoring {args.minutes:g} min "
+              f"({args.load})", flush=True)
+        time.sleep(args.minutes * 60 + 5)
+        r = f"{int(args.minutes * 60)}s"
+        n = query(pport, f"count_over_time(ksense_friction[{r}])")
+        print(f"\n{args.load}: calibrated in {calibrated:.0f} s on the same node, then {args.minutes:g} min scored "
+              f"({n:.0f} intervals), rules {os.path.relpath(RULES, ROOT)}\n")
+        print("| measure | value |\n|---|---|")
+        for name, line in lines.items():
+            above = query(pport, f"count_over_time((ksense_friction > {line})[{r}:1s])")
+            cond = query(pport, f"count_over_time((ksense_friction > {line} and ksense_direction > 0)[{r}:1s])")
+            pend = query(pport, f'count_over_time(ALERTS{{alertname="{name}",alertstate="pending"}}[{r}])')
+            fire = query(pport, f'count_over_time(ALERTS{{alertname="{name}",alertstate="firing"}}[{r}])')
+            print(f"| friction > {line} ({name}'s line) | {above:.0f} of {n:.0f} seconds ({100 * above / n:.2f} %); "
+                  f"with direction +1: {cond:.0f} |")
+            print(f"| {name}: evaluations pending / firing | {pend:.0f} / {fire:.0f} |")
+        for q in (0.5, 0.99, 1.0):
+            v = query(pport, f"quantile_over_time({q}, ksense_friction[{r}])")
+            print(f"| friction {'max' if q == 1.0 else f'P{q * 100:g}'} | {v:.2f} |")
+        f0 = query(pport, "ksense_baseline_friction_p99")
+        print(f"| F₀ (calibration P99, direction 0 at or below it) | {f0:.2f} |")
+        for v, what in ((1, "+1 (worse)"), (0, "0 (within the baseline's range)"), (-1, "−1 (better)")):
+            c = query(pport, f"count_over_time((ksense_direction == {v})[{r}:1s])")
+            print(f"| direction {what} | {100 * c / n:.1f} % |")
+        ch = query(pport, f"changes(ksense_direction[{r}])")
+        print(f"| direction changes per hour | {ch * 60 / args.minutes:.0f} |")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
