@@ -188,7 +188,9 @@ fn root_check_reports_this_kernel() {
     let o = ksense(&["check"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    for line in ["btf", "tp_btf", "raw_tp", "task_storage", "bpf_stats", "probe sched_switch", "probe softirq_exit"] {
+    for line in
+        ["btf", "tp_btf", "raw_tp", "task_storage", "bpf_stats", "probe sched_switch", "probe softirq_exit", "baseline"]
+    {
         assert!(out.contains(line), "check lacks {line}: {out}");
     }
 }

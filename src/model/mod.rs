@@ -105,7 +105,8 @@ pub struct Model {
 }
 
 /// When calibration says how far it is: every tenth of the warm-up, at most
-/// every 10 s (a 10-minute warm-up logs 10 lines, a 20 s one 2).
+/// every 10 s (a line a minute through a 10-minute warm-up, every 10 s through
+/// a 20 s one).
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     every: Duration,
