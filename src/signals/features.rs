@@ -117,7 +117,9 @@ impl Deltas {
     }
 }
 
-/// One interval: the delta of every signal present in both snapshots.
+/// One interval: the delta of every signal present in both snapshots
+/// (the scorer takes its windows from [`Recent`]).
+#[cfg(test)]
 pub fn interval_delta(now: &Snapshot, before: &Snapshot) -> Deltas {
     delta_of(&now.signals, &before.signals)
 }
