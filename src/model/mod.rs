@@ -89,7 +89,7 @@ pub struct Output {
 }
 
 enum Phase {
-    Calibrating(Calibrator),
+    Calibrating { cal: Calibrator, progress: Progress },
     // Boxed: much larger than the calibrator, and created once.
     Ready { baseline: Box<Baseline>, energy: Energy },
 }
@@ -101,7 +101,6 @@ pub struct Model {
     skipped: u64,
     baseline_changed: bool,
     freeze_failures: u64,
-    progress: Progress,
 }
 
 /// When calibration says how far it is: every tenth of the warm-up, at most
@@ -134,9 +133,11 @@ impl Progress {
 impl Model {
     /// Starts calibrating.
     pub fn new(cfg: ModelConfig) -> Model {
-        let cal = Calibrator::new(cfg.features.len(), cfg.window);
-        let progress = Progress::new(cfg.warmup);
-        Model { cfg, phase: Phase::Calibrating(cal), skipped: 0, baseline_changed: false, freeze_failures: 0, progress }
+        let phase = Phase::Calibrating {
+            cal: Calibrator::new(cfg.features.len(), cfg.window),
+            progress: Progress::new(cfg.warmup),
+        };
+        Model { cfg, phase, skipped: 0, baseline_changed: false, freeze_failures: 0 }
     }
 
     /// Starts ready to score, from a saved baseline (from [`state::load`],
@@ -152,14 +153,12 @@ impl Model {
             return Model::new(cfg);
         }
         let energy = Energy::new(b.energy_k());
-        let progress = Progress::new(cfg.warmup);
         Model {
             cfg,
             phase: Phase::Ready { baseline: Box::new(b), energy },
             skipped: 0,
             baseline_changed: false,
             freeze_failures: 0,
-            progress,
         }
     }
 
@@ -182,12 +181,12 @@ impl Model {
             self.skipped += 1;
             return None;
         }
-        if let Phase::Calibrating(cal) = &mut self.phase {
+        if let Phase::Calibrating { cal, progress } = &mut self.phase {
             if accept_for_baseline {
                 cal.push(x);
             }
             if now < self.cfg.warmup || !cal.enough() {
-                if self.progress.due(now) {
+                if progress.due(now) {
                     let (n, window) = (cal.len(), cal.window());
                     if now < self.cfg.warmup {
                         let left = self.cfg.warmup - now;
@@ -263,7 +262,7 @@ impl Model {
     pub fn baseline(&self) -> Option<&Baseline> {
         match &self.phase {
             Phase::Ready { baseline, .. } => Some(baseline),
-            Phase::Calibrating(_) => None,
+            Phase::Calibrating { .. } => None,
         }
     }
 
@@ -285,7 +284,7 @@ impl Model {
     /// the baseline's sample count once ready.
     pub fn baseline_samples(&self) -> usize {
         match &self.phase {
-            Phase::Calibrating(cal) => cal.len(),
+            Phase::Calibrating { cal, .. } => cal.len(),
             Phase::Ready { baseline, .. } => baseline.samples(),
         }
     }
