@@ -408,3 +408,69 @@ fn root_raw_tp_and_tp_btf_agree() {
         }
     }
 }
+
+/// A per-CPU array read in one batch, key by key, and one key at a time:
+/// the same sums, whatever the value size (rounded up to 8 bytes per CPU by
+/// the kernel) and however far past the array's end the caller asks.
+#[test]
+fn root_percpu_array_batch_and_key_reads_agree() {
+    require_root!();
+    use ksense::probes::reader::PercpuArray;
+    use libbpf_rs::libbpf_sys as sys;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let cpus = unsafe { sys::libbpf_num_possible_cpus() } as usize;
+    for (value_size, entries) in [(8u32, 6u32), (12, 3), (24, 10)] {
+        // SAFETY: plain map creation; the fd is ours to own.
+        let fd = unsafe {
+            sys::bpf_map_create(
+                sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+                std::ptr::null(),
+                4,
+                value_size,
+                entries,
+                std::ptr::null(),
+            )
+        };
+        assert!(fd >= 0, "bpf_map_create: {}", std::io::Error::from_raw_os_error(-fd));
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let stride = (value_size as usize).next_multiple_of(8);
+        // Value of key k on CPU c: bytes (k * 31 + c * 7 + byte index) as u8.
+        for k in 0..entries {
+            let mut v = vec![0u8; stride * cpus];
+            for c in 0..cpus {
+                for b in 0..value_size as usize {
+                    v[c * stride + b] = (k as usize * 31 + c * 7 + b) as u8;
+                }
+            }
+            let rc = unsafe {
+                sys::bpf_map_update_elem(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&k as *const u32).cast(),
+                    v.as_ptr().cast(),
+                    0,
+                )
+            };
+            assert_eq!(rc, 0, "update key {k}");
+        }
+        let batched = PercpuArray::new(fd.try_clone().unwrap(), value_size as usize, entries).unwrap();
+        let by_key = PercpuArray::new(fd, value_size as usize, entries).unwrap().key_by_key();
+        let collect = |a: &PercpuArray, n: u32| {
+            // A dirty buffer: nothing of it may show.
+            let mut buf = vec![0xa5u8; 3];
+            let mut got: Vec<(u32, Vec<u8>)> = Vec::new();
+            a.read_first(n, &mut buf, |k, v| got.push((k, v.to_vec()))).unwrap();
+            got
+        };
+        let want: Vec<(u32, Vec<u8>)> = (0..entries)
+            .flat_map(|k| {
+                (0..cpus)
+                    .map(move |c| (k, (0..value_size as usize).map(|b| (k as usize * 31 + c * 7 + b) as u8).collect()))
+            })
+            .collect();
+        for n in [1, entries, entries + 5] {
+            let w: Vec<_> = want.iter().filter(|(k, _)| *k < n).cloned().collect();
+            assert_eq!(collect(&batched, n), w, "batched, value_size {value_size}, n {n}");
+            assert_eq!(collect(&by_key, n), w, "key by key, value_size {value_size}, n {n}");
+        }
+    }
+}

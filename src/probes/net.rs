@@ -139,9 +139,7 @@ impl Reader for Net {
         self.events_dropped.add_counters(dropped, buf)?;
         let rtt = self.rtt.histogram(0, buf)?;
         let mut retrans = [0; RETRANSMIT_KINDS.len()];
-        for (i, r) in retrans.iter_mut().enumerate() {
-            *r = self.retrans.counter(i as u32, buf)?;
-        }
+        self.retrans.add_counters(&mut retrans, buf)?;
         let drops = self.drops.counters(0, buf)?;
         emit(out, rtt, retrans, &drops, &self.reasons);
         Ok(())

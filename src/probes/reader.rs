@@ -7,6 +7,7 @@ use libbpf_rs::libbpf_sys as sys;
 
 use crate::signals::buckets::WORKLOAD_SLOTS;
 use crate::signals::histogram::Histogram;
+use crate::signals::ids::IdMap;
 
 /// A per-CPU array map read with one reusable buffer.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct PercpuArray {
     value_size: usize,
     entries: u32,
     cpus: usize,
+    /// The kernel answered a batch lookup with "not supported": key by key from then on.
+    no_batch: std::sync::atomic::AtomicBool,
 }
 
 impl PercpuArray {
@@ -24,11 +27,17 @@ impl PercpuArray {
         if cpus <= 0 {
             return Err(std::io::Error::from_raw_os_error(-cpus));
         }
-        Ok(PercpuArray { fd, value_size, entries, cpus: cpus as usize })
+        Ok(PercpuArray { fd, value_size, entries, cpus: cpus as usize, no_batch: Default::default() })
     }
 
     pub fn entries(&self) -> u32 {
         self.entries
+    }
+
+    /// Never tries a batch lookup: the path of kernels without one, for tests.
+    pub fn key_by_key(self) -> Self {
+        self.no_batch.store(true, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Calls `f` with each CPU's value of `key`.
@@ -49,11 +58,82 @@ impl PercpuArray {
         Ok(())
     }
 
+    /// Calls `f(key, value)` with each CPU's value of keys `0..n`: one
+    /// bpf() call (BPF_MAP_LOOKUP_BATCH, 5.6+) where a scrape made 44, one
+    /// for each key, which it still does where the kernel has no batch
+    /// lookup for arrays.
+    pub fn read_first(&self, n: u32, buf: &mut Vec<u8>, mut f: impl FnMut(u32, &[u8])) -> std::io::Result<()> {
+        let n = n.min(self.entries);
+        if n == 0 {
+            return Ok(());
+        }
+        if !self.no_batch.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.read_batch(n, buf, &mut f) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => {
+                    self.no_batch.store(true, std::sync::atomic::Ordering::Relaxed)
+                }
+                r => return r,
+            }
+        }
+        for key in 0..n {
+            self.read(key, buf, |v| f(key, v))?;
+        }
+        Ok(())
+    }
+
+    fn read_batch(&self, n: u32, buf: &mut Vec<u8>, f: &mut impl FnMut(u32, &[u8])) -> std::io::Result<()> {
+        let stride = self.value_size.next_multiple_of(8);
+        let keys_len = (n as usize * 4).next_multiple_of(8);
+        let need = keys_len + n as usize * stride * self.cpus;
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        let (keys, vals) = buf.split_at_mut(keys_len);
+        let (mut next, mut count) = (0u32, n);
+        let opts = sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<sys::bpf_map_batch_opts>() as _,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: keys and vals hold n elements each (the kernel copies
+        // bytes: no alignment needed); a null in_batch starts at key 0.
+        let rc = unsafe {
+            sys::bpf_map_lookup_batch(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                (&mut next as *mut u32).cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        // ENOENT: the array's end came first; count says how far it got.
+        if rc < 0 && -rc != libc::ENOENT {
+            return Err(std::io::Error::from_raw_os_error(-rc));
+        }
+        let elem = stride * self.cpus;
+        for (i, k) in keys.chunks_exact(4).take(count as usize).enumerate() {
+            let key = u32::from_ne_bytes(k.try_into().expect("4 bytes"));
+            for cpu in vals[i * elem..(i + 1) * elem].chunks_exact(stride) {
+                f(key, &cpu[..self.value_size]);
+            }
+        }
+        Ok(())
+    }
+
     /// Sums a `struct ks_hist` over CPUs.
     pub fn histogram(&self, key: u32, buf: &mut Vec<u8>) -> std::io::Result<Histogram> {
         let mut h = Histogram::default();
         self.read(key, buf, |v| add_ks_hist(&mut h, v))?;
         Ok(h)
+    }
+
+    /// Every key's `struct ks_hist`, summed over CPUs, in key order.
+    pub fn histograms(&self, buf: &mut Vec<u8>) -> std::io::Result<Vec<Histogram>> {
+        let mut hs = vec![Histogram::default(); self.entries as usize];
+        self.read_first(self.entries, buf, |k, v| add_ks_hist(&mut hs[k as usize], v))?;
+        Ok(hs)
     }
 
     /// Sums an array of u64 over CPUs, element by element.
@@ -70,10 +150,9 @@ impl PercpuArray {
     /// Adds key i's u64 (summed over CPUs) to `out[i]`, for every i of
     /// `out`: how each object's `ks_drops` (one per BPF object) is read.
     pub fn add_counters(&self, out: &mut [u64], buf: &mut Vec<u8>) -> std::io::Result<()> {
-        for (i, d) in out.iter_mut().enumerate() {
-            *d += self.counter(i as u32, buf)?;
-        }
-        Ok(())
+        self.read_first(out.len() as u32, buf, |k, v| {
+            out[k as usize] += u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"))
+        })
     }
 
     /// Sums a u64 over CPUs.
@@ -135,29 +214,35 @@ impl HistHash {
 
     /// Every entry, a few hundred per bpf() call (BPF_MAP_LOOKUP_BATCH,
     /// 5.6+); key by key where the kernel has no batch lookup. With 200
-    /// workloads that is one call per map instead of 400 (strace).
-    pub fn read_all(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
-        match self.read_all_batched(256 << 10) {
+    /// workloads that is one call per map instead of 400 (strace). `buf` is
+    /// the caller's, reused across maps and reads.
+    pub fn read_all(&self, buf: &mut Vec<u8>) -> std::io::Result<IdMap<Histogram>> {
+        match self.read_all_batched(256 << 10, buf) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => {
-                self.read_all_by_key()
+                self.read_all_by_key(buf)
             }
             r => r,
         }
     }
 
     /// Batches of about `max_bytes` of values (read_all: 256 KiB, so a node
-    /// with many CPUs does not allocate megabytes per scrape).
-    pub fn read_all_batched(&self, max_bytes: usize) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
+    /// with many CPUs does not allocate megabytes per scrape). `buf` holds a
+    /// batch's keys, then its values: grown, never cleared, as zeroing 256 KiB
+    /// for each of seven maps was 3 % of a scrape.
+    pub fn read_all_batched(&self, max_bytes: usize, buf: &mut Vec<u8>) -> std::io::Result<IdMap<Histogram>> {
         let stride = self.value_size.next_multiple_of(8);
         let elem = stride * self.cpus;
         let mut count_max = (max_bytes / elem).max(1);
-        let mut keys = vec![0u64; count_max];
-        let mut vals = vec![0u8; elem * count_max];
-        let mut out = std::collections::HashMap::new();
+        let mut out = IdMap::default();
         // The cursor is the kernel's (a bucket index for hash maps); 8 bytes covers it.
         let (mut cursor, mut next) = (0u64, 0u64);
         let mut first = true;
         loop {
+            let need = count_max * (8 + elem);
+            if buf.len() < need {
+                buf.resize(need, 0);
+            }
+            let (keys, vals) = buf.split_at_mut(count_max * 8);
             let mut count = count_max as u32;
             let opts = sys::bpf_map_batch_opts {
                 sz: std::mem::size_of::<sys::bpf_map_batch_opts>() as _,
@@ -165,7 +250,8 @@ impl HistHash {
                 flags: 0,
             };
             let in_batch: *mut u64 = if first { std::ptr::null_mut() } else { &mut cursor };
-            // SAFETY: keys and vals hold count_max elements each; the cursors are live u64s.
+            // SAFETY: keys and vals hold count_max elements each (the kernel
+            // copies bytes: no alignment needed); the cursors are live u64s.
             let rc = unsafe {
                 sys::bpf_map_lookup_batch(
                     self.fd.as_raw_fd(),
@@ -182,19 +268,19 @@ impl HistHash {
                 // One bucket holds more entries than a batch (nothing was
                 // copied): make room, same cursor.
                 count_max *= 2;
-                keys.resize(count_max, 0);
-                vals.resize(elem * count_max, 0);
                 continue;
             }
             if err != 0 && err != libc::ENOENT {
                 return Err(std::io::Error::from_raw_os_error(err));
             }
-            for (i, k) in keys[..count as usize].iter().enumerate() {
+            out.reserve(count as usize);
+            for (i, k) in keys.chunks_exact(8).take(count as usize).enumerate() {
+                let k = u64::from_ne_bytes(k.try_into().expect("8 bytes"));
                 let mut h = Histogram::workload();
                 for cpu in vals[i * elem..(i + 1) * elem].chunks_exact(stride) {
                     self.add(&mut h, &cpu[..self.value_size]);
                 }
-                out.insert(*k, h);
+                out.insert(k, h);
             }
             if err == libc::ENOENT {
                 return Ok(out); // the last batch
@@ -208,7 +294,7 @@ impl HistHash {
     /// deleted during the iteration are skipped; one deleted under the
     /// iterator's feet may restart it, so the keys are collected first and
     /// looked up after.
-    pub fn read_all_by_key(&self) -> std::io::Result<std::collections::HashMap<u64, Histogram>> {
+    pub fn read_all_by_key(&self, buf: &mut Vec<u8>) -> std::io::Result<IdMap<Histogram>> {
         let mut keys = Vec::new();
         let mut key = 0u64;
         let mut first = true;
@@ -233,9 +319,9 @@ impl HistHash {
         }
         keys.sort_unstable();
         keys.dedup();
-        let mut out = std::collections::HashMap::with_capacity(keys.len());
+        let mut out = IdMap::with_capacity_and_hasher(keys.len(), Default::default());
         let stride = self.value_size.next_multiple_of(8);
-        let mut buf = vec![0u8; stride * self.cpus];
+        buf.resize(stride * self.cpus, 0);
         for k in keys {
             // SAFETY: buf holds a value for each possible CPU, the key is a live u64.
             let rc = unsafe {

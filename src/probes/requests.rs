@@ -166,8 +166,8 @@ impl Reader for Requests {
         drops: &mut [u64; DROP_REASONS.len()],
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        let server = self.hists.histogram(0, buf)?;
-        let client = self.hists.histogram(1, buf)?;
+        let mut hs = self.hists.histograms(buf)?.into_iter();
+        let (server, client) = (hs.next().unwrap_or_default(), hs.next().unwrap_or_default());
         emit(out, [server, client]);
         self.drops.add_counters(drops, buf) // this object's own ks_drops
     }

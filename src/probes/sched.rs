@@ -66,10 +66,11 @@ impl Reader for Sched {
         drops: &mut [u64; DROP_REASONS.len()],
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        let wakeup = self.hists.histogram(HIST_RUNQ_WAKEUP, buf)?;
-        let mut runqueue = self.hists.histogram(HIST_RUNQ_REQUEUE, buf)?;
+        let mut hs = self.hists.histograms(buf)?;
+        let take = |hs: &mut Vec<Histogram>, i: u32| std::mem::take(&mut hs[i as usize]);
+        let (wakeup, mut runqueue, dstate) =
+            (take(&mut hs, HIST_RUNQ_WAKEUP), take(&mut hs, HIST_RUNQ_REQUEUE), take(&mut hs, HIST_DSTATE));
         runqueue.add(&wakeup);
-        let dstate = self.hists.histogram(HIST_DSTATE, buf)?;
         emit(out, runqueue, wakeup, dstate);
         // Indexed like DROP_REASONS, which a test checks against `enum ks_drop`.
         self.drops.add_counters(drops, buf)?;

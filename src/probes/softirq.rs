@@ -52,7 +52,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
 impl Reader for Softirq {
     /// softirq.bpf.c records no drops.
     fn read(&self, out: &mut Snapshot, _: &mut [u64; DROP_REASONS.len()], buf: &mut Vec<u8>) -> std::io::Result<()> {
-        let hists = (0..self.hists.entries()).map(|v| self.hists.histogram(v, buf)).collect::<Result<_, _>>()?;
+        let hists = self.hists.histograms(buf)?;
         emit(out, hists);
         Ok(())
     }

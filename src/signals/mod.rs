@@ -5,6 +5,7 @@
 pub mod buckets;
 pub mod features;
 pub mod histogram;
+pub mod ids;
 pub mod metric;
 
 use std::time::SystemTime;

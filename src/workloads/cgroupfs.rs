@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::signals::ids::IdMap;
+
 /// The v2 mount: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified`
 /// on a hybrid one, else the first cgroup2 mount in /proc/self/mountinfo.
 pub fn find_v2_root() -> Option<PathBuf> {
@@ -54,8 +56,8 @@ fn unescape(s: &str) -> String {
 /// Every cgroup below `root`: id -> path relative to the root (`/` for the
 /// root itself, `/a/b` below it). Directories that disappear mid-walk, or
 /// cannot be read, are left out.
-pub fn walk(root: &Path) -> HashMap<u64, String> {
-    let mut out = HashMap::new();
+pub fn walk(root: &Path) -> IdMap<String> {
+    let mut out = IdMap::default();
     let Ok(meta) = std::fs::metadata(root) else { return out };
     out.insert(meta.ino(), "/".to_string());
     let mut stack = vec![(root.to_path_buf(), String::new())];

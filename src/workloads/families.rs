@@ -92,7 +92,7 @@ mod tests {
         };
         let view = View {
             series: vec![series("/a", 0, 5), series("/b", 3, 0)],
-            other: Record(vec![count(1)]), // shorter than the maps: the rest are empty
+            other: Record(vec![count(1)]).into(), // shorter than the maps: the rest are empty
             tracked: 3,
             exported: 2,
             folded: 1,
@@ -136,7 +136,7 @@ mod tests {
                 labels: Labels::default(),
                 hists: Record(vec![count(1), count(4), count(0)]).into(),
             }],
-            other: Record(vec![count(1), count(0), count(2)]),
+            other: Record(vec![count(1), count(0), count(2)]).into(),
             tracked: 1,
             exported: 1,
             folded: 0,

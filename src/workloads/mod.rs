@@ -9,12 +9,12 @@ mod families;
 pub mod labels;
 pub mod tracker;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::probes::WorkloadMaps;
+use crate::signals::ids::IdMap;
 use crate::signals::metric::{Collector, Family};
 use labels::{KubeletLogs, Labels};
 use tracker::{Filter, Lookup, Resolver, Tracker};
@@ -61,7 +61,7 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct Cgroups {
     root: Option<PathBuf>,
-    paths: HashMap<u64, String>,
+    paths: IdMap<String>,
     walked_at: Option<Instant>,
     kubelet: KubeletLogs,
     kubelet_at: Option<Instant>,
@@ -71,7 +71,7 @@ impl Cgroups {
     pub fn new(root: Option<PathBuf>, kubelet_log_dir: &std::path::Path) -> Cgroups {
         Cgroups {
             root,
-            paths: HashMap::new(),
+            paths: IdMap::default(),
             walked_at: None,
             kubelet: KubeletLogs::new(kubelet_log_dir),
             kubelet_at: None,
@@ -119,7 +119,8 @@ impl Resolver for Cgroups {
 #[derive(Debug)]
 pub struct Workloads {
     maps: WorkloadMaps,
-    state: Mutex<(Tracker, Cgroups)>,
+    /// The tracker, the cgroup tree, and the buffer the maps are read into.
+    state: Mutex<(Tracker, Cgroups, Vec<u8>)>,
     cpu: Option<Mutex<cgroupfs::CpuStats>>,
 }
 
@@ -135,7 +136,11 @@ impl Workloads {
         }
         Ok(Workloads {
             maps,
-            state: Mutex::new((Tracker::new(cfg.max, filter), Cgroups::new(root.clone(), &cfg.kubelet_log_dir))),
+            state: Mutex::new((
+                Tracker::new(cfg.max, filter),
+                Cgroups::new(root.clone(), &cfg.kubelet_log_dir),
+                Vec::new(),
+            )),
             cpu: root.map(|r| Mutex::new(cgroupfs::CpuStats::new(r))),
         })
     }
@@ -157,9 +162,9 @@ impl Workloads {
     /// that are gone. Safe to call from several threads: one at a time.
     pub fn refresh(&self) -> std::io::Result<View> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (tracker, cgroups) = &mut *guard;
+        let (tracker, cgroups, buf) = &mut *guard;
         // Read under the lock: two interleaved refreshes would count a deleted entry twice.
-        let reads = self.maps.maps.iter().map(|m| m.map.read_all()).collect::<Result<Vec<_>, _>>()?;
+        let reads = self.maps.maps.iter().map(|m| m.map.read_all(buf)).collect::<Result<Vec<_>, _>>()?;
         for id in tracker.update(Instant::now(), reads, cgroups) {
             for m in &self.maps.maps {
                 m.map.delete(id)?;
