@@ -489,16 +489,16 @@ impl Config {
                 telemetry.err(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself"))
             );
         }
-        let classic = Classic {
-            node: classic_indices("classic buckets", buckets.value.as_deref(), buckets::default_classic_indices)
+        let classic = Classic::new(
+            classic_indices("classic buckets", buckets.value.as_deref(), buckets::default_classic_indices)
                 .map_err(|e| buckets.err(&e))?,
-            workload: classic_indices(
+            classic_indices(
                 "per-workload classic buckets",
                 wl_buckets.value.as_deref(),
                 buckets::default_workload_classic_indices,
             )
             .map_err(|e| wl_buckets.err(&e))?,
-        };
+        );
         let mut bpf_disable = Vec::new();
         for name in disable.value.clone().unwrap_or_default() {
             match crate::probes::program_names().find(|t| *t == name.trim()) {
@@ -706,6 +706,7 @@ fn bpf_programs() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::metric::BucketSet;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ksense").chain(args.iter().copied())).unwrap()
@@ -811,7 +812,7 @@ mod tests {
         let c = Config::load(cli(&[])).unwrap();
         assert_eq!(c.listen, "0.0.0.0:9827".parse().unwrap());
         assert_eq!(c.telemetry_path, "/metrics");
-        assert_eq!((c.classic.node.len(), c.classic.workload.len()), (13, 5));
+        assert_eq!((c.classic.of(BucketSet::Node).len(), c.classic.of(BucketSet::Workload).len()), (13, 5));
         assert_eq!(c.model.warmup, Duration::from_secs(600));
         assert_eq!(c.command, Command::Serve);
     }
@@ -934,10 +935,10 @@ mod tests {
     #[test]
     fn classic_buckets_round_up_to_kernel_bounds() {
         let c = Config::load(cli(&["--web.classic-buckets", "0.001,1,0.001"])).unwrap();
-        assert_eq!(c.classic.node, vec![-39, 0]);
-        assert_eq!(c.classic.workload, buckets::default_workload_classic_indices());
+        assert_eq!(c.classic.of(BucketSet::Node), [-39, 0]);
+        assert_eq!(c.classic.of(BucketSet::Workload), buckets::default_workload_classic_indices());
         let c = Config::load(cli(&["--workloads.classic-buckets", "0.01"])).unwrap();
-        assert_eq!((c.classic.node.len(), c.classic.workload.clone()), (13, vec![-26]));
+        assert_eq!((c.classic.of(BucketSet::Node).len(), c.classic.of(BucketSet::Workload)), (13, &[-26][..]));
         for (flag, what) in [("--web.classic-buckets", "classic"), ("--workloads.classic-buckets", "per-workload")] {
             let e = Config::load(cli(&[flag, "0,-1"])).unwrap_err().to_string();
             assert!(e.starts_with(what) && e.contains("positive"), "{e}");

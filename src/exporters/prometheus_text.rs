@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::signals::metric::{Classic, Family, Kind, Value};
+use crate::signals::buckets;
+use crate::signals::metric::{BucketSet, Classic, Family, Kind, Value};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -129,7 +130,17 @@ fn labels(out: &mut String, ls: &[(&str, std::borrow::Cow<'_, str>)]) {
 
 /// Encodes the families; classic buckets at the native indices of each family's set.
 pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
-    let mut le_cache: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    // Each set's `le` strings once per scrape, +Inf last.
+    let les = |set| -> Vec<String> {
+        classic
+            .of(set)
+            .iter()
+            .map(|&i| go_float(buckets::upper_bound_seconds(i)))
+            .chain([go_float(f64::INFINITY)])
+            .collect()
+    };
+    let (node_les, workload_les) = (les(BucketSet::Node), les(BucketSet::Workload));
+    let mut counts = Vec::new();
     for f in families {
         if f.samples.is_empty() {
             continue;
@@ -159,7 +170,12 @@ pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
                     pairs.clear();
                     label_pairs(&mut pairs, &s.labels);
                     let mut cum = 0u64;
-                    for (le, c) in h.classic(classic.of(f.buckets)) {
+                    classic.counts(f.buckets, h, &mut counts);
+                    let les = match f.buckets {
+                        BucketSet::Node => &node_les,
+                        BucketSet::Workload => &workload_les,
+                    };
+                    for (le, c) in les.iter().zip(&counts) {
                         cum += c;
                         out.push_str(&name);
                         out.push_str("_bucket{");
@@ -168,7 +184,7 @@ pub fn encode(families: &[Family], classic: &Classic, out: &mut String) {
                             out.push(',');
                         }
                         out.push_str("le=\"");
-                        out.push_str(le_cache.entry(le.to_bits()).or_insert_with(|| go_float(le)));
+                        out.push_str(le);
                         out.push_str("\"} ");
                         push_u64(out, cum);
                         out.push('\n');

@@ -51,25 +51,53 @@ pub enum BucketSet {
     Workload,
 }
 
-/// The classic `le` bounds of each set, as native bucket indices.
+/// The classic `le` bounds of each set, as native bucket indices, and the
+/// slot-to-bucket table of each set's histogram layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classic {
-    pub node: Vec<i32>,
-    pub workload: Vec<i32>,
+    node: Vec<i32>,
+    workload: Vec<i32>,
+    node_table: Vec<u16>,
+    workload_table: Vec<u16>,
 }
 
 impl Classic {
+    pub fn new(node: Vec<i32>, workload: Vec<i32>) -> Classic {
+        Classic {
+            node_table: Histogram::classic_table(buckets::SCHEMA, buckets::SLOTS, &node),
+            workload_table: Histogram::classic_table(buckets::WORKLOAD_SCHEMA, buckets::WORKLOAD_SLOTS, &workload),
+            node,
+            workload,
+        }
+    }
+
     pub fn of(&self, set: BucketSet) -> &[i32] {
         match set {
             BucketSet::Node => &self.node,
             BucketSet::Workload => &self.workload,
         }
     }
+
+    /// `h`'s per-bucket counts in `set` into `out` (+Inf last), as
+    /// [`Histogram::classic`] counts them.
+    pub fn counts(&self, set: BucketSet, h: &Histogram, out: &mut Vec<u64>) {
+        let (les, table, schema) = match set {
+            BucketSet::Node => (&self.node, &self.node_table, buckets::SCHEMA),
+            BucketSet::Workload => (&self.workload, &self.workload_table, buckets::WORKLOAD_SCHEMA),
+        };
+        if h.schema == schema && h.slots.len() == table.len() {
+            h.classic_counts(table, les.len() + 1, out);
+        } else {
+            // Not the set's layout: no source makes one, but never miscount it.
+            out.clear();
+            out.extend(h.classic(les).into_iter().map(|(_, c)| c));
+        }
+    }
 }
 
 impl Default for Classic {
     fn default() -> Classic {
-        Classic { node: buckets::default_classic_indices(), workload: buckets::default_workload_classic_indices() }
+        Classic::new(buckets::default_classic_indices(), buckets::default_workload_classic_indices())
     }
 }
 
@@ -124,4 +152,35 @@ pub fn family(name: &'static str, unit: Option<Unit>, help: &'static str, kind: 
 pub trait Collector: Send + Sync + 'static {
     /// Appends this collector's families as of now.
     fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A histogram with a different count in every slot, in either layout.
+    fn filled(mut h: Histogram) -> Histogram {
+        for (i, s) in h.slots.iter_mut().enumerate() {
+            *s = (i as u64 * 7919) % 101 + 1;
+        }
+        h
+    }
+
+    #[test]
+    fn counts_match_classic_in_and_out_of_the_sets_layout() {
+        let c = Classic::new(vec![-39, -20, 0, 8], vec![-26, -12, 0]);
+        let mut out = Vec::new();
+        for (set, h) in [
+            (BucketSet::Node, filled(Histogram::default())),
+            (BucketSet::Workload, filled(Histogram::workload())),
+            // Not the set's layout: the slow path, same answer.
+            (BucketSet::Workload, filled(Histogram::default())),
+            (BucketSet::Node, filled(Histogram::workload())),
+        ] {
+            c.counts(set, &h, &mut out);
+            let want: Vec<u64> = h.classic(c.of(set)).into_iter().map(|(_, n)| n).collect();
+            assert_eq!(out, want, "{set:?}, {} slots", h.slots.len());
+            assert_eq!(out.iter().sum::<u64>(), h.count());
+        }
+    }
 }
