@@ -176,7 +176,8 @@ impl crate::model::victims::Feed for VictimFeed {
                 return None;
             }
         };
-        let pick = |s: &crate::workloads::Series, i: usize| s.hists.0.get(i).cloned();
+        // Map i's histogram, empty without events; None: no such map.
+        let pick = |s: &crate::workloads::Series, i: usize| (i < s.hists.0.len()).then(|| s.hists.hist(i).into_owned());
         let paths: Vec<&str> = view.series.iter().map(|s| s.workload.as_str()).collect();
         let cpu = self.workloads.cpu_seconds(&paths);
         Some(

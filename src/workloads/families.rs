@@ -16,8 +16,7 @@ use crate::signals::metric::{family, BucketSet, Family, Kind, Sample, Value};
 /// Maps that share a family name (told apart by their label) are one family,
 /// in the order the family first appears.
 pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
-    let empty = Histogram::workload();
-    let pick = |r: &Record, i: usize| -> Histogram { r.0.get(i).unwrap_or(&empty).clone() };
+    let pick = |r: &Record, i: usize| -> Histogram { r.hist(i).into_owned() };
     let mut out: Vec<Family> = Vec::new();
     let mut push = |name, unit, help, kind, samples: Vec<Sample>| match out.iter_mut().find(|f| f.name == name) {
         Some(f) => f.samples.extend(samples),
@@ -33,7 +32,7 @@ pub fn families(w: &View, maps: &[WorkloadFamily]) -> Vec<Family> {
         let mut hists: Vec<(Cow<'static, str>, &Labels, Histogram)> = w
             .series
             .iter()
-            .filter(|s| i == 0 || s.hists.0.get(i).is_some_and(|h| h.count() > 0))
+            .filter(|s| i == 0 || s.hists.has_events(i))
             .map(|s| (Cow::Owned(s.workload.clone()), &s.labels, pick(&s.hists, i)))
             .collect();
         let none = Labels::default();
@@ -88,11 +87,11 @@ mod tests {
         let series = |w: &str, rq: u64, n: u64| Series {
             workload: w.into(),
             labels: Labels::default(),
-            hists: Record(vec![count(rq), count(n)]).into(),
+            hists: Record(vec![Some(count(rq)), Some(count(n))]).into(),
         };
         let view = View {
             series: vec![series("/a", 0, 5), series("/b", 3, 0)],
-            other: Record(vec![count(1)]).into(), // shorter than the maps: the rest are empty
+            other: Record(vec![Some(count(1))]).into(), // shorter than the maps: the rest are empty
             tracked: 3,
             exported: 2,
             folded: 1,
@@ -134,9 +133,9 @@ mod tests {
             series: vec![Series {
                 workload: "/a".into(),
                 labels: Labels::default(),
-                hists: Record(vec![count(1), count(4), count(0)]).into(),
+                hists: Record(vec![Some(count(1)), Some(count(4)), Some(count(0))]).into(),
             }],
-            other: Record(vec![count(1), count(0), count(2)]).into(),
+            other: Record(vec![Some(count(1)), Some(count(0)), Some(count(2))]).into(),
             tracked: 1,
             exported: 1,
             folded: 0,
