@@ -83,7 +83,7 @@ fn push_ns_as_seconds(out: &mut String, ns: u64) {
         return;
     }
     let mut width = 9;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         width -= 1;
     }
