@@ -554,12 +554,17 @@ def make_site(d, port, workers):
 class Netns:
     """The benchmark's network namespace; commands run in it by `ip netns exec`."""
 
-    def __init__(self):
+    def __init__(self, metrics_save=True):
         self.name = f"ksense-qos-{os.getpid()}"
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         # MTU 1500 as on a pod's veth (and tbf's bucket then holds a segment)
         self.run(["ip", "link", "set", "lo", "up", "mtu", "1500"])
+        # The kernel keeps a closed connection's ssthresh and RTT per peer and
+        # seeds new ones with them; wrk reconnects every window, so a loss
+        # phase's ssthresh reaches the windows after it unless this is off.
+        if not metrics_save:
+            self.run(["sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1"])
 
     def cmd(self, argv):
         return ["ip", "netns", "exec", self.name] + list(argv)
@@ -608,6 +613,9 @@ def main():
     ap.add_argument("--window", type=int, default=5, help="load-generator chunk = benchmark window, s")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-metrics-save", action="store_true",
+                    help="net.ipv4.tcp_no_metrics_save=1 in the namespace: new connections do not inherit "
+                         "an earlier phase's ssthresh and RTT")
     ap.add_argument("--delay-ms", type=int, default=10, help="pause per connection between requests")
     ap.add_argument("--dyn-every", type=int, default=4, help="every Nth request is the gzip one (0: none)")
     ap.add_argument("--nginx-workers", default="2")
@@ -651,10 +659,10 @@ def main():
     procs = Procs()
     rec = None
     threads = []
-    ns = Netns()
+    ns = Netns(metrics_save=not args.no_metrics_save)
     meta = {
         "server": args.server, "regime": args.regime, "seed": args.seed, "warmup": args.warmup, "phase_seconds": args.phase_seconds, "rounds": args.rounds,
-        "window": args.window, "connections": args.connections, "threads": args.threads, "delay_ms": args.delay_ms,
+        "window": args.window, "metrics_save": not args.no_metrics_save, "connections": args.connections, "threads": args.threads, "delay_ms": args.delay_ms,
         "dyn_every": args.dyn_every, "order": order,
         "phase_args": {p: NET_PHASES[p]["apply"] if p in NET_PHASES else PHASES[p] for p in phases}, "netns": True,
         "kernel": os.uname().release, "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),

@@ -4,7 +4,7 @@
 #   sudo bench/qos/run.sh [--quick] [--seed S] [--server nginx|redis]
 #                         [--regime fixed|closed|bursty] [--phase-seconds N] [--warmup N]
 #                         [--rounds R] [--window N] [--features a,b,c] [--out DIR]
-#                         [--no-build] [--no-variants]
+#                         [--no-build] [--no-variants] [--no-metrics-save]
 #
 # Default: 120 s quiet warm-up, then 9 phases x 45 s x 2 rounds (~16 min).
 # --quick: 60 s warm-up, 9 phases x 25 s x 1 round (~5 min), for smoke tests.
@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --no-build) build=0 ;;
         --no-variants) variants=0 ;;
+        --no-metrics-save) pass+=("$1") ;;
         --out) out=$(realpath -m "$2"); png="$out/qos.png"; pass+=(--out "$out"); shift ;;
         --server) server=$2; pass+=("$1" "$2"); shift ;;
         --seed|--regime|--phase-seconds|--warmup|--rounds|--window|--features|--phases|--connections|--delay-ms|--ksense)
