@@ -3,7 +3,7 @@
 
     sudo bench/ab-scrape.py BUILD_A BUILD_B [--pairs 3] [--workloads 200]
 
-200 cgroups (v2) each with a process that sleeps 10 ms in a loop, so that
+N cgroups (v2, --workloads, 200 by default) each with a process that sleeps 10 ms in a loop, so that
 every workload waits in the run queue; then each build in turn (A B, B A,
 A B, ...) with attribution on, one at a time: 1500 scrapes back to back on a
 kept-alive connection (the process's CPU time over them, per scrape, and

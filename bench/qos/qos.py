@@ -561,8 +561,9 @@ class Netns:
         # MTU 1500 as on a pod's veth (and tbf's bucket then holds a segment)
         self.run(["ip", "link", "set", "lo", "up", "mtu", "1500"])
         # The kernel keeps a closed connection's ssthresh and RTT per peer and
-        # seeds new ones with them; wrk reconnects every window, so a loss
-        # phase's ssthresh reaches the windows after it unless this is off.
+        # seeds new ones with them, and wrk reconnects every window: off, no
+        # phase can reach the windows after it that way (tested: with it on,
+        # none did measurably; bench/README, "The quiet windows after loss").
         if not metrics_save:
             self.run(["sysctl", "-q", "-w", "net.ipv4.tcp_no_metrics_save=1"])
 
