@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from common import GROUPS, NET_PHASES, Run, diff_spearman, in_group, spearman, stat, window_mean, windows
+from common import GROUPS, NET_PHASES, PURE_SHARE, Run, diff_spearman, in_group, spearman, stat, window_mean, windows
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +39,7 @@ def build_rows(run):
     psi_keys = [k for k in ("psi_cpu_some", "psi_io_some", "psi_io_full", "psi_memory_some")
                 if f"{k}_total" in run.samples[0]]
     rows = []
-    for w in windows(run):
+    for w in windows(run, keep_mixed=True):  # in the CSV, marked; out of every rho
         ks = w["ks"]
         if len(ks) == 0:
             continue
@@ -47,7 +47,7 @@ def build_rows(run):
         dt = t[b] - t[a]
         r = {
             "window": w["i"], "start_s": round(w["start"], 2), "end_s": round(w["end"], 2), "phase": w["phase"],
-            "post_warmup": int(w["start"] >= run.ready_at),
+            "post_warmup": int(w["start"] >= run.ready_at), "mixed": int(w["mixed"]),
             "requests": w["wrk"]["requests"], "rps": round(w["wrk"]["requests"] / (w["wrk"]["duration_us"] / 1e6), 1),
             "errors": w["wrk"]["errors"],
             "p50_ms": w["wrk"]["p"]["50"] / 1e3, "p90_ms": w["wrk"]["p"]["90"] / 1e3,
@@ -100,7 +100,7 @@ def write_csv(rows, path):
 
 
 def table(rows, names, psi_keys, target="p99_ms", group="all"):
-    post = [r for r in rows if r["post_warmup"] and in_group(r["phase"], group)]
+    post = [r for r in rows if r["post_warmup"] and not r["mixed"] and in_group(r["phase"], group)]
     p = [r[target] for r in post]
     series = [("friction (ksense)", "friction"), ("direction x friction", "signed_friction")]
     series += [(f"signal {n}", n) for n in names]
@@ -122,7 +122,7 @@ def table(rows, names, psi_keys, target="p99_ms", group="all"):
 
 
 def phase_summary(rows):
-    post = [r for r in rows if r["post_warmup"] or r["phase"] == "warmup"]
+    post = [r for r in rows if (r["post_warmup"] or r["phase"] == "warmup") and not r["mixed"]]
     by = {}
     for r in post:
         by.setdefault(r["phase"], []).append(r)
@@ -231,7 +231,8 @@ def main():
         print(f"WARNING: the machine was not idle during {dirty} windows: rerun when it is (numbers below include them)")
     if not psi_keys:
         print("PSI: /proc/pressure not available on this kernel: N/A")
-    print(f"windows: {len(rows)} -> {csv_path}")
+    print(f"windows: {len(rows)} -> {csv_path}; {sum(r['mixed'] for r in rows)} straddle a phase change "
+          f"(less than {PURE_SHARE:.0%} in one phase) and are left out of the figures below")
     print()
     groups = ["all"] + (list(GROUPS) if any(r["phase"] in NET_PHASES for r in rows) else [])
     for group in groups:

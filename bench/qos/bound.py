@@ -41,7 +41,9 @@ def load(arg):
     base = os.path.basename(path)
     name = os.path.basename(os.path.dirname(os.path.abspath(path))) if base == "windows.csv" else \
         base.replace("-windows.csv", "")
-    rows = [r for r in csv.DictReader(open(path)) if r["post_warmup"] == "1" and r["friction"] != "nan"]
+    # CSVs written before the `mixed` column have every window in.
+    rows = [r for r in csv.DictReader(open(path))
+            if r["post_warmup"] == "1" and r["friction"] != "nan" and r.get("mixed", "0") == "0"]
     return name, rows
 
 

@@ -79,13 +79,13 @@ class Run:
         return np.array([s["signals"].get(name, np.nan) for s in self.samples], dtype=float)
 
     def phase_at(self, t0, t1):
-        """The phase overlapping [t0, t1] the most."""
+        """The phase overlapping [t0, t1] the most, and the share of [t0, t1] it covers."""
         best, name = 0.0, "warmup"
         for p in self.phases:
             ov = min(t1, p.get("end", math.inf)) - max(t0, p["start"])
             if ov > best:
                 best, name = ov, p["name"]
-        return name
+        return name, (best / (t1 - t0) if t1 > t0 else 1.0)
 
 
 def stat(counts, sums, stat_name):
@@ -134,16 +134,30 @@ def runqueue_events(run, span=1):
     return dc.sum(axis=1)
 
 
-def windows(run):
+# A window is judged only when one phase covers this share of it. Phases
+# start on their own clock, not the load generator's, so about one window per
+# phase change straddles two: its P99, a tail, is the worse phase's, while
+# any score averaged over the window is diluted, and neither phase is its own.
+# Such a window is marked `mixed` and left out of every rho (friction's, CPU
+# utilisation's and PSI's alike); --keep-mixed puts it back.
+PURE_SHARE = 0.9
+
+
+def windows(run, keep_mixed=False):
     """The benchmark windows: one per wrk chunk, with the scrape intervals
-    (indices k, covering (t[k-1], t[k]]) whose midpoint falls inside it."""
+    (indices k, covering (t[k-1], t[k]]) whose midpoint falls inside it;
+    without keep_mixed, the windows that straddle a phase change are left out."""
     t = run.t
     mid = np.concatenate([[np.nan], (t[1:] + t[:-1]) / 2])
     out = []
     for i, w in enumerate(run.wrk):
         ks = np.where((mid >= w["start"]) & (mid <= w["end"]))[0]
+        phase, share = run.phase_at(w["start"], w["end"])
+        mixed = share < PURE_SHARE
+        if mixed and not keep_mixed:
+            continue
         out.append({"i": i, "start": w["start"], "end": w["end"], "ks": ks, "wrk": w,
-                    "phase": run.phase_at(w["start"], w["end"])})
+                    "phase": phase, "mixed": mixed})
     return out
 
 

@@ -51,11 +51,12 @@ class Prepared:
     """Per-run data shared by every variant: windows, client P99, ksense's
     own friction, and each variant's replay (cached)."""
 
-    def __init__(self, d):
+    def __init__(self, d, keep_mixed=False):
         self.run = run = Run(d)
         self.name = os.path.basename(os.path.normpath(d))
         self.warmup = run.meta["warmup"]
-        self.wins = [w for w in windows(run) if len(w["ks"]) and w["start"] >= run.ready_at]
+        self.keep_mixed = keep_mixed
+        self.wins = [w for w in windows(run, keep_mixed) if len(w["ks"]) and w["start"] >= run.ready_at]
         self.p99 = np.array([w["wrk"]["p"]["99"] / 1e3 for w in self.wins])
         self.phase = [w["phase"] for w in self.wins]
         self.groups = ["cpu/io", "network"] if any(p in NET_PHASES for p in self.phase) else ["all"]
@@ -118,6 +119,45 @@ def rho(prep, v, group="all", diff=False):
     keep = np.array([in_group(p, group) for p in prep.phase])
     f = spearman if not diff else diff_spearman
     return f(window_series(prep, v)[keep], prep.p99[keep])[0]
+
+
+def node_rho(p, group, key):
+    """rho vs client P99 of CPU utilisation (key "cpu") or PSI cpu some
+    ("psi") over each window, from the recorded /proc counters."""
+    t, s = p.run.t, p.run.samples
+    vals = []
+    for w in [w for w in p.wins if in_group(w["phase"], group)]:
+        a, b = w["ks"][0] - 1, w["ks"][-1]
+        if key == "cpu":
+            d = np.array(s[b]["cpu"]) - np.array(s[a]["cpu"])
+            vals.append((d.sum() - d[3] - d[4] - d[7]) / (d.sum() - d[7]))
+        else:
+            vals.append((s[b].get("psi_cpu_some_total", np.nan) - s[a].get("psi_cpu_some_total", np.nan)) / ((t[b] - t[a]) * 1e6))
+    keep = np.array([in_group(ph, group) for ph in p.phase])
+    return spearman(vals, p.p99[keep])[0]
+
+
+def markdown(preps, v):
+    """The README's table: per run, variant v's rho on each phase group
+    beside CPU utilisation's and PSI's, the rho of changes, and ksense's
+    request P99s (the server's, the load generator's calls) on CPU/IO."""
+    from analyze import build_rows
+    print(f"| run | windows | **friction** | CPU utilisation | PSI cpu (window) | friction, rho of changes "
+          f"(CPU/IO) | the server's P99 (ksense, CPU/IO) | the client's calls (ksense, CPU/IO) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in preps:
+        m = p.run.meta
+        gs = p.groups
+        pair = lambda f: " / ".join(f"{f(g):.3f}" for g in gs).replace("-", "\u2212")
+        n = " / ".join(str(sum(in_group(ph, g) for ph in p.phase)) for g in gs)
+        post = [r for r in build_rows(p.run)[0] if r["post_warmup"] and (p.keep_mixed or not r["mixed"])
+                and in_group(r["phase"], gs[0])]
+        p99 = [r["p99_ms"] for r in post]
+        ks = lambda k: f"{spearman([r.get(k, np.nan) for r in post], p99)[0]:.3f}"
+        name = f"{'Redis' if m['server'] == 'redis' else 'nginx'}, {m['regime']}, seed {m['seed']}"
+        print(f"| {name} | {n} | **{pair(lambda g: rho(p, v, g))}** | {pair(lambda g: node_rho(p, g, 'cpu'))} | "
+              f"{pair(lambda g: node_rho(p, g, 'psi'))} | {rho(p, v, gs[0], diff=True):.3f} | "
+              f"{ks('ks_server_p99_ms')} | {ks('ks_client_p99_ms')} |".replace("-0.", "\u22120."))
 
 
 def cols(preps):
@@ -189,9 +229,16 @@ def main():
     ap.add_argument("--diff", action="store_true", help="also the rho of window-to-window changes")
     ap.add_argument("--try", dest="extra", action="append", default=[],
                     help="an extra variant: FEATURES[:ridge|lw[:mean|median|max|signed[:two|one]]]")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the README's per-run table for the default (or the first --try)")
+    ap.add_argument("--keep-mixed", action="store_true",
+                    help="also judge the windows that straddle a phase change (left out by default)")
     args = ap.parse_args()
 
-    preps = [Prepared(d) for d in args.runs]
+    preps = [Prepared(d, args.keep_mixed) for d in args.runs]
+    if args.markdown:
+        markdown(preps, parse_try(args.extra[0]) if args.extra else mk())
+        return
     names = [p.name for p in preps]
     print("Offline friction variants: Spearman rho vs client P99 over post-warm-up windows")
     for p in preps:
@@ -228,20 +275,7 @@ def main():
         ref.append(spearman(wb[keep], p.p99[keep])[0])
     row("ksense built-in friction (reference)", ref)
     for p_label, key in (("CPU utilisation", "cpu"), ("PSI cpu some (window)", "psi")):
-        rs = []
-        for p, g in C:
-            t, s = p.run.t, p.run.samples
-            vals = []
-            for w in [w for w in p.wins if in_group(w["phase"], g)]:
-                a, b = w["ks"][0] - 1, w["ks"][-1]
-                if key == "cpu":
-                    d = np.array(s[b]["cpu"]) - np.array(s[a]["cpu"])
-                    vals.append((d.sum() - d[3] - d[4] - d[7]) / (d.sum() - d[7]))
-                else:
-                    vals.append((s[b].get("psi_cpu_some_total", np.nan) - s[a].get("psi_cpu_some_total", np.nan)) / ((t[b] - t[a]) * 1e6))
-            keep = np.array([in_group(ph, g) for ph in p.phase])
-            rs.append(spearman(vals, p.p99[keep])[0])
-        row(p_label, rs)
+        row(p_label, [node_rho(p, g, key) for p, g in C])
     results = []
     for v in named_variants() + [parse_try(s) for s in args.extra]:
         rs = [rho(p, v, g) for p, g in C]
