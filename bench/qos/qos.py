@@ -349,9 +349,37 @@ class Recorder:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.errors = []
+        self.chunks = 0
+        self.chunk_end = threading.Condition()
+        self.hold = False
+        self.go = threading.Event()
 
     def now(self):
         return time.monotonic() - self.t0
+
+    def ended_chunk(self):
+        """The load generator finished a chunk (a window) or gave up on one;
+        while a phase changes, it waits here before the next chunk."""
+        with self.chunk_end:
+            self.chunks += 1
+            held = self.hold
+            self.chunk_end.notify_all()
+        while held and not self.go.wait(0.5) and not self.stop.is_set():
+            pass
+
+    def hold_load(self, timeout):
+        """Lets the current chunk end and holds the next one, so that a phase
+        changes between windows, not inside one (a window over two phases is
+        left out of the analysis)."""
+        with self.chunk_end:
+            self.go.clear()
+            self.hold, seen = True, self.chunks
+            self.chunk_end.wait_for(lambda: self.chunks != seen or self.stop.is_set(), timeout)
+
+    def release_load(self):
+        with self.chunk_end:
+            self.hold = False
+        self.go.set()
 
 
 def ksense_tick_phase(url, rec, timeout=15.0):
@@ -456,8 +484,10 @@ def wrk_loop(args, url, rec, ns):
             r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.window + 30)
         except subprocess.TimeoutExpired:
             rec.errors.append(f"wrk chunk at {start:.1f}s timed out")
+            rec.ended_chunk()
             continue
         end = rec.now()
+        rec.ended_chunk()
         m = re.search(r"^QOS (\{.*\})$", r.stdout, re.M)
         if not m:
             rec.errors.append(f"wrk chunk at {start:.1f}s: no result (rc {r.returncode}): {r.stderr.strip()[:200]}")
@@ -511,8 +541,10 @@ def redis_loop(args, port, rec, ns):
             r = subprocess.run(argv, capture_output=True, text=True, timeout=args.window * 10 + 30)
         except subprocess.TimeoutExpired:
             rec.errors.append(f"redis-benchmark chunk at {start:.1f}s timed out")
+            rec.ended_chunk()
             continue
         end = rec.now()
+        rec.ended_chunk()
         d = parse_redis_benchmark(r.stdout)
         if r.returncode != 0 or d is None:
             rec.errors.append(f"redis-benchmark chunk at {start:.1f}s: no result (rc {r.returncode}): "
@@ -605,7 +637,8 @@ def main():
     ap.add_argument("--ksense", default=os.path.join(REPO, "target", "release", "ksense"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=120, help="quiet calibration phase, s")
-    ap.add_argument("--phase-seconds", type=int, default=45)
+    ap.add_argument("--phase-seconds", type=int, default=45,
+                    help="each phase's length, at least: it ends with the first window that ends after it")
     ap.add_argument("--rounds", type=int, default=2, help="each phase runs this many times (shuffled per round)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma separated subset of " + ",".join(PHASES))
     ap.add_argument("--server", choices=sorted(REGIMES), default="nginx")
@@ -731,27 +764,37 @@ def main():
         meta["baseline_ready_at"] = rec.now()
         meta["phases"][-1]["end"] = rec.now()
         log(f"baseline ready at {rec.now():.1f}s; phases: {' '.join(order)}")
+        # Phases change between windows: the load holds after a chunk while
+        # one phase is undone and the next set up (stress-ng started, the
+        # namespace impaired), and a phase runs on until the first chunk end
+        # after --phase-seconds.
+        chunk_wait = args.window * 10 + 30
+        rec.hold_load(chunk_wait)
 
         for i, name in enumerate(order):
-            start = rec.now()
             st = None
             if name in NET_PHASES:
                 for argv in NET_PHASES[name]["apply"]:
                     ns.run([a.replace("{port}", str(nport)) for a in argv])
             elif PHASES[name]:
-                argv = ["stress-ng", "--timeout", f"{args.phase_seconds + 10}s", "--quiet"] + \
+                argv = ["stress-ng", "--timeout", f"{args.phase_seconds + chunk_wait + 10}s", "--quiet"] + \
                        [a.replace("{tmp}", scratch) for a in PHASES[name]]
                 st = procs.start(name, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            start = rec.now()
+            rec.release_load()
             log(f"phase {i + 1}/{len(order)}: {name} ({args.phase_seconds}s)")
             end_at = start + args.phase_seconds
             while rec.now() < end_at:
                 time.sleep(0.2)
+            rec.hold_load(chunk_wait)
+            end = rec.now()
             if st is not None:
                 procs.stop(st, timeout=10)
             if name in NET_PHASES:
                 for argv in NET_PHASES[name]["undo"]:
                     ns.run(argv)
-            meta["phases"].append({"name": name, "start": round(start, 3), "end": round(rec.now(), 3)})
+            meta["phases"].append({"name": name, "start": round(start, 3), "end": round(end, 3)})
+        rec.release_load()
         # Let the last wrk chunk finish inside the last phase's aftermath.
         time.sleep(1)
     except KeyboardInterrupt:
@@ -760,6 +803,7 @@ def main():
     finally:
         if rec is not None:
             rec.stop.set()
+            rec.release_load()
             for th in threads:
                 th.join(timeout=args.window + 40)
             meta["errors"] = rec.errors
