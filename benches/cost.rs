@@ -30,7 +30,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject};
 
 use ksense::probes::reader::{prog_stats, ProgStats};
-use ksense::probes::{kernel, AttachMode, Probes, SYSCALL_FALLBACK};
+use ksense::probes::{kernel, AttachMode, Probes, RETRANSMIT_PROGRAM, SYSCALL_FALLBACK};
 
 mod floor {
     include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
@@ -756,8 +756,10 @@ fn storm_table(d: &PerRun, names: &[&str], also: &[&str], secs: u64) {
     );
     let mut total = 0.0;
     for (i, name) in names.iter().chain(also).enumerate() {
-        let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
-        let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on"), get("off"), get("floor"));
+        let get = |s: &'static str, n: &str| d.get(&(s, n.to_string())).copied().unwrap_or((0, f64::NAN));
+        // The floor is the empty program on the same tracepoint.
+        let tp = ksense::probes::hooks().find(|h| h.name == *name).map_or(*name, |h| h.tracepoint);
+        let ((runs, k_on), (off_runs, k_off), (_, f)) = (get("on", name), get("off", name), get("floor", tp));
         let target = if i < names.len() {
             total += k_off * off_runs as f64;
             "<= 3.0x floor"
@@ -807,7 +809,8 @@ fn net_storm(secs: u64, sets: &[(&'static str, &str)], others: &Others) -> anyho
     let d = measure(&wrk(&ns, 64, secs), sets, others)?;
     drop(nginx);
     println!("BPF ns/run under `wrk -t 2 -c 64 -d {secs}s` against nginx on a namespace's 127.0.0.1, {NET_LOSS} of the requests' segments dropped (iptables)");
-    storm_table(&d, &NET, &SOFTIRQ, secs);
+    // The requests family's program on tcp_retransmit_skb runs only here, where segments are retransmitted.
+    storm_table(&d, &NET, &[&SOFTIRQ[..], &[RETRANSMIT_PROGRAM]].concat(), secs);
     Ok(())
 }
 

@@ -7,8 +7,13 @@
  * so thread pools and keep-alive connections are measured right):
  *
  *   server (accepted)  data received while no request is open begins one;
- *                      the first send after it ends it. Each receive->send
- *                      turn is one request.
+ *                      the first send after it answers it. Each receive->send
+ *                      turn is one request. It ends at that send, or at the
+ *                      last retransmission of the response where segments of
+ *                      it were lost (its client cannot have it before), and
+ *                      is recorded once that is known: when the next request
+ *                      begins (its client had the whole response) or the
+ *                      connection closes.
  *   client (connected) a send while no call is open begins a call to a
  *                      dependency; the first receive after it ends it.
  *
@@ -28,6 +33,8 @@
  *                        receive queue (bench/requests measured both).
  *   sock_recv_length,    every sock_recvmsg/sock_sendmsg (6.3+): read,
  *   sock_send_length     write, send*, recv*, and sendfile/splice (6.5+).
+ *   tcp_retransmit_skb   a server's answered response being retransmitted
+ *                        (RTO, fast retransmit, loss probe) moves its end.
  *
  *   sys_exit             before 6.3 (no sock_*_length): the exit of the
  *                        system calls that move data on a socket stands in
@@ -63,6 +70,9 @@ struct ks_cgroup_hists cg_requests_client SEC(".maps");
 struct ks_conn {
 	__u64 start_ns;   /* when the open request (call) began; 0: none is open */
 	__u64 arrival_ns; /* server: when the next request's data reached the socket */
+	__u64 answer_ns;  /* server: the open request's first send, or the last
+			   * retransmission since; 0: not answered yet */
+	__u64 cg;         /* server: the cgroup of the task that answered */
 	__u32 role;       /* enum ks_role */
 };
 
@@ -166,23 +176,36 @@ static __always_inline struct ks_conn *conn_or_adopt(struct sock *sk, bool btf)
 	return c ? c : adopt(sk, btf);
 }
 
-static __always_inline void record(struct ks_conn *c, __u64 now)
+/* Records the open request of `c`, ended at `end` by cgroup `cg` (0: none). */
+static __always_inline void record(struct ks_conn *c, __u64 end, __u64 cg)
 {
 	__u32 role = c->role;
-	__u64 v = now > c->start_ns ? now - c->start_ns : 0;
+	__u64 v = end > c->start_ns ? end - c->start_ns : 0;
 	/* per-workload breakdown: bpf/workload.h */
-	__u64 cg = ks_workloads ? bpf_get_current_cgroup_id() : 0;
 	struct ks_whist *wh = NULL;
 
 	c->start_ns = 0;
+	c->answer_ns = 0;
+	if (role >= ROLE_MAX)
+		return;
 	if (cg)
 		wh = ks_workload_hist(role == ROLE_SERVER ? (void *)&cg_requests_server : (void *)&cg_requests_client,
 				      cg);
-	if (role >= ROLE_MAX)
-		return;
 	__u32 slot = ks_observe(&req_hists, role, v);
 	if (wh)
 		ks_workload_add(wh, slot, v);
+}
+
+static __always_inline __u64 current_cgroup(void)
+{
+	return ks_workloads ? bpf_get_current_cgroup_id() : 0;
+}
+
+/* A server's answered request, once nothing can delay its response any more. */
+static __always_inline void record_answered(struct ks_conn *c)
+{
+	if (c->role == ROLE_SERVER && c->start_ns && c->answer_ns)
+		record(c, c->answer_ns, c->cg);
 }
 
 /* The clock is read only at a transition (a request begins or ends): most
@@ -194,11 +217,13 @@ static __always_inline int on_recv(struct sock *sk, int ret, int flags, bool btf
 	if (ret <= 0 || (flags & KS_MSG_PEEK) || !(c = conn_or_adopt(sk, btf)))
 		return 0;
 	if (c->role == ROLE_SERVER) {
+		/* A request arriving means its client had the last response whole. */
+		record_answered(c);
 		if (!c->start_ns)
 			c->start_ns = c->arrival_ns ? c->arrival_ns : bpf_ktime_get_ns();
 		c->arrival_ns = 0;
 	} else if (c->role == ROLE_CLIENT && c->start_ns) {
-		record(c, bpf_ktime_get_ns());
+		record(c, bpf_ktime_get_ns(), current_cgroup());
 	}
 	return 0;
 }
@@ -210,8 +235,10 @@ static __always_inline int on_send(struct sock *sk, int ret, bool btf)
 	if (ret <= 0 || !(c = conn_or_adopt(sk, btf)))
 		return 0;
 	if (c->role == ROLE_SERVER) {
-		if (c->start_ns)
-			record(c, bpf_ktime_get_ns());
+		if (c->start_ns && !c->answer_ns) {
+			c->answer_ns = bpf_ktime_get_ns();
+			c->cg = current_cgroup();
+		}
 	} else if (c->role == ROLE_CLIENT && !c->start_ns) {
 		c->start_ns = bpf_ktime_get_ns();
 	}
@@ -234,18 +261,37 @@ static __always_inline int on_data_ready(struct sock *sk, bool btf)
 		return 0;
 	c = conn(sk, btf);
 
-	/* Only the first arrival of a request: later segments are its rest. */
-	if (c && c->role == ROLE_SERVER && !c->start_ns && !c->arrival_ns)
+	/* Only the first arrival of a request (none open, or the open one
+	 * answered): later segments are its rest. */
+	if (c && c->role == ROLE_SERVER && (!c->start_ns || c->answer_ns) && !c->arrival_ns)
 		c->arrival_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
-/* Most state changes are neither of the two that give a role, nor a close
- * on raw_tp: they return on the arguments alone, before the socket is read. */
+/* A segment of an answered response sent again: its client has it no sooner.
+ * Rare (loss), so the storage lookup is paid only then. */
+static __always_inline int on_retransmit(struct sock *sk, bool btf)
+{
+	struct ks_conn *c = conn(sk, btf);
+
+	if (c && c->role == ROLE_SERVER && c->answer_ns)
+		c->answer_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* Most state changes are none of those that matter here (a role given,
+ * ESTABLISHED left, a close on raw_tp): they return on the arguments alone,
+ * before the socket is read. */
 static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 {
 	__u64 key = (__u64)sk;
+	struct ks_conn *c;
 
+	/* Leaving the states a server answers in (ESTABLISHED, and CLOSE_WAIT
+	 * once its client has sent a FIN, as one that half-closes after its
+	 * request does): its last response is no longer waited for. */
+	if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && (c = conn(sk, btf)))
+		record_answered(c);
 	if (new == TCP_CLOSE && !btf) {
 		bpf_map_delete_elem(&conns_by_addr, &key);
 		return 0;
@@ -348,6 +394,18 @@ SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
 	return on_send(sk, ret, true);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_request_retransmit, struct sock *sk, const struct sk_buff *skb)
+{
+	return on_retransmit(sk, true);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(raw_request_retransmit, struct sock *sk, const struct sk_buff *skb)
+{
+	return on_retransmit(sk, false);
 }
 
 SEC("raw_tp/inet_sock_set_state")

@@ -566,8 +566,9 @@ def latency_dashboard():
     L.add(timeseries("Server request latency P50 / P99",
                      targets((hist_quantile(0.5, req, server), "P50"), (hist_quantile(0.99, req, server), "P99"),
                              (hist_mean(req, server), "mean")), unit="s", log=True, fill=0,
-                     desc="From a request's arrival on the socket to the first send of its response, over every "
-                          "server on the node: the time its client waited, less the network."), 8, 8)
+                     desc="From a request's arrival on the socket to the first send of its response (to its last "
+                          "retransmission where segments of it were lost), over every server on the node: the time "
+                          "its client waited, less the network's delay."), 8, 8)
     L.add(timeseries("Client call latency P50 / P99",
                      targets((hist_quantile(0.5, req, client), "P50"), (hist_quantile(0.99, req, client), "P99"),
                              (hist_mean(req, client), "mean")), unit="s", log=True, fill=0,

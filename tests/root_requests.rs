@@ -248,6 +248,7 @@ const CLIENT_PY: &str = r#"
 import json, socket, sys, threading, time
 port, conns, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 lat, lock = [], threading.Lock()
+SLOW = 0.125  # s: a per-workload classic bucket bound
 def run():
     c = socket.create_connection(("127.0.0.1", port))
     mine = []
@@ -264,7 +265,7 @@ def run():
 ts = [threading.Thread(target=run) for _ in range(conns)]
 for t in ts: t.start()
 for t in ts: t.join()
-json.dump({"count": len(lat), "mean": sum(lat) / len(lat)}, open(out, "w"))
+json.dump({"count": len(lat), "mean": sum(lat) / len(lat), "slow": sum(1 for x in lat if x > SLOW)}, open(out, "w"))
 "#;
 
 /// A thread-pool server (8 threads on one listening socket) and a client
@@ -357,6 +358,95 @@ fn root_requests_begin_when_their_data_arrives() {
     assert!(means[1] < 5e-3, "with sk_data_ready disabled the mean {} s should begin at the read", means[1]);
 }
 
+/// `name{...}` of the series whose labels include every pair of `want`; 0 when absent.
+fn series_with(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            let pairs: Vec<(&str, &str)> =
+                labels.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
+            let has = |(k, v): &(&str, &str)| {
+                pairs
+                    .iter()
+                    .any(|(pk, pv)| pk == k && (pv == v || (*k == "le" && pv.parse::<f64>().ok() == v.parse().ok())))
+            };
+            want.iter().all(has).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// A response lost on its way keeps its client waiting for the
+/// retransmission (at least the 200 ms of a loss probe or an RTO when it is
+/// the only segment in flight): the server's request ends at that
+/// retransmission, so the server's requests slower than 125 ms match the
+/// client's own count of them, and every request is still counted (the last
+/// of each connection when it closes). With request_retransmits disabled they
+/// end at the first send, and none of them is that slow.
+#[test]
+fn root_requests_a_lost_response_ends_at_its_retransmission() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-loss");
+    let mut server = Cgroup::new(&format!("/{}-lossy", test_prefix()));
+    let port = "7303";
+    let py = |args: &[&str]| -> Vec<String> {
+        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    server.spawn(None, &py(&[POOL_PY, port, "4", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    // 5 % of the server's segments that carry data (PSH: its responses, and
+    // their retransmissions), never its pure ACKs: every loss is a response's.
+    let drop = ["-p", "tcp", "--sport", port, "--tcp-flags", "PSH", "PSH", "-m", "statistic", "--mode", "random"];
+    // On INPUT, where the client receives: a segment dropped on OUTPUT never
+    // left, and is sent later as new data, not retransmitted.
+    ns.exec(&[&["iptables", "-A", "INPUT"][..], &drop, &["--probability", "0.05", "-j", "DROP"]].concat());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("client.json");
+    let bpf_off = ksense::probes::RETRANSMIT_PROGRAM;
+    let mut seen = Vec::new();
+    for flags in [&["--workloads.enabled"][..], &["--workloads.enabled", "--bpf.disable", bpf_off]] {
+        let k = Ksense::start(flags);
+        let before = k.scrape();
+        let mut client = Cgroup::new(&format!("/{}-lossy-client", test_prefix()));
+        client.spawn(
+            None,
+            &py(&[CLIENT_PY, port, "4", "150", out.to_str().unwrap()]).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        client.wait_all();
+        std::thread::sleep(Duration::from_millis(300));
+        let after = scrape_with(&k, &[&server.rel]);
+        let own = std::fs::read_to_string(&out).unwrap();
+        let field = |k: &str| -> f64 {
+            own.split(&format!("\"{k}\": ")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
+        };
+        let (n, slow) = (field("count"), field("slow"));
+        let rel = server.rel.as_str();
+        let labels = [("workload", rel), ("role", "server")];
+        let delta = |name: &str, extra: &[(&str, &str)]| {
+            let want = [&labels[..], extra].concat();
+            series_with(&after, name, &want) - series_with(&before, name, &want)
+        };
+        let count = delta("ksense_workload_requests_total", &[]);
+        within(count, n, 0.01, "the lossy server's requests");
+        let fast = delta("ksense_workload_request_duration_seconds_bucket", &[("le", "0.125")]);
+        eprintln!(
+            "flags {flags:?}: the client saw {slow} of {n} requests above 125 ms; the server's above it: {}",
+            count - fast
+        );
+        assert!(slow >= 10.0, "too few lost responses to judge ({slow} slow requests of {n})");
+        seen.push((slow, count - fast));
+    }
+    let ((own, server_slow), (own_off, off)) = (seen[0], seen[1]);
+    assert!(
+        (server_slow - own).abs() <= (0.1 * own).max(2.0),
+        "the server's slow requests {server_slow} against the client's own {own}"
+    );
+    assert!(
+        off <= 1.0,
+        "with {bpf_off} disabled the server's requests end at the first send: {off} above 125 ms (client: {own_off})"
+    );
+}
+
 /// The newest map of this name: the one this test's attach made.
 fn newest_map(name: &str) -> libbpf_rs::MapHandle {
     let id = libbpf_rs::query::MapInfoIter::default()
@@ -368,7 +458,7 @@ fn newest_map(name: &str) -> libbpf_rs::MapHandle {
 }
 
 /// `struct ks_conn`'s role (bpf/requests.bpf.c): 0 server, 1 client.
-const ROLE_OFFSET: usize = 16;
+const ROLE_OFFSET: usize = ksense::probes::CONN_ROLE_OFFSET;
 
 /// The sockets among `socks` whose state in socket storage has `role`. User
 /// space looks socket storage up by a socket's fd; it cannot walk the map

@@ -28,7 +28,10 @@ use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Family, Kind, Sample, Unit, Value};
 use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
-pub use requests::{ROLES as REQUEST_ROLES, SYSCALL_FALLBACK, WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION};
+pub use requests::{
+    CONN_ROLE_OFFSET, RETRANSMIT_PROGRAM, ROLES as REQUEST_ROLES, SYSCALL_FALLBACK,
+    WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION,
+};
 pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`

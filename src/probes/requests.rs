@@ -9,7 +9,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
 use super::reader::PercpuArray;
-use super::{fallback_on, labelled, on, percpu, skel, Attach, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
+use super::{fallback_on, labelled, on, percpu, skel, Attach, Hook, ProbeFamily, Reader, WorkloadFamily, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, Kind, Unit, Value};
 use crate::signals::Snapshot;
@@ -27,6 +27,15 @@ pub const CLIENT_SIGNAL: &str = "requests_client";
 const SOCKET_CALLS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
 pub const SYSCALL_FALLBACK: &str = "sys_exit";
 
+/// The program that moves the end of a server's request to the last
+/// retransmission of its response (on tcp_retransmit_skb, beside the network
+/// family's own); disabled, a request ends at the first send of its response.
+pub const RETRANSMIT_PROGRAM: &str = "request_retransmits";
+
+/// Where a connection's role sits in its state (`struct ks_conn`), for tests
+/// that read socket storage from user space.
+pub const CONN_ROLE_OFFSET: usize = std::mem::offset_of!(skel::requests::types::ks_conn, role);
+
 /// The raw_tp fallback's connection table (bpf/requests.bpf.c's
 /// `conns_by_addr`): connections past it evict the least recently used.
 const RAW_TP_CONNECTIONS: u32 = 65536;
@@ -37,6 +46,7 @@ pub const FAMILY: ProbeFamily = ProbeFamily {
         on("sk_data_ready"),
         on("sock_recv_length"),
         on("sock_send_length"),
+        Hook { name: RETRANSMIT_PROGRAM, tracepoint: "tcp_retransmit_skb", fallback: false },
         fallback_on(SYSCALL_FALLBACK),
     ],
     signals: || [SERVER_SIGNAL, CLIENT_SIGNAL].map(String::from).to_vec(),
@@ -48,7 +58,7 @@ pub const FAMILY: ProbeFamily = ProbeFamily {
 const DURATION: &str = "ksense_request_duration";
 const COUNT: &str = "ksense_requests";
 
-const WORKLOAD_DURATION_HELP: &str = "Request latency of each workload, inferred from its socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response; role=\"client\" from a send on a connected socket to the first receive of the reply. For the exported workloads (by the cgroup of the task that ended the request); the rest are summed in workload=\"other\".";
+const WORKLOAD_DURATION_HELP: &str = "Request latency of each workload, inferred from its socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response, or to its last retransmission where the response was retransmitted; role=\"client\" from a send on a connected socket to the first receive of the reply. For the exported workloads (by the cgroup of the task that answered, or for a client that received the reply); the rest are summed in workload=\"other\".";
 const WORKLOAD_COUNT_HELP: &str = "Requests each workload served (role=\"server\") or made (role=\"client\"), inferred from its socket calls: the count of ksense_workload_request_duration_seconds.";
 
 #[derive(Debug)]
@@ -88,6 +98,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         ctx.select_as("sock_recv_length", btf, &mut p.tp_sock_recv_length, &mut p.raw_sock_recv_length);
         ctx.select_as("sock_send_length", btf, &mut p.tp_sock_send_length, &mut p.raw_sock_send_length);
     }
+    ctx.select_as(RETRANSMIT_PROGRAM, btf, &mut p.tp_request_retransmit, &mut p.raw_request_retransmit);
     ctx.select_fallback(SYSCALL_FALLBACK, syscalls, &mut p.raw_sys_exit);
     let sk = open.load().context("loading the requests BPF programs")?;
     let p = &sk.progs;
@@ -97,6 +108,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         ctx.attach_as("sock_recv_length", btf, &p.tp_sock_recv_length, &p.raw_sock_recv_length);
         ctx.attach_as("sock_send_length", btf, &p.tp_sock_send_length, &p.raw_sock_send_length);
     }
+    ctx.attach_as(RETRANSMIT_PROGRAM, btf, &p.tp_request_retransmit, &p.raw_request_retransmit);
     ctx.attach_fallback(SYSCALL_FALLBACK, syscalls, &p.raw_sys_exit);
     for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
         let f = WorkloadFamily {
@@ -181,7 +193,7 @@ fn emit(out: &mut Snapshot, by_role: [Histogram; 2]) {
         family(
             DURATION,
             Some(Unit::Seconds),
-            "Request latency over all workloads, inferred from socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response; role=\"client\" from a send on a connected socket to the first receive of the reply.",
+            "Request latency over all workloads, inferred from socket calls: role=\"server\" from a request's arrival on an accepted TCP socket to the first send of its response, or to its last retransmission where the response was retransmitted; role=\"client\" from a send on a connected socket to the first receive of the reply.",
             Kind::Histogram,
             samples(&|h| Value::Histogram(h.clone())),
         ),
