@@ -75,15 +75,19 @@ PHASES = {
 }
 
 # Network phases: impairments of the benchmark namespace's loopback, applied
-# at the phase's start and undone at its end. {port} is nginx's port. No netem
-# on this kernel: loss by iptables' statistic match, a cap by tbf.
+# at the phase's start and undone at its end. {port} is the server's port. No
+# netem on this kernel: loss by iptables' statistic match, a cap by tbf. The
+# loss drops the server's replies on INPUT, where the client receives them, as
+# a network loses what was sent: a drop on OUTPUT (runs before 2026-12-04
+# evening) is a local send error, which TCP does not retransmit but sends again
+# as new data when its probe timer fires (~200 ms later).
 NET_PHASES = {
-    "loss1": {"apply": [["iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
+    "loss1": {"apply": [["iptables", "-A", "INPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
                          "--mode", "random", "--probability", "0.01", "-j", "DROP"]],
-              "undo": [["iptables", "-F", "OUTPUT"]]},
-    "loss4": {"apply": [["iptables", "-A", "OUTPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
+              "undo": [["iptables", "-F", "INPUT"]]},
+    "loss4": {"apply": [["iptables", "-A", "INPUT", "-p", "tcp", "--sport", "{port}", "-m", "statistic",
                          "--mode", "random", "--probability", "0.04", "-j", "DROP"]],
-              "undo": [["iptables", "-F", "OUTPUT"]]},
+              "undo": [["iptables", "-F", "INPUT"]]},
     # below the offered load (~70 Mbit/s): the replies queue in tbf
     "bw": {"apply": [["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "40mbit", "burst", "32kb",
                       "latency", "200ms"]],
