@@ -244,6 +244,13 @@ fn root_requests_redis_under_redis_benchmark() {
 }
 
 /// `conns` keep-alive connections, `n` requests each, timed by the client itself.
+/// Runs Python code (`args[0]`, then its arguments) in `ns`, in cgroup `cg`.
+fn spawn_py(cg: &mut Cgroup, ns: &Netns, args: &[&str]) {
+    let argv: Vec<&str> =
+        ["ip", "netns", "exec", &ns.name, "python3", "-c"].into_iter().chain(args.iter().copied()).collect();
+    cg.spawn(None, &argv);
+}
+
 const CLIENT_PY: &str = r#"
 import json, socket, sys, threading, time
 port, conns, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -281,16 +288,12 @@ fn root_requests_thread_pool_and_keepalive_count_each_turn() {
     let mut server = Cgroup::new(&format!("/{}-pool", test_prefix()));
     let mut client = Cgroup::new(&format!("/{}-pool-client", test_prefix()));
     let port = "7301";
-    let py = |args: &[&str]| -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
-    };
-    server.spawn(None, &py(&[POOL_PY, port, "8", "1"]).iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_py(&mut server, &ns, &[POOL_PY, port, "8", "1"]);
     std::thread::sleep(Duration::from_millis(500));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("client.json");
     let before = k.scrape();
-    let argv = py(&[CLIENT_PY, port, "4", "2500", out.to_str().unwrap()]);
-    client.spawn(None, &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_py(&mut client, &ns, &[CLIENT_PY, port, "4", "2500", out.to_str().unwrap()]);
     client.wait_all();
     std::thread::sleep(Duration::from_millis(300));
     let after = scrape_with(&k, &[&server.rel, &client.rel]);
@@ -328,10 +331,7 @@ fn root_requests_begin_when_their_data_arrives() {
     let ns = Netns::new("req-queued");
     let mut server = Cgroup::new(&format!("/{}-queued", test_prefix()));
     let port = "7302";
-    let py = |args: &[&str]| -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
-    };
-    server.spawn(None, &py(&[POOL_PY, port, "1", "0", "20"]).iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_py(&mut server, &ns, &[POOL_PY, port, "1", "0", "20"]);
     std::thread::sleep(Duration::from_millis(500));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("client.json");
@@ -340,10 +340,7 @@ fn root_requests_begin_when_their_data_arrives() {
         let k = Ksense::start(flags);
         let before = k.scrape();
         let mut client = Cgroup::new(&format!("/{}-queued-client", test_prefix()));
-        client.spawn(
-            None,
-            &py(&[CLIENT_PY, port, "1", "50", out.to_str().unwrap()]).iter().map(String::as_str).collect::<Vec<_>>(),
-        );
+        spawn_py(&mut client, &ns, &[CLIENT_PY, port, "1", "50", out.to_str().unwrap()]);
         client.wait_all();
         std::thread::sleep(Duration::from_millis(300));
         let after = scrape_with(&k, &[&server.rel]);
@@ -389,10 +386,7 @@ fn root_requests_a_lost_response_ends_at_its_retransmission() {
     let ns = Netns::new("req-loss");
     let mut server = Cgroup::new(&format!("/{}-lossy", test_prefix()));
     let port = "7303";
-    let py = |args: &[&str]| -> Vec<String> {
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].iter().chain(args).map(|s| s.to_string()).collect()
-    };
-    server.spawn(None, &py(&[POOL_PY, port, "4", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
+    spawn_py(&mut server, &ns, &[POOL_PY, port, "4", "0"]);
     std::thread::sleep(Duration::from_millis(500));
     // 5 % of the server's segments that carry data (PSH: its responses, and
     // their retransmissions), never its pure ACKs: every loss is a response's.
@@ -408,10 +402,7 @@ fn root_requests_a_lost_response_ends_at_its_retransmission() {
         let k = Ksense::start(flags);
         let before = k.scrape();
         let mut client = Cgroup::new(&format!("/{}-lossy-client", test_prefix()));
-        client.spawn(
-            None,
-            &py(&[CLIENT_PY, port, "4", "150", out.to_str().unwrap()]).iter().map(String::as_str).collect::<Vec<_>>(),
-        );
+        spawn_py(&mut client, &ns, &[CLIENT_PY, port, "4", "150", out.to_str().unwrap()]);
         client.wait_all();
         std::thread::sleep(Duration::from_millis(300));
         let after = scrape_with(&k, &[&server.rel]);
