@@ -22,16 +22,26 @@ use libbpf_rs::MapCore;
 /// The programs are node-wide: one test at a time, or each counts the other's requests.
 static NODE: Mutex<()> = Mutex::new(());
 
-/// `name{workload="<rel>",...,role="<role>"} value`; 0 when absent.
-fn wl_role(text: &str, name: &str, rel: &str, role: &str) -> f64 {
-    let (w, r) = (format!("workload=\"{rel}\""), format!("role=\"{role}\""));
+/// `name{...}` of the series whose labels include every pair of `want`; 0 when absent.
+fn series_with(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     text.lines()
         .find_map(|l| {
             let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
-            let mut kv = labels.split(',');
-            (kv.clone().any(|x| x == w) && kv.any(|x| x == r)).then(|| v.trim().parse().ok())?
+            let pairs: Vec<(&str, &str)> =
+                labels.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
+            let has = |(k, v): &(&str, &str)| {
+                pairs
+                    .iter()
+                    .any(|(pk, pv)| pk == k && (pv == v || (*k == "le" && pv.parse::<f64>().ok() == v.parse().ok())))
+            };
+            want.iter().all(has).then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0.0)
+}
+
+/// `name{workload="<rel>",...,role="<role>"} value`; 0 when absent.
+fn wl_role(text: &str, name: &str, rel: &str, role: &str) -> f64 {
+    series_with(text, name, &[("workload", rel), ("role", role)])
 }
 
 /// Node-wide requests of `role` in a snapshot.
@@ -243,7 +253,6 @@ fn root_requests_redis_under_redis_benchmark() {
     );
 }
 
-/// `conns` keep-alive connections, `n` requests each, timed by the client itself.
 /// Runs Python code (`args[0]`, then its arguments) in `ns`, in cgroup `cg`.
 fn spawn_py(cg: &mut Cgroup, ns: &Netns, args: &[&str]) {
     let argv: Vec<&str> =
@@ -251,6 +260,12 @@ fn spawn_py(cg: &mut Cgroup, ns: &Netns, args: &[&str]) {
     cg.spawn(None, &argv);
 }
 
+/// Field `k` of the JSON line CLIENT_PY writes.
+fn json_field(json: &str, k: &str) -> f64 {
+    json.split(&format!("\"{k}\": ")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
+}
+
+/// `conns` keep-alive connections, `n` requests each, timed by the client itself.
 const CLIENT_PY: &str = r#"
 import json, socket, sys, threading, time
 port, conns, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -298,9 +313,7 @@ fn root_requests_thread_pool_and_keepalive_count_each_turn() {
     std::thread::sleep(Duration::from_millis(300));
     let after = scrape_with(&k, &[&server.rel, &client.rel]);
     let own = std::fs::read_to_string(&out).unwrap();
-    let field = |k: &str| -> f64 {
-        own.split(&format!("\"{k}\": ")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
-    };
+    let field = |k: &str| json_field(&own, k);
     let (n, own_mean) = (field("count"), field("mean"));
     assert_eq!(n, 10_000.0);
     let delta =
@@ -355,23 +368,6 @@ fn root_requests_begin_when_their_data_arrives() {
     assert!(means[1] < 5e-3, "with sk_data_ready disabled the mean {} s should begin at the read", means[1]);
 }
 
-/// `name{...}` of the series whose labels include every pair of `want`; 0 when absent.
-fn series_with(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            let (labels, v) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
-            let pairs: Vec<(&str, &str)> =
-                labels.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
-            let has = |(k, v): &(&str, &str)| {
-                pairs
-                    .iter()
-                    .any(|(pk, pv)| pk == k && (pv == v || (*k == "le" && pv.parse::<f64>().ok() == v.parse().ok())))
-            };
-            want.iter().all(has).then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0.0)
-}
-
 /// A response lost on its way keeps its client waiting for the
 /// retransmission (at least the 200 ms of a loss probe or an RTO when it is
 /// the only segment in flight): the server's request ends at that
@@ -407,9 +403,7 @@ fn root_requests_a_lost_response_ends_at_its_retransmission() {
         std::thread::sleep(Duration::from_millis(300));
         let after = scrape_with(&k, &[&server.rel]);
         let own = std::fs::read_to_string(&out).unwrap();
-        let field = |k: &str| -> f64 {
-            own.split(&format!("\"{k}\": ")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
-        };
+        let field = |k: &str| json_field(&own, k);
         let (n, slow) = (field("count"), field("slow"));
         let rel = server.rel.as_str();
         let labels = [("workload", rel), ("role", "server")];
