@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from common import GROUPS, rankdata, spearman
+from common import GROUPS, TRUTHS, rankdata, spearman
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,9 +50,9 @@ def load(arg):
 class Group:
     """One run's windows of one phase group, with the P99 ranks precomputed."""
 
-    def __init__(self, rows, phases):
+    def __init__(self, rows, phases, target="p99_ms"):
         self.phase = np.array([phases.index(r["phase"]) for r in rows])
-        self.p99 = np.array([float(r["p99_ms"]) for r in rows])
+        self.p99 = np.array([float(r[target]) for r in rows])
         self.friction = np.array([float(r["friction"]) for r in rows])
         rp = rankdata(self.p99)
         self.rp = (rp - rp.mean()) / np.linalg.norm(rp - rp.mean())
@@ -86,11 +86,16 @@ class Group:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
+    ap.add_argument("--truth", choices=TRUTHS, default="reported",
+                    help="the client P99 judged against (common.TRUTHS)")
     args = ap.parse_args()
     runs = [load(a) for a in args.runs]
+    target = "p99_ms" if args.truth == "reported" else "p99_measured_ms"
+    if any(target not in rows[0] for _, rows in runs if rows):
+        ap.error(f"--truth {args.truth}: a CSV without {target} (written before 2026-12-05)")
     for gname, member in GROUPS.items():
         phases = sorted({r["phase"] for _, rows in runs for r in rows if member(r["phase"])})
-        groups = [Group([r for r in rows if member(r["phase"])], phases) for _, rows in runs]
+        groups = [Group([r for r in rows if member(r["phase"])], phases, target) for _, rows in runs]
         # Every weak ordering of the phases, as level vectors (duplicates are harmless).
         levels = [np.array(lv) for lv in itertools.product(range(len(phases)), repeat=len(phases))
                   if len(set(lv)) > 1]

@@ -161,6 +161,28 @@ def windows(run, keep_mixed=False):
     return out
 
 
+# Which client P99 a rho is judged against.
+#   reported  the load generator's own figure: what it prints (the default, and
+#             the only one before 2026-12-05). wrk's is corrected for
+#             coordinated omission (wrk.c: stats_correct), which adds made-up
+#             samples below every latency longer than twice the per-connection
+#             request interval: in a closed loop (interval ~1.6 ms) or under
+#             200 ms retransmission timeouts its P99 is well above any request's
+#             percentile. redis-benchmark's is not corrected.
+#   measured  a percentile of the requests the load generator timed: wrk's with
+#             its correction undone by rate.lua (p_raw), redis-benchmark's as
+#             reported. NaN for wrk chunks recorded before rate.lua undid it.
+TRUTHS = ("reported", "measured")
+
+
+def client_p99_ms(w, server, truth="reported"):
+    """One chunk's client P99 in ms (w: a wrk.jsonl record)."""
+    if truth == "reported" or server == "redis":
+        return w["p"]["99"] / 1e3
+    raw = w.get("p_raw")
+    return raw["99"] / 1e3 if raw else math.nan
+
+
 # The phase groups friction is judged on separately (quiet windows count in both).
 NET_PHASES = ("loss1", "loss4", "bw")
 GROUPS = {"cpu/io": lambda ph: ph not in NET_PHASES, "network": lambda ph: ph in NET_PHASES or ph == "quiet"}

@@ -477,7 +477,8 @@ def wrk_loop(args, url, rec, ns):
     """Back-to-back wrk chunks; one chunk = one benchmark window."""
     f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
     delay = 0 if args.regime == "closed" else args.delay_ms
-    env = dict(os.environ, QOS_DELAY_MS=str(delay), QOS_DYN_EVERY=str(args.dyn_every))
+    env = dict(os.environ, QOS_DELAY_MS=str(delay), QOS_DYN_EVERY=str(args.dyn_every),
+               QOS_CONNECTIONS=str(args.connections))  # rate.lua undoes wrk's correction with it
     if args.regime == "bursty":
         env.update(BURST)
     argv = ns.cmd(["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.window}s", "--timeout", "10s",

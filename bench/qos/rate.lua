@@ -20,7 +20,8 @@
 -- /static.html (a small file from the page cache).
 --
 -- At the end one line "QOS {json}" gives this chunk's request count, errors and
--- latency percentiles in microseconds, read by qos.py.
+-- latency percentiles in microseconds, read by qos.py: "p" as wrk reports them,
+-- and "p_raw" from the latencies wrk measured (see raw_percentiles).
 
 local delay_ms = tonumber(os.getenv("QOS_DELAY_MS") or "10")
 local dyn_every = tonumber(os.getenv("QOS_DYN_EVERY") or "4")
@@ -70,16 +71,88 @@ function delay()
    return delay_ms * (1 - burst_share) / (1 - burst_share * burst_factor)
 end
 
+-- wrk (4.x, Debian's included) "corrects" its latency histogram for
+-- coordinated omission before done() sees it (stats_correct in wrk.c): each
+-- latency v longer than twice the expected interval e = runtime / (requests per
+-- connection) adds samples at v - e, v - 2e, ... down to e. In a closed loop
+-- (e ~ 1.6 ms) a stall adds many made-up samples, so wrk's P99 is not a
+-- percentile of its requests. The correction is exact and invertible: for
+-- m > e, corrected[m] = raw[m] + raw[m + e] + raw[m + 2e] + ..., so
+-- raw[m] = corrected[m] - corrected[m + e]. wrk's Lua API walks the histogram
+-- in O(range) per value, so it is read through LuaJIT's ffi (the userdata holds
+-- a pointer to wrk's `stats`: count, limit, min, max, data[]); any mismatch
+-- with the API's own min, max and request count returns nil, never a guess.
+local function raw_percentiles(summary, latency, qs)
+   local conns = tonumber(os.getenv("QOS_CONNECTIONS") or "0")
+   local ok, ffi = pcall(require, "ffi")
+   if not ok or conns <= 0 then
+      return nil
+   end
+   local st = ffi.cast("uint64_t **", latency)[0]
+   local mn, mx = tonumber(st[2]), tonumber(st[3])
+   if mn ~= latency.min or mx ~= latency.max or mx >= tonumber(st[1]) then
+      return nil
+   end
+   local data = st + 4
+   local per_conn = math.floor(summary.requests / conns)
+   local e = per_conn > 0 and math.floor(summary.duration / per_conn) or math.huge
+   local raw, n = {}, 0
+   for m = mn, mx do
+      local c = tonumber(data[m])
+      if m > e and m + e <= mx then
+         c = c - tonumber(data[m + e])
+      end
+      if c < 0 then
+         return nil
+      end
+      if c > 0 then
+         raw[m] = c
+         n = n + c
+      end
+   end
+   -- every completed request is recorded once, but those past wrk's limit
+   -- (counted as timeouts)
+   if n > summary.requests or n < summary.requests - summary.errors.timeout then
+      return nil
+   end
+   local out, total, k = {}, 0, 1
+   for m = mn, mx do
+      total = total + (raw[m] or 0)
+      -- wrk's own rank rule (stats_percentile)
+      while k <= #qs and total >= math.floor(qs[k] / 100 * n + 0.5 + 0.5) do
+         out[k] = m
+         k = k + 1
+      end
+   end
+   return out, n, e
+end
+
+local QS = { 50, 90, 99, 99.9 }
+
+local function json_percentiles(vals)
+   local p = {}
+   for i, q in ipairs(QS) do
+      p[#p + 1] = string.format('"%s":%d', tostring(q), vals[i])
+   end
+   return "{" .. table.concat(p, ",") .. "}"
+end
+
 function done(summary, latency, requests)
    local e = summary.errors
    local p = {}
-   for _, q in ipairs({ 50, 90, 99, 99.9 }) do
-      p[#p + 1] = string.format('"%s":%d', tostring(q), latency:percentile(q))
+   for i, q in ipairs(QS) do
+      p[i] = latency:percentile(q)
+   end
+   local raw, n_raw, interval = raw_percentiles(summary, latency, QS)
+   local raw_json = "null"
+   if raw then
+      raw_json = string.format('%s,"raw_samples":%d,"correction_interval_us":%d', json_percentiles(raw), n_raw,
+         interval == math.huge and -1 or interval)
    end
    io.write(string.format(
       'QOS {"duration_us":%d,"requests":%d,"bytes":%d,"errors":%d,"timeouts":%d,"status_errors":%d,' ..
-      '"lat_mean_us":%.1f,"lat_max_us":%d,"p":{%s}}\n',
+      '"lat_mean_us":%.1f,"lat_max_us":%d,"p":%s,"p_raw":%s}\n',
       summary.duration, summary.requests, summary.bytes,
       e.connect + e.read + e.write + e.status + e.timeout, e.timeout, e.status,
-      latency.mean, latency.max, table.concat(p, ",")))
+      latency.mean, latency.max, json_percentiles(p), raw_json))
 end

@@ -27,8 +27,8 @@ import tempfile
 
 import numpy as np
 
-from common import (NET_PHASES, Run, diff_spearman, in_group, pearson, samples_path, spearman, window_mean,
-                    windows)
+from common import (NET_PHASES, TRUTHS, Run, client_p99_ms, diff_spearman, in_group, pearson, samples_path,
+                    spearman, window_mean, windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -51,13 +51,14 @@ class Prepared:
     """Per-run data shared by every variant: windows, client P99, ksense's
     own friction, and each variant's replay (cached)."""
 
-    def __init__(self, d, keep_mixed=False):
+    def __init__(self, d, keep_mixed=False, truth="reported"):
         self.run = run = Run(d)
         self.name = os.path.basename(os.path.normpath(d))
         self.warmup = run.meta["warmup"]
         self.keep_mixed = keep_mixed
         self.wins = [w for w in windows(run, keep_mixed) if len(w["ks"]) and w["start"] >= run.ready_at]
-        self.p99 = np.array([w["wrk"]["p"]["99"] / 1e3 for w in self.wins])
+        self.truth = truth
+        self.p99 = np.array([client_p99_ms(w["wrk"], run.meta.get("server"), truth) for w in self.wins])
         self.phase = [w["phase"] for w in self.wins]
         self.groups = ["cpu/io", "network"] if any(p in NET_PHASES for p in self.phase) else ["all"]
         self.span = int(round(np.median([len(w["ks"]) for w in self.wins]))) if self.wins else 5
@@ -152,7 +153,7 @@ def markdown(preps, v):
         n = " / ".join(str(sum(in_group(ph, g) for ph in p.phase)) for g in gs)
         post = [r for r in build_rows(p.run)[0] if r["post_warmup"] and (p.keep_mixed or not r["mixed"])
                 and in_group(r["phase"], gs[0])]
-        p99 = [r["p99_ms"] for r in post]
+        p99 = [r["p99_ms" if p.truth == "reported" else "p99_measured_ms"] for r in post]
         ks = lambda k: f"{spearman([r.get(k, np.nan) for r in post], p99)[0]:.3f}"
         name = f"{'Redis' if m['server'] == 'redis' else 'nginx'}, {m['regime']}, seed {m['seed']}"
         print(f"| {name} | {n} | **{pair(lambda g: rho(p, v, g))}** | {pair(lambda g: node_rho(p, g, 'cpu'))} | "
@@ -233,9 +234,15 @@ def main():
                     help="only print the README's per-run table for the default (or the first --try)")
     ap.add_argument("--keep-mixed", action="store_true",
                     help="also judge the windows that straddle a phase change (left out by default)")
+    ap.add_argument("--truth", choices=TRUTHS, default="reported",
+                    help="the client P99 judged against: the load generator's reported figure (wrk's is "
+                         "corrected for coordinated omission) or that of the requests it timed (common.TRUTHS)")
     args = ap.parse_args()
 
-    preps = [Prepared(d, args.keep_mixed) for d in args.runs]
+    preps = [Prepared(d, args.keep_mixed, args.truth) for d in args.runs]
+    if args.truth == "measured" and any(not np.isfinite(p.p99).any() for p in preps):
+        ap.error("--truth measured: a run recorded before rate.lua undid wrk's correction has no such P99: "
+                 + ", ".join(p.name for p in preps if not np.isfinite(p.p99).any()))
     if args.markdown:
         markdown(preps, parse_try(args.extra[0]) if args.extra else mk())
         return
