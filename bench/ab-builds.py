@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qos"))
-from qos import Netns, make_site, wait_in  # noqa: E402
+from qos import Netns, make_site, wait_url_in  # noqa: E402
 
 
 def die(msg):
@@ -70,7 +70,7 @@ def main():
     nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", make_site(tmp, 8080, 1), "-g", "daemon off;"]),
                              start_new_session=True)
     try:
-        wait_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
+        wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
         for order in ([0, 1], [1, 0], [0, 1], [1, 0]):
             ks = {i: (19830 + i, start(builds[i], 19830 + i, tmp, extra)) for i in order}
             time.sleep(1)

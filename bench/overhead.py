@@ -45,7 +45,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "qos"))
-from qos import Netns, make_site, wait_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
+from qos import Netns, make_site, wait_url_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
 
 # no-requests: the default without the requests family (its four programs, bpf/requests.bpf.c).
 FLOOR = "floor"  # not ksense: the cost bench's empty programs
@@ -193,7 +193,7 @@ def main():
         nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]),
                                  start_new_session=True)
         url = f"http://127.0.0.1:{port}/static.html"
-        wait_in(ns, url, "nginx")
+        wait_url_in(ns, url, "nginx")
         run_nginx(ns, url, 1)  # warm the page cache and nginx
         results = {c: [] for c in CONFIGS}
         for r in range(args.rounds):

@@ -7,7 +7,7 @@ ksense_bpf_program_runs_total / _run_seconds_total, divided by wrk's requests.
 """
 import os, sys, subprocess, time, re, tempfile, signal, urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qos"))
-from qos import Netns, make_site, wait_in
+from qos import Netns, make_site, wait_url_in
 KS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "release", "ksense")
 def scrape(port):
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
@@ -27,7 +27,7 @@ ns = Netns(); port = 19827
 ks = subprocess.Popen([KS, "--web.listen-address", f"127.0.0.1:{port}", "--model.state-file", d + "/b.json"], stderr=subprocess.DEVNULL)
 time.sleep(3)
 ng = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]), start_new_session=True)
-wait_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
+wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
 a = progs(scrape(port))
 out = subprocess.run(ns.cmd(["taskset", "-c", "0", "wrk", "-t1", "-c32", "-d3s", "http://127.0.0.1:8080/static.html"]), capture_output=True, text=True).stdout
 b = progs(scrape(port))

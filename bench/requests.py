@@ -35,7 +35,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "qos"))
 from common import client_p99_ms, spearman  # noqa: E402  (the QoS benchmark's Spearman, with ties)
-from qos import Netns, make_site, wait_in  # noqa: E402  (its nginx site and namespace)
+from qos import Netns, make_site, wait_url_in  # noqa: E402  (its nginx site and namespace)
 
 REPO = os.path.dirname(HERE)
 # Classic bounds at every kernel bucket from 2^-18 s to 16 s: the full resolution in text.
@@ -86,7 +86,7 @@ def start_server(kind, ns, d):
     if kind == "nginx":
         conf = make_site(d, PORT, 2)
         p = subprocess.Popen(ns.cmd(["nginx", "-c", conf, "-g", "daemon off;"]), start_new_session=True)
-        wait_in(ns, f"http://127.0.0.1:{PORT}/static.html", "nginx")
+        wait_url_in(ns, f"http://127.0.0.1:{PORT}/static.html", "nginx")
         return p
     p = subprocess.Popen(ns.cmd(["redis-server", "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no"]), stdout=subprocess.DEVNULL, start_new_session=True)

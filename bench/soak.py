@@ -158,8 +158,8 @@ def main():
     print(f'  scrapes          {scrapes} ok, {failed} failed')
     print(f'  counter resets   {resets}' + (f' ({", ".join(sorted(reset_names)[:5])})' if reset_names else ''))
     print(f'  VmRSS            {rss_start} KiB after {warmup}s warm-up, {rss_end} KiB at the end, growth {growth} KiB, max {rss_max} KiB')
-    print(f'  dropped events   ' + ', '.join(f'{k.split("=")[1].strip(chr(34) + "}")}={int(v)}' for k, v in sorted(dropped.items())))
-    print(f'  program runs     ' + ', '.join(f'{k.split("=")[1].strip(chr(34) + "}")}=+{int(v)}' for k, v in sorted(runs.items())))
+    print('  dropped events   ' + ', '.join(f'{k.split("=")[1].strip(chr(34) + "}")}={int(v)}' for k, v in sorted(dropped.items())))
+    print('  program runs     ' + ', '.join(f'{k.split("=")[1].strip(chr(34) + "}")}=+{int(v)}' for k, v in sorted(runs.items())))
     print(f'  exit             {exit_code} after SIGTERM in {exit_secs:.2f}s; error log lines: {len(errors)}')
 
     problems = []

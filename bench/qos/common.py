@@ -17,8 +17,6 @@ NB = LE_MAX - LE_MIN + 2  # + the +Inf bucket
 UPPER = np.array([2.0 ** (i / 4.0) for i in range(LE_MIN, LE_MAX + 1)] + [math.inf])
 LOWER = np.array([2.0 ** ((i - 1) / 4.0) for i in range(LE_MIN, LE_MAX + 1)] + [2.0 ** (LE_MAX / 4.0)])
 
-from facts import MIN_RUNQUEUE_EVENTS  # noqa: E402,F401  ksense's per-interval calibration floor
-
 
 def samples_path(d):
     """A run's samples.jsonl, or the xz-compressed copy kept in bench/qos/results/runs/."""

@@ -59,7 +59,6 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # index i.
 LE_MIN, LE_MAX = -100, 20
 
-from facts import SOFTIRQ_VECTORS  # noqa: E402  (bench/qos is on sys.path when run as a script)
 
 # Interference phases. {tmp} is a scratch directory on the root file system
 # (ext4 on the VM's virtio disk, so writes really reach a block device).
@@ -625,6 +624,11 @@ def wait_in(ns, argv, what, answer="", timeout=20.0):
     raise RuntimeError(f"{what} did not answer `{' '.join(argv)}` (in namespace {ns.name}) within {timeout:.0f}s")
 
 
+def wait_url_in(ns, url, what, timeout=20.0):
+    """Until url answers with a 2xx from inside the namespace."""
+    wait_in(ns, ["curl", "-sf", "-o", "/dev/null", url], what, timeout=timeout)
+
+
 def wait_http(url, what, timeout=20.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -714,7 +718,7 @@ def main():
             conf = make_site(tmp, nport, args.nginx_workers)
             server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
-            wait_in(ns, ["curl", "-sf", "-o", "/dev/null", site + "static.html"], "nginx")
+            wait_url_in(ns, site + "static.html", "nginx")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         else:
             server = procs.start("redis-server", ns.cmd(

@@ -143,8 +143,8 @@ def markdown(preps, v):
     beside CPU utilisation's and PSI's, the rho of changes, and ksense's
     request P99s (the server's, the load generator's calls) on CPU/IO."""
     from analyze import build_rows
-    print(f"| run | windows | **friction** | CPU utilisation | PSI cpu (window) | friction, rho of changes "
-          f"(CPU/IO) | the server's P99 (ksense, CPU/IO) | the client's calls (ksense, CPU/IO) |")
+    print("| run | windows | **friction** | CPU utilisation | PSI cpu (window) | friction, rho of changes "
+          "(CPU/IO) | the server's P99 (ksense, CPU/IO) | the client's calls (ksense, CPU/IO) |")
     print("|---|---|---|---|---|---|---|---|")
     for p in preps:
         m = p.run.meta
@@ -246,7 +246,6 @@ def main():
     if args.markdown:
         markdown(preps, parse_try(args.extra[0]) if args.extra else mk())
         return
-    names = [p.name for p in preps]
     print("Offline friction variants: Spearman rho vs client P99 over post-warm-up windows")
     for p in preps:
         print(f"  run {p.name}: {len(p.wins)} windows of ~{p.span} s, "
