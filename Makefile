@@ -21,6 +21,7 @@ test:
 	$(CARGO) test --release --locked -- --test-threads=1
 	@if [ -x tests/deploy/run-all.sh ]; then tests/deploy/run-all.sh; fi
 	bench/soak.py --minutes $(SOAK_MINUTES)
+	bench/smoke.sh
 
 # Soak under stress-ng (root): RSS growth, failed scrapes, counter resets. make soak SOAK_MINUTES=60
 SOAK_MINUTES ?= 2

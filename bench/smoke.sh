@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The benchmark scripts, run end to end and briefly (root, ~1.5 min), and
+# checked for their figures: no test runs them otherwise, and a helper whose
+# signature changed once left four of them unable to start nginx for days.
+# Their results here mean nothing (seconds of load, no quiet machine); only
+# that each ran and produced every figure it reports.
+#
+#   sudo bench/smoke.sh        (part of `make test`; needs a release build)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ "$(id -u)" = 0 ] || { echo "smoke.sh: run as root (the benchmarks load BPF programs)" >&2; exit 2; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+PY=""
+for p in ${PYTHON:-} python3 /usr/bin/python3; do  # the first with numpy, as qos/run.sh picks
+    if command -v "$p" >/dev/null && "$p" -c 'import numpy' 2>/dev/null; then PY=$p; break; fi
+done
+[ -n "$PY" ] || { echo "smoke.sh: no python3 with numpy (apt-get install python3-numpy)" >&2; exit 1; }
+
+step() { echo "bench smoke: $*"; }
+
+step "QoS benchmark (nginx, wrk, two phases)"
+"$here/qos/run.sh" --no-build --no-variants --warmup 20 --phases cpu,loss1 --phase-seconds 10 --rounds 1 \
+    --out "$out/qos" > "$out/qos.log" 2>&1 || { cat "$out/qos.log"; exit 1; }
+"$PY" - "$out/qos/windows.csv" <<'EOF'
+import csv, math, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+post = [r for r in rows if r["post_warmup"] == "1"]
+assert len(post) >= 3, f"only {len(post)} windows after the warm-up"
+for r in rows:
+    for k in ("p99_ms", "p99_measured_ms", "ks_server_p99_ms", "cpu_util"):
+        assert math.isfinite(float(r[k])), f"window {r['window']}: {k} is {r[k]}"
+for r in post:
+    assert math.isfinite(float(r["friction"])), f"window {r['window']}: no friction after the warm-up"
+print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure present")
+EOF
+
+step "request latency against the load generator (bench/requests.py)"
+"$PY" "$here/requests.py" --windows 2 --window 2 > "$out/requests.txt" 2>"$out/requests.err" \
+    || { cat "$out/requests.err"; exit 1; }
+[ "$(grep -c '^phase ' "$out/requests.txt")" = 2 ] || { cat "$out/requests.txt"; exit 1; }
+grep -q "P99 of the requests it timed" "$out/requests.txt" || { cat "$out/requests.txt"; exit 1; }
+echo "  2 windows, both P99s"
+
+step "end-to-end overhead (bench/overhead.py, one round)"
+"$PY" "$here/overhead.py" --rounds 1 --seconds 1 --loops 20000 > "$out/overhead.txt" 2>&1 \
+    || { cat "$out/overhead.txt"; exit 1; }
+for c in floor default no-stats no-requests all; do
+    grep -Eq "^$c +[-+][0-9.]+ %" "$out/overhead.txt" || { echo "no row for $c"; cat "$out/overhead.txt"; exit 1; }
+done
+echo "  every configuration measured"
