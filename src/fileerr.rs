@@ -7,7 +7,9 @@ use std::path::Path;
 /// One line: what, where, which field, why. `line` is 1-based.
 pub fn located(kind: &str, file: &Path, line: Option<usize>, field: &str, msg: &str) -> String {
     let msg = one_line(msg);
-    let field = if field.is_empty() || field == "." { "(document)" } else { field };
+    // a key the parser could not split (`{a\n\nkey:` in YAML) carries newlines
+    let field = one_line(field);
+    let field = if field.is_empty() || field == "." { "(document)" } else { field.as_str() };
     match line {
         Some(n) => format!("{kind} {}, line {n}, field `{field}`: {msg}", file.display()),
         None => format!("{kind} {}, field `{field}`: {msg}", file.display()),
@@ -119,5 +121,8 @@ mod tests {
         let e = located("config file", Path::new("/k.toml"), Some(3), "web.x", "bad\n  |\n3 | x\nworse");
         assert_eq!(e, "config file /k.toml, line 3, field `web.x`: bad; |; 3 | x; worse");
         assert_eq!(line_of_offset("a\nb\nc", 2), 2);
+        // the key of `{a\n\ntls_server_config:`, as serde_yaml names it
+        let e = located("web config file", Path::new("/w.yml"), Some(1), "a\ntls_server_config", "unknown field");
+        assert_eq!(e, "web config file /w.yml, line 1, field `a; tls_server_config`: unknown field");
     }
 }
