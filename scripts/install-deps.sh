@@ -13,9 +13,10 @@ case "${1:-}" in
         # Real servers and load generators the tests drive, and the tools they
         # call (mount/umount, unshare and setpriv from util-linux; ip, tc and ss
         # from iproute2 and iptables for the network tests' namespaces; numpy
-        # and matplotlib for the benchmarks' analysis, which bench/smoke.sh runs).
+        # and matplotlib for the benchmarks' analysis, which bench/smoke.sh runs;
+        # procps: pgrep).
         pkgs+=(prometheus stress-ng nginx wrk redis-server redis-tools python3 util-linux mount iproute2 iptables
-               python3-numpy python3-matplotlib) ;;
+               python3-numpy python3-matplotlib procps) ;;
     --image)
         # The Dockerfile's build stage: setcap gives the binary its file
         # capabilities there, so the runtime stage stores it once.
