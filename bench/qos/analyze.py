@@ -171,6 +171,12 @@ def plot(rows, run, path):
         ax.text((p["start"] + end) / 2, 0.985, p["name"], transform=ax.get_xaxis_transform(), ha="center",
                 va="top", fontsize=9, rotation=90 if end - p["start"] < 15 else 0)
     l1, = ax.plot(mid, p99, color="black", lw=1.6, marker="o", ms=2.5, label="client P99 (load generator, ms)")
+    handles = [l1]
+    measured = np.array([r["p99_measured_ms"] for r in rows], dtype=float)
+    if run.meta.get("server") != "redis" and np.isfinite(measured).any():
+        lm, = ax.plot(mid, measured, color="grey", lw=1.0, ls="--",
+                      label="P99 of the requests wrk timed (its correction undone)")
+        handles.append(lm)
     ax.set_yscale("log")
     ax.set_ylabel("client P99 latency (ms, log)")
     ax2 = ax.twinx()
@@ -179,17 +185,23 @@ def plot(rows, run, path):
     ax2.set_ylabel("ksense friction (Mahalanobis distance, log)", color="#b2182b")
     ax2.tick_params(axis="y", colors="#b2182b")
     ax.axvline(run.ready_at, color="grey", ls="--", lw=1)
-    ax.legend(handles=[l1, l2], loc="upper left", bbox_to_anchor=(0.0, 0.90), fontsize=9, framealpha=0.9)
-    post = [r for r in rows if r["post_warmup"]]
-    rho, n = spearman([r["friction"] for r in post], [r["p99_ms"] for r in post])
-    rc, _ = spearman([r["cpu_util"] for r in post], [r["p99_ms"] for r in post])
-    rp, _ = spearman([r.get("psi_cpu_some", math.nan) for r in post], [r["p99_ms"] for r in post])
+    ax.legend(handles=handles + [l2], loc="upper left", bbox_to_anchor=(0.0, 0.90), fontsize=9, framealpha=0.9)
+    # the rho of the tables: per phase group, windows that straddle a phase change left out
+    groups = list(GROUPS) if any(r["phase"] in NET_PHASES for r in rows) else ["all"]
+
+    def rhos(key):
+        vals = []
+        for g in groups:
+            post = [r for r in rows if r["post_warmup"] and not r["mixed"] and in_group(r["phase"], g)]
+            vals.append(spearman([r.get(key, math.nan) for r in post], [r["p99_ms"] for r in post])[0])
+        return " / ".join(f"{v:.2f}" for v in vals)
     m = run.meta
     client = {"redis": "redis-benchmark"}.get(m.get("server"), "wrk")
     load = f"{m.get('server', 'nginx')} + {client} ({m.get('regime', 'fixed')})"
     ax.set_title(f"ksense QoS benchmark: {load} on 127.0.0.1, {m['cpus']} CPUs, kernel {m['kernel']}, seed {m['seed']}\n"
-                 f"Spearman vs client P99 over {n} post-warm-up {m['window']} s windows: friction {rho:.2f}, "
-                 f"CPU utilisation {rc:.2f}, PSI cpu some {rp:.2f}", fontsize=10)
+                 f"Spearman vs client P99 per {m['window']} s window, {' / '.join(groups)} phases: friction "
+                 f"{rhos('friction')}, CPU utilisation {rhos('cpu_util')}, PSI cpu some {rhos('psi_cpu_some')}",
+                 fontsize=10)
     ax3.plot(mid, cpu, color="#2166ac", lw=1.2, label="CPU utilisation %")
     ax3.plot(mid, psi, color="#1b7837", lw=1.2, label="PSI cpu some % (window)")
     ax3.set_ylim(0, 105)
