@@ -100,6 +100,7 @@ for _n in NET_PHASES:
 REGIMES = {"nginx": ("fixed", "closed", "bursty"), "redis": ("closed",)}
 BURST = {"QOS_BURST_PERIOD_MS": "1000", "QOS_BURST_SHARE": "0.2", "QOS_BURST_FACTOR": "4"}
 REDIS_KEYS, REDIS_VALUE_BYTES = 10000, 256
+REDIS_MIN_CHUNK = 200  # requests in a redis-benchmark chunk, at least: a P99 of fewer says little
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -529,22 +530,26 @@ def parse_redis_benchmark(out):
 def redis_loop(args, port, rec, ns):
     """Back-to-back redis-benchmark chunks (GETs of keys set at the start).
 
-    It runs a number of requests, not a time: the first chunk measures the
-    quiet rate and every later one asks for --window seconds of it, so a
-    window stretches when interference slows the server (the analysis maps
-    windows to phases by their overlap)."""
+    It runs a number of requests, not a time, so each chunk asks for --window
+    seconds at the rate of the chunk before (at most the first chunk's, the
+    quiet rate): the first chunk of a slower phase stretches, the rest of it
+    are --window seconds again. Until 2026-12-05 every chunk asked for the
+    quiet rate's --window seconds, and under loss (~100 times slower) a phase
+    made one stretched window or, timed out, none. A chunk that times out
+    (--window * 2 + 5 s) is lost and the next asks for a tenth of it."""
     f = open(os.path.join(rec.out, "wrk.jsonl"), "w")
     base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-r", str(REDIS_KEYS), "-d",
             str(REDIS_VALUE_BYTES)]
     subprocess.run(ns.cmd(base + ["-t", "set", "-n", str(4 * REDIS_KEYS), "-q"]), capture_output=True, check=True)
-    n = 20000
+    n, most = 20000, None
     while not rec.stop.is_set():
         start, asked = rec.now(), n
         argv = ns.cmd(base + ["-t", "get", "-c", str(args.connections), "-n", str(asked), "--precision", "3"])
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=args.window * 10 + 30)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=args.window * 2 + 5)
         except subprocess.TimeoutExpired:
-            rec.errors.append(f"redis-benchmark chunk at {start:.1f}s timed out")
+            rec.errors.append(f"redis-benchmark chunk of {asked} requests at {start:.1f}s timed out")
+            n = max(REDIS_MIN_CHUNK, asked // 10)
             rec.ended_chunk()
             continue
         end = rec.now()
@@ -555,8 +560,9 @@ def redis_loop(args, port, rec, ns):
                               f"{(r.stderr or r.stdout).strip()[-200:]}")
             time.sleep(0.5)
             continue
-        if not f.tell():  # the first chunk sizes the rest
-            n = max(1000, int(d["rps"] * args.window))
+        want = int(d["rps"] * args.window)
+        most = most or want  # the first chunk's: the quiet rate
+        n = max(REDIS_MIN_CHUNK, min(want, most))
         d.update({"duration_us": int((end - start) * 1e6), "requests": asked, "bytes": 0,
                   "errors": 0, "timeouts": 0, "status_errors": 0, "start": round(start, 4), "end": round(end, 4)})
         del d["rps"]
