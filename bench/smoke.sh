@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark scripts, run end to end and briefly (root, ~1.5 min), and
+# The benchmark scripts, run end to end and briefly (root, ~3 min), and
 # checked for their figures: no test runs them otherwise, and a helper whose
 # signature changed once left four of them unable to start nginx for days.
 # Their results here mean nothing (seconds of load, no quiet machine); only
@@ -32,6 +32,20 @@ for r in rows:
         assert math.isfinite(float(r[k])), f"window {r['window']}: {k} is {r[k]}"
 for r in post:
     assert math.isfinite(float(r["friction"])), f"window {r['window']}: no friction after the warm-up"
+print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure present")
+EOF
+
+step "QoS benchmark (redis-server, redis-benchmark, two phases)"
+"$here/qos/run.sh" --no-build --no-variants --server redis --warmup 20 --phases cpu,loss1 --phase-seconds 15 \
+    --rounds 1 --out "$out/qos-redis" > "$out/qos-redis.log" 2>&1 || { cat "$out/qos-redis.log"; exit 1; }
+"$PY" - "$out/qos-redis/windows.csv" <<'EOF'
+import csv, math, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+post = [r for r in rows if r["post_warmup"] == "1"]
+assert len(post) >= 3, f"only {len(post)} windows after the warm-up"
+for r in rows:
+    for k in ("p99_ms", "p99_measured_ms", "ks_server_p99_ms"):
+        assert math.isfinite(float(r[k])), f"window {r['window']}: {k} is {r[k]}"
 print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure present")
 EOF
 
