@@ -112,7 +112,7 @@ local function raw_percentiles(summary, latency, qs)
    end
    -- every completed request is recorded once, but those past wrk's limit
    -- (counted as timeouts)
-   if n > summary.requests or n < summary.requests - summary.errors.timeout then
+   if n == 0 or n > summary.requests or n < summary.requests - summary.errors.timeout then
       return nil
    end
    local out, total, k = {}, 0, 1
