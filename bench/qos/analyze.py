@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from common import (GROUPS, NET_PHASES, PURE_SHARE, Run, client_p99_ms, diff_spearman, in_group, spearman, stat,
-                    window_mean, windows)
+from common import (GROUPS, NET_PHASES, PURE_SHARE, TRUTH_COLUMNS, Run, client_p99_ms, diff_spearman, in_group,
+                    spearman, stat, window_mean, windows)
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,7 +53,7 @@ def build_rows(run):
             "errors": w["wrk"]["errors"],
             "p50_ms": w["wrk"]["p"]["50"] / 1e3, "p90_ms": w["wrk"]["p"]["90"] / 1e3,
             "p99_ms": w["wrk"]["p"]["99"] / 1e3, "p999_ms": w["wrk"]["p"]["99.9"] / 1e3,
-            "p99_measured_ms": client_p99_ms(w["wrk"], run.meta.get("server"), "measured"),
+            TRUTH_COLUMNS["measured"]: client_p99_ms(w["wrk"], run.meta.get("server"), "measured"),
             "friction": window_mean(fr, ks),
             "signed_friction": window_mean(fr * dr, ks),
             "interference": window_mean(run.series("interference"), ks),

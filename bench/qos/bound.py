@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from common import GROUPS, TRUTHS, rankdata, spearman
+from common import GROUPS, TRUTH_COLUMNS, TRUTHS, rankdata, spearman
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,7 +90,7 @@ def main():
                     help="the client P99 judged against (common.TRUTHS)")
     args = ap.parse_args()
     runs = [load(a) for a in args.runs]
-    target = "p99_ms" if args.truth == "reported" else "p99_measured_ms"
+    target = TRUTH_COLUMNS[args.truth]
     if any(target not in rows[0] for _, rows in runs if rows):
         ap.error(f"--truth {args.truth}: a CSV without {target} (written before 2026-12-05)")
     for gname, member in GROUPS.items():

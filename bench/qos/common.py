@@ -171,6 +171,8 @@ def windows(run, keep_mixed=False):
 #             its correction undone by rate.lua (p_raw), redis-benchmark's as
 #             reported. NaN for wrk chunks recorded before rate.lua undid it.
 TRUTHS = ("reported", "measured")
+# Each truth's column in analyze.py's windows.csv.
+TRUTH_COLUMNS = {"reported": "p99_ms", "measured": "p99_measured_ms"}
 
 
 def client_p99_ms(w, server, truth="reported"):

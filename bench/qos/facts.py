@@ -1,6 +1,5 @@
 """ksense's facts the benchmark needs, read from their one home in the Rust
-source, so that a copy here cannot drift: the softirq vector names, the
-default model features, the calibration's per-interval event floor."""
+source, so that a copy here cannot drift: the default model features."""
 
 import os
 import re
@@ -18,7 +17,4 @@ def _strings(path, const):
     return re.findall(r'"([^"]+)"', body)
 
 
-# As the model names them: softirq_<vector in lower case>.
-SOFTIRQ_VECTORS = [v.lower() for v in _strings("src/probes/softirq.rs", "SOFTIRQ_VECTORS")]
 DEFAULT_FEATURES = tuple(_strings("src/model/pipeline.rs", "DEFAULT_FEATURES"))
-MIN_RUNQUEUE_EVENTS = int(re.search(r"MIN_RUNQUEUE_EVENTS: u64 = (\d+);", _src("src/signals/features.rs")).group(1))

@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from common import (NET_PHASES, TRUTHS, Run, client_p99_ms, diff_spearman, in_group, pearson, samples_path,
+from common import (NET_PHASES, TRUTH_COLUMNS, TRUTHS, Run, client_p99_ms, diff_spearman, in_group, pearson, samples_path,
                     spearman, window_mean, windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -153,7 +153,7 @@ def markdown(preps, v):
         n = " / ".join(str(sum(in_group(ph, g) for ph in p.phase)) for g in gs)
         post = [r for r in build_rows(p.run)[0] if r["post_warmup"] and (p.keep_mixed or not r["mixed"])
                 and in_group(r["phase"], gs[0])]
-        p99 = [r["p99_ms" if p.truth == "reported" else "p99_measured_ms"] for r in post]
+        p99 = [r[TRUTH_COLUMNS[p.truth]] for r in post]
         ks = lambda k: f"{spearman([r.get(k, np.nan) for r in post], p99)[0]:.3f}"
         name = f"{'Redis' if m['server'] == 'redis' else 'nginx'}, {m['regime']}, seed {m['seed']}"
         print(f"| {name} | {n} | **{pair(lambda g: rho(p, v, g))}** | {pair(lambda g: node_rho(p, g, 'cpu'))} | "
