@@ -213,7 +213,7 @@ fn model_families(m: &ModelView) -> Vec<Family> {
             family(
                 "ksense_baseline_friction_p99",
                 None,
-                "The friction ksense_interference_ratio is measured against: the 99th percentile over the calibration samples.",
+                "The friction ksense_interference_ratio is measured against: the 99th percentile over the calibration samples, each scored against a baseline of the rest.",
                 Kind::Gauge,
                 one(Value::Gauge(s.friction_reference)),
             ),

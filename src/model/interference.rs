@@ -2,8 +2,9 @@
 //! node's own normal range.
 //!
 //! The reference F₀ is the 99th percentile of friction over the calibration
-//! samples, scored against the baseline they froze: 99 % of the node's
-//! normal intervals score 0. Above it the ratio is the share of friction²
+//! samples, each scored against a baseline of the rest of the window
+//! (`normal_friction` in the model): 99 % of the node's normal intervals
+//! score 0. Above it the ratio is the share of friction²
 //! in excess of F₀², `1 − (F₀/F)²`: 0.75 at twice the normal friction, 0.89
 //! at three times, 0.99 at ten times. It keeps ranking nodes where a
 //! chi-square CDF would already read 1.0000 (at F = 6 for four or five features).

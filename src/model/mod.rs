@@ -301,16 +301,34 @@ impl Model {
     }
 }
 
-/// The calibration samples scored against the baseline they froze, at
-/// their 99th percentile: the node's normal friction. In-sample, so a
-/// little below what fresh intervals of the same regime score (bench/qos
-/// reports how often the idle node's ratio leaves 0).
+/// Folds of the calibration window for [`normal_friction`].
+pub const NORMAL_FOLDS: usize = 10;
+
+/// The node's normal friction: the 99th percentile of friction over the
+/// calibration samples, each scored against a baseline that did not see it.
+/// The window is cut into [`NORMAL_FOLDS`] contiguous blocks and each block
+/// is scored against the other blocks' baseline (contiguous, so a drift
+/// within the window counts, as it will for the intervals that follow).
+/// Scored in-sample, a baseline of n samples puts its own samples closer than
+/// fresh ones (for Gaussian data D² ≤ (n−1)²/n: at most 3.2 with n = 12), so a
+/// short baseline's F₀ sat low enough that noise crossed it. Where a block's
+/// remainder is too small to fit, its samples are scored in-sample.
 fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64> {
-    let f: Vec<f64> = samples
-        .iter()
-        .filter_map(|x| mahalanobis::score(&b.mean, b.cholesky.view(), &b.std, x, side))
-        .map(|s| s.friction)
-        .collect();
+    let n = samples.len();
+    let folds = NORMAL_FOLDS.min(n);
+    let mut f = Vec::with_capacity(n);
+    for k in 0..folds {
+        let (lo, hi) = (k * n / folds, (k + 1) * n / folds);
+        let rest: Vec<Vec<f64>> = samples[..lo].iter().chain(&samples[hi..]).cloned().collect();
+        let held_out = Baseline::from_samples(b.features.clone(), &rest, b.regularisation, 0);
+        let against = held_out.as_ref().unwrap_or(b);
+        f.extend(
+            samples[lo..hi]
+                .iter()
+                .filter_map(|x| mahalanobis::score(&against.mean, against.cholesky.view(), &against.std, x, side))
+                .map(|s| s.friction),
+        );
+    }
     interference::reference(&f)
 }
 
