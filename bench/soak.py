@@ -7,7 +7,7 @@ counter resets (any counter, histogram _count/_sum/_bucket included, that
 ever decreases), dropped events and whether the probes kept counting, and
 exits non-zero when a threshold is broken. Needs root (ksense loads BPF).
 
-    bench/soak.py --minutes 60              # the README's one-hour run
+    bench/soak.py --minutes 60              # docs/reliability.md's one-hour run
     bench/soak.py --minutes 2               # what `make test` (CI) runs
 """
 

@@ -1,6 +1,6 @@
-//! The series budget (README, "Series budget"): with the default workload
-//! cap and more busy workloads than it, every per-workload family busy in
-//! each, one scrape serves no more series than the formula gives, and no more
+//! The series budget (docs/workloads.md, "Series budget"): with the default
+//! workload cap and more busy workloads than it, every per-workload family busy
+//! in each, one scrape serves no more series than the formula gives, and no more
 //! than the budget. Needs root (BPF, cgroups, a network namespace).
 
 mod common;

@@ -91,7 +91,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Limits that keep one client from holding the server (see README, Security).
+/// Limits that keep one client from holding the server (see docs/security.md).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;

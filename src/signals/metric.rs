@@ -43,7 +43,7 @@ pub struct Family {
 
 /// Which classic `le` bounds a histogram family is served with: a family
 /// with one series per workload multiplies its buckets by the workload cap,
-/// so it gets a coarser set of its own (README, "Series budget").
+/// so it gets a coarser set of its own (docs/workloads.md, "Series budget").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BucketSet {
     #[default]
