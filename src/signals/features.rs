@@ -2,8 +2,10 @@
 //!
 //! A feature is named `<source>_<statistic>`: source `runqueue`,
 //! `runqueue_wakeup` (waits that began at a wakeup), `dstate` or
-//! `softirq_<vector>` (e.g. `softirq_net_rx`), statistic `mean` or a
-//! percentile `p50`, `p90`, `p99`, `p999` (seconds), `busy` (the summed
+//! `softirq_<vector>` (e.g. `softirq_net_rx`), statistic `mean`, a
+//! percentile `p50`, `p90`, `p99`, `p999` (seconds), a percentile of the time
+//! spent `tw50`, `tw90` (seconds: the wait below which that share of all
+//! waiting time lies, which a flood of short waits cannot hide), `busy` (the summed
 //! durations per second of the interval: for the run queue the average number
 //! of waiting tasks, for a softirq vector the share of a CPU it took; unit 1)
 //! or `rate` (events per second).
@@ -21,6 +23,9 @@ pub const RUNQUEUE: &str = "runqueue";
 pub enum Stat {
     Mean,
     Quantile(f64),
+    /// A quantile of the time spent rather than of the events
+    /// ([`Histogram::time_quantile_seconds`]): `tw50`, `tw90`.
+    TimeQuantile(f64),
     /// Summed durations per second of the interval (seconds per second).
     Busy,
     /// Events per second.
@@ -33,7 +38,7 @@ impl Stat {
     /// src/model/pipeline.rs).
     pub fn model_scale(self) -> f64 {
         match self {
-            Stat::Mean | Stat::Quantile(_) | Stat::Busy => 1e6,
+            Stat::Mean | Stat::Quantile(_) | Stat::TimeQuantile(_) | Stat::Busy => 1e6,
             Stat::Rate => 1.0,
         }
     }
@@ -59,16 +64,22 @@ impl Feature {
             "mean" => Stat::Mean,
             "busy" => Stat::Busy,
             "rate" => Stat::Rate,
-            p if p.starts_with('p') && p.len() > 1 && p[1..].bytes().all(|b| b.is_ascii_digit()) => {
-                // p99 -> 0.99, p999 -> 0.999, p50 -> 0.5
-                let digits = &p[1..];
-                let q = format!("0.{digits}").parse::<f64>().map_err(|_| bad("bad percentile"))?;
+            p if percentile(p, "p").is_some() || percentile(p, "tw").is_some() => {
+                // p99 -> 0.99, p999 -> 0.999, p50 -> 0.5; tw90 -> 0.9 of the time spent
+                let (digits, timed) =
+                    percentile(p, "p").map_or_else(|| (percentile(p, "tw"), true), |d| (Some(d), false));
+                let q =
+                    format!("0.{}", digits.unwrap_or_default()).parse::<f64>().map_err(|_| bad("bad percentile"))?;
                 if !(q > 0.0 && q < 1.0) {
                     return Err(bad("percentile must be between p1 and p9999"));
                 }
-                Stat::Quantile(q)
+                if timed {
+                    Stat::TimeQuantile(q)
+                } else {
+                    Stat::Quantile(q)
+                }
             }
-            _ => return Err(bad("statistic must be mean, pNN, busy or rate")),
+            _ => return Err(bad("statistic must be mean, pNN, twNN, busy or rate")),
         };
         let source = signals
             .iter()
@@ -87,11 +98,18 @@ impl Feature {
         match self.stat {
             Stat::Mean => h.mean_seconds(),
             Stat::Quantile(q) => h.quantile_seconds(q),
+            Stat::TimeQuantile(q) => h.time_quantile_seconds(q),
             Stat::Busy => Some(h.sum_seconds() / secs),
             Stat::Rate => Some(h.count() as f64 / secs),
         }
         .unwrap_or(0.0)
     }
+}
+
+/// The digits of a percentile statistic written `<prefix><digits>` (`p99`, `tw50`).
+fn percentile<'a>(stat: &'a str, prefix: &str) -> Option<&'a str> {
+    let digits = stat.strip_prefix(prefix)?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
 }
 
 pub fn parse_all(names: &[String], signals: &[String], counters: &[&str]) -> Result<Vec<Feature>, String> {
@@ -231,6 +249,9 @@ mod tests {
         assert_eq!(Feature::parse("runqueue_p999", &n, &[]).unwrap().stat, Stat::Quantile(0.999));
         assert_eq!(Feature::parse("runqueue_p50", &n, &[]).unwrap().stat, Stat::Quantile(0.5));
         assert_eq!(Feature::parse("softirq_net_rx_busy", &n, &[]).unwrap().stat, Stat::Busy);
+        assert_eq!(Feature::parse("runqueue_wakeup_tw90", &n, &[]).unwrap().stat, Stat::TimeQuantile(0.9));
+        assert_eq!(Feature::parse("runqueue_tw999", &n, &[]).unwrap().stat, Stat::TimeQuantile(0.999));
+        assert!(Feature::parse("runqueue_tw", &n, &[]).is_err() && Feature::parse("runqueue_tw0", &n, &[]).is_err());
         assert_eq!(Feature::parse("runqueue_wakeup_rate", &n, &[]).unwrap().stat, Stat::Rate);
         assert_eq!(Feature::parse("softirq_net_rx_mean", &n, &[]).unwrap().source, "softirq_net_rx");
         assert_eq!(Feature::parse("softirq_HRTIMER_p99", &n, &[]).unwrap().source, "softirq_hrtimer");
