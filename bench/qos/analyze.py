@@ -27,6 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PHASE_COLOURS = {
     "quiet": "#ffffff", "cpu": "#f4a582", "cpu-heavy": "#d6604d", "io": "#92c5de", "net": "#b8e186",
     "mixed": "#c2a5cf", "warmup": "#e0e0e0", "loss1": "#fee08b", "loss4": "#fdae61", "bw": "#a6d96a",
+    # --phases unseen
+    "vm": "#8c510a", "cache": "#bf812d", "stream": "#dfc27d", "fork": "#80cdc1", "pipe": "#35978f",
+    "timer": "#01665e", "idle-hog": "#f6e8c3",
 }
 
 

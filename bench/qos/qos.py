@@ -94,6 +94,25 @@ NET_PHASES = {
 }
 for _n in NET_PHASES:
     PHASES[_n] = None  # not stress-ng
+# The phases every default was chosen on (and the held-out seeds re-run).
+TUNED = tuple(PHASES)
+
+# Interference no default was chosen on, for `--phases unseen`: other ways a
+# neighbour slows a service down than those above (memory and cache, process
+# creation, context switches, timer interrupts), and a control that should
+# not (CPU hogs at SCHED_IDLE, which the scheduler runs only when nothing else
+# wants the CPU).
+UNSEEN = {
+    "vm": ["--vm", "2", "--vm-bytes", "1g"],
+    "cache": ["--cache", "2"],
+    "stream": ["--stream", "2"],
+    "fork": ["--fork", "2"],
+    "pipe": ["--pipe", "2"],
+    "timer": ["--timer", "1", "--timer-freq", "50000"],
+    "idle-hog": ["--cpu", "4", "--sched", "idle"],
+}
+PHASES.update(UNSEEN)
+PHASE_SETS = {"tuned": TUNED, "unseen": ("quiet",) + tuple(UNSEEN)}
 
 # The load regimes each server's own load generator can make (rate.lua for wrk).
 # redis-benchmark has no rate control: its only regime is its closed loop.
@@ -655,7 +674,9 @@ def main():
     ap.add_argument("--phase-seconds", type=int, default=45,
                     help="each phase's length, at least: it ends with the first window that ends after it")
     ap.add_argument("--rounds", type=int, default=2, help="each phase runs this many times (shuffled per round)")
-    ap.add_argument("--phases", default=",".join(PHASES), help="comma separated subset of " + ",".join(PHASES))
+    ap.add_argument("--phases", default="tuned",
+                    help="comma separated phases, or a set: "
+                    + "; ".join(f"{k} = {','.join(v)}" for k, v in PHASE_SETS.items()))
     ap.add_argument("--server", choices=sorted(REGIMES), default="nginx")
     ap.add_argument("--regime", default=None, help="load regime (default: the server's first): " + "; ".join(
         f"{k}: {', '.join(v)}" for k, v in REGIMES.items()))
@@ -684,7 +705,7 @@ def main():
     args.regime = args.regime or REGIMES[args.server][0]
     if args.regime not in REGIMES[args.server]:
         ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
-    phases = [p for p in args.phases.split(",") if p]
+    phases = [q for p in args.phases.split(",") if p for q in PHASE_SETS.get(p, (p,))]
     for p in phases:
         if p not in PHASES:
             ap.error(f"unknown phase {p!r}")
