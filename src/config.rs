@@ -160,7 +160,7 @@ pub struct ModelOpts {
     /// Where the frozen baseline is saved and loaded [default: /var/lib/ksense/baseline.json]
     #[arg(id = "model.state-file", long = "model.state-file", value_name = "FILE", global = true)]
     pub state_file: Option<PathBuf>,
-    /// Model features, comma separated [default: runqueue_wakeup_p99,softirq_net_rx_busy,tcp_retransmit_timeout_rate,tcp_rtt_p999]
+    /// Model features, comma separated [default: runqueue_wakeup_p99,runqueue_wakeup_tw90,softirq_net_rx_busy,tcp_retransmit_timeout_rate,tcp_rtt_p999]
     #[arg(
         id = "model.features",
         long = "model.features",

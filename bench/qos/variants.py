@@ -161,6 +161,30 @@ def markdown(preps, v):
               f"{ks('ks_server_p99_ms')} | {ks('ks_client_p99_ms')} |".replace("-0.", "\u22120."))
 
 
+def regimes(preps, v):
+    """The README's table by regime: per server and load regime (and phase
+    group), over its runs, variant v's rho range (median), how many runs reach
+    0.85, and the range of the better of CPU utilisation and PSI."""
+    by = {}
+    for p in preps:
+        m = p.run.meta
+        name = f"{'Redis' if m['server'] == 'redis' else 'nginx'}, {m['regime']}"
+        for g in p.groups:
+            node = max(node_rho(p, g, "cpu"), node_rho(p, g, "psi"))
+            by.setdefault((name, g), []).append((rho(p, v, g), node))
+    fmt = lambda x: f"{x:.2f}".replace("-", "\u2212")
+    print("| regime | phases | runs | friction: range (median) | \u2265 0.85 | CPU util. or PSI, the better |")
+    print("|---|---|---|---|---|---|")
+    for (name, g), rs in by.items():
+        f = [r for r, _ in rs]
+        n = [x for _, x in rs]
+        print(f"| {name} | {g} | {len(rs)} | {fmt(min(f))} to {fmt(max(f))} ({fmt(float(np.median(f)))}) | "
+              f"{sum(x >= 0.85 for x in f)} of {len(f)} | {fmt(min(n))} to {fmt(max(n))} |")
+    cells = [r for rs in by.values() for r in rs]
+    print(f"\n{sum(r >= 0.85 for r, _ in cells)} of {len(cells)} cells reach 0.85; friction above the better of "
+          f"CPU utilisation and PSI in {sum(r > x for r, x in cells)} of {len(cells)}")
+
+
 def cols(preps):
     """One column per (run, phase group)."""
     return [(p, g) for p in preps for g in p.groups]
@@ -232,6 +256,8 @@ def main():
                     help="an extra variant: FEATURES[:ridge|lw[:mean|median|max|signed[:two|one]]]")
     ap.add_argument("--markdown", action="store_true",
                     help="only print the README's per-run table for the default (or the first --try)")
+    ap.add_argument("--regimes", action="store_true",
+                    help="only print the README's table by regime for the default (or the first --try)")
     ap.add_argument("--keep-mixed", action="store_true",
                     help="also judge the windows that straddle a phase change (left out by default)")
     ap.add_argument("--truth", choices=TRUTHS, default="reported",
@@ -243,6 +269,9 @@ def main():
     if args.truth == "measured" and any(not np.isfinite(p.p99).any() for p in preps):
         ap.error("--truth measured: a run recorded before rate.lua undid wrk's correction has no such P99: "
                  + ", ".join(p.name for p in preps if not np.isfinite(p.p99).any()))
+    if args.regimes:
+        regimes(preps, parse_try(args.extra[0]) if args.extra else mk())
+        return
     if args.markdown:
         markdown(preps, parse_try(args.extra[0]) if args.extra else mk())
         return

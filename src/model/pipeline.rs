@@ -12,7 +12,10 @@ use crate::signals::features::{self, Feature};
 use crate::signals::{Snapshot, Source};
 
 /// Chosen by bench/qos (README, "Does friction track P99?"): the tail of the
-/// wait a woken thread has before it runs, the CPU share the network receive
+/// wait a woken thread has before it runs, both of the waits (P99) and of the
+/// time spent waiting (tw90: a flood of short waits, as a pipe storm makes,
+/// pulls the P99 of the waits below its calm level while the threads it
+/// starves wait seconds), the CPU share the network receive
 /// softirqs take, the TCP retransmissions an RTO sent per second, and the far
 /// tail of the TCP round-trip time. The block completion softirqs' share was
 /// one until the load regimes (bench/README, "Across load regimes"): it ranked
@@ -20,8 +23,13 @@ use crate::signals::{Snapshot, Source};
 /// retransmissions (`tcp_retransmit_rate`) were one until seed 15: most are
 /// tail-loss probes, which a bandwidth cap's overflow or a socket storm sends
 /// by the tens a second; RTOs come only with sustained loss.
-pub const DEFAULT_FEATURES: [&str; 4] =
-    ["runqueue_wakeup_p99", "softirq_net_rx_busy", "tcp_retransmit_timeout_rate", "tcp_rtt_p999"];
+pub const DEFAULT_FEATURES: [&str; 5] = [
+    "runqueue_wakeup_p99",
+    "runqueue_wakeup_tw90",
+    "softirq_net_rx_busy",
+    "tcp_retransmit_timeout_rate",
+    "tcp_rtt_p999",
+];
 
 /// The model's settings (`--model.*`); `Default` is what ksense ships.
 #[derive(Debug, Clone)]
