@@ -143,8 +143,9 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_its_suspect() {
         // The hog's baseline is its own first burst: 12 samples (the test's
         // 6 s window), so one reading may cross the victim line by noise
         // (once in CI, ratio 0.55, while F₀ was in-sample; out of sample a
-        // 12-sample Gaussian baseline crosses it in 0.8 % of intervals,
-        // src/model/tests.rs). Never twice, and never clearly.
+        // 12-sample baseline of four Gaussian features crosses it in 0.8 % of
+        // intervals, src/model/tests.rs; the hog's model has two). Never
+        // twice, and never clearly.
         if let Some(h) = doc["victims"].as_array().unwrap().iter().find(|w| w["labels"]["workload"] == hog.rel) {
             hog_named += 1;
             assert!(h["score"].as_f64().unwrap() < 0.75, "the hog is clearly a victim: {doc}");

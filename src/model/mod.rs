@@ -310,7 +310,8 @@ pub const NORMAL_FOLDS: usize = 10;
 /// is scored against the other blocks' baseline (contiguous, so a drift
 /// within the window counts, as it will for the intervals that follow).
 /// Scored in-sample, a baseline of n samples puts its own samples closer than
-/// fresh ones (for Gaussian data D² ≤ (n−1)²/n: at most 3.2 with n = 12), so a
+/// fresh ones (with the sample covariance D² ≤ (n−1)²/n on any data: at most
+/// 3.2 with n = 12; shrinkage loosens the bound a little), so a
 /// short baseline's F₀ sat low enough that noise crossed it. Where a block's
 /// remainder is too small to fit, its samples are scored in-sample.
 fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64> {

@@ -465,7 +465,8 @@ fn calibration_progress_is_logged_at_a_sensible_rate() {
 /// A short baseline (12 samples, as a workload in the victims test
 /// calibrates on) keeps fresh intervals of its own regime at 0 nearly as
 /// often as a long one, since F₀ is measured on samples its baseline did not
-/// see. In-sample, 12 samples put F₀ at most at √((n−1)²/n) = 3.2 (two-sided):
+/// see. In-sample, 12 samples put F₀ near √((n−1)²/n) = 3.2 (two-sided; the
+/// bound of the sample covariance, which shrinkage loosens a little):
 /// over the same 200 calibrations, one-sided, 10.8 % of fresh intervals read
 /// above 0 and 3.2 % at the victim line (0.5); cross-validated 4.3 % and 0.8 %.
 #[test]

@@ -70,8 +70,10 @@ impl Feature {
                     percentile(p, "p").map_or_else(|| (percentile(p, "tw"), true), |d| (Some(d), false));
                 let q =
                     format!("0.{}", digits.unwrap_or_default()).parse::<f64>().map_err(|_| bad("bad percentile"))?;
-                if !(q > 0.0 && q < 1.0) {
-                    return Err(bad("percentile must be between p1 and p9999"));
+                // p100 would read as 0.100 (p10): a zero after the second digit says nothing
+                let d = digits.unwrap_or_default();
+                if !(q > 0.0 && q < 1.0) || (d.len() > 2 && d.ends_with('0')) {
+                    return Err(bad("percentile must be between p1 and p9999 (tw1 and tw9999), no trailing zero"));
                 }
                 if timed {
                     Stat::TimeQuantile(q)
@@ -251,7 +253,10 @@ mod tests {
         assert_eq!(Feature::parse("softirq_net_rx_busy", &n, &[]).unwrap().stat, Stat::Busy);
         assert_eq!(Feature::parse("runqueue_wakeup_tw90", &n, &[]).unwrap().stat, Stat::TimeQuantile(0.9));
         assert_eq!(Feature::parse("runqueue_tw999", &n, &[]).unwrap().stat, Stat::TimeQuantile(0.999));
-        assert!(Feature::parse("runqueue_tw", &n, &[]).is_err() && Feature::parse("runqueue_tw0", &n, &[]).is_err());
+        for bad in ["runqueue_tw", "runqueue_tw0", "runqueue_tw100", "runqueue_p100", "runqueue_p990"] {
+            assert!(Feature::parse(bad, &n, &[]).is_err(), "{bad}");
+        }
+        assert_eq!(Feature::parse("runqueue_p50", &n, &[]).unwrap().stat, Stat::Quantile(0.5));
         assert_eq!(Feature::parse("runqueue_wakeup_rate", &n, &[]).unwrap().stat, Stat::Rate);
         assert_eq!(Feature::parse("softirq_net_rx_mean", &n, &[]).unwrap().source, "softirq_net_rx");
         assert_eq!(Feature::parse("softirq_HRTIMER_p99", &n, &[]).unwrap().source, "softirq_hrtimer");

@@ -114,9 +114,9 @@ impl Histogram {
     /// share `q` of the summed durations lies (each bucket's events weighted
     /// by its geometric midpoint, interpolated inside the bucket as
     /// [`Histogram::quantile_seconds`]). Unlike a quantile of the events, a
-    /// flood of short waits does not hide a few long ones: a million waits of
-    /// 20 µs (20 s in all) and ten of 2 s (20 s) put the time-weighted median
-    /// at the edge of the 2 s ones, where the event P99 reads 20 µs. None
+    /// flood of short waits does not hide a few long ones: 100,000 waits of
+    /// 20 µs (2 s in all) and four of 1 s (4 s) put the time-weighted median
+    /// and 90th percentile at the 1 s waits, where the event P99 reads 20 µs. None
     /// without observations; 0 when every observation is in the zero bucket.
     pub fn time_quantile_seconds(&self, q: f64) -> Option<f64> {
         if self.count() == 0 || !(0.0..=1.0).contains(&q) {
