@@ -303,6 +303,11 @@ impl Model {
 
 /// Folds of the calibration window for [`normal_friction`].
 pub const NORMAL_FOLDS: usize = 10;
+/// A held-out block is scored against the rest only when the rest holds this
+/// many samples: a covariance of fewer is so unstable that the held-out
+/// distances measure the fit more than fresh intervals (a 5-sample workload
+/// baseline then put F₀ out of reach and named no victim at all).
+pub const MIN_HELD_OUT_FIT: usize = 10;
 
 /// The node's normal friction: the 99th percentile of friction over the
 /// calibration samples, each scored against a baseline that did not see it.
@@ -321,7 +326,9 @@ fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64
     for k in 0..folds {
         let (lo, hi) = (k * n / folds, (k + 1) * n / folds);
         let rest: Vec<Vec<f64>> = samples[..lo].iter().chain(&samples[hi..]).cloned().collect();
-        let held_out = Baseline::from_samples(b.features.clone(), &rest, b.regularisation, 0);
+        let held_out = (rest.len() >= MIN_HELD_OUT_FIT)
+            .then(|| Baseline::from_samples(b.features.clone(), &rest, b.regularisation, 0).ok())
+            .flatten();
         let against = held_out.as_ref().unwrap_or(b);
         f.extend(
             samples[lo..hi]
