@@ -325,9 +325,12 @@ fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64
     let mut f = Vec::with_capacity(n);
     for k in 0..folds {
         let (lo, hi) = (k * n / folds, (k + 1) * n / folds);
-        let rest: Vec<Vec<f64>> = samples[..lo].iter().chain(&samples[hi..]).cloned().collect();
-        let held_out = (rest.len() >= MIN_HELD_OUT_FIT)
-            .then(|| Baseline::from_samples(b.features.clone(), &rest, b.regularisation, 0).ok())
+        // The rest is copied only when it is big enough to fit.
+        let held_out = (n - (hi - lo) >= MIN_HELD_OUT_FIT)
+            .then(|| {
+                let rest: Vec<Vec<f64>> = samples[..lo].iter().chain(&samples[hi..]).cloned().collect();
+                Baseline::from_samples(b.features.clone(), &rest, b.regularisation, 0).ok()
+            })
             .flatten();
         let against = held_out.as_ref().unwrap_or(b);
         f.extend(
