@@ -545,7 +545,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
             ns("off", "sched_switch") - floor
         );
         println!(
-            "  {:<28} {:>+7.1}   (the same with a cgroup id and a per-CPU hash lookup per recorded wait)",
+            "  {:<28} {:>+7.1}   (the same with a cgroup id and its slot, cached in the task's storage, per recorded wait)",
             "ksense sched_switch (on)",
             ns("on", "sched_switch") - floor
         );

@@ -66,6 +66,13 @@ struct {
 /* Per workload (bpf/workload.h), by the cgroup of the task that ended the request. */
 struct ks_cgroup_hists cg_requests_server SEC(".maps");
 struct ks_cgroup_hists cg_requests_client SEC(".maps");
+/* Their fast paths (bpf/workload.h), the slot cached in the connection's state. */
+struct ks_slot_ids cg_requests_server_slot_ids SEC(".maps");
+struct ks_slot_owners cg_requests_server_slot_owners SEC(".maps");
+struct ks_slot_hists cg_requests_server_slots SEC(".maps");
+struct ks_slot_ids cg_requests_client_slot_ids SEC(".maps");
+struct ks_slot_owners cg_requests_client_slot_owners SEC(".maps");
+struct ks_slot_hists cg_requests_client_slots SEC(".maps");
 
 struct ks_conn {
 	__u64 start_ns;   /* when the open request (call) began; 0: none is open */
@@ -74,6 +81,8 @@ struct ks_conn {
 			   * retransmission since; 0: not answered yet */
 	__u64 cg;         /* server: the cgroup of the task that answered */
 	__u32 role;       /* enum ks_role */
+	__u32 slot;       /* attribution: the slot of slot_cg, as last looked up */
+	__u64 slot_cg;
 };
 
 struct {
@@ -188,9 +197,17 @@ static __always_inline void record(struct ks_conn *c, __u64 end, __u64 cg)
 	c->answer_ns = 0;
 	if (role >= ROLE_MAX)
 		return;
-	if (cg)
-		wh = ks_workload_hist(role == ROLE_SERVER ? (void *)&cg_requests_server : (void *)&cg_requests_client,
-				      cg);
+	if (cg && role == ROLE_SERVER) {
+		wh = ks_slot_hist(&cg_requests_server_slot_ids, &cg_requests_server_slot_owners,
+				  &cg_requests_server_slots, cg, &c->slot_cg, &c->slot);
+		if (!wh)
+			wh = ks_workload_hist(&cg_requests_server, cg);
+	} else if (cg) {
+		wh = ks_slot_hist(&cg_requests_client_slot_ids, &cg_requests_client_slot_owners,
+				  &cg_requests_client_slots, cg, &c->slot_cg, &c->slot);
+		if (!wh)
+			wh = ks_workload_hist(&cg_requests_client, cg);
+	}
 	__u32 slot = ks_observe(&req_hists, role, v);
 	if (wh)
 		ks_workload_add(wh, slot, v);

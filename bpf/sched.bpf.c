@@ -43,6 +43,10 @@ struct {
 /* Per-workload (bpf/workload.h). */
 struct ks_cgroup_hists cg_runq SEC(".maps");
 struct ks_cgroup_hists cg_dstate SEC(".maps");
+/* The run-queue waits' fast path (bpf/workload.h): most waits land here. */
+struct ks_slot_ids cg_runq_slot_ids SEC(".maps");
+struct ks_slot_owners cg_runq_slot_owners SEC(".maps");
+struct ks_slot_hists cg_runq_slots SEC(".maps");
 
 /*
  * When the task started waiting; 0 = not waiting. Some kernels do not
@@ -57,6 +61,9 @@ struct task_ts {
 	__u64 dstate;
 	__u32 woken; /* the run-queue wait began at a wakeup */
 	__u32 csw;   /* nvcsw + nivcsw (low 32 bits) when runq or dstate was set */
+	__u64 cg;    /* attribution: the cgroup of cg_slot, as last looked up */
+	__u32 cg_slot;
+	__u32 pad;
 };
 
 struct {
@@ -185,7 +192,15 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
 	/* per-workload breakdown: bpf/workload.h */
-	struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_runq, ks_task_cgroup(next, btf)) : NULL;
+	struct ks_whist *wh = NULL;
+	if (ks_workloads) {
+		__u64 cg = ks_task_cgroup(next, btf);
+
+		wh = ks_slot_hist(&cg_runq_slot_ids, &cg_runq_slot_owners, &cg_runq_slots, cg, &ts->cg,
+				  &ts->cg_slot);
+		if (!wh)
+			wh = ks_workload_hist(&cg_runq, cg);
+	}
 	__u32 slot = ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
 	if (wh)
 		ks_workload_add(wh, slot, waited);

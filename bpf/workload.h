@@ -101,6 +101,87 @@ static __always_inline void ks_workload_count(void *map, __u64 id, __u64 n)
 		ks_drop(KS_DROP_CGROUP_MAP_FULL);
 }
 
+/*
+ * The fast path, for the hottest per-workload event (a run-queue wait, at
+ * every sched_switch): a per-CPU array of histograms indexed by a slot that
+ * user space gives a cgroup (ks_slot_ids: id -> slot; ks_slot_owners: slot ->
+ * id), cached with the cgroup id in the task's own storage, which the
+ * program has looked up anyway. A wait then costs two inlined array lookups
+ * instead of a hash lookup. A cgroup with no slot (new since user space last
+ * read, or more cgroups than slots) uses the hash map as before; user space
+ * folds what it counted there into its total once it has a slot
+ * (src/probes/slots.rs). When a cgroup is gone, user space clears its owner
+ * first, so a stale cache misses and looks up again; slots are never
+ * assigned from here, so the kernel side needs no lock. User space sizes all
+ * three maps before load.
+ */
+struct ks_slot_ids {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u32);
+};
+
+struct ks_slot_owners {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+};
+
+/*
+ * The slots' histograms: one line-aligned ks_whist per (slot, CPU), at index
+ * slot * ks_slot_cpus + cpu, in an array user space maps into its memory
+ * (BPF_F_MMAPABLE: it reads them without a system call, where a per-CPU
+ * array's batch lookup copied element by element and cost a scrape more than
+ * the hash map it replaces). Each CPU writes only its own elements; 576
+ * bytes, nine cache lines, so no two CPUs share one.
+ */
+struct ks_whist_line {
+	struct ks_whist h;
+	__u64 pad[5];
+};
+
+struct ks_slot_hists {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_whist_line);
+};
+
+/* Possible CPUs, set by user space before load: the stride of ks_slot_hists. */
+const volatile __u32 ks_slot_cpus = 1;
+
+/*
+ * Cgroup `id`'s histogram in its slot (this CPU's element), through the cache
+ * `*cached_id`/`*cached_slot` (the task's storage; updated on a miss); NULL
+ * when the cgroup has no slot.
+ */
+static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, void *hists, __u64 id,
+						     __u64 *cached_id, __u32 *cached_slot)
+{
+	__u32 slot = *cached_slot;
+	__u64 *owner;
+
+	if (*cached_id != id || !(owner = bpf_map_lookup_elem(owners, &slot)) || *owner != id) {
+		__u32 *s = bpf_map_lookup_elem(ids, &id);
+
+		if (!s)
+			return NULL;
+		slot = *s;
+		*cached_id = id;
+		*cached_slot = slot;
+	}
+	__u32 cpu = bpf_get_smp_processor_id();
+	if (cpu >= ks_slot_cpus) /* a CPU id past the possible count (a sparse mask) */
+		return NULL;
+	__u32 k = slot * ks_slot_cpus + cpu;
+	struct ks_whist_line *l = bpf_map_lookup_elem(hists, &k);
+
+	return l ? &l->h : NULL;
+}
+
 /* `s`: the node-wide slot of `v`, as ks_observe returned it. */
 static __always_inline void ks_workload_add(struct ks_whist *h, __u32 s, __u64 v)
 {

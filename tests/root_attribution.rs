@@ -388,3 +388,95 @@ fn root_batched_and_key_by_key_reads_agree() {
         }
     }
 }
+
+/// The run-queue waits' fast path (bpf/workload.h): once a read gives a cgroup
+/// a slot, its waits stop landing in the hash map and go to the slot (its
+/// cumulative keeps growing, its hash entry is folded and gone); a slot freed
+/// with its cgroup is given to the next one from zero.
+#[test]
+fn root_run_queue_waits_move_to_their_slot_and_slots_are_reused() {
+    require_root!();
+    use ksense::probes::{kernel, AttachMode, Options, Probes};
+    let s = kernel::probe();
+    let attach = |entries| {
+        Probes::attach_with(
+            AttachMode::choose(None, &s).unwrap(),
+            &s,
+            &[],
+            Options { workload_entries: Some(entries), ..Options::default() },
+        )
+        .unwrap()
+    };
+    let mut p = attach(1024);
+    let maps = p.take_workload_maps().expect("workload maps");
+    let (runq, slots) = (&maps.maps[0], maps.maps[0].slots.as_ref().expect("the run-queue map has slots"));
+    let pre = test_prefix();
+    let id = |c: &Cgroup| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let busy = |c: &mut Cgroup| {
+        c.spawn(None, &["sh", "-c", "while :; do sleep 0.01; done"]);
+    };
+    let mut cgs: Vec<Cgroup> = (0..3).map(|i| Cgroup::new(&format!("/{pre}-slot-{i}"))).collect();
+    cgs.iter_mut().for_each(busy);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut buf = Vec::new();
+    let count = |m: &ksense::signals::ids::IdMap<ksense::signals::histogram::Histogram>, id: u64| {
+        m.get(&id).map_or(0, |h| h.count())
+    };
+    let h1 = runq.map.read_all(&mut buf).unwrap();
+    let c1 = runq.read_all(&mut buf).unwrap(); // gives every cgroup seen a slot
+    assert!(slots.assigned() >= cgs.len(), "slots given: {}", slots.assigned());
+    std::thread::sleep(Duration::from_millis(300));
+    let c2 = runq.read_all(&mut buf).unwrap(); // folds what they counted in the hash map
+    std::thread::sleep(Duration::from_millis(300));
+    let h3 = runq.map.read_all(&mut buf).unwrap();
+    let c3 = runq.read_all(&mut buf).unwrap();
+    for cg in &cgs {
+        let i = id(cg);
+        assert!(count(&h1, i) > 0, "{}: waits before its slot, in the hash map", cg.rel);
+        assert!(!h3.contains_key(&i), "{}: waits in the hash map after its slot was given", cg.rel);
+        let (a, b, c) = (count(&c1, i), count(&c2, i), count(&c3, i));
+        assert!(a <= b && b + 10 <= c, "{}: {a} -> {b} -> {c} waits", cg.rel);
+    }
+
+    // The first cgroup goes: its slot is freed, and the next cgroup gets it from zero.
+    let gone = cgs.remove(0);
+    let (gone_id, gone_waits) = (id(&gone), count(&c3, id(&gone)));
+    drop(gone);
+    let before = slots.assigned();
+    runq.delete(gone_id).unwrap();
+    assert_eq!(slots.assigned(), before - 1);
+    let mut next = Cgroup::new(&format!("/{pre}-slot-next"));
+    busy(&mut next);
+    std::thread::sleep(Duration::from_millis(300));
+    runq.read_all(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c4 = runq.read_all(&mut buf).unwrap();
+    assert!(!c4.contains_key(&gone_id), "the gone cgroup is still read");
+    let n = count(&c4, id(&next));
+    assert!(n > 0 && n < gone_waits, "the next cgroup starts from zero: {n} waits (the gone one had {gone_waits})");
+    drop(p);
+
+    // A kernel without mmapable arrays (before 5.5): no slots, all in the hash map.
+    let mut old = kernel::probe();
+    old.mmapable = false;
+    let mut p = Probes::attach_with(
+        AttachMode::choose(None, &old).unwrap(),
+        &old,
+        &[],
+        Options { workload_entries: Some(1024), ..Options::default() },
+    )
+    .unwrap();
+    let maps = p.take_workload_maps().expect("workload maps");
+    assert!(maps.maps.iter().all(|m| m.slots.is_none()), "slots without mmapable arrays");
+    let a = maps.maps[0].read_all(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = maps.maps[0].read_all(&mut buf).unwrap();
+    let i = id(&next);
+    assert!(
+        count(&b, i) >= count(&a, i) + 10,
+        "{}: {} -> {} waits in the hash map",
+        next.rel,
+        count(&a, i),
+        count(&b, i)
+    );
+}

@@ -609,3 +609,60 @@ fn root_requests_connections_older_than_ksense_count_raw_tp() {
     require_root!();
     established_before(AttachMode::RawTp);
 }
+
+/// The requests' fast path (bpf/workload.h): reads made while a client runs
+/// give the server's and the client's cgroups their slots and fold what they
+/// counted in the hash maps, which then hold nothing of theirs, and every one
+/// of the client's requests is still counted exactly once on each side.
+#[test]
+fn root_requests_move_to_their_slots_and_none_is_lost() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-slots");
+    let s = kernel::probe();
+    let opts = ksense::probes::Options { workload_entries: Some(1024), ..Default::default() };
+    let mut p = Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], opts).unwrap();
+    let maps = p.take_workload_maps().expect("workload maps");
+    let by_role = |r| maps.maps.iter().find(|m| m.family.label == Some(("role", r))).expect("a requests map");
+    let (server_map, client_map) = (by_role("server"), by_role("client"));
+    let mut server = Cgroup::new(&format!("/{}-slots", test_prefix()));
+    let mut client = Cgroup::new(&format!("/{}-slots-client", test_prefix()));
+    let id = |c: &Cgroup| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let port = "7304";
+    spawn_py(&mut server, &ns, &[POOL_PY, port, "4", "0.5"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("client.json");
+    spawn_py(&mut client, &ns, &[CLIENT_PY, port, "2", "8000", out.to_str().unwrap()]);
+    let mut buf = Vec::new();
+    let count = |m: &ksense::signals::ids::IdMap<ksense::signals::histogram::Histogram>, id: u64| {
+        m.get(&id).map_or(0, |h| h.count())
+    };
+    // Reads while it runs, as the model's interval makes them; from the
+    // third on, 200 ms after each, the hash maps alone: nothing of theirs.
+    let (mut checked, mut reads) = (0, 0);
+    while !out.exists() {
+        std::thread::sleep(Duration::from_millis(200));
+        let (s, c) = (server_map.read_all(&mut buf).unwrap(), client_map.read_all(&mut buf).unwrap());
+        reads += 1;
+        if reads < 3 || count(&s, id(&server)) == 0 || count(&c, id(&client)) == 0 {
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let (hs, hc) = (server_map.map.read_all(&mut buf).unwrap(), client_map.map.read_all(&mut buf).unwrap());
+        if out.exists() {
+            break; // the client ended meanwhile: nothing to tell
+        }
+        assert!(!hs.contains_key(&id(&server)), "the server's requests still land in the hash map");
+        assert!(!hc.contains_key(&id(&client)), "the client's calls still land in the hash map");
+        checked += 1;
+    }
+    client.wait_all();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(checked >= 2, "checked the hash maps {checked} times while the client ran");
+    let n = json_field(&std::fs::read_to_string(&out).unwrap(), "count");
+    assert_eq!(n, 16_000.0);
+    let (s, c) = (server_map.read_all(&mut buf).unwrap(), client_map.read_all(&mut buf).unwrap());
+    assert_eq!(count(&s, id(&server)) as f64, n, "the server's requests");
+    assert_eq!(count(&c, id(&client)) as f64, n, "the client's calls");
+}

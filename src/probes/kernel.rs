@@ -30,6 +30,9 @@ pub struct Support {
     /// BPF hash maps allocate with bpf_mem_alloc (6.1+), which is safe from
     /// any tracepoint; before, run-time allocation in sched_switch is not.
     pub mem_alloc: bool,
+    /// Arrays user space can map into memory (BPF_F_MMAPABLE, 5.5+): the
+    /// per-workload fast path's histograms (src/probes/slots.rs).
+    pub mmapable: bool,
     /// Tracepoints missing from kernel BTF (only meaningful with BTF).
     pub missing_tracepoints: Vec<&'static str>,
 }
@@ -57,8 +60,26 @@ pub fn probe() -> Support {
         task_storage: unsafe { sys::libbpf_probe_bpf_map_type(sys::BPF_MAP_TYPE_TASK_STORAGE, std::ptr::null()) } == 1,
         stats: enable_stats().map(drop),
         mem_alloc: btf && btf_has_struct("bpf_mem_alloc"),
+        mmapable: probe_mmapable(),
         missing_tracepoints,
     }
+}
+
+/// Whether the kernel creates an array with BPF_F_MMAPABLE.
+fn probe_mmapable() -> bool {
+    let opts = sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _,
+        map_flags: sys::BPF_F_MMAPABLE,
+        ..Default::default()
+    };
+    // SAFETY: a null name and a live, sized opts struct.
+    let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &opts) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the fd just created, closed once.
+    unsafe { libc::close(fd) };
+    true
 }
 
 /// `ksense check`: one line per capability, in the order a user debugs them.
@@ -90,6 +111,16 @@ pub fn checks(s: &Support) -> Vec<Check> {
             },
         },
         Check { name: "bpf_stats".into(), ok: s.stats.is_ok(), required: false, detail: res(&s.stats) },
+        Check {
+            name: "mmapable_arrays".into(),
+            ok: s.mmapable,
+            required: false,
+            detail: if s.mmapable {
+                "ok".into()
+            } else {
+                "BPF_F_MMAPABLE unsupported: per-workload histograms all in hash maps (slower)".into()
+            },
+        },
     ];
     v.push(Check {
         name: "attach".into(),

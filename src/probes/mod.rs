@@ -14,6 +14,7 @@ pub mod reader;
 mod requests;
 mod sched;
 mod skel;
+pub mod slots;
 mod softirq;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,6 +26,7 @@ use libbpf_rs::{Link, MapCore, OpenProgramMut, ProgramMut};
 
 use crate::signals::buckets::{self, SLOTS};
 use crate::signals::histogram::Histogram;
+use crate::signals::ids::IdMap;
 use crate::signals::metric::{family, Family, Kind, Sample, Unit, Value};
 use crate::signals::{Snapshot, Source};
 use reader::{HistHash, PercpuArray, ProgStats};
@@ -202,6 +204,29 @@ pub struct WorkloadFamily {
 pub struct WorkloadMap {
     pub family: WorkloadFamily,
     pub map: HistHash,
+    /// The fast path's slots, for the maps that have one (run-queue waits,
+    /// requests), where the kernel maps arrays into memory.
+    pub slots: Option<slots::Slots>,
+}
+
+impl WorkloadMap {
+    /// Every cgroup's cumulative: the hash map's plus its slot's. Gives a
+    /// slot to the cgroups without one while there are free slots.
+    pub fn read_all(&self, buf: &mut Vec<u8>) -> std::io::Result<IdMap<Histogram>> {
+        let mut out = self.map.read_all(buf)?;
+        if let Some(s) = &self.slots {
+            s.read_into(&self.map, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Forgets cgroup `id` (its cgroup is gone); one already gone is fine.
+    pub fn delete(&self, id: u64) -> std::io::Result<()> {
+        if let Some(s) = &self.slots {
+            s.release(id)?;
+        }
+        self.map.delete(id)
+    }
 }
 
 /// The per-workload maps of every family, in [`FAMILIES`] order: the first,
@@ -242,6 +267,48 @@ impl Attach<'_> {
         Ok(())
     }
 
+    /// Before load: sizes the fast path's maps (bpf/workload.h: ids, owners,
+    /// histograms) of a per-workload map; one entry when attribution is off.
+    /// At most `max` slots; `cpus` of the result is the object's `ks_slot_cpus`.
+    /// Without mmapable arrays (before 5.5) the histograms' map is a plain
+    /// one-line array no cgroup gets a slot in: all in the hash maps.
+    pub fn size_slots(&self, maps: [&mut libbpf_rs::OpenMapMut<'_>; 3], max: u32) -> anyhow::Result<slots::Size> {
+        let on = self.slots_on();
+        let size = slots::Size {
+            slots: self.opts.workload_entries.filter(|_| on).map_or(1, |e| e.clamp(1, max)),
+            cpus: slots::possible_cpus()? as u32,
+        };
+        let [ids, owners, hists] = maps;
+        ids.set_max_entries(size.slots)?;
+        owners.set_max_entries(size.slots)?;
+        hists.set_max_entries(size.slots * size.cpus)?;
+        if !on {
+            hists.set_map_flags(hists.map_flags() & !libbpf_rs::libbpf_sys::BPF_F_MMAPABLE)?;
+        }
+        Ok(size)
+    }
+
+    fn slots_on(&self) -> bool {
+        self.opts.workload_entries.is_some() && self.support.mmapable
+    }
+
+    /// After load: the fast path's maps of the per-workload map kept last
+    /// (by [`Attach::workload_map`]), when attribution is on.
+    pub fn workload_slots(
+        &mut self,
+        ids: &libbpf_rs::MapMut<'_>,
+        owners: &libbpf_rs::MapMut<'_>,
+        hists: &libbpf_rs::MapMut<'_>,
+        size: slots::Size,
+    ) -> anyhow::Result<()> {
+        if self.slots_on() {
+            let fd = |m: &libbpf_rs::MapMut<'_>| m.as_fd().try_clone_to_owned();
+            let s = slots::Slots::new(fd(ids)?, fd(owners)?, fd(hists)?, size)?;
+            self.workload_maps.last_mut().expect("kept by workload_map").slots = Some(s);
+        }
+        Ok(())
+    }
+
     /// After load: keeps a per-workload map, when attribution is on.
     pub fn workload_map(
         &mut self,
@@ -261,7 +328,7 @@ impl Attach<'_> {
         if self.opts.workload_entries.is_some() {
             let map = hist_hash(map)?;
             family.counter = map.counts();
-            self.workload_maps.push(WorkloadMap { family, map });
+            self.workload_maps.push(WorkloadMap { family, map, slots: None });
         }
         Ok(())
     }

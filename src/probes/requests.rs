@@ -88,6 +88,15 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     rodata.ks_sys_kind = syscall_kinds();
     ctx.size_workload_map(&mut open.maps.cg_requests_server)?;
     ctx.size_workload_map(&mut open.maps.cg_requests_client)?;
+    let m = &mut open.maps;
+    let n = super::slots::REQUEST_SLOTS;
+    let server =
+        [&mut m.cg_requests_server_slot_ids, &mut m.cg_requests_server_slot_owners, &mut m.cg_requests_server_slots];
+    let size = ctx.size_slots(server, n)?;
+    let client =
+        [&mut m.cg_requests_client_slot_ids, &mut m.cg_requests_client_slot_owners, &mut m.cg_requests_client_slots];
+    ctx.size_slots(client, n)?;
+    open.maps.rodata_data.as_deref_mut().context("requests rodata")?.ks_slot_cpus = size.cpus;
     let p = &mut open.progs;
     ctx.select_as("inet_sock_set_state", btf, &mut p.tp_inet_sock_set_state, &mut p.raw_inet_sock_set_state);
     ctx.select_as("sk_data_ready", btf, &mut p.tp_sk_data_ready, &mut p.raw_sk_data_ready);
@@ -110,7 +119,14 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     }
     ctx.attach_as(RETRANSMIT_PROGRAM, btf, &p.tp_request_retransmit, &p.raw_request_retransmit);
     ctx.attach_fallback(SYSCALL_FALLBACK, syscalls, &p.raw_sys_exit);
-    for (role, map) in ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]) {
+    let m = &sk.maps;
+    let slots = [
+        [&m.cg_requests_server_slot_ids, &m.cg_requests_server_slot_owners, &m.cg_requests_server_slots],
+        [&m.cg_requests_client_slot_ids, &m.cg_requests_client_slot_owners, &m.cg_requests_client_slots],
+    ];
+    for ((role, map), [ids, owners, hists]) in
+        ROLES.iter().zip([&sk.maps.cg_requests_server, &sk.maps.cg_requests_client]).zip(slots)
+    {
         let f = WorkloadFamily {
             family: WORKLOAD_DURATION,
             unit: Some(Unit::Seconds),
@@ -121,6 +137,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
             scale: 1.0,
         };
         ctx.workload_map_as(f, map)?;
+        ctx.workload_slots(ids, owners, hists, size)?;
     }
     Ok(Box::new(Requests { hists: percpu(&sk.maps.req_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
 }

@@ -45,6 +45,10 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
     ctx.size_workload_map(&mut open.maps.cg_runq)?;
     ctx.size_workload_map(&mut open.maps.cg_dstate)?;
+    let m = &mut open.maps;
+    let slots = [&mut m.cg_runq_slot_ids, &mut m.cg_runq_slot_owners, &mut m.cg_runq_slots];
+    let size = ctx.size_slots(slots, super::slots::RUNQ_SLOTS)?;
+    open.maps.rodata_data.as_deref_mut().context("sched rodata")?.ks_slot_cpus = size.cpus;
     let p = &mut open.progs;
     ctx.select("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch);
     ctx.select("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup);
@@ -55,6 +59,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     ctx.attach("sched_wakeup", &p.tp_sched_wakeup, &p.raw_sched_wakeup);
     ctx.attach("sched_wakeup_new", &p.tp_sched_wakeup_new, &p.raw_sched_wakeup_new);
     ctx.workload_map("ksense_workload_runqueue_latency", Some(Unit::Seconds), "Run-queue latency of the tasks of each workload (cgroup), for the busiest workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_runq)?;
+    ctx.workload_slots(&sk.maps.cg_runq_slot_ids, &sk.maps.cg_runq_slot_owners, &sk.maps.cg_runq_slots, size)?;
     ctx.workload_map("ksense_workload_dstate_duration", Some(Unit::Seconds), "D-state (uninterruptible sleep) duration of the tasks of each workload (cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_dstate)?;
     Ok(Box::new(Sched { hists: percpu(&sk.maps.sched_hists)?, drops: percpu(&sk.maps.ks_drops)? }))
 }
@@ -91,6 +96,13 @@ fn emit(out: &mut Snapshot, runqueue: Histogram, wakeup: Histogram, dstate: Hist
 mod tests {
     use super::*;
     use skel::sched::types::ks_drop as D;
+
+    /// The slots' line as user space maps it is the C struct's.
+    #[test]
+    fn a_slot_line_is_the_c_struct() {
+        assert_eq!(std::mem::size_of::<skel::sched::types::ks_whist_line>(), super::super::slots::LINE * 8);
+        assert_eq!(super::super::slots::LINE * 8 % 64, 0, "whole cache lines: no two CPUs share one");
+    }
 
     /// DROP_REASONS names `enum ks_drop` (bpf/ksense.h) in its order.
     #[test]

@@ -164,10 +164,10 @@ impl Workloads {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tracker, cgroups, buf) = &mut *guard;
         // Read under the lock: two interleaved refreshes would count a deleted entry twice.
-        let reads = self.maps.maps.iter().map(|m| m.map.read_all(buf)).collect::<Result<Vec<_>, _>>()?;
+        let reads = self.maps.maps.iter().map(|m| m.read_all(buf)).collect::<Result<Vec<_>, _>>()?;
         for id in tracker.update(Instant::now(), reads, cgroups) {
             for m in &self.maps.maps {
-                m.map.delete(id)?;
+                m.delete(id)?;
             }
         }
         Ok(tracker.view())

@@ -1,0 +1,234 @@
+//! The per-workload fast path's slots (bpf/workload.h): user space gives a
+//! cgroup a slot (a histogram line per CPU, in an array it maps into its
+//! memory), the programs find it through a cache in the task's (or the
+//! connection's) own storage, and an event costs two array lookups instead
+//! of a hash lookup. Cgroups without a slot (new since the
+//! last read, or more than there are slots) count in the hash map; a read
+//! adds what a cgroup counted there before its slot, so its cumulative never
+//! shrinks when it gets one.
+//!
+//! Slots are assigned and released only here (under the workload tracker's
+//! lock), so the programs need no allocator and no lock: they only read
+//! `ids` and `owners`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use libbpf_rs::libbpf_sys as sys;
+
+use super::reader::HistHash;
+use crate::signals::histogram::Histogram;
+use crate::signals::ids::IdMap;
+
+/// Cgroups with a run-queue slot at most (fewer when `--workloads.map-entries`
+/// is smaller). Each slot is a histogram line on every CPU from the start
+/// (576 bytes, 144 KiB per CPU in all): enough for the cgroups that run tasks
+/// on a busy node; the rest count in the hash map, at its cost.
+pub const RUNQ_SLOTS: u32 = 256;
+/// The same for the requests each role of a workload makes (bpf/requests.bpf.c):
+/// fewer cgroups serve or call over TCP than run (36 KiB per CPU each).
+pub const REQUEST_SLOTS: u32 = 64;
+
+/// How a family sized its slot maps before load, for [`Slots::new`] after.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub slots: u32,
+    pub cpus: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    by_id: IdMap<Slotted>,
+    /// Lowest first, so that the slots in use stay at the front and a read
+    /// copies only as far as the highest.
+    free: BinaryHeap<Reverse<u32>>,
+}
+
+#[derive(Debug)]
+struct Slotted {
+    slot: u32,
+    /// What the cgroup counted in the hash map before its slot: folded in
+    /// here and deleted from the map at the read after the slot was given.
+    base: Histogram,
+}
+
+#[derive(Debug)]
+pub struct Slots {
+    /// cgroup id -> slot (a hash map).
+    ids: OwnedFd,
+    /// slot -> cgroup id, 0 when free (an array).
+    owners: OwnedFd,
+    hists: Lines,
+    state: Mutex<State>,
+}
+
+/// `ks_slot_hists` mapped into memory: `slots * cpus` lines of [`LINE`]
+/// u64s, a `struct ks_whist` at the front of each; written by the programs
+/// while read here, hence atomic loads (plain 8-byte loads on x86-64).
+#[derive(Debug)]
+struct Lines {
+    base: *mut u64,
+    len: usize,
+    cpus: usize,
+    /// Kept open (the mapping alone holds the map too) so that the map shows
+    /// among the process's fds, where its memory is accounted.
+    _fd: OwnedFd,
+}
+
+// SAFETY: the mapping is shared memory read and written only through atomics.
+unsafe impl Send for Lines {}
+// SAFETY: as above.
+unsafe impl Sync for Lines {}
+
+/// u64s per line: `struct ks_whist_line` (576 bytes).
+pub const LINE: usize = 72;
+
+impl Lines {
+    fn map(fd: OwnedFd, slots: u32, cpus: usize) -> std::io::Result<Lines> {
+        let len = slots as usize * cpus * LINE * 8;
+        // SAFETY: a shared mapping of an mmapable BPF array of that size;
+        // unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Lines { base: p.cast(), len, cpus, _fd: fd })
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        debug_assert!(i < self.len / 8);
+        // SAFETY: in bounds of the mapping, 8-byte aligned (page-aligned base).
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.base.add(i)) }
+    }
+
+    /// Adds slot `slot`'s histogram, summed over CPUs, to `h`.
+    fn add_to(&self, slot: u32, h: &mut Histogram) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = h.slots.len();
+        for cpu in 0..self.cpus {
+            let at = (slot as usize * self.cpus + cpu) * LINE;
+            for (i, b) in h.slots.iter_mut().enumerate() {
+                *b += self.word(at + i).load(Relaxed);
+            }
+            // Modular like the kernel's own counter (see Histogram::delta).
+            h.sum_ns = h.sum_ns.wrapping_add(self.word(at + n).load(Relaxed));
+        }
+    }
+
+    fn zero(&self, slot: u32) {
+        let at = slot as usize * self.cpus * LINE;
+        for i in at..at + self.cpus * LINE {
+            self.word(i).store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in Lines::map, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+impl Slots {
+    /// `hists`: the mmapable `ks_slot_hists` of `slots * cpus` lines.
+    pub fn new(ids: OwnedFd, owners: OwnedFd, hists: OwnedFd, size: Size) -> std::io::Result<Slots> {
+        let hists = Lines::map(hists, size.slots, size.cpus as usize)?;
+        let free = (0..size.slots).map(Reverse).collect();
+        Ok(Slots { ids, owners, hists, state: Mutex::new(State { by_id: IdMap::default(), free }) })
+    }
+
+    /// `out` is a read of `hash`. Makes each slotted cgroup's entry its
+    /// cumulative (what it counted in the hash map before its slot, plus its
+    /// slot), then gives a free slot to each cgroup of `out` without one.
+    ///
+    /// A cgroup's hash entry stops growing once its slot is published (every
+    /// program that then misses its cache finds the slot), so at the next read
+    /// it is folded into `base` and deleted: each count lives in one place,
+    /// the hash map keeps its room for cgroups without a slot, and a read
+    /// copies no more than before.
+    pub fn read_into(&self, hash: &HistHash, out: &mut IdMap<Histogram>) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, s) in &mut st.by_id {
+            if let Some(h) = out.remove(id) {
+                s.base.add(&h);
+                hash.delete(*id)?;
+            }
+        }
+        out.reserve(st.by_id.len());
+        for (id, s) in &st.by_id {
+            let mut h = s.base.clone();
+            self.hists.add_to(s.slot, &mut h);
+            out.insert(*id, h);
+        }
+        let new: Vec<u64> = out.keys().filter(|id| !st.by_id.contains_key(id)).copied().collect();
+        for id in new {
+            let Some(Reverse(slot)) = st.free.pop() else { break };
+            // Zeroed again: a program that read the old owner just before it
+            // was cleared may have added to it since.
+            self.hists.zero(slot);
+            // Owner before id: a program that finds the id finds its owner.
+            update(&self.owners, &slot.to_ne_bytes(), &id.to_ne_bytes())?;
+            update(&self.ids, &id.to_ne_bytes(), &slot.to_ne_bytes())?;
+            st.by_id.insert(id, Slotted { slot, base: Histogram::workload() });
+        }
+        Ok(())
+    }
+
+    /// Frees cgroup `id`'s slot, if it has one.
+    pub fn release(&self, id: u64) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Slotted { slot, .. }) = st.by_id.remove(&id) else { return Ok(()) };
+        delete(&self.ids, &id.to_ne_bytes())?;
+        // Owner cleared: a task whose cache still names the slot looks up again.
+        update(&self.owners, &slot.to_ne_bytes(), &0u64.to_ne_bytes())?;
+        self.hists.zero(slot);
+        st.free.push(Reverse(slot));
+        Ok(())
+    }
+
+    /// Cgroups with a slot now.
+    pub fn assigned(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    }
+}
+
+fn update(fd: &OwnedFd, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    // SAFETY: key and value are live buffers of the map's key and value sizes
+    // (a per-CPU value: one rounded-up value for each possible CPU).
+    let rc = unsafe { sys::bpf_map_update_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_ptr().cast(), 0) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+fn delete(fd: &OwnedFd, key: &[u8]) -> std::io::Result<()> {
+    // SAFETY: key is a live buffer of the map's key size.
+    let rc = unsafe { sys::bpf_map_delete_elem(fd.as_raw_fd(), key.as_ptr().cast()) };
+    if rc < 0 && -rc != libc::ENOENT {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+/// Possible CPUs (libbpf's count): the stride of `ks_slot_hists`.
+pub fn possible_cpus() -> std::io::Result<usize> {
+    // SAFETY: no arguments.
+    let n = unsafe { sys::libbpf_num_possible_cpus() };
+    if n <= 0 {
+        return Err(std::io::Error::from_raw_os_error(-n));
+    }
+    Ok(n as usize)
+}
