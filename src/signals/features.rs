@@ -120,8 +120,13 @@ pub fn parse_all(names: &[String], signals: &[String], counters: &[&str]) -> Res
     }
     let fs = names.iter().map(|n| Feature::parse(n, signals, counters)).collect::<Result<Vec<_>, _>>()?;
     for (i, f) in fs.iter().enumerate() {
-        if fs[..i].iter().any(|g| g.name == f.name) {
-            return Err(format!("model feature {:?} is listed twice", f.name));
+        if let Some(g) = fs[..i].iter().find(|g| g.source == f.source && g.stat == f.stat) {
+            // Twice the same number (runqueue_p9 and runqueue_p90) would count one signal twice.
+            return Err(if g.name == f.name {
+                format!("model feature {:?} is listed twice", f.name)
+            } else {
+                format!("model features {:?} and {:?} are the same statistic", g.name, f.name)
+            });
         }
     }
     Ok(fs)
@@ -264,6 +269,11 @@ mod tests {
             assert!(Feature::parse(bad, &n, &[]).is_err(), "{bad}");
         }
         assert!(parse_all(&["dstate_mean".into(), "dstate_mean".into()], &n, &[]).is_err());
+        for twice in [["runqueue_p9", "runqueue_p90"], ["runqueue_tw9", "runqueue_tw90"]] {
+            let e = parse_all(&twice.map(String::from), &n, &[]).unwrap_err();
+            assert!(e.contains("the same statistic"), "{e}");
+        }
+        assert!(parse_all(&["runqueue_p90".into(), "runqueue_tw90".into()], &n, &[]).is_ok());
         // A counter has a rate and nothing else.
         let c = ["tcp_retransmit".to_string()];
         assert_eq!(Feature::parse("tcp_retransmit_rate", &c, &["tcp_retransmit"]).unwrap().stat, Stat::Rate);
