@@ -705,7 +705,8 @@ def main():
     args.regime = args.regime or REGIMES[args.server][0]
     if args.regime not in REGIMES[args.server]:
         ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
-    phases = [q for p in args.phases.split(",") if p for q in PHASE_SETS.get(p, (p,))]
+    # Each phase once a round, though two sets name it (quiet is in both).
+    phases = list(dict.fromkeys(q for p in args.phases.split(",") if p for q in PHASE_SETS.get(p, (p,))))
     for p in phases:
         if p not in PHASES:
             ap.error(f"unknown phase {p!r}")
