@@ -102,12 +102,13 @@ static __always_inline void ks_workload_count(void *map, __u64 id, __u64 n)
 }
 
 /*
- * The fast path, for the hottest per-workload event (a run-queue wait, at
- * every sched_switch): a per-CPU array of histograms indexed by a slot that
- * user space gives a cgroup (ks_slot_ids: id -> slot; ks_slot_owners: slot ->
- * id), cached with the cgroup id in the task's own storage, which the
- * program has looked up anyway. A wait then costs two inlined array lookups
- * instead of a hash lookup. A cgroup with no slot (new since user space last
+ * The fast path, for the hottest per-workload events (a run-queue wait, at
+ * every sched_switch; a request, at a socket call): histograms indexed by a
+ * slot that user space gives a cgroup (ks_slot_ids: id -> slot;
+ * ks_slot_owners: slot -> id), cached with the cgroup id in the task's own
+ * storage (the connection's, for requests), which the program has looked up
+ * anyway. An event then costs two inlined array lookups instead of a hash
+ * lookup. A cgroup with no slot (new since user space last
  * read, or more cgroups than slots) uses the hash map as before; user space
  * folds what it counted there into its total once it has a slot
  * (src/probes/slots.rs). When a cgroup is gone, user space clears its owner

@@ -41,8 +41,7 @@ pub struct Size {
 #[derive(Debug)]
 struct State {
     by_id: IdMap<Slotted>,
-    /// Lowest first, so that the slots in use stay at the front and a read
-    /// copies only as far as the highest.
+    /// Lowest first: the slots in use stay in the first pages of the mapping.
     free: BinaryHeap<Reverse<u32>>,
 }
 
