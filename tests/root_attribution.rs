@@ -13,6 +13,13 @@ use common::{sample, Ksense};
 const RUNQ: &str = "ksense_workload_runqueue_latency_seconds";
 const DSTATE: &str = "ksense_workload_dstate_duration_seconds";
 
+/// The probes attached in-process with attribution on (room for 1,024 cgroups).
+fn attributed(s: &ksense::probes::kernel::Support) -> ksense::probes::Probes {
+    use ksense::probes::{AttachMode, Options, Probes};
+    let opts = Options { workload_entries: Some(1024), ..Options::default() };
+    Probes::attach_with(AttachMode::choose(None, s).unwrap(), s, &[], opts).unwrap()
+}
+
 /// Label string of the `_count` series of one workload.
 fn wl_labels(text: &str, rel: &str) -> Option<HashMap<String, String>> {
     let needle = format!("workload=\"{rel}\"");
@@ -340,15 +347,7 @@ fn root_attribution_off_serves_node_series_only() {
 #[test]
 fn root_batched_and_key_by_key_reads_agree() {
     require_root!();
-    use ksense::probes::{kernel, AttachMode, Options, Probes};
-    let s = kernel::probe();
-    let mut p = Probes::attach_with(
-        AttachMode::choose(None, &s).unwrap(),
-        &s,
-        &[],
-        Options { workload_entries: Some(1024), ..Options::default() },
-    )
-    .unwrap();
+    let mut p = attributed(&ksense::probes::kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
     let pre = test_prefix();
     let mut cgs: Vec<Cgroup> = (0..40).map(|i| Cgroup::new(&format!("/{pre}-batch-{i}"))).collect();
@@ -396,18 +395,7 @@ fn root_batched_and_key_by_key_reads_agree() {
 #[test]
 fn root_run_queue_waits_move_to_their_slot_and_slots_are_reused() {
     require_root!();
-    use ksense::probes::{kernel, AttachMode, Options, Probes};
-    let s = kernel::probe();
-    let attach = |entries| {
-        Probes::attach_with(
-            AttachMode::choose(None, &s).unwrap(),
-            &s,
-            &[],
-            Options { workload_entries: Some(entries), ..Options::default() },
-        )
-        .unwrap()
-    };
-    let mut p = attach(1024);
+    let mut p = attributed(&ksense::probes::kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
     let (runq, slots) = (&maps.maps[0], maps.maps[0].slots.as_ref().expect("the run-queue map has slots"));
     let pre = test_prefix();
@@ -457,15 +445,9 @@ fn root_run_queue_waits_move_to_their_slot_and_slots_are_reused() {
     drop(p);
 
     // A kernel without mmapable arrays (before 5.5): no slots, all in the hash map.
-    let mut old = kernel::probe();
+    let mut old = ksense::probes::kernel::probe();
     old.mmapable = false;
-    let mut p = Probes::attach_with(
-        AttachMode::choose(None, &old).unwrap(),
-        &old,
-        &[],
-        Options { workload_entries: Some(1024), ..Options::default() },
-    )
-    .unwrap();
+    let mut p = attributed(&old);
     let maps = p.take_workload_maps().expect("workload maps");
     assert!(maps.maps.iter().all(|m| m.slots.is_none()), "slots without mmapable arrays");
     let a = maps.maps[0].read_all(&mut buf).unwrap();
