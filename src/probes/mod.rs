@@ -276,7 +276,7 @@ impl Attach<'_> {
         let on = self.slots_on();
         let size = slots::Size {
             slots: self.opts.workload_entries.filter(|_| on).map_or(1, |e| e.clamp(1, max)),
-            cpus: slots::possible_cpus()? as u32,
+            cpus: reader::possible_cpus()? as u32,
         };
         let [ids, owners, hists] = maps;
         ids.set_max_entries(size.slots)?;

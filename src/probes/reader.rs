@@ -22,12 +22,7 @@ pub struct PercpuArray {
 
 impl PercpuArray {
     pub fn new(fd: OwnedFd, value_size: usize, entries: u32) -> std::io::Result<Self> {
-        // SAFETY: no arguments.
-        let cpus = unsafe { sys::libbpf_num_possible_cpus() };
-        if cpus <= 0 {
-            return Err(std::io::Error::from_raw_os_error(-cpus));
-        }
-        Ok(PercpuArray { fd, value_size, entries, cpus: cpus as usize, no_batch: Default::default() })
+        Ok(PercpuArray { fd, value_size, entries, cpus: possible_cpus()?, no_batch: Default::default() })
     }
 
     pub fn entries(&self) -> u32 {
@@ -191,12 +186,7 @@ pub struct HistHash {
 impl HistHash {
     pub fn new(fd: OwnedFd, value_size: usize) -> std::io::Result<HistHash> {
         assert!(value_size == (WORKLOAD_SLOTS + 1) * 8 || value_size == 8, "struct ks_whist or u64: {value_size}");
-        // SAFETY: no arguments.
-        let cpus = unsafe { sys::libbpf_num_possible_cpus() };
-        if cpus <= 0 {
-            return Err(std::io::Error::from_raw_os_error(-cpus));
-        }
-        Ok(HistHash { fd, value_size, cpus: cpus as usize })
+        Ok(HistHash { fd, value_size, cpus: possible_cpus()? })
     }
 
     /// The values are counts (u64), not histograms.
@@ -342,13 +332,29 @@ impl HistHash {
 
     /// Deletes an entry; one already gone is fine.
     pub fn delete(&self, key: u64) -> std::io::Result<()> {
-        // SAFETY: the key is a live u64.
-        let rc = unsafe { sys::bpf_map_delete_elem(self.fd.as_raw_fd(), (&key as *const u64).cast()) };
-        if rc < 0 && -rc != libc::ENOENT {
-            return Err(std::io::Error::from_raw_os_error(-rc));
-        }
-        Ok(())
+        delete(&self.fd, &key.to_ne_bytes())
     }
+}
+
+/// Deletes `key` (the map's key size) from a map; one already gone is fine.
+pub(super) fn delete(fd: &OwnedFd, key: &[u8]) -> std::io::Result<()> {
+    // SAFETY: key is a live buffer of the map's key size.
+    let rc = unsafe { sys::bpf_map_delete_elem(fd.as_raw_fd(), key.as_ptr().cast()) };
+    if rc < 0 && -rc != libc::ENOENT {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+/// Possible CPUs (libbpf's count): how many values a per-CPU map holds per
+/// key, and the stride of the slots' lines (src/probes/slots.rs).
+pub fn possible_cpus() -> std::io::Result<usize> {
+    // SAFETY: no arguments.
+    let n = unsafe { sys::libbpf_num_possible_cpus() };
+    if n <= 0 {
+        return Err(std::io::Error::from_raw_os_error(-n));
+    }
+    Ok(n as usize)
 }
 
 /// The kernel's statistics of one program (with BPF_ENABLE_STATS held).

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::reader::HistHash;
+use super::reader::{delete, HistHash};
 use crate::signals::histogram::Histogram;
 use crate::signals::ids::IdMap;
 
@@ -211,23 +211,4 @@ fn update(fd: &OwnedFd, key: &[u8], value: &[u8]) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(-rc));
     }
     Ok(())
-}
-
-fn delete(fd: &OwnedFd, key: &[u8]) -> std::io::Result<()> {
-    // SAFETY: key is a live buffer of the map's key size.
-    let rc = unsafe { sys::bpf_map_delete_elem(fd.as_raw_fd(), key.as_ptr().cast()) };
-    if rc < 0 && -rc != libc::ENOENT {
-        return Err(std::io::Error::from_raw_os_error(-rc));
-    }
-    Ok(())
-}
-
-/// Possible CPUs (libbpf's count): the stride of `ks_slot_hists`.
-pub fn possible_cpus() -> std::io::Result<usize> {
-    // SAFETY: no arguments.
-    let n = unsafe { sys::libbpf_num_possible_cpus() };
-    if n <= 0 {
-        return Err(std::io::Error::from_raw_os_error(-n));
-    }
-    Ok(n as usize)
 }
