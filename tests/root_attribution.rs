@@ -272,6 +272,9 @@ fn root_kubernetes_paths_get_pod_labels() {
     );
     let cgroupfs_style = format!("/{pre}-k8s/kubepods/besteffort/pod{uid2}/{cid2}");
     let service = format!("/{pre}-k8s/system.slice/fake.service");
+    // The three share this parent: made (and removed, after them) here, or
+    // the first to be dropped would own it and fail to remove it.
+    let _parent = Cgroup::new(&format!("/{pre}-k8s"));
     let mut cgs: Vec<Cgroup> = [&systemd, &cgroupfs_style, &service].iter().map(|p| Cgroup::new(p)).collect();
     let k = Ksense::start(&[
         "--log.level",
