@@ -276,6 +276,32 @@ mod tests {
         assert_eq!(from_values(&[0, 0]).time_quantile_seconds(0.9), Some(0.0));
     }
 
+    /// The same in the per-workload layout (schema 0, buckets a factor 2
+    /// wide, as bpf/workload.h folds the kernel slots): the long waits still
+    /// set tw50 and tw90, within one of its buckets of the schema-2 figure.
+    #[test]
+    fn time_quantiles_in_the_workload_layout() {
+        let coarse = |h: &Histogram| {
+            let mut w = Histogram::workload();
+            for (s, &c) in h.slots.iter().enumerate() {
+                w.slots[if s == 0 { 0 } else { (s + 5) >> 2 }] += c;
+            }
+            w.sum_ns = h.sum_ns;
+            w
+        };
+        let flood = vec![20_000u64; 100_000];
+        let fine = from_values(&flood.iter().copied().chain([1_000_000_000; 4]).collect::<Vec<_>>());
+        let (h, calm) = (coarse(&fine), coarse(&from_values(&flood)));
+        let within = |x: f64, want: f64| x > want / 2.0 && x <= want * 2.0;
+        for q in [0.5, 0.9] {
+            let (c, f) = (h.time_quantile_seconds(q).unwrap(), fine.time_quantile_seconds(q).unwrap());
+            assert!(within(c, 1.0) && within(c, f), "tw{q}: {c} (schema 2: {f})");
+        }
+        assert!(within(calm.time_quantile_seconds(0.9).unwrap(), 20e-6), "{:?}", calm.time_quantile_seconds(0.9));
+        assert!(within(h.quantile_seconds(0.99).unwrap(), 20e-6), "{:?}", h.quantile_seconds(0.99));
+        assert_eq!(Histogram::workload().time_quantile_seconds(0.9), None);
+    }
+
     proptest! {
         /// kernel slot <-> native index <-> classic le: counts conserved,
         /// native buckets reproduce the slots, cumulative classic counts never
