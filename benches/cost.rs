@@ -656,8 +656,9 @@ fn run(secs: u64) -> anyhow::Result<()> {
         let d = get(&on.url)?.0;
         let (k1, m1) = (sched_ns(&tasks), sched_ns(me));
         spaced.push(d);
-        work.push(Duration::from_nanos(k1.0 - k0.0));
-        queued.push(Duration::from_nanos((k1.1 - k0.1) + (m1.1 - m0.1)));
+        // Saturating: a thread that exits meanwhile takes its times with it.
+        work.push(Duration::from_nanos(k1.0.saturating_sub(k0.0)));
+        queued.push(Duration::from_nanos(k1.1.saturating_sub(k0.1) + m1.1.saturating_sub(m0.1)));
     }
     for v in [&mut spaced, &mut work, &mut queued] {
         v.sort();
