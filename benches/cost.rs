@@ -332,19 +332,37 @@ fn get(url: &str) -> anyhow::Result<(Duration, String)> {
     Ok((t.elapsed(), body))
 }
 
-/// CPU time (ns) of every thread of a process.
-fn cpu_ns(pid: u32) -> u64 {
-    sched_ns(&format!("/proc/{pid}/task")).0
-}
+/// Each thread's CPU time and run-queue wait (ns, `schedstat`'s first two
+/// fields) under `tasks` (`/proc/PID/task`), by thread id.
+struct Sched(std::collections::HashMap<std::ffi::OsString, (u64, u64)>);
 
-/// CPU time and run-queue wait (ns, `schedstat`'s first two fields) summed
-/// over the threads under `tasks` (`/proc/PID/task`).
-fn sched_ns(tasks: &str) -> (u64, u64) {
-    let Ok(dir) = std::fs::read_dir(tasks) else { return (0, 0) };
-    dir.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok()).fold((0, 0), |(c, w), s| {
-        let mut f = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
-        (c + f.next().unwrap_or(0), w + f.next().unwrap_or(0))
-    })
+impl Sched {
+    fn read(tasks: &str) -> Sched {
+        let Ok(dir) = std::fs::read_dir(tasks) else { return Sched(Default::default()) };
+        Sched(
+            dir.flatten()
+                .filter_map(|t| {
+                    let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+                    Some((t.file_name(), (f.next()?, f.next()?)))
+                })
+                .collect(),
+        )
+    }
+
+    /// Every thread of a process.
+    fn of(pid: u32) -> Sched {
+        Sched::read(&format!("/proc/{pid}/task"))
+    }
+
+    /// (CPU, wait) the threads used since `earlier`: thread by thread, so one
+    /// that exited meanwhile drops out instead of taking its whole life off.
+    fn since(&self, earlier: &Sched) -> (u64, u64) {
+        self.0.iter().fold((0, 0), |(c, w), (tid, &(c1, w1))| {
+            let (c0, w0) = earlier.0.get(tid).copied().unwrap_or((0, 0));
+            (c + c1.saturating_sub(c0), w + w1.saturating_sub(w0))
+        })
+    }
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -583,15 +601,18 @@ fn run(secs: u64) -> anyhow::Result<()> {
     // ---- user-space CPU, idle and under the storm (default 1 s interval, no scrapes)
     let window = Duration::from_secs(secs);
     let pids = [("on", on.child.0.id()), ("off", off.child.0.id())];
-    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
+    let c0: Vec<Sched> = pids.iter().map(|(_, p)| Sched::of(*p)).collect();
     std::thread::sleep(window);
     let idle: Vec<f64> =
-        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / window.as_nanos() as f64).collect();
-    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
+        pids.iter().zip(&c0).map(|((_, p), c)| Sched::of(*p).since(c).0 as f64 / window.as_nanos() as f64).collect();
+    let c0: Vec<Sched> = pids.iter().map(|(_, p)| Sched::of(*p)).collect();
     let t = Instant::now();
     storm(&["stress-ng", "--switch", "2", "--timeout", &format!("{secs}s"), "--quiet"])?;
-    let busy: Vec<f64> =
-        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
+    let busy: Vec<f64> = pids
+        .iter()
+        .zip(&c0)
+        .map(|((_, p), c)| Sched::of(*p).since(c).0 as f64 / t.elapsed().as_nanos() as f64)
+        .collect();
     println!("user-space CPU of the ksense process (all threads, 1 s model interval, not scraped), % of one core");
     println!("  {:<12} {:>8} {:>8}", "", "on", "off");
     println!("  {:<12} {:>8.3} {:>8.3}   (target <= 0.5 %)", "idle", idle[0] * 100.0, idle[1] * 100.0);
@@ -627,15 +648,18 @@ fn run(secs: u64) -> anyhow::Result<()> {
     };
     // What the model's interval costs with that many workloads, before any scrape: the
     // victims feed reads every per-workload map, the tracker and each workload's cpu.stat.
-    let c0: Vec<u64> = pids.iter().map(|(_, p)| cpu_ns(*p)).collect();
+    let c0: Vec<Sched> = pids.iter().map(|(_, p)| Sched::of(*p)).collect();
     let t = Instant::now();
     std::thread::sleep(window);
-    let with_workloads: Vec<f64> =
-        pids.iter().zip(&c0).map(|((_, p), c)| (cpu_ns(*p) - c) as f64 / t.elapsed().as_nanos() as f64).collect();
+    let with_workloads: Vec<f64> = pids
+        .iter()
+        .zip(&c0)
+        .map(|((_, p), c)| Sched::of(*p).since(c).0 as f64 / t.elapsed().as_nanos() as f64)
+        .collect();
     // Its CPU per scrape too: latency on this shared 2-CPU host is mostly who else ran.
-    let (cpu0, t) = (cpu_ns(pids[0].1), Instant::now());
+    let (cpu0, t) = (Sched::of(pids[0].1), Instant::now());
     let (lat, bytes, body) = scrape_stats(&on.url, n)?;
-    let per_scrape = (cpu_ns(pids[0].1) - cpu0) as f64 - with_workloads[0] * t.elapsed().as_nanos() as f64;
+    let per_scrape = Sched::of(pids[0].1).since(&cpu0).0 as f64 - with_workloads[0] * t.elapsed().as_nanos() as f64;
     let series = body.lines().filter(|l| l.starts_with("ksense_workload_runqueue_latency_seconds_count{")).count();
     println!(
         "  {WORKLOADS} workloads (on):       p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} ms of CPU per scrape, {bytes} bytes, {series} workload series ({exported} of the bench's)   (target p99 <= 2 ms)",
@@ -649,16 +673,14 @@ fn run(secs: u64) -> anyhow::Result<()> {
     // With ksense's CPU time during each, and the time it and this client
     // waited for a CPU (run-queue waits, from schedstat): work or waiting.
     let (mut spaced, mut work, mut queued) = (Vec::new(), Vec::new(), Vec::new());
-    let (tasks, me) = (format!("/proc/{}/task", pids[0].1), "/proc/self/task");
     for _ in 0..SPACED_SCRAPES {
         std::thread::sleep(SPACED_GAP);
-        let (k0, m0) = (sched_ns(&tasks), sched_ns(me));
+        let (k0, m0) = (Sched::of(pids[0].1), Sched::read("/proc/self/task"));
         let d = get(&on.url)?.0;
-        let (k1, m1) = (sched_ns(&tasks), sched_ns(me));
+        let (k, m) = (Sched::of(pids[0].1).since(&k0), Sched::read("/proc/self/task").since(&m0));
         spaced.push(d);
-        // Saturating: a thread that exits meanwhile takes its times with it.
-        work.push(Duration::from_nanos(k1.0.saturating_sub(k0.0)));
-        queued.push(Duration::from_nanos(k1.1.saturating_sub(k0.1) + m1.1.saturating_sub(m0.1)));
+        work.push(Duration::from_nanos(k.0));
+        queued.push(Duration::from_nanos(k.1 + m.1));
     }
     for v in [&mut spaced, &mut work, &mut queued] {
         v.sort();
