@@ -197,6 +197,8 @@ static __always_inline void record(struct ks_conn *c, __u64 end, __u64 cg)
 	c->answer_ns = 0;
 	if (role >= ROLE_MAX)
 		return;
+	/* One branch per role, not a map chosen by the role: with its map known
+	 * at each call the verifier inlines the array lookups of ks_slot_hist. */
 	if (cg && role == ROLE_SERVER) {
 		wh = ks_slot_hist(&cg_requests_server_slot_ids, &cg_requests_server_slot_owners,
 				  &cg_requests_server_slots, cg, &c->slot_cg, &c->slot);

@@ -346,6 +346,16 @@ pub(super) fn delete(fd: &OwnedFd, key: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets `key` to `value` (the map's key and value sizes; not a per-CPU map).
+pub(super) fn update(fd: &OwnedFd, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    // SAFETY: key and value are live buffers of the map's key and value sizes.
+    let rc = unsafe { sys::bpf_map_update_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_ptr().cast(), 0) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
 /// Possible CPUs (libbpf's count): how many values a per-CPU map holds per
 /// key, and the stride of the slots' lines (src/probes/slots.rs).
 pub fn possible_cpus() -> std::io::Result<usize> {

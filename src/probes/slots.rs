@@ -16,9 +16,7 @@ use std::collections::BinaryHeap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
-use libbpf_rs::libbpf_sys as sys;
-
-use super::reader::{delete, HistHash};
+use super::reader::{delete, update, HistHash};
 use crate::signals::histogram::Histogram;
 use crate::signals::ids::IdMap;
 
@@ -201,14 +199,4 @@ impl Slots {
     pub fn assigned(&self) -> usize {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
     }
-}
-
-fn update(fd: &OwnedFd, key: &[u8], value: &[u8]) -> std::io::Result<()> {
-    // SAFETY: key and value are live buffers of the map's key and value sizes
-    // (a per-CPU value: one rounded-up value for each possible CPU).
-    let rc = unsafe { sys::bpf_map_update_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_ptr().cast(), 0) };
-    if rc < 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc));
-    }
-    Ok(())
 }
