@@ -75,9 +75,16 @@ pub fn document(view: Option<&ModelView>, node: &str, now: SystemTime) -> Value 
             json!({"signal": n, "share": if f2 > 0.0 { c / f2 } else { 0.0 }, "value": value(n), "baseline": base(n)})
         })
         .collect();
+    // Features without events in enough calibration samples: not in friction.
+    let left_out: Vec<&str> = v
+        .measured
+        .iter()
+        .filter(|(_, n)| (*n as usize) < crate::model::measured_needed(v.samples))
+        .map(|(k, _)| k.as_str())
+        .collect();
     json!({
         "node": node, "time": time, "age_seconds": age, "state": "scoring",
-        "baseline": {"ready": v.ready, "samples": v.samples},
+        "baseline": {"ready": v.ready, "samples": v.samples, "left_out": left_out},
         "score": s.interference,
         "friction": s.friction,
         "friction_p99": s.friction_reference,
@@ -149,6 +156,11 @@ mod tests {
             save_failures: 0,
             at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_680_400)),
             baseline: vec![("runqueue_wakeup_p99".into(), 180e-6), ("softirq_net_rx_busy".into(), 0.01)],
+            measured: vec![
+                ("runqueue_wakeup_p99".into(), 120.0),
+                ("softirq_net_rx_busy".into(), 120.0),
+                ("tcp_rtt_p999".into(), 3.0),
+            ],
             workloads: vec![
                 Victim {
                     labels: vec![("workload", "/calm".into())],
@@ -191,6 +203,7 @@ mod tests {
         assert_eq!(d["age_seconds"], 2.0);
         assert_eq!(d["score"], 0.75);
         assert_eq!(d["direction"], "worse");
+        assert_eq!(d["baseline"]["left_out"], serde_json::json!(["tcp_rtt_p999"]), "3 of 120 samples: not scored");
         // Largest share first; shares of friction² (36).
         assert_eq!(d["contributions"][0]["signal"], "runqueue_wakeup_p99");
         assert_eq!(d["contributions"][0]["share"], 0.75);

@@ -17,6 +17,21 @@ pub const RIDGE_FLOOR: f64 = 1e-9;
 /// Relative ridge of [`Regularisation::Ridge`]: a fraction of the mean variance.
 pub const RIDGE_RELATIVE: f64 = 1e-3;
 
+/// Calibration samples a feature needs events in to be scored (half of them
+/// in a window shorter than twice this: [`measured_needed`]). A sample without events of a feature (no
+/// TCP segment acknowledged in the interval, say) holds NaN there: not
+/// measured, rather than 0 s. A feature measured in fewer samples than this
+/// (none, on an idle node calibrated without TCP traffic) has no spread to
+/// measure a change against, and is left out of friction until the next
+/// calibration: scored against the zero it used to read, the first scrape's
+/// round trip put friction at 63 (docs/model.md).
+pub const MIN_MEASURED: usize = 10;
+
+/// The samples of `n` a feature needs events in to be scored.
+pub fn measured_needed(n: usize) -> usize {
+    MIN_MEASURED.min(n.div_ceil(2))
+}
+
 /// How the sample covariance is made well-conditioned before it is inverted.
 ///
 /// A few hundred samples of correlated latency features give a covariance that
@@ -71,6 +86,8 @@ pub enum BaselineError {
     NotPositiveDefinite,
     #[error("not enough samples: {have} < {need}")]
     TooFewSamples { have: usize, need: usize },
+    #[error("no feature had events in {need} of the samples")]
+    NothingMeasured { need: usize },
 }
 
 /// The frozen baseline: what "normal" looks like for this node.
@@ -88,6 +105,9 @@ pub struct Baseline {
     /// sqrt(diag(covariance)): the per-feature baseline standard deviations.
     pub(crate) std: Array1<f64>,
     pub(crate) samples: usize,
+    /// Per feature, the calibration samples that had events of it (see
+    /// [`MIN_MEASURED`]); the covariance of one left out is a placeholder.
+    pub(crate) measured: Vec<usize>,
     pub(crate) energy_k: Option<f64>,
     /// The calibration samples' 99th-percentile friction; `None` in state
     /// files written before it was stored.
@@ -148,6 +168,7 @@ impl Baseline {
             cholesky,
             std,
             samples,
+            measured: vec![samples; d],
             energy_k,
             friction_p99: None,
             regularisation,
@@ -155,7 +176,9 @@ impl Baseline {
         })
     }
 
-    /// Computes mean, sample covariance (n−1), regularises it and factorises it.
+    /// Computes mean, sample covariance (n−1), regularises it and factorises
+    /// it. A NaN in a sample is a feature without events in that interval;
+    /// see [`fill_missing`] and [`MIN_MEASURED`].
     pub fn from_samples(
         features: Vec<String>,
         samples: &[Vec<f64>],
@@ -163,19 +186,60 @@ impl Baseline {
         created_unix: u64,
     ) -> Result<Baseline, BaselineError> {
         let d = features.len();
+        let n = samples.len();
         let need = min_samples(d);
-        if samples.len() < need {
-            return Err(BaselineError::TooFewSamples { have: samples.len(), need });
+        if n < need {
+            return Err(BaselineError::TooFewSamples { have: n, need });
         }
         if samples.iter().any(|s| s.len() != d) {
             return Err(BaselineError::Dimension("sample length differs from feature count".into()));
         }
-        let (mean, cov) = mean_and_covariance(samples, d);
+        let measured: Vec<usize> = (0..d).map(|i| samples.iter().filter(|s| !s[i].is_nan()).count()).collect();
+        let kept: Vec<usize> = (0..d).filter(|&i| measured[i] >= measured_needed(n)).collect();
+        if kept.is_empty() {
+            return Err(BaselineError::NothingMeasured { need: measured_needed(n) });
+        }
+        // The kept features alone: one left out must not move the others'
+        // shrinkage target (the mean variance).
+        let sub = fill_missing(samples, &kept);
+        let (m, cov) = mean_and_covariance(&sub, kept.len());
         let reg = match regularisation {
             Regularisation::Ridge => ridge(&cov),
-            Regularisation::LedoitWolf => ledoit_wolf(samples, &mean, &cov),
+            Regularisation::LedoitWolf => ledoit_wolf(&sub, &m, &cov),
         };
-        Baseline::from_parts(features, mean, reg, samples.len(), None, regularisation, created_unix)
+        let mut mean = Array1::<f64>::zeros(d);
+        let mut full = Array2::<f64>::eye(d);
+        for (a, &i) in kept.iter().enumerate() {
+            mean[i] = m[a];
+            for (b, &j) in kept.iter().enumerate() {
+                full[[i, j]] = reg[[a, b]];
+            }
+        }
+        let mut b = Baseline::from_parts(features, mean, full, n, None, regularisation, created_unix)?;
+        b.measured = measured;
+        Ok(b)
+    }
+
+    /// Whether feature `i` had events in enough calibration samples to be scored.
+    pub fn is_measured(&self, i: usize) -> bool {
+        self.measured.get(i).is_some_and(|&m| m >= measured_needed(self.samples))
+    }
+
+    /// Per feature, the calibration samples that had events of it.
+    pub fn measured(&self) -> &[usize] {
+        &self.measured
+    }
+
+    /// Scores `x` (in the model's space; NaN for a feature without events
+    /// in the interval) against this baseline: the features without events,
+    /// and those not measured at calibration, are left out, and the rest
+    /// scored under their marginal distribution.
+    pub fn score(&self, x: &[f64], side: super::Side) -> Option<super::mahalanobis::Score> {
+        if x.len() != self.features.len() {
+            return None;
+        }
+        let x: Vec<f64> = x.iter().enumerate().map(|(i, &v)| if self.is_measured(i) { v } else { f64::NAN }).collect();
+        super::mahalanobis::score_observed(&self.mean, &self.covariance, self.cholesky.view(), &self.std, &x, side)
     }
 
     /// Feature names, in the order the vectors use.
@@ -231,6 +295,42 @@ pub const MAX_WINDOW_SAMPLES: usize = 100_000;
 /// covariance has some degrees of freedom beyond rank d).
 pub fn min_samples(d: usize) -> usize {
     d + 2
+}
+
+/// The columns `kept` of `samples`, each NaN (no events in that interval)
+/// replaced so that the column keeps the mean and the unbiased variance of
+/// its measured values: a missing value becomes the mean, and each measured
+/// one is moved away from it by √((n−1)/(m−1)) (m measured of n). The
+/// covariance of two columns is then that of the samples where both were
+/// measured, scaled down by about √(share of one × share of the other): a
+/// Gram matrix still, so positive semi-definite, where covariances over
+/// each pair's own samples need not be. A column measured in every sample
+/// is copied as it is.
+fn fill_missing(samples: &[Vec<f64>], kept: &[usize]) -> Vec<Vec<f64>> {
+    let n = samples.len();
+    let fill: Vec<(f64, f64, bool)> = kept
+        .iter()
+        .map(|&i| {
+            let vals: Vec<f64> = samples.iter().map(|s| s[i]).filter(|v| !v.is_nan()).collect();
+            let m = vals.len();
+            let mean = vals.iter().sum::<f64>() / m as f64;
+            let stretch = if m > 1 { ((n - 1) as f64 / (m - 1) as f64).sqrt() } else { 1.0 };
+            (mean, stretch, m == n)
+        })
+        .collect();
+    samples
+        .iter()
+        .map(|s| {
+            kept.iter()
+                .zip(&fill)
+                .map(|(&i, &(mean, stretch, whole))| match s[i] {
+                    v if whole => v,
+                    v if v.is_nan() => mean,
+                    v => mean + (v - mean) * stretch,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Mean and unbiased (n−1) sample covariance.
@@ -335,9 +435,10 @@ impl Calibrator {
         Calibrator { d, window, samples: VecDeque::with_capacity(window.min(4096)) }
     }
 
-    /// Adds a sample if it has the right length and every value is finite.
+    /// Adds a sample if it has the right length and no infinite value (NaN:
+    /// a feature without events in the interval).
     pub(crate) fn push(&mut self, x: &[f64]) -> bool {
-        if x.len() != self.d || !x.iter().all(|v| v.is_finite()) {
+        if x.len() != self.d || x.iter().any(|v| v.is_infinite()) {
             return false;
         }
         if self.samples.len() == self.window {
@@ -476,10 +577,10 @@ mod tests {
     }
 
     #[test]
-    fn calibrator_keeps_last_window_and_rejects_non_finite() {
+    fn calibrator_keeps_last_window_and_rejects_infinite() {
         let mut c = Calibrator::new(2, 5);
-        assert!(!c.push(&[1.0, f64::NAN]));
         assert!(!c.push(&[1.0, f64::INFINITY]));
+        assert!(!c.push(&[f64::NEG_INFINITY, 1.0]));
         assert!(!c.push(&[1.0]));
         for i in 0..8 {
             assert!(c.push(&[i as f64, 0.0]));
@@ -489,6 +590,95 @@ mod tests {
         // window below d+2 is raised
         let c = Calibrator::new(4, 2);
         assert_eq!(c.window, 6);
+    }
+
+    /// A feature without events in some intervals keeps the mean and the
+    /// unbiased variance of the values it had; the others are as without it.
+    #[test]
+    fn missing_values_keep_the_measured_mean_and_variance() {
+        let mut rng = crate::model::testutil::Rng::new(21);
+        let samples: Vec<Vec<f64>> = (0..300)
+            .map(|i| {
+                let a = rng.normal();
+                let b = 0.5 * a + rng.normal();
+                vec![a, if i % 5 < 2 { f64::NAN } else { 3.0 + b }]
+            })
+            .collect();
+        let vals: Vec<f64> = samples.iter().map(|s| s[1]).filter(|v| !v.is_nan()).collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64;
+        let filled = fill_missing(&samples, &[0, 1]);
+        let (mean, cov) = mean_and_covariance(&filled, 2);
+        assert!((mean[1] - m).abs() < 1e-12 && (cov[[1, 1]] - var).abs() < 1e-12 * var, "{mean} {cov}");
+        let whole: Vec<Vec<f64>> = samples.iter().map(|s| vec![s[0]]).collect();
+        assert_eq!(cov[[0, 0]], mean_and_covariance(&whole, 1).1[[0, 0]], "a column measured throughout is copied");
+        // The pair's covariance is kept in sign and shrunk by about the measured share (0.6).
+        let both: Vec<(f64, f64)> = samples.iter().filter(|s| !s[1].is_nan()).map(|s| (s[0], s[1])).collect();
+        let (ma, mb) = (both.iter().map(|p| p.0).sum::<f64>() / 180.0, both.iter().map(|p| p.1).sum::<f64>() / 180.0);
+        let c_both = both.iter().map(|p| (p.0 - ma) * (p.1 - mb)).sum::<f64>() / 179.0;
+        let ratio = cov[[0, 1]] / c_both;
+        assert!(ratio > 0.6 && ratio < 0.9, "{ratio}");
+        let b = Baseline::from_samples(names(2), &samples, Regularisation::LedoitWolf, 0).unwrap();
+        assert_eq!(b.measured(), &[300, 180]);
+        assert!(b.is_measured(1) && (b.mean()[1] - m).abs() < 1e-12);
+    }
+
+    /// A feature with events in fewer than MIN_MEASURED samples is left
+    /// out: a placeholder for it, and the other features' baseline exactly
+    /// what it is without that column.
+    #[test]
+    fn a_feature_measured_in_too_few_samples_is_left_out() {
+        let without = correlated_samples_2(300);
+        for reg in [Regularisation::Ridge, Regularisation::LedoitWolf] {
+            for present in [0, MIN_MEASURED - 1] {
+                let with: Vec<Vec<f64>> = without
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| vec![s[0], if i < present { 7.0 + s[1] } else { f64::NAN }, s[1]])
+                    .collect();
+                let a = Baseline::from_samples(names(3), &with, reg, 0).unwrap();
+                let b = Baseline::from_samples(names(2), &without, reg, 0).unwrap();
+                assert!(!a.is_measured(1) && a.is_measured(0) && a.is_measured(2), "{reg} {present}");
+                assert_eq!((a.mean()[1], a.covariance()[[1, 1]], a.covariance()[[0, 1]]), (0.0, 1.0, 0.0));
+                for (i, j, bi, bj) in [(0, 0, 0, 0), (0, 2, 0, 1), (2, 2, 1, 1)] {
+                    assert_eq!(a.covariance()[[i, j]], b.covariance()[[bi, bj]], "{reg} {present}: ({i}, {j})");
+                }
+            }
+            let with: Vec<Vec<f64>> = without
+                .iter()
+                .enumerate()
+                .map(|(i, s)| vec![s[0], if i < MIN_MEASURED { s[1] } else { f64::NAN }])
+                .collect();
+            assert!(
+                Baseline::from_samples(names(2), &with, reg, 0).unwrap().is_measured(1),
+                "{MIN_MEASURED} samples are enough"
+            );
+        }
+        // A short window (a workload's can be 5 samples) needs the feature in half of it.
+        let short = |k: usize| -> Vec<Vec<f64>> {
+            correlated_samples_2(6)
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| vec![s[0], if i < k { s[1] } else { f64::NAN }])
+                .collect()
+        };
+        assert!(Baseline::from_samples(names(2), &short(3), Regularisation::Ridge, 0).unwrap().is_measured(1));
+        assert!(!Baseline::from_samples(names(2), &short(2), Regularisation::Ridge, 0).unwrap().is_measured(1));
+        let none: Vec<Vec<f64>> = short(0).iter().map(|_| vec![f64::NAN, f64::NAN]).collect();
+        assert_eq!(
+            Baseline::from_samples(names(2), &none, Regularisation::Ridge, 0).unwrap_err(),
+            BaselineError::NothingMeasured { need: 3 }
+        );
+    }
+
+    fn correlated_samples_2(n: usize) -> Vec<Vec<f64>> {
+        let mut rng = crate::model::testutil::Rng::new(5);
+        (0..n)
+            .map(|_| {
+                let a = rng.normal();
+                vec![a, 0.3 * a + rng.normal()]
+            })
+            .collect()
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Friction (Mahalanobis distance), per-feature contributions and direction,
 //! all through the Cholesky factor: Σ⁻¹ is never formed.
 
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2};
 
-use super::linalg::{solve_lower, solve_lower_transposed};
+use super::linalg::{cholesky, solve_lower, solve_lower_transposed};
 
 /// One scored sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +110,44 @@ pub fn score(mean: &Array1<f64>, chol: ArrayView2<f64>, std: &Array1<f64>, x: &[
     Some(Score { friction, direction, contributions })
 }
 
+/// [`score`] of the features `x` has a value for (NaN: no events in the
+/// interval), under their marginal distribution: the mean, covariance
+/// (`cov`, whose factor is `chol`) and deviations restricted to them, the
+/// standard treatment of a Gaussian with missing coordinates. Those left out
+/// contribute 0. With none left, friction is 0 (nothing measured is worse
+/// than usual). An infinite value is an error (`None`), as in [`score`].
+pub fn score_observed(
+    mean: &Array1<f64>,
+    cov: &Array2<f64>,
+    chol: ArrayView2<f64>,
+    std: &Array1<f64>,
+    x: &[f64],
+    side: Side,
+) -> Option<Score> {
+    let d = mean.len();
+    if x.len() != d || cov.dim() != (d, d) || x.iter().any(|v| v.is_infinite()) {
+        return None;
+    }
+    let seen: Vec<usize> = (0..d).filter(|&i| !x[i].is_nan()).collect();
+    if seen.len() == d {
+        return score(mean, chol, std, x, side);
+    }
+    if seen.is_empty() {
+        return Some(Score { friction: 0.0, direction: -1, contributions: vec![0.0; d] });
+    }
+    let k = seen.len();
+    let sub_cov = Array2::from_shape_fn((k, k), |(a, b)| cov[[seen[a], seen[b]]]);
+    let sub_chol = cholesky(sub_cov.view())?;
+    let pick = |v: &Array1<f64>| seen.iter().map(|&i| v[i]).collect::<Array1<f64>>();
+    let sub_x: Vec<f64> = seen.iter().map(|&i| x[i]).collect();
+    let s = score(&pick(mean), sub_chol.view(), &pick(std), &sub_x, side)?;
+    let mut contributions = vec![0.0; d];
+    for (c, &i) in s.contributions.iter().zip(&seen) {
+        contributions[i] = *c;
+    }
+    Some(Score { contributions, ..s })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +170,30 @@ mod tests {
         assert_eq!(s.direction, 1);
         let s = score_cov(&[0.0, 0.0, 0.0], &cov, &[-3.0, -4.0, 0.0]);
         assert_eq!(s.direction, -1);
+    }
+
+    /// A coordinate without a value is marginalised: the score is the one
+    /// of the others under their own mean and covariance, and it adds 0.
+    #[test]
+    fn missing_coordinates_are_marginalised() {
+        let cov = arr2(&[[2.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.5]]);
+        let (l, sd) = (cholesky(cov.view()).unwrap(), cov.diag().mapv(f64::sqrt));
+        let mean = arr1(&[1.0, 2.0, 3.0]);
+        let sub = arr2(&[[2.0, 0.3], [0.3, 1.5]]);
+        for side in [Side::Two, Side::One] {
+            let got = score_observed(&mean, &cov, l.view(), &sd, &[2.5, f64::NAN, 1.0], side).unwrap();
+            let (ls, ss) = (cholesky(sub.view()).unwrap(), sub.diag().mapv(f64::sqrt));
+            let want = score(&arr1(&[1.0, 3.0]), ls.view(), &ss, &[2.5, 1.0], side).unwrap();
+            assert!((got.friction - want.friction).abs() < 1e-12, "{side}");
+            assert_eq!(got.direction, want.direction);
+            assert_eq!(got.contributions, vec![want.contributions[0], 0.0, want.contributions[1]]);
+            // Every value present: the plain score.
+            let x = [2.5, 2.0, 1.0];
+            assert_eq!(score_observed(&mean, &cov, l.view(), &sd, &x, side), score(&mean, l.view(), &sd, &x, side));
+        }
+        let none = score_observed(&mean, &cov, l.view(), &sd, &[f64::NAN; 3], Side::One).unwrap();
+        assert_eq!((none.friction, none.contributions), (0.0, vec![0.0; 3]));
+        assert!(score_observed(&mean, &cov, l.view(), &sd, &[f64::INFINITY, f64::NAN, 1.0], Side::One).is_none());
     }
 
     #[test]

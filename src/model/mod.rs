@@ -25,7 +25,9 @@ pub mod victims;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use baseline::{min_samples, Baseline, BaselineError, Regularisation, MAX_WINDOW_SAMPLES};
+pub use baseline::{
+    measured_needed, min_samples, Baseline, BaselineError, Regularisation, MAX_WINDOW_SAMPLES, MIN_MEASURED,
+};
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
 pub use mahalanobis::Side;
 pub use state::{discard, load, lock, set_aside, StateError, StateLock, LOCK_WAIT, STATE_VERSION};
@@ -167,8 +169,12 @@ impl Model {
     /// matters). `accept_for_baseline` says whether the interval had enough
     /// events to be trusted as a calibration sample.
     ///
+    /// A NaN in `x` is a feature without events in the interval: it is
+    /// left out of that interval's score, and of the calibration's
+    /// statistics ([`Baseline::from_samples`]).
+    ///
     /// Returns `None` while calibrating, and for a vector that is the wrong
-    /// length, holds a non-finite value, or would give a non-finite output
+    /// length, holds an infinite value, or would give a non-finite output
     /// (those are counted in [`Self::skipped`]). On the interval that freezes
     /// the baseline, `x` is scored against the new baseline.
     ///
@@ -177,7 +183,7 @@ impl Model {
     /// where there are enough.
     pub fn observe(&mut self, now: Duration, x: &[f64], accept_for_baseline: bool) -> Option<Output> {
         let d = self.cfg.features.len();
-        if x.len() != d || !x.iter().all(|v| v.is_finite()) {
+        if x.len() != d || x.iter().any(|v| v.is_infinite()) {
             self.skipped += 1;
             return None;
         }
@@ -230,8 +236,7 @@ impl Model {
         let Phase::Ready { baseline, energy } = &mut self.phase else {
             return None;
         };
-        let Some(s) = mahalanobis::score(&baseline.mean, baseline.cholesky.view(), &baseline.std, x, self.cfg.side)
-        else {
+        let Some(s) = baseline.score(x, self.cfg.side) else {
             self.skipped += 1;
             return None;
         };
@@ -333,12 +338,7 @@ fn normal_friction(b: &Baseline, samples: &[Vec<f64>], side: Side) -> Option<f64
             })
             .flatten();
         let against = held_out.as_ref().unwrap_or(b);
-        f.extend(
-            samples[lo..hi]
-                .iter()
-                .filter_map(|x| mahalanobis::score(&against.mean, against.cholesky.view(), &against.std, x, side))
-                .map(|s| s.friction),
-        );
+        f.extend(samples[lo..hi].iter().filter_map(|x| against.score(x, side)).map(|s| s.friction));
     }
     interference::reference(&f)
 }

@@ -75,6 +75,10 @@ pub struct ModelView {
     /// (from the model's log space: a geometric-style mean); empty while
     /// calibrating.
     pub baseline: Vec<(String, f64)>,
+    /// Per feature, the calibration samples that had events of it (too few,
+    /// `model::measured_needed`: left out of friction); empty while
+    /// calibrating.
+    pub measured: Vec<(String, f64)>,
     /// Each exported workload's friction against its own baseline, once it
     /// has one (`victims`); empty without attribution.
     pub workloads: Vec<super::victims::Victim>,
@@ -104,8 +108,12 @@ pub struct Score {
 /// (a factor 10^6) away from none, and every stray one at the far end of
 /// the distance. A saved baseline lives in this space: change it, and bump
 /// STATE_VERSION.
+/// NaN (no events) stays NaN: `f64::max` would turn it into 0.
 fn model_space(feats: &[Feature], x: &[f64]) -> Vec<f64> {
-    x.iter().zip(feats).map(|(v, f)| (v.max(0.0) * f.stat.model_scale()).ln_1p()).collect()
+    x.iter()
+        .zip(feats)
+        .map(|(v, f)| if v.is_nan() { *v } else { (v.max(0.0) * f.stat.model_scale()).ln_1p() })
+        .collect()
 }
 
 /// The inverse of [`model_space`]: back to seconds, shares and rates.
@@ -117,6 +125,7 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
     match super::load(path, &mcfg.features) {
         Ok(b) => {
             tracing::info!(path = %path.display(), samples = b.samples(), "loaded saved baseline");
+            log_left_out(&b);
             Model::with_baseline(mcfg, b)
         }
         Err(StateError::NotFound(_)) => {
@@ -294,7 +303,13 @@ pub async fn run(
             saver.pending = true;
             saver.save(Some(b)).await;
         }
-        let signals = scorer.features().iter().zip(&scored.x).map(|(f, v)| (f.name.clone(), *v)).collect();
+        // 0 without events, as ksense_signal always read (the model leaves the feature out).
+        let signals = scorer
+            .features()
+            .iter()
+            .zip(&scored.x)
+            .map(|(f, v)| (f.name.clone(), if v.is_nan() { 0.0 } else { *v }))
+            .collect();
         publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, it.workloads);
     }
 }
@@ -332,7 +347,25 @@ fn interval(
     };
     let scored = scorer.step(snap, at);
     let baseline = scored.as_ref().and_then(|_| scorer.model.take_baseline_update().cloned());
+    if let Some(b) = baseline.as_ref().filter(|b| b.energy_k().is_none()) {
+        log_left_out(b); // just frozen (the energy scale comes 20 intervals later)
+    }
     Ok(Interval { scored, baseline, workloads, changed })
+}
+
+/// Names the features the baseline leaves out of friction, if any: the
+/// node's model only (a workload that serves no requests leaves out its
+/// request latency, as most do).
+fn log_left_out(b: &super::Baseline) {
+    let left_out: Vec<&str> =
+        (0..b.features().len()).filter(|&i| !b.is_measured(i)).map(|i| b.features()[i].as_str()).collect();
+    if !left_out.is_empty() {
+        tracing::warn!(
+            features = ?left_out,
+            need = super::measured_needed(b.samples()),
+            "no events of these features in enough calibration samples: left out of friction until the next calibration (ksense recalibrate)"
+        );
+    }
 }
 
 /// Moves an unusable state file aside (kept for inspection), with one line
@@ -454,10 +487,16 @@ fn publish(
     });
     let baseline = match m.baseline() {
         Some(b) if b.mean().len() == feats.len() => {
-            names.iter().cloned().zip(signal_space(feats, &b.mean().to_vec())).collect()
+            let mean = signal_space(feats, &b.mean().to_vec());
+            // A feature left out of the baseline has no mean to show.
+            names.iter().cloned().zip(mean).enumerate().filter(|(i, _)| b.is_measured(*i)).map(|(_, p)| p).collect()
         }
         _ => Vec::new(),
     };
+    let measured = m
+        .baseline()
+        .map(|b| names.iter().cloned().zip(b.measured().iter().map(|&n| n as f64)).collect())
+        .unwrap_or_default();
     let at = if feats.is_empty() { None } else { Some(SystemTime::now()) };
     let v = ModelView {
         ready: m.ready(),
@@ -467,6 +506,7 @@ fn publish(
         save_failures,
         at,
         baseline,
+        measured,
         workloads,
     };
     if let Ok(mut w) = view.write() {

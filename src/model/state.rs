@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baseline, BaselineError, Regularisation};
 
 /// Format version written by this build; any other version is refused.
-pub const STATE_VERSION: u32 = 3; // 2: the model works on ln(1 + µs) features; 3: rates on ln(1 + events/s)
+pub const STATE_VERSION: u32 = 4;
+// 2: the model works on ln(1 + µs) features; 3: rates on ln(1 + events/s);
+// 4: an interval without events of a latency is not measured, where it was 0
+// (a version 3 baseline of an idle node holds a round-trip time of 0 s).
 
 /// Why a state file could not be used. The distinction tells the caller what
 /// to do: NotFound → calibrate; Corrupt/Version → set the file aside and
@@ -122,6 +125,8 @@ struct StateFile {
     covariance: Vec<Vec<f64>>,
     cholesky: Vec<Vec<f64>>,
     samples: usize,
+    /// Per feature, the calibration samples that had events of it.
+    measured: Vec<usize>,
     energy_k: Option<f64>,
     /// Added after version 1 shipped: absent in older files (then the
     /// chi-square reference is used), so no version bump.
@@ -155,6 +160,7 @@ impl Baseline {
             covariance: rows(&self.covariance),
             cholesky: rows(&self.cholesky),
             samples: self.samples,
+            measured: self.measured.clone(),
             energy_k: self.energy_k,
             friction_p99: self.friction_p99,
             regularisation: self.regularisation.as_str().to_string(),
@@ -236,6 +242,14 @@ fn from_file(file: StateFile) -> Result<Baseline, String> {
     )
     .map_err(|e: BaselineError| e.to_string())?;
     baseline.friction_p99 = file.friction_p99;
+    if file.measured.len() != d || file.measured.iter().any(|&m| m > file.samples) {
+        return Err(format!(
+            "measured has {} counts, expected {d}, none above the {} samples",
+            file.measured.len(),
+            file.samples
+        ));
+    }
+    baseline.measured = file.measured;
     // The stored factor must be the factor of the stored covariance.
     let scale = baseline.cholesky.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let max_diff = baseline.cholesky.iter().zip(stored_chol.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
@@ -429,6 +443,7 @@ mod tests {
         }
         assert_eq!(a.features, b.features);
         assert_eq!(a.samples, b.samples);
+        assert_eq!(a.measured, b.measured);
         assert_eq!(a.regularisation, b.regularisation);
         assert_eq!(a.created_unix, b.created_unix);
         assert_eq!(a.energy_k.map(f64::to_bits), b.energy_k.map(f64::to_bits));
@@ -443,7 +458,16 @@ mod tests {
     }
 
     fn baseline() -> Baseline {
-        let samples = correlated_samples(1, 50);
+        let mut samples = correlated_samples(1, 50);
+        // One feature without events in some intervals, one in all but 5 (left out).
+        for (i, s) in samples.iter_mut().enumerate() {
+            if i % 4 == 0 {
+                s[1] = f64::NAN;
+            }
+            if i >= 5 {
+                s[3] = f64::NAN;
+            }
+        }
         let mut b = Baseline::from_samples(names(4), &samples, Regularisation::LedoitWolf, 1_700_000_000).unwrap();
         b.energy_k = Some(0.123);
         // A value the default parser reads back 1 ulp off (seen in CI).
@@ -493,6 +517,8 @@ mod tests {
         b.save(&path).unwrap();
         let l = load(&path, &names(4)).unwrap();
         assert_same(&l, &b);
+        assert_eq!(l.measured(), &[50, 37, 50, 5]);
+        assert!(!l.is_measured(3) && l.is_measured(1));
         // Overwriting works and also round-trips.
         let mut b2 = b.clone();
         b2.energy_k = None;

@@ -196,7 +196,7 @@ fn correlated_residual_is_less_surprising_than_anti_correlated() {
 }
 
 #[test]
-fn non_finite_input_is_rejected_everywhere() {
+fn infinite_input_is_rejected_everywhere() {
     let mut m = Model::new(cfg(4, 100, 300, Regularisation::Ridge));
     let mut g = Gaussian::known(13);
     let mut t = 0;
@@ -204,19 +204,19 @@ fn non_finite_input_is_rejected_everywhere() {
         t += 1;
         let mut x = g.sample();
         if i % 3 == 0 {
-            x[i % 4] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY][(i / 3) % 3];
+            x[i % 4] = [f64::INFINITY, f64::NEG_INFINITY][(i / 3) % 2];
         }
         let before = m.baseline_samples();
         let o = m.observe(Duration::from_secs(t), &x, true);
         if i % 3 == 0 {
             assert!(o.is_none());
             if !m.ready() {
-                assert_eq!(m.baseline_samples(), before, "non-finite sample accepted");
+                assert_eq!(m.baseline_samples(), before, "infinite sample accepted");
             }
         }
     }
     assert!(m.ready());
-    // 100 s warm-up; the interval at t = 100 is non-finite and skipped whole,
+    // 100 s warm-up; the interval at t = 100 is infinite and skipped whole,
     // so the freeze happens at t = 101 with the 67 finite samples of i = 0..=100.
     assert_eq!(m.baseline().unwrap().samples(), 67);
     assert_eq!(m.skipped(), 67);
@@ -489,5 +489,44 @@ fn a_short_baseline_still_holds_fresh_intervals_at_zero() {
         }
         let (above, victim) = (above as f64 / total as f64, victim as f64 / total as f64);
         assert!(above < above_max && victim < victim_max, "n {n} {side}: above 0 {above}, at 0.5 {victim}");
+    }
+}
+
+/// The idle node that then serves TCP (docs/model.md, "Not measured"): a
+/// round-trip time without events in every calibration sample is left out,
+/// where scored against the zero it used to read, the first scrape's round
+/// trip (ln(1 + 50 µs)) alone put friction past 20. A latency measured only
+/// in some intervals (a scrape every 15 s) is scored on its own values.
+#[test]
+fn a_feature_without_events_at_calibration_is_left_out() {
+    let d = 3;
+    let rtt = 51f64.ln();
+    let mut rng = Rng::new(41);
+    let mut cal = |fill: &mut dyn FnMut(usize) -> f64| -> Vec<Vec<f64>> {
+        (0..300).map(|i| vec![5.0 + 0.2 * rng.normal(), 5.2 + 0.2 * rng.normal(), fill(i)]).collect()
+    };
+    let usual = [5.0, 5.2, rtt];
+    for side in [Side::One, Side::Two] {
+        let c = ModelConfig { side, ..cfg(d, 300, 300, Regularisation::LedoitWolf) };
+        // Never measured at calibration: left out; its contribution is 0.
+        let (mut m, t) = calibrated(c.clone(), &cal(&mut |_| f64::NAN));
+        assert!(!m.baseline().unwrap().is_measured(2));
+        let o = m.observe(Duration::from_secs(t), &usual, true).unwrap();
+        assert!(o.friction < 1.0 && o.contributions[2] == 0.0, "{side}: {o:?}");
+        // What the zero did (the behaviour before): the same interval far out.
+        let (mut z, t) = calibrated(c.clone(), &cal(&mut |_| 0.0));
+        assert!(z.observe(Duration::from_secs(t), &usual, true).unwrap().friction > 20.0, "{side}");
+        // Measured one interval in 15, at ~50 µs: its usual value scores near 0,
+        // an interval without it leaves it out, and a tenfold round trip counts.
+        let mut r = Rng::new(42);
+        let (mut m, mut t) = calibrated(c, &cal(&mut |i| if i % 15 == 0 { rtt + 0.1 * r.normal() } else { f64::NAN }));
+        assert_eq!(m.baseline().unwrap().measured()[2], 20);
+        for (x, max) in [(usual, 1.0), ([5.0, 5.2, f64::NAN], 1.0)] {
+            let o = m.observe(Duration::from_secs(t), &x, true).unwrap();
+            t += 1;
+            assert!(o.friction < max, "{side} {x:?}: {o:?}");
+        }
+        let o = m.observe(Duration::from_secs(t), &[5.0, 5.2, 501f64.ln()], true).unwrap();
+        assert!(o.friction > 10.0 && o.contributions[2] > 0.9 * o.friction.powi(2), "{side}: {o:?}");
     }
 }

@@ -161,9 +161,10 @@ pub struct Victims {
     changed: bool,
 }
 
-/// ln(1 + P99 in µs), as the node model sees latencies; 0 without events.
+/// ln(1 + P99 in µs), as the node model sees latencies; NaN without events
+/// (not measured: left out of the score, as in the node model).
 fn p99_feature(h: &Histogram) -> f64 {
-    h.quantile_seconds(0.99).map_or(0.0, |s| (s.max(0.0) * 1e6).ln_1p())
+    h.quantile_seconds(0.99).map_or(f64::NAN, |s| (s.max(0.0) * 1e6).ln_1p())
 }
 
 impl Victims {
@@ -263,7 +264,7 @@ impl Victims {
             }
             let server = match (&r.server, &server0) {
                 (Some(now), Some(before)) => p99_feature(&now.delta(before)),
-                _ => 0.0,
+                _ => f64::NAN,
             };
             let mut x = vec![p99_feature(&runq), server];
             if self.features.len() > FEATURES.len() {
@@ -448,6 +449,28 @@ mod tests {
         assert_eq!(v.len(), 1, "the hog is forgotten once it is not exported");
         v.observe(Duration::from_secs(t + 1), vec![]);
         assert!(v.is_empty() && v.scores().is_empty());
+    }
+
+    /// A workload that served nothing while it calibrated and then starts
+    /// serving is not a victim for it: its request latency was not
+    /// measured, so its friction is its run-queue wait's alone (scored
+    /// against the zero it used to read, the first request made it one).
+    #[test]
+    fn a_workload_that_starts_serving_is_not_a_victim_for_it() {
+        let mut v = Victims::new(&template());
+        let mut rng = Rng::new(9);
+        let (mut rq, mut srv) = (Histogram::default(), Histogram::default());
+        for t in 1..=120 {
+            add(&mut rq, &mut rng, 200, 20.0);
+            if t > 80 {
+                add(&mut srv, &mut rng, 200, 300.0);
+            }
+            v.observe(Duration::from_secs(t), vec![reading("/web", &rq, &srv)]);
+            if let Some(s) = v.scores().first() {
+                assert!(!s.is_victim(), "{t}: {s:?}");
+            }
+        }
+        assert_eq!(v.scores().len(), 1, "scored once calibrated");
     }
 
     /// With cycles and instructions counted, a workload whose waits do not

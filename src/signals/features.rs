@@ -93,18 +93,23 @@ impl Feature {
         Ok(Feature { name: name.to_string(), source: source.clone(), stat })
     }
 
-    /// The value over one interval's delta, `secs` long. No events means
-    /// nothing waited: 0.
+    /// The value over one interval's delta, `secs` long; NaN when it was
+    /// not measured: a statistic of no events (no TCP segment acknowledged:
+    /// no round-trip time, which is not a round trip of 0 s; no network
+    /// receive softirq: no load to measure the share of), or of a source
+    /// the interval does not have (its family is off). A rate of no events
+    /// is 0: rates count trouble (retransmissions, drops), whose absence is
+    /// the healthy norm a baseline holds.
     pub fn value(&self, d: &Deltas, secs: f64) -> f64 {
-        let Some(h) = d.get(&self.source) else { return 0.0 };
+        let Some(h) = d.get(&self.source) else { return f64::NAN };
         match self.stat {
             Stat::Mean => h.mean_seconds(),
             Stat::Quantile(q) => h.quantile_seconds(q),
             Stat::TimeQuantile(q) => h.time_quantile_seconds(q),
-            Stat::Busy => Some(h.sum_seconds() / secs),
+            Stat::Busy => (h.count() > 0).then(|| h.sum_seconds() / secs),
             Stat::Rate => Some(h.count() as f64 / secs),
         }
-        .unwrap_or(0.0)
+        .unwrap_or(f64::NAN)
     }
 }
 
@@ -218,11 +223,12 @@ impl Recent {
     }
 }
 
-/// The feature vector of an interval `secs` long, and whether it is fit for
+/// The feature vector of an interval `secs` long (NaN where a feature was
+/// not measured, see [`Feature::value`]), and whether it is fit for
 /// calibration.
 pub fn vector(features: &[Feature], delta: &Deltas, secs: f64) -> (Vec<f64>, bool) {
     let x: Vec<f64> = features.iter().map(|f| f.value(delta, secs)).collect();
-    let ok = runqueue_events(delta) >= MIN_RUNQUEUE_EVENTS && x.iter().all(|v| v.is_finite());
+    let ok = runqueue_events(delta) >= MIN_RUNQUEUE_EVENTS && !x.iter().any(|v| v.is_infinite());
     (x, ok)
 }
 
@@ -301,20 +307,33 @@ mod tests {
         let (now, before) = (snap(rq), snap(Histogram::default()));
         let d = interval_delta(&now, &before);
         let fs = parse_all(
-            &["runqueue_mean".into(), "dstate_mean".into(), "runqueue_busy".into(), "runqueue_rate".into()],
+            &[
+                "runqueue_mean".into(),
+                "dstate_mean".into(),
+                "runqueue_busy".into(),
+                "runqueue_rate".into(),
+                "dstate_p99".into(),
+                "dstate_busy".into(),
+                "dstate_rate".into(),
+            ],
             &names(),
             &[],
         )
         .unwrap();
         let (x, ok) = vector(&fs, &d, 2.0);
-        assert!(ok);
+        assert!(ok, "an interval with a feature not measured is still fit for calibration");
         assert!((x[0] - 1e-3).abs() < 1e-12);
-        assert_eq!(x[1], 0.0);
+        // No D-state sleeps: their mean, P99 and share are not measured; their rate is 0.
+        assert!(x[1].is_nan() && x[4].is_nan() && x[5].is_nan(), "{x:?}");
+        assert_eq!(x[6], 0.0);
         // 60 waits of 1 ms in 2 s: 0.03 tasks waiting on average, 30 events/s.
         assert!((x[2] - 0.03).abs() < 1e-12, "{}", x[2]);
         assert!((x[3] - 30.0).abs() < 1e-12, "{}", x[3]);
         let (_, ok) = vector(&fs, &interval_delta(&before, &before), 1.0);
         assert!(!ok, "no run-queue events: not for calibration");
+        // A source the interval lacks (its family is off) is not measured, whatever the statistic.
+        let (x, _) = vector(&fs, &Deltas(vec![(RUNQUEUE.to_string(), d.get(RUNQUEUE).unwrap().clone())]), 2.0);
+        assert!(x[5].is_nan() && x[6].is_nan(), "{x:?}");
     }
 
     /// An idle node's intervals: 20 waits of 1 ms each second. The window

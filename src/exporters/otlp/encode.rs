@@ -194,6 +194,7 @@ mod tests {
                 friction_reference: 2.0,
             }),
             signals: vec![("runqueue_mean".into(), 1e-6)],
+            measured: vec![("runqueue_mean".into(), 3.0)],
             save_failures: 0,
             ..Default::default()
         };
