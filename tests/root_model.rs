@@ -154,3 +154,48 @@ fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
     assert!(zero >= 0.5 * scored, "direction 0 in only {zero} of {scored} s at idle");
     assert!(log.contains("calibrating: ") && log.contains("s of the warm-up left"), "no progress line: {log}");
 }
+
+/// Not measured (docs/model.md): ksense calibrates without being scraped (on
+/// a quiet node no TCP segment is acknowledged: no round-trip time), then is
+/// scraped once a second. Whatever the node's own traffic was, the score
+/// agrees with the gauges: a feature the baseline left out is listed by
+/// `/api/v1/score` and contributes 0, one it kept is not listed. Where the
+/// round-trip time was left out, the scrapes' own round trips keep friction
+/// under the warning line (scored against the 0 s it used to hold, they put
+/// it at 60-90).
+#[test]
+fn root_a_feature_calibration_did_not_measure_is_left_out() {
+    require_root!();
+    let k = Ksense::start(&["--model.interval", "1s", "--model.warmup", "20s", "--model.baseline-window", "15s"]);
+    std::thread::sleep(Duration::from_secs(24));
+    let warn = friction_line("KsenseFrictionHigh");
+    let (mut above, mut rtt_left_out) = (0, 0);
+    for _ in 0..10 {
+        let text = k.scrape();
+        assert_eq!(sample(&text, "ksense_baseline_ready"), Some(1.0), "calibrated in 24 s without a scrape");
+        let doc: serde_json::Value =
+            serde_json::from_str(&ureq::get(&k.url("/api/v1/score")).call().unwrap().into_string().unwrap()).unwrap();
+        let left: Vec<&str> =
+            doc["baseline"]["left_out"].as_array().expect("left_out").iter().map(|v| v.as_str().unwrap()).collect();
+        let samples = sample(&text, "ksense_baseline_samples").unwrap() as usize;
+        for s in ksense::model::pipeline::DEFAULT_FEATURES {
+            let n = sample(&text, &format!("ksense_baseline_signal_samples{{signal=\"{s}\"}}")).expect(s) as usize;
+            let out = n < ksense::model::measured_needed(samples);
+            assert_eq!(left.contains(&s), out, "{s}: {n} of {samples} samples, left out {left:?}");
+            if out {
+                let c = sample(&text, &format!("ksense_friction_contribution{{signal=\"{s}\"}}"));
+                assert_eq!(c, Some(0.0), "{s} is left out but contributes");
+            }
+        }
+        rtt_left_out += usize::from(left.contains(&"tcp_rtt_p999"));
+        above += usize::from(sample(&text, "ksense_friction").unwrap() > warn);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (_, log) = k.stop();
+    if rtt_left_out > 0 {
+        assert!(log.contains("left out of friction until the next calibration"), "no log line: {log}");
+        assert!(above <= 2, "friction above {warn} in {above} of 10 scrapes with the round-trip time left out");
+    } else {
+        eprintln!("the node's own TCP traffic measured the round-trip time while ksense calibrated: not left out here");
+    }
+}
