@@ -31,6 +31,18 @@ fn gauge(fams: &[Family], name: &str) -> Option<f64> {
     }
 }
 
+/// The features the baseline left out (`ksense_baseline_signal_samples`
+/// under what a baseline of `samples` needs).
+fn left_out(fams: &[Family], samples: f64) -> Vec<String> {
+    let need = crate::model::measured_needed(samples as usize) as f64;
+    fams.iter()
+        .filter(|f| f.name == "ksense_baseline_signal_samples")
+        .flat_map(|f| &f.samples)
+        .filter(|s| matches!(s.value, Value::Gauge(v) if v < need))
+        .filter_map(|s| s.labels.iter().find(|(k, _)| *k == "signal").map(|(_, v)| v.to_string()))
+        .collect()
+}
+
 fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -80,6 +92,14 @@ pub fn page(ex: &Exporter, fams: &[Family]) -> String {
     match (gauge(fams, "ksense_baseline_ready"), gauge(fams, "ksense_baseline_samples")) {
         (Some(r), Some(n)) if r > 0.0 => {
             let _ = write!(p, "<p class=\"ok\">Baseline calibrated ({n} samples).</p>");
+            let left = left_out(fams, n);
+            if !left.is_empty() {
+                let _ = write!(
+                    p,
+                    "<p>Left out of friction until the next calibration (no events in enough of its samples): {}.</p>",
+                    escape(&left.join(", "))
+                );
+            }
         }
         (Some(_), Some(n)) => {
             let left = ex.model_warmup.saturating_sub(up);
@@ -130,6 +150,23 @@ mod tests {
     fn escapes_what_html_would_read() {
         assert_eq!(escape("<a href=\"x\">&'</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
         assert_eq!(escape("node-1.example"), "node-1.example");
+    }
+
+    #[test]
+    fn left_out_features_are_those_under_what_the_baseline_needs() {
+        use crate::signals::metric::Sample;
+        let g =
+            |signal: &'static str, v: f64| Sample { labels: vec![("signal", signal.into())], value: Value::Gauge(v) };
+        let fams = vec![crate::signals::metric::family(
+            "ksense_baseline_signal_samples",
+            None,
+            "",
+            crate::signals::metric::Kind::Gauge,
+            vec![g("runqueue_wakeup_p99", 300.0), g("tcp_rtt_p999", 9.0), g("softirq_net_rx_busy", 10.0)],
+        )];
+        assert_eq!(left_out(&fams, 300.0), ["tcp_rtt_p999"]);
+        assert!(left_out(&fams, 12.0).is_empty(), "a 12-sample baseline needs 6");
+        assert!(left_out(&[], 300.0).is_empty());
     }
 
     #[test]

@@ -148,7 +148,10 @@ pub fn baseline_status(cfg: &Settings) -> (bool, String) {
     match super::load(&cfg.state_file, &cfg.features) {
         Ok(b) => {
             let created = std::time::UNIX_EPOCH + Duration::from_secs(b.created_unix);
-            (true, format!("{path}: {} samples, calibrated {}", b.samples(), crate::logging::rfc3339(created)))
+            let left = left_out(&b);
+            let left =
+                if left.is_empty() { String::new() } else { format!("; left out (no events): {}", left.join(", ")) };
+            (true, format!("{path}: {} samples, calibrated {}{left}", b.samples(), crate::logging::rfc3339(created)))
         }
         Err(StateError::NotFound(_)) => (false, format!("none at {path}: the first start calibrates for {warmup}")),
         Err(e) => (false, format!("{e}: a start sets it aside and calibrates for {warmup}")),
@@ -353,12 +356,16 @@ fn interval(
     Ok(Interval { scored, baseline, workloads, changed })
 }
 
+/// The features `b` leaves out of friction (too few calibration samples measured them).
+fn left_out(b: &super::Baseline) -> Vec<&str> {
+    (0..b.features().len()).filter(|&i| !b.is_measured(i)).map(|i| b.features()[i].as_str()).collect()
+}
+
 /// Names the features the baseline leaves out of friction, if any: the
 /// node's model only (a workload that serves no requests leaves out its
 /// request latency, as most do).
 fn log_left_out(b: &super::Baseline) {
-    let left_out: Vec<&str> =
-        (0..b.features().len()).filter(|&i| !b.is_measured(i)).map(|i| b.features()[i].as_str()).collect();
+    let left_out = left_out(b);
     if !left_out.is_empty() {
         tracing::warn!(
             features = ?left_out,
