@@ -95,9 +95,17 @@ fn loss(mode: AttachMode) {
 
     let nf =
         counter(&after, "ksense_skb_drops", "NETFILTER_DROP") - counter(&before, "ksense_skb_drops", "NETFILTER_DROP");
-    eprintln!("{mode:?}: NETFILTER_DROP: ksense {nf}, the iptables rule {dropped}");
+    // Runs the kernel skipped: a program is not re-entered on its CPU (a
+    // softirq freeing a packet while it runs for another), and the kernel
+    // counts each such miss (CI once saw 617 of the rule's 619).
+    let missed =
+        counter(&after, "ksense_events_dropped", "recursion") - counter(&before, "ksense_events_dropped", "recursion");
+    eprintln!("{mode:?}: NETFILTER_DROP: ksense {nf}, the iptables rule {dropped}; runs the kernel skipped {missed}");
     assert!(dropped >= 100.0, "{dropped}");
-    assert_eq!(nf, dropped, "every packet the rule dropped, and nothing else");
+    assert!(
+        nf <= dropped && nf >= dropped - missed,
+        "every packet the rule dropped but for runs the kernel skipped ({missed}), and nothing else: {nf} of {dropped}"
+    );
 }
 
 #[test]
