@@ -18,13 +18,14 @@ pub const RIDGE_FLOOR: f64 = 1e-9;
 pub const RIDGE_RELATIVE: f64 = 1e-3;
 
 /// Calibration samples a feature needs events in to be scored (half of them
-/// in a window shorter than twice this: [`measured_needed`]). A sample without events of a feature (no
-/// TCP segment acknowledged in the interval, say) holds NaN there: not
-/// measured, rather than 0 s. A feature measured in fewer samples than this
-/// (none, on an idle node calibrated without TCP traffic) has no spread to
-/// measure a change against, and is left out of friction until the next
-/// calibration: scored against the zero it used to read, the first scrape's
-/// round trip put friction at 63 (docs/model.md).
+/// in a window shorter than twice this: [`measured_needed`]). A sample
+/// without events of a feature (no TCP segment acknowledged in the interval,
+/// say) holds NaN there: not measured, rather than 0 s. A feature measured
+/// in fewer samples (none, on an idle node calibrated without TCP traffic)
+/// has no spread to measure a change against, and is left out of friction
+/// until the next calibration: scored against the zero it used to read, the
+/// scrapes' own round trips put friction at 60-100 (docs/model.md, "Not
+/// measured").
 pub const MIN_MEASURED: usize = 10;
 
 /// The samples of `n` a feature needs events in to be scored.
