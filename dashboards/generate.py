@@ -463,6 +463,13 @@ def friction_dashboard():
                          desc="calibrating → frozen. Friction is only meaningful when frozen."), 12, 6)
     L.add(timeseries("Baseline samples", targets((f"ksense_baseline_samples{{{SEL}}}", "{{instance}}")),
                      fill=10, min_=0, decimals=0), 12, 6)
+    L.add(timeseries("Baseline samples that measured each signal",
+                     targets((f"ksense_baseline_signal_samples{{{SEL}}}", "{{signal}}")), fill=0, min_=0, decimals=0,
+                     desc="The baseline's samples in which each signal had events (a TCP segment acknowledged, a "
+                          "softirq run). A signal with too few (under 10, or half a short baseline) is left out of "
+                          "friction until the next calibration: an empty node calibrated without TCP traffic has no "
+                          "round-trip time to compare one with. Recalibrate once the node carries its real load."),
+          24, 6)
     return dashboard("ksense-friction", "ksense / Node friction",
                      "How far each node is from its own calibrated baseline, which way, and why.", L)
 
