@@ -111,7 +111,10 @@ fn friction_line(alert: &str) -> f64 {
 }
 
 /// Issue 22's idle VM, shortened (bench/false-alarms.py runs the hour): no
-/// load, 20 s of warm-up and a 15 s window. Each 1 s interval of an idle node
+/// load, 35 s of warm-up and a 30 s window (15 until a statistic of no events
+/// was not measured: the scrapes' round trips and softirqs are then scored
+/// against their own, tighter spread, and one CI run of a 15-sample baseline
+/// read 4 of 90 s above the line; the shipped window is 300). Each 1 s interval of an idle node
 /// holds fewer than 50 run-queue waits; the baseline still forms when the
 /// warm-up ends, on a full window. Then 90 s of the same idle node, scraped and
 /// evaluated by a real Prometheus with the shipped rules: friction stays under
@@ -121,7 +124,7 @@ fn friction_line(alert: &str) -> f64 {
 #[test]
 fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
     require_root!();
-    let k = Ksense::start(&["--model.interval", "1s", "--model.warmup", "20s", "--model.baseline-window", "15s"]);
+    let k = Ksense::start(&["--model.interval", "1s", "--model.warmup", "35s", "--model.baseline-window", "30s"]);
     let prom = Prometheus::start_config(
         &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}/deploy/prometheus/ksense-rules.yml']\nscrape_configs:\n  - job_name: ksense\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
@@ -130,9 +133,9 @@ fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
         ),
         false,
     );
-    let text = wait_for(&k, "ksense_baseline_ready", 1.0, Duration::from_secs(30));
+    let text = wait_for(&k, "ksense_baseline_ready", 1.0, Duration::from_secs(45));
     let n = sample(&text, "ksense_baseline_samples").unwrap();
-    assert!(n >= 12.0, "an idle node calibrates on (nearly) the whole 15-sample window: {n}");
+    assert!(n >= 25.0, "an idle node calibrates on (nearly) the whole 30-sample window: {n}");
 
     std::thread::sleep(Duration::from_secs(92));
     let value = |q: &str| -> f64 {
