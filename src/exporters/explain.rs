@@ -65,7 +65,8 @@ pub fn document(view: Option<&ModelView>, node: &str, now: SystemTime) -> Value 
         });
     };
     let f2 = s.friction * s.friction;
-    let value = |n: &str| v.signals.iter().find(|(k, _)| k == n).map(|(_, x)| *x);
+    // NaN: no events this interval (not measured), so no value to show.
+    let value = |n: &str| v.signals.iter().find(|(k, _)| k == n).map(|(_, x)| *x).filter(|x| !x.is_nan());
     let base = |n: &str| v.baseline.iter().find(|(k, _)| k == n).map(|(_, x)| *x);
     let mut contrib: Vec<(&str, f64)> = s.contributions.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     contrib.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -75,16 +76,9 @@ pub fn document(view: Option<&ModelView>, node: &str, now: SystemTime) -> Value 
             json!({"signal": n, "share": if f2 > 0.0 { c / f2 } else { 0.0 }, "value": value(n), "baseline": base(n)})
         })
         .collect();
-    // Features without events in enough calibration samples: not in friction.
-    let left_out: Vec<&str> = v
-        .measured
-        .iter()
-        .filter(|(_, n)| (*n as usize) < crate::model::measured_needed(v.samples))
-        .map(|(k, _)| k.as_str())
-        .collect();
     json!({
         "node": node, "time": time, "age_seconds": age, "state": "scoring",
-        "baseline": {"ready": v.ready, "samples": v.samples, "left_out": left_out},
+        "baseline": {"ready": v.ready, "samples": v.samples, "left_out": v.left_out},
         "score": s.interference,
         "friction": s.friction,
         "friction_p99": s.friction_reference,
@@ -161,6 +155,7 @@ mod tests {
                 ("softirq_net_rx_busy".into(), 120.0),
                 ("tcp_rtt_p999".into(), 3.0),
             ],
+            left_out: vec!["tcp_rtt_p999".into()],
             workloads: vec![
                 Victim {
                     labels: vec![("workload", "/calm".into())],
@@ -203,7 +198,7 @@ mod tests {
         assert_eq!(d["age_seconds"], 2.0);
         assert_eq!(d["score"], 0.75);
         assert_eq!(d["direction"], "worse");
-        assert_eq!(d["baseline"]["left_out"], serde_json::json!(["tcp_rtt_p999"]), "3 of 120 samples: not scored");
+        assert_eq!(d["baseline"]["left_out"], serde_json::json!(["tcp_rtt_p999"]));
         // Largest share first; shares of friction² (36).
         assert_eq!(d["contributions"][0]["signal"], "runqueue_wakeup_p99");
         assert_eq!(d["contributions"][0]["share"], 0.75);

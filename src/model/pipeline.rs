@@ -75,10 +75,12 @@ pub struct ModelView {
     /// (from the model's log space: a geometric-style mean); empty while
     /// calibrating.
     pub baseline: Vec<(String, f64)>,
-    /// Per feature, the calibration samples that had events of it (too few,
-    /// `model::measured_needed`: left out of friction); empty while
-    /// calibrating.
+    /// Per feature, the calibration samples that had events of it; empty
+    /// while calibrating.
     pub measured: Vec<(String, f64)>,
+    /// The features those were too few for (`model::measured_needed`): left
+    /// out of friction until the next calibration.
+    pub left_out: Vec<String>,
     /// Each exported workload's friction against its own baseline, once it
     /// has one (`victims`); empty without attribution.
     pub workloads: Vec<super::victims::Victim>,
@@ -226,7 +228,7 @@ pub async fn start(cfg: &Settings, view: &RwLock<Option<ModelView>>) -> Model {
             Model::new(model_config(cfg))
         }
     };
-    publish(view, &model, &[], None, Vec::new(), 0, Vec::new());
+    publish(view, &model, &[], None, &[], 0, Vec::new());
     model
 }
 
@@ -306,14 +308,7 @@ pub async fn run(
             saver.pending = true;
             saver.save(Some(b)).await;
         }
-        // 0 without events, as ksense_signal always read (the model leaves the feature out).
-        let signals = scorer
-            .features()
-            .iter()
-            .zip(&scored.x)
-            .map(|(f, v)| (f.name.clone(), if v.is_nan() { 0.0 } else { *v }))
-            .collect();
-        publish(&view, &scorer.model, scorer.features(), scored.output, signals, saver.failures, it.workloads);
+        publish(&view, &scorer.model, scorer.features(), scored.output, &scored.x, saver.failures, it.workloads);
     }
 }
 
@@ -477,11 +472,14 @@ fn publish(
     m: &Model,
     feats: &[Feature],
     out: Option<super::Output>,
-    signals: Vec<(String, f64)>,
+    x: &[f64],
     save_failures: u64,
     workloads: Vec<super::victims::Victim>,
 ) {
     let names = &m.config().features;
+    // NaN without events (not measured), as the model reads it: the
+    // exporters then serve no sample (ksense serves no NaN), not a 0.
+    let signals = feats.iter().zip(x).map(|(f, v)| (f.name.clone(), *v)).collect();
     let score = out.map(|o| Score {
         friction: o.friction,
         direction: f64::from(o.direction),
@@ -504,6 +502,7 @@ fn publish(
         .baseline()
         .map(|b| names.iter().cloned().zip(b.measured().iter().map(|&n| n as f64)).collect())
         .unwrap_or_default();
+    let left_out = m.baseline().map(|b| left_out(b).into_iter().map(str::to_owned).collect()).unwrap_or_default();
     let at = if feats.is_empty() { None } else { Some(SystemTime::now()) };
     let v = ModelView {
         ready: m.ready(),
@@ -514,6 +513,7 @@ fn publish(
         at,
         baseline,
         measured,
+        left_out,
         workloads,
     };
     if let Ok(mut w) = view.write() {
@@ -587,6 +587,28 @@ mod tests {
         assert!(sc.step(snap(&mut h, 0, 10_000), at(41)).is_none(), "no waits: no update");
         let hot = sc.step(snap(&mut h, 100, 2_000_000), at(42)).unwrap().output.unwrap();
         assert!(hot.friction > 10.0 && hot.direction == 1, "100x longer waits: {} {}", hot.friction, hot.direction);
+    }
+
+    /// What the exporters are given for the features `snap` leaves without
+    /// events: no value (NaN, not 0), and left out of the baseline by name;
+    /// a rate of no events is 0.
+    #[test]
+    fn a_feature_without_events_is_published_as_not_measured() {
+        let mut sc = scorer(30, 30);
+        let mut h = Histogram::default();
+        let mut last = None;
+        for i in 0..=32 {
+            last = sc.step(snap(&mut h, 100, [10_000, 20_000][i as usize % 2]), Duration::from_secs(i)).or(last);
+        }
+        let s = last.expect("scored");
+        let view = RwLock::new(None);
+        publish(&view, &sc.model, sc.features(), s.output, &s.x, 0, Vec::new());
+        let v = view.read().unwrap().clone().unwrap();
+        let get = |n: &str| v.signals.iter().find(|(k, _)| k == n).map(|(_, x)| *x).expect(n);
+        assert!(get("tcp_rtt_p999").is_nan() && get("softirq_net_rx_busy").is_nan(), "{:?}", v.signals);
+        assert!(get("runqueue_wakeup_p99") > 0.0 && get("tcp_retransmit_timeout_rate") == 0.0, "{:?}", v.signals);
+        assert_eq!(v.left_out, ["softirq_net_rx_busy", "tcp_rtt_p999"]);
+        assert!(v.baseline.iter().all(|(k, _)| !v.left_out.contains(k)), "a left-out feature has no baseline mean");
     }
 
     #[test]
