@@ -220,7 +220,7 @@ pub struct OtlpOpts {
 #[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadsOpts {
-    /// Per-workload (cgroup) histograms and counters of every family: run queue, D state, TCP, requests (--no-workloads.enabled: off); costs about 45 ns per run-queue wait, see README [default: false]
+    /// Per-workload (cgroup) histograms and counters of every family: run queue, D state, TCP, requests (--no-workloads.enabled: off); what it adds per event: README, Performance [default: false]
     #[arg(id = "workloads.enabled", long = "workloads.enabled", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-workloads.enabled")]
     pub enabled: Option<bool>,
     #[arg(id = "no-workloads.enabled", long = "no-workloads.enabled", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "workloads.enabled")]
