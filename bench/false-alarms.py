@@ -68,22 +68,23 @@ def get(url, timeout=5):
         return r.read().decode()
 
 
-def query(port, q):
+def result(port, q):
+    """The result list of Prometheus' instant query `q`."""
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
     v = json.loads(get(url, timeout=30))
     if v["status"] != "success":
         die(f"query {q!r}: {v}")
-    r = v["data"]["result"]
+    return v["data"]["result"]
+
+
+def query(port, q):
+    r = result(port, q)
     return float(r[0]["value"][1]) if r else 0.0
 
 
 def raw(port, q):
     """The samples of one series' range vector `q`, as (time, value)."""
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
-    v = json.loads(get(url, timeout=30))
-    if v["status"] != "success":
-        die(f"query {q!r}: {v}")
-    r = v["data"]["result"]
+    r = result(port, q)
     return [(float(t), float(x)) for t, x in r[0]["values"]] if r else []
 
 
