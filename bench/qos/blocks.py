@@ -55,8 +55,8 @@ orig = V.scores
 
 def scores(prep, v):
     if v.get("blocks"):
-        fn, dn = prep.replay(V.mk())
-        fa, da = prep.replay(V.mk((APP,)))
+        fn, _ = prep.replay(V.mk())
+        fa, _ = prep.replay(V.mk((APP,)))
         out = []
         for a, b in zip(fn, fa):
             if not np.isfinite(a):
