@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
 """Two ksense builds attached at once on the same events: ns/run per program, side by side.
 
-    sudo bench/ab-builds.py BUILD_A BUILD_B [ksense flags...]
+    sudo bench/ab-builds.py [--storm nginx|pipe|switch] [--pairs N] BUILD_A BUILD_B [ksense flags...]
 
-nginx (1 worker, CPU 1) under wrk (1 thread, 32 connections, CPU 0, 3 s) in a
-network namespace of its own, four times, the two builds started in the order
-A B, B A, A B, B A: on a hook the first-attached program pays the cache misses
-of what it reads and the second finds the lines warm, so only a pair of runs
-in both orders compares two builds. Prints, per run, each program's runs per
-request and ns/run (the kernel's run_time_ns / run_cnt as each ksense serves
-them) for A and B, and B/A.
+A storm run with both builds attached, 2 x N times (N = 2 by default), the
+two builds started in the order A B, B A, A B, B A, ...: on a hook the
+first-attached program pays the cache misses of what it reads and the second
+finds the lines warm, so only runs in both orders compare two builds.
+Storms: `nginx` (the default), nginx (1 worker, CPU 1) under wrk (1 thread,
+32 keep-alive connections, CPU 0, 3 s) in a network namespace of its own, with
+300 short connections a second beside it (connect, one request, close; so
+that inet_sock_set_state runs, as in the cost bench's requests storm); `pipe`, `perf
+bench sched pipe` (200,000 round trips; the cost bench's pipe storm);
+`switch`, `stress-ng --switch 2` for 3 s. Prints, per run, each program's runs
+per unit of work (a request, a pipe round trip, a second) and ns/run (the
+kernel's run_time_ns / run_cnt as each ksense serves them) for A and B, and
+B/A; then, per program, the median B/A of each attach order.
 """
 import os
 import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,12 +61,74 @@ def start(binary, port, tmp, extra):
     die(f"{binary} did not serve /metrics within 15 s")
 
 
+def storm(kind, ns):
+    """Runs one storm; returns its units of work (requests, round trips, seconds)."""
+    if kind == "pipe":
+        loops = 200_000
+        r = subprocess.run(["perf", "bench", "sched", "pipe", "-l", str(loops)], capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"perf bench sched pipe failed: {r.stderr.strip()}")
+        return float(loops)
+    if kind == "switch":
+        r = subprocess.run(["stress-ng", "--switch", "2", "--timeout", "3s", "--quiet"], capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"stress-ng failed: {r.stderr.strip()}")
+        return 3.0
+    churn = subprocess.Popen(ns.cmd([sys.executable, "-c", CHURN, "3", str(CHURN_PER_SEC)]),
+                             stdout=subprocess.PIPE, text=True)
+    r = subprocess.run(ns.cmd(["taskset", "-c", "0", "wrk", "-t1", "-c32", "-d3s",
+                               "http://127.0.0.1:8080/static.html"]), capture_output=True, text=True)
+    out, _ = churn.communicate(timeout=10)
+    if churn.returncode != 0:
+        die("the short connections failed")
+    print(f"  ({out.strip()} short connections beside wrk)")
+    m = re.search(r"(\d+) requests in", r.stdout)
+    if not m:
+        die(f"wrk failed: {r.stdout}{r.stderr}")
+    return float(m.group(1))
+
+
+CHURN_PER_SEC = 300
+# Short connections to nginx for argv[1] seconds at argv[2] a second; prints how many.
+CHURN = """
+import socket, sys, time
+secs, rate = float(sys.argv[1]), int(sys.argv[2])
+t, n = time.monotonic(), 0
+while time.monotonic() - t < secs:
+    c = socket.create_connection(("127.0.0.1", 8080))
+    c.sendall(b"GET /static.html HTTP/1.1\\r\\nHost: bench\\r\\nConnection: close\\r\\n\\r\\n")
+    while c.recv(65536):
+        pass
+    c.close()
+    n += 1
+    time.sleep(max(0.0, t + n / rate - time.monotonic()))
+print(n)
+"""
+UNITS = {"nginx": "req", "pipe": "trip", "switch": "s"}
+
+
 def main():
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    kind, pairs = "nginx", 2
+    while args and args[0].startswith("--"):
+        if len(args) < 2:
+            die(f"{args[0]} needs a value")
+        if args[0] == "--storm" and args[1] in UNITS:
+            kind = args[1]
+        elif args[0] == "--pairs" and args[1].isdigit() and int(args[1]) > 0:
+            pairs = int(args[1])
+        else:
+            die(f"unknown option or value: {args[0]} {args[1]}")
+        args = args[2:]
+    if len(args) < 2:
         die(__doc__.strip().splitlines()[2].strip())
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
-    builds, extra = sys.argv[1:3], sys.argv[3:]
+    tool = {"nginx": ["nginx", "wrk"], "pipe": ["perf"], "switch": ["stress-ng"]}[kind]
+    for t in tool:
+        if shutil.which(t) is None:
+            die(f"{t} is not installed; the {kind} storm needs it")
+    builds, extra = args[:2], args[2:]
     for b in builds:
         if not os.access(b, os.X_OK):
             die(f"{b} is not an executable")
@@ -66,23 +136,23 @@ def main():
         die("another ksense is running; its programs would be on the same hooks")
     tmp = tempfile.mkdtemp(prefix="ksense-ab-")
     os.chmod(tmp, 0o755)
-    ns = Netns()
-    nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", make_site(tmp, 8080, 1), "-g", "daemon off;"]),
-                             start_new_session=True)
+    ns = Netns() if kind == "nginx" else None
+    nginx = None
+    if ns:
+        nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", make_site(tmp, 8080, 1), "-g",
+                                         "daemon off;"]), start_new_session=True)
+    ratios = {}
     try:
-        wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
-        for order in ([0, 1], [1, 0], [0, 1], [1, 0]):
+        if ns:
+            wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
+        for order in [[0, 1], [1, 0]] * pairs:
             ks = {i: (19830 + i, start(builds[i], 19830 + i, tmp, extra)) for i in order}
             time.sleep(1)
             a = {i: programs(ks[i][0]) for i in ks}
-            r = subprocess.run(ns.cmd(["taskset", "-c", "0", "wrk", "-t1", "-c32", "-d3s",
-                                       "http://127.0.0.1:8080/static.html"]), capture_output=True, text=True)
+            n = storm(kind, ns)
             b = {i: programs(ks[i][0]) for i in ks}
-            m = re.search(r"(\d+) requests in", r.stdout)
-            if not m:
-                die(f"wrk failed: {r.stdout}{r.stderr}")
-            n = float(m.group(1))
-            print(f"{'A' if order[0] == 0 else 'B'} attached first, {n:.0f} requests")
+            first = "A" if order[0] == 0 else "B"
+            print(f"{first} attached first, {n:.0f} {UNITS[kind]}")
             for p in sorted(b[0][0]):
                 row = []
                 for i in (0, 1):
@@ -91,15 +161,22 @@ def main():
                     row.append((runs / n, ns_run))
                 if max(row[0][0], row[1][0]) > 0.01:
                     ratio = row[1][1] / row[0][1] if row[0][1] else float("nan")
-                    print(f"  {p:22} runs/req {row[0][0]:5.2f} {row[1][0]:5.2f}  ns/run A {row[0][1]:7.1f}"
+                    ratios.setdefault((p, first), []).append(ratio)
+                    print(f"  {p:22} runs/{UNITS[kind]} {row[0][0]:7.2f} {row[1][0]:7.2f}  ns/run A {row[0][1]:7.1f}"
                           f"  B {row[1][1]:7.1f}  B/A {ratio:5.2f}")
             for _, p in ks.values():
                 p.send_signal(signal.SIGTERM)
                 p.wait(10)
+        print("median B/A       A first  B first")
+        for p in sorted({p for p, _ in ratios}):
+            med = [statistics.median(ratios.get((p, f), [float("nan")])) for f in ("A", "B")]
+            print(f"  {p:22} {med[0]:5.2f}    {med[1]:5.2f}")
     finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait(10)
-        ns.delete()
+        if nginx:
+            os.killpg(nginx.pid, signal.SIGTERM)
+            nginx.wait(10)
+        if ns:
+            ns.delete()
 
 
 if __name__ == "__main__":
