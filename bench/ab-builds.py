@@ -88,7 +88,7 @@ def storm(kind, ns):
     return float(m.group(1))
 
 
-CHURN_PER_SEC = 300
+CHURN_PER_SEC = 300  # as benches/cost.rs's CHURN_PER_SEC
 # Short connections to nginx for argv[1] seconds at argv[2] a second; prints how many.
 CHURN = """
 import socket, sys, time
@@ -104,7 +104,8 @@ while time.monotonic() - t < secs:
     time.sleep(max(0.0, t + n / rate - time.monotonic()))
 print(n)
 """
-UNITS = {"nginx": "req", "pipe": "trip", "switch": "s"}
+# Each storm: its unit of work, and the tools it runs.
+STORMS = {"nginx": ("req", ["nginx", "wrk"]), "pipe": ("trip", ["perf"]), "switch": ("s", ["stress-ng"])}
 
 
 def main():
@@ -113,7 +114,7 @@ def main():
     while args and args[0].startswith("--"):
         if len(args) < 2:
             die(f"{args[0]} needs a value")
-        if args[0] == "--storm" and args[1] in UNITS:
+        if args[0] == "--storm" and args[1] in STORMS:
             kind = args[1]
         elif args[0] == "--pairs" and args[1].isdigit() and int(args[1]) > 0:
             pairs = int(args[1])
@@ -124,8 +125,8 @@ def main():
         die(__doc__.strip().splitlines()[2].strip())
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
-    tool = {"nginx": ["nginx", "wrk"], "pipe": ["perf"], "switch": ["stress-ng"]}[kind]
-    for t in tool:
+    unit, tools = STORMS[kind]
+    for t in tools:
         if shutil.which(t) is None:
             die(f"{t} is not installed; the {kind} storm needs it")
     builds, extra = args[:2], args[2:]
@@ -152,7 +153,7 @@ def main():
             n = storm(kind, ns)
             b = {i: programs(ks[i][0]) for i in ks}
             first = "A" if order[0] == 0 else "B"
-            print(f"{first} attached first, {n:.0f} {UNITS[kind]}")
+            print(f"{first} attached first, {n:.0f} {unit}")
             for p in sorted(b[0][0]):
                 row = []
                 for i in (0, 1):
@@ -162,7 +163,7 @@ def main():
                 if max(row[0][0], row[1][0]) > 0.01:
                     ratio = row[1][1] / row[0][1] if row[0][1] else float("nan")
                     ratios.setdefault((p, first), []).append(ratio)
-                    print(f"  {p:22} runs/{UNITS[kind]} {row[0][0]:7.2f} {row[1][0]:7.2f}  ns/run A {row[0][1]:7.1f}"
+                    print(f"  {p:22} runs/{unit} {row[0][0]:7.2f} {row[1][0]:7.2f}  ns/run A {row[0][1]:7.1f}"
                           f"  B {row[1][1]:7.1f}  B/A {ratio:5.2f}")
             for _, p in ks.values():
                 p.send_signal(signal.SIGTERM)
