@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two ksense builds attached at once on the same events: ns/run per program, side by side.
 
-    sudo bench/ab-builds.py [--storm nginx|pipe|switch] [--pairs N] BUILD_A BUILD_B [ksense flags...]
+    sudo bench/ab-builds.py [--storm nginx|pipe|switch] [--pairs N] [--loss PCT] BUILD_A BUILD_B [ksense flags...]
 
 A storm run with both builds attached, 2 x N times (N = 2 by default), the
 two builds started in the order A B, B A, A B, B A, ...: on a hook the
@@ -10,7 +10,9 @@ finds the lines warm, so only runs in both orders compare two builds.
 Storms: `nginx` (the default), nginx (1 worker, CPU 1) under wrk (1 thread,
 32 keep-alive connections, CPU 0, 3 s) in a network namespace of its own, with
 300 short connections a second beside it (connect, one request, close; so
-that inet_sock_set_state runs, as in the cost bench's requests storm); `pipe`, `perf
+that inet_sock_set_state runs, as in the cost bench's requests storm) and, with
+`--loss PCT`, PCT % of nginx's segments dropped (iptables' statistic match, as the
+cost bench's network storm: tcp_retransmit_skb and kfree_skb run); `pipe`, `perf
 bench sched pipe` (200,000 round trips; the cost bench's pipe storm);
 `switch`, `stress-ng --switch 2` for 3 s. Prints, per run, each program's runs
 per unit of work (a request, a pipe round trip, a second) and ns/run (the
@@ -110,7 +112,7 @@ STORMS = {"nginx": ("req", ["nginx", "wrk"]), "pipe": ("trip", ["perf"]), "switc
 
 def main():
     args = sys.argv[1:]
-    kind, pairs = "nginx", 2
+    kind, pairs, loss = "nginx", 2, 0.0
     while args and args[0].startswith("--"):
         if len(args) < 2:
             die(f"{args[0]} needs a value")
@@ -118,6 +120,8 @@ def main():
             kind = args[1]
         elif args[0] == "--pairs" and args[1].isdigit() and int(args[1]) > 0:
             pairs = int(args[1])
+        elif args[0] == "--loss" and re.fullmatch(r"\d+(\.\d+)?", args[1]) and float(args[1]) < 100:
+            loss = float(args[1])
         else:
             die(f"unknown option or value: {args[0]} {args[1]}")
         args = args[2:]
@@ -126,6 +130,10 @@ def main():
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
     unit, tools = STORMS[kind]
+    if loss and kind != "nginx":
+        die("--loss is for the nginx storm")
+    if loss:
+        tools = tools + ["iptables"]
     for t in tools:
         if shutil.which(t) is None:
             die(f"{t} is not installed; the {kind} storm needs it")
@@ -146,6 +154,9 @@ def main():
     try:
         if ns:
             wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")
+        if loss:
+            ns.run(["iptables", "-A", "INPUT", "-p", "tcp", "--sport", "8080", "-m", "statistic", "--mode",
+                    "random", "--probability", str(loss / 100), "-j", "DROP"])
         for order in [[0, 1], [1, 0]] * pairs:
             ks = {i: (19830 + i, start(builds[i], 19830 + i, tmp, extra)) for i in order}
             time.sleep(1)
@@ -160,7 +171,7 @@ def main():
                     runs = b[i][0].get(p, 0) - a[i][0].get(p, 0)
                     ns_run = (b[i][1].get(p, 0) - a[i][1].get(p, 0)) * 1e9 / runs if runs else 0.0
                     row.append((runs / n, ns_run))
-                if max(row[0][0], row[1][0]) > 0.01:
+                if max(row[0][0], row[1][0]) * n >= 100:
                     ratio = row[1][1] / row[0][1] if row[0][1] else float("nan")
                     ratios.setdefault((p, first), []).append(ratio)
                     print(f"  {p:22} runs/{unit} {row[0][0]:7.2f} {row[1][0]:7.2f}  ns/run A {row[0][1]:7.1f}"
