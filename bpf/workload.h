@@ -183,6 +183,39 @@ static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, vo
 	return l ? &l->h : NULL;
 }
 
+/*
+ * The cache for programs with no storage of their own (the network family,
+ * which runs in softirq context on the socket's cgroup, not the current
+ * task's): a small per-CPU direct-mapped cache, cgroup id -> slot, handed to
+ * ks_slot_hist as `cached_id`/`cached_slot`. A hit costs an inlined array
+ * lookup where the hash map cost a helper call and its hash. Only this CPU
+ * writes its entries; a program interrupted by another mid-update leaves a new
+ * id beside an old slot, whose owner check fails and looks up again.
+ */
+struct ks_slot_cache_entry {
+	__u64 id;
+	__u32 slot;
+	__u32 pad;
+};
+
+#define KS_SLOT_CACHE_ENTRIES 64 /* a power of two: see ks_slot_cache_get */
+
+struct ks_slot_cache {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KS_SLOT_CACHE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct ks_slot_cache_entry);
+};
+
+/* This CPU's entry for cgroup `id` (a multiplicative hash: cgroup ids are
+ * sequential, and their low bits alone would crowd few entries). */
+static __always_inline struct ks_slot_cache_entry *ks_slot_cache_get(void *cache, __u64 id)
+{
+	__u32 k = ((id ^ (id >> 32)) * 0x9E3779B97F4A7C15ULL) >> 58;
+
+	return bpf_map_lookup_elem(cache, &k);
+}
+
 /* `s`: the node-wide slot of `v`, as ks_observe returned it. */
 static __always_inline void ks_workload_add(struct ks_whist *h, __u32 s, __u64 v)
 {

@@ -234,3 +234,55 @@ fn root_loss_on_one_workload_shows_under_it() {
         assert!(wl(&text, rtt, &cg.rel).is_some_and(|n| n >= 100.0), "{}: no RTT samples of its own", cg.rel);
     }
 }
+
+/// The RTT's fast path (bpf/workload.h, the slot cached per CPU): once a read
+/// gives a socket's cgroup a slot, its RTT samples stop landing in the hash
+/// map and go to the slot, and its cumulative keeps growing across the move
+/// (the hash entry folded in, then gone).
+#[test]
+fn root_rtt_samples_move_to_their_slot() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("slot");
+    let s = kernel::probe();
+    let opts = ksense::probes::Options { workload_entries: Some(1024), ..Default::default() };
+    let mut p = Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], opts).unwrap();
+    let maps = p.take_workload_maps().expect("workload maps");
+    let rtt = maps.maps.iter().find(|m| m.family.family == "ksense_workload_tcp_rtt").expect("the RTT map");
+    let slots = rtt.slots.as_ref().expect("the RTT map has slots");
+    let pre = test_prefix();
+    let mut cgs: Vec<Cgroup> = (0..3).map(|i| Cgroup::new(&format!("/{pre}-rtt-slot-{i}"))).collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, cg) in cgs.iter_mut().enumerate() {
+        let (port, out) = ((7021 + i).to_string(), dir.path().join(format!("{i}.retrans")));
+        cg.spawn(None, &["ip", "netns", "exec", &ns.name, "python3", "-c", BULK_PY, &port, "3", out.to_str().unwrap()]);
+    }
+    let id = |c: &Cgroup| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let count = |m: &ksense::signals::ids::IdMap<ksense::signals::histogram::Histogram>, id: u64| {
+        m.get(&id).map_or(0, |h| h.count())
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(500));
+    let mut buf = Vec::new();
+    pause();
+    let h1 = rtt.map.read_all(&mut buf).unwrap();
+    let c1 = rtt.read_all(&mut buf).unwrap(); // gives every cgroup seen a slot
+    assert!(slots.assigned() >= cgs.len(), "slots given: {}", slots.assigned());
+    pause();
+    let c2 = rtt.read_all(&mut buf).unwrap(); // folds what they counted in the hash map
+    pause();
+    let h3 = rtt.map.read_all(&mut buf).unwrap();
+    let c3 = rtt.read_all(&mut buf).unwrap();
+    for cg in &mut cgs {
+        cg.wait_all();
+        let i = id(cg);
+        let (a, b, c) = (count(&c1, i), count(&c2, i), count(&c3, i));
+        eprintln!(
+            "{}: {} samples in the hash map before its slot; cumulative {a} -> {b} -> {c}",
+            cg.rel,
+            count(&h1, i)
+        );
+        assert!(count(&h1, i) > 0, "{}: samples before its slot, in the hash map", cg.rel);
+        assert!(!h3.contains_key(&i), "{}: samples in the hash map after its slot was given", cg.rel);
+        assert!(a <= b && b + 100 <= c, "{}: {a} -> {b} -> {c} samples", cg.rel);
+    }
+}

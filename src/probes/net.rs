@@ -68,6 +68,10 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     ctx.size_workload_map(&mut open.maps.cg_tcp_rtt)?;
     ctx.size_workload_map(&mut open.maps.cg_tcp_retrans)?;
     ctx.size_workload_map(&mut open.maps.cg_skb_drops)?;
+    let m = &mut open.maps;
+    let slots = [&mut m.cg_tcp_rtt_slot_ids, &mut m.cg_tcp_rtt_slot_owners, &mut m.cg_tcp_rtt_slots];
+    let size = ctx.size_slots(slots, super::slots::NET_SLOTS)?;
+    open.maps.rodata_data.as_deref_mut().context("net rodata")?.ks_slot_cpus = size.cpus;
     let p = &mut open.progs;
     ctx.select("tcp_probe", &mut p.tp_tcp_probe, &mut p.raw_tcp_probe);
     ctx.select("tcp_retransmit_skb", &mut p.tp_tcp_retransmit_skb, &mut p.raw_tcp_retransmit_skb);
@@ -84,6 +88,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         DROP_SLOTS
     );
     ctx.workload_map("ksense_workload_tcp_rtt", Some(Unit::Seconds), "TCP round-trip time of each workload's sockets (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_rtt)?;
+    ctx.workload_slots(&sk.maps.cg_tcp_rtt_slot_ids, &sk.maps.cg_tcp_rtt_slot_owners, &sk.maps.cg_tcp_rtt_slots, size)?;
     ctx.workload_map("ksense_workload_tcp_retransmits", None, "TCP segments each workload's sockets retransmitted (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_retrans)?;
     ctx.workload_map("ksense_workload_skb_drops", None, "Packets of each workload's sockets the kernel dropped (those whose socket was known at the drop), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_skb_drops)?;
     Ok(Box::new(Net {

@@ -28,6 +28,8 @@ pub const RUNQ_SLOTS: u32 = 256;
 /// The same for the requests each role of a workload makes (bpf/requests.bpf.c):
 /// fewer cgroups serve or call over TCP than run (36 KiB per CPU each).
 pub const REQUEST_SLOTS: u32 = 64;
+/// The same for the TCP round-trip times (bpf/net.bpf.c), by the socket's cgroup.
+pub const NET_SLOTS: u32 = 64;
 
 /// How a family sized its slot maps before load, for [`Slots::new`] after.
 #[derive(Clone, Copy, Debug)]
