@@ -53,8 +53,9 @@ const REQUESTS: [&str; 4] = ["inet_sock_set_state", "sk_data_ready", "sock_recv_
 const SOFTIRQ: [&str; 2] = ["softirq_entry", "softirq_exit"];
 /// The requests storm's short connections (connect, one request, close) per second, beside wrk's keep-alive ones.
 const CHURN_PER_SEC: u32 = 300;
-const PARTS: [&str; 6] = [
+const PARTS: [&str; 7] = [
     "clock",
+    "rq clock (the scheduler's)",
     "task storage lookup",
     "bucket search + histogram",
     "cgroup id (attribution)",
@@ -256,6 +257,7 @@ fn load_parts() -> anyhow::Result<(Progs, Vec<Link>)> {
     let (mut fds, mut links) = (Vec::new(), Vec::new());
     for (name, prog) in PARTS.iter().zip([
         &p.parts_clock,
+        &p.parts_rq_clock,
         &p.parts_storage,
         &p.parts_search,
         &p.parts_cgroup_id,

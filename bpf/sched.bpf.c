@@ -125,6 +125,32 @@ static __always_inline struct task_ts *ts_get(struct task_struct *t, __u32 pid,
 	return ts;
 }
 
+/*
+ * The clock of waits. On tp_btf, where user space found the scheduler's clock
+ * stable (ks_rq_clock), the scheduler's own: the rq->clock of the task's run
+ * queue, which the scheduler has just updated at both hooks (__schedule at
+ * sched_switch; the wakeup, before enqueueing, at sched_wakeup), and which
+ * schedstat's run_delay is measured with. A load from a line the scheduler
+ * has just written, where bpf_ktime_get_ns() cost 35-48 ns on this VM, half
+ * of sched_switch (bench/README "What bounds the cost"). Like schedstat, a
+ * wakeup that preempts the running task and the switch that follows share one
+ * clock update, so such a wait reads the time until that update, not the
+ * switch. Elsewhere (raw_tp, no fair-group scheduling, an unstable clock) the
+ * monotonic clock; one program set uses one clock for both ends of a wait.
+ */
+const volatile bool ks_rq_clock = false;
+
+static __always_inline __u64 clock_of(struct task_struct *t, bool btf)
+{
+	/* Never one clock for a stamp and the other for its end: a task on a
+	 * run queue always has its cfs_rq, so the loads do not fault (a fault
+	 * would read 0: a stamp of 0 is "not waiting"). */
+	if (btf && ks_rq_clock && bpf_core_field_exists(struct sched_entity, cfs_rq) &&
+	    bpf_core_field_exists(struct cfs_rq, rq))
+		return t->se.cfs_rq->rq->clock;
+	return bpf_ktime_get_ns();
+}
+
 static __always_inline __u64 since(__u64 now, __u64 start)
 {
 	/* Clocks of two CPUs may disagree by a hair: never wrap around. */
@@ -151,7 +177,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		if (preempt || state == KS_TASK_RUNNING) {
 			ts = ts_get(prev, pid, btf, true);
 			if (ts) {
-				now = bpf_ktime_get_ns();
+				now = clock_of(prev, btf);
 				ts->runq = now;
 				ts->woken = 0;
 				ts->dstate = 0; /* it was running: no D sleep can be under way */
@@ -162,7 +188,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
 			ts = ts_get(prev, pid, btf, true);
 			if (ts) {
-				now = bpf_ktime_get_ns();
+				now = clock_of(prev, btf);
 				ts->dstate = now;
 				ts->runq = 0;
 				ts->csw = task_csw(prev, btf);
@@ -188,7 +214,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		goto done;
 	}
 	if (!now)
-		now = bpf_ktime_get_ns();
+		now = clock_of(next, btf); /* prev's run queue and next's: this CPU's */
 	/* One histogram update per event: the node-wide sum is built in user space. */
 	__u64 waited = since(now, ts->runq);
 	/* per-workload breakdown: bpf/workload.h */
@@ -229,7 +255,7 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	ts = ts_get(p, pid, btf, true);
 	if (!ts)
 		return 0;
-	now = bpf_ktime_get_ns();
+	now = clock_of(p, btf); /* its run queue from now on: the wakeup placed it */
 	__u32 csw = task_csw(p, btf);
 	/* A start the task has switched out since: its end was not delivered. */
 	if ((ts->runq || ts->dstate) && ts->csw != csw) {

@@ -48,6 +48,18 @@ int BPF_PROG(parts_clock, bool preempt, struct task_struct *prev, struct task_st
 	return 0;
 }
 
+/* The scheduler's own clock instead: the rq->clock of next's CPU, which
+ * __schedule has just updated (or skipped updating right after a wakeup
+ * did), as schedstat's run_delay reads it. Through the task's cfs_rq (this
+ * kernel's kallsyms has no data symbols, so the per-CPU `runqueues` cannot
+ * be named as a ksym). */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(parts_rq_clock, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	keep(next->se.cfs_rq->rq->clock);
+	return 0;
+}
+
 /* As ksense looks up a task's start: the entry exists after the first switch. */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(parts_storage, bool preempt, struct task_struct *prev, struct task_struct *next)

@@ -33,6 +33,10 @@ pub struct Support {
     /// Arrays user space can map into memory (BPF_F_MMAPABLE, 5.5+): the
     /// per-workload fast path's histograms (src/probes/slots.rs).
     pub mmapable: bool,
+    /// The scheduler's clock agrees across CPUs, so the run-queue and D-state
+    /// programs can time waits with it (bpf/sched.bpf.c `clock_of`); Err says
+    /// why not, and they read the monotonic clock instead.
+    pub sched_clock: Result<(), String>,
     /// Tracepoints missing from kernel BTF (only meaningful with BTF).
     pub missing_tracepoints: Vec<&'static str>,
 }
@@ -61,8 +65,40 @@ pub fn probe() -> Support {
         stats: enable_stats().map(drop),
         mem_alloc: btf && btf_has_struct("bpf_mem_alloc"),
         mmapable: probe_mmapable(),
+        sched_clock: sched_clock_stable(
+            &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                .unwrap_or_default()
+                .trim(),
+        ),
         missing_tracepoints,
     }
+}
+
+/// Whether the scheduler's clock (`sched_clock_cpu`, what `rq->clock` holds)
+/// is one clock across CPUs. Only x86 has a per-CPU scheduler clock that can
+/// drift (HAVE_UNSTABLE_SCHED_CLOCK): there the kernel keeps it global while
+/// the TSC is invariant and trusted, which the CPU flags and the clocksource
+/// the kernel chose tell (an untrusted TSC is replaced by hpet or acpi_pm).
+/// Elsewhere it is global by construction. A stamp taken on one CPU and ended
+/// on another (a migrated wait, most D-state sleeps) needs it.
+pub fn sched_clock_stable(cpuinfo: &str, clocksource: &str) -> Result<(), String> {
+    if !cfg!(target_arch = "x86_64") {
+        return Ok(());
+    }
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.trim_start().strip_prefix(':')))
+        .map(|f| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> = ["constant_tsc", "nonstop_tsc"].into_iter().filter(|f| !flags.contains(f)).collect();
+    if !missing.is_empty() {
+        return Err(format!("the CPU lacks {}: waits timed with the monotonic clock", missing.join(" and ")));
+    }
+    if !["tsc", "kvm-clock", "hyperv_clocksource_tsc_page"].contains(&clocksource) {
+        return Err(format!("clocksource {clocksource:?}, not the TSC: waits timed with the monotonic clock"));
+    }
+    Ok(())
 }
 
 /// Whether the kernel creates an array with BPF_F_MMAPABLE.
@@ -111,6 +147,15 @@ pub fn checks(s: &Support) -> Vec<Check> {
             },
         },
         Check { name: "bpf_stats".into(), ok: s.stats.is_ok(), required: false, detail: res(&s.stats) },
+        Check {
+            name: "sched_clock".into(),
+            ok: s.sched_clock.is_ok(),
+            required: false,
+            detail: match &s.sched_clock {
+                Ok(()) => "ok (waits timed with the scheduler's own clock, as schedstat)".into(),
+                Err(e) => e.clone(),
+            },
+        },
         Check {
             name: "mmapable_arrays".into(),
             ok: s.mmapable,
@@ -243,4 +288,23 @@ fn probe_attach(btf: bool) -> Result<(), String> {
     // SAFETY: a fresh fd we own; closing it detaches.
     drop(unsafe { OwnedFd::from_raw_fd(link) });
     Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::sched_clock_stable;
+
+    const CPU: &str = "processor\t: 0\nflags\t\t: fpu tsc constant_tsc nonstop_tsc rdtscp\n";
+
+    #[test]
+    fn the_scheduler_clock_is_used_only_where_the_tsc_is_invariant_and_trusted() {
+        assert!(sched_clock_stable(CPU, "tsc").is_ok());
+        assert!(sched_clock_stable(CPU, "kvm-clock").is_ok());
+        let old = CPU.replace(" nonstop_tsc", "");
+        let e = sched_clock_stable(&old, "tsc").unwrap_err();
+        assert!(e.contains("nonstop_tsc") && !e.contains("constant_tsc"), "{e}");
+        // The kernel found the TSC unreliable and moved timekeeping away from it.
+        assert!(sched_clock_stable(CPU, "hpet").unwrap_err().contains("hpet"));
+        assert!(sched_clock_stable("", "tsc").is_err(), "no flags line: not known stable");
+    }
 }

@@ -43,6 +43,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     let rodata = open.maps.rodata_data.as_deref_mut().context("sched rodata")?;
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
+    rodata.ks_rq_clock = ctx.support.sched_clock.is_ok();
     ctx.size_workload_map(&mut open.maps.cg_runq)?;
     ctx.size_workload_map(&mut open.maps.cg_dstate)?;
     let m = &mut open.maps;
