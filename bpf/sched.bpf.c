@@ -248,7 +248,8 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	 * starts, and no D-state sleep can be running either, since one starts
 	 * at switch-out and try_to_wake_up waits for on_cpu to clear before
 	 * waking a task that has switched out. Checked first: it saves the
-	 * storage lookup.
+	 * storage lookup. It also keeps clock_of() away from the one wakeup
+	 * that updates no run-queue clock (a task waking itself, p == current).
 	 */
 	if (!pid || task_on_cpu(p, btf))
 		return 0;
