@@ -74,8 +74,8 @@ struct {
 /* Per workload (bpf/workload.h), by the socket's cgroup. */
 struct ks_cgroup_hists cg_tcp_rtt SEC(".maps");
 /* The RTT's fast path (bpf/workload.h), the slot cached per CPU: tcp_probe
- * runs at every ACK (0.62-0.64x the hash path's ns/run attached first,
- * bench/README). The counters' programs run rarely, cold: a slot there
+ * runs at every ACK (about 0.78x the hash path's ns/run over both attach
+ * orders, bench/README). The counters' programs run rarely, cold: a slot there
  * measured no faster, so they keep the hash. */
 struct ks_slot_ids cg_tcp_rtt_slot_ids SEC(".maps");
 struct ks_slot_owners cg_tcp_rtt_slot_owners SEC(".maps");

@@ -187,8 +187,10 @@ static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, vo
  * The cache for programs with no storage of their own (the network family,
  * which runs in softirq context on the socket's cgroup, not the current
  * task's): a small per-CPU direct-mapped cache, cgroup id -> slot, handed to
- * ks_slot_hist as `cached_id`/`cached_slot`. A hit costs an inlined array
- * lookup where the hash map cost a helper call and its hash. Only this CPU
+ * ks_slot_hist as `cached_id`/`cached_slot`. A hit costs three array lookups
+ * (the entry, the slot's owner, its line), which the verifier inlines (the
+ * per-CPU one on recent kernels), where the hash map cost a helper call and
+ * its hash. Only this CPU
  * writes its entries; a program interrupted by another mid-update leaves a new
  * id beside an old slot, whose owner check fails and looks up again.
  */
@@ -198,7 +200,8 @@ struct ks_slot_cache_entry {
 	__u32 pad;
 };
 
-#define KS_SLOT_CACHE_ENTRIES 64 /* a power of two: see ks_slot_cache_get */
+#define KS_SLOT_CACHE_BITS 6
+#define KS_SLOT_CACHE_ENTRIES (1 << KS_SLOT_CACHE_BITS)
 
 struct ks_slot_cache {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -211,7 +214,7 @@ struct ks_slot_cache {
  * sequential, and their low bits alone would crowd few entries). */
 static __always_inline struct ks_slot_cache_entry *ks_slot_cache_get(void *cache, __u64 id)
 {
-	__u32 k = ((id ^ (id >> 32)) * 0x9E3779B97F4A7C15ULL) >> 58;
+	__u32 k = ((id ^ (id >> 32)) * 0x9E3779B97F4A7C15ULL) >> (64 - KS_SLOT_CACHE_BITS);
 
 	return bpf_map_lookup_elem(cache, &k);
 }

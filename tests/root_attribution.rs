@@ -126,8 +126,10 @@ fn root_each_cgroup_carries_its_own_waits() {
     assert!((ha - ta).abs() <= 0.05 * ta + 0.01, "A's series {ha} s vs its threads' run_delay {ta} s");
     // B's sleeper is compared by count, not by time: its waits are short,
     // and schedstat times them with the run queue's clock, which the
-    // scheduler does not refresh between back-to-back events (measured: 30
-    // waits of 0 ns in schedstat, 0.8 ms in ksense). Every wait schedstat
+    // scheduler does not refresh between a wakeup that preempts (here: the
+    // idle task) and the switch after it (measured: 30 waits of 0 ns in
+    // schedstat, 0.8 ms in ksense on the monotonic clock; on the scheduler's
+    // clock, where ksense uses it, 60 waits of 0 ns in both). Every wait schedstat
     // counts is in B's series, or among the waits the node's kernel did not
     // deliver a start or an end of (`start_unseen`, `end_unseen`, counted for
     // every task: an upper bound for B's). ksense also counts the waits of a
@@ -153,7 +155,7 @@ fn root_each_cgroup_carries_its_own_waits() {
     let long = above(&t1) - above(&t0);
     assert!(long == 0.0 || tb > 0.010, "B has {long} waits over 15.6 ms in its series, schedstat only {tb} s in all");
     assert!(nb + lost + 1.0 >= pb as f64, "B's series counts {nb} waits (+{lost} unseen), its thread's schedstat {pb}");
-    assert!(hb > 0.0 && hb < 0.05 * ha, "B waited {hb} s, A {ha} s: B must not carry A's waits");
+    assert!(hb < 0.05 * ha, "B waited {hb} s, A {ha} s: B must not carry A's waits");
 
     // D state in C: there and nowhere else.
     a.kill_all();
