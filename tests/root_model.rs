@@ -154,8 +154,26 @@ fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
     // Evaluations where a friction alert's condition held (pending; firing
     // takes minutes of it): the rules' own view of the same seconds.
     let alerts = value(r#"sum(count_over_time(ALERTS{alertname=~"KsenseFriction.*"}[90s]))"#);
+    // Which signals carried the seconds above the line (the failure's first question).
+    let carried = prom
+        .query(&format!("max_over_time((ksense_friction_contribution and on() ksense_friction > {warn})[90s:1s])"))
+        .map(|r| {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    format!(
+                        "{}={}",
+                        s["metric"]["signal"].as_str().unwrap_or("?"),
+                        s["value"][1].as_str().unwrap_or("?")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|e| e);
     let (_, log) = k.stop();
-    eprintln!("idle: {above} of {scored} s above {warn}; alerts pending {alerts}; direction 0 in {zero}");
+    eprintln!("idle: {above} of {scored} s above {warn}; alerts pending {alerts}; direction 0 in {zero}; largest contributions then: {carried}");
     assert!(above <= 0.03 * scored, "friction above {warn} in {above} of {scored} s at idle");
     assert!(alerts <= 0.03 * scored, "a friction alert pending in {alerts} evaluations at idle");
     assert!(zero >= 0.5 * scored, "direction 0 in only {zero} of {scored} s at idle");
