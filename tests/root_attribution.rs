@@ -8,17 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{test_prefix, wl, Cgroup};
-use common::{sample, Ksense};
+use common::{attributed, sample, Ksense};
 
 const RUNQ: &str = "ksense_workload_runqueue_latency_seconds";
 const DSTATE: &str = "ksense_workload_dstate_duration_seconds";
-
-/// The probes attached in-process with attribution on (room for 1,024 cgroups).
-fn attributed(s: &ksense::probes::kernel::Support) -> ksense::probes::Probes {
-    use ksense::probes::{AttachMode, Options, Probes};
-    let opts = Options { workload_entries: Some(1024), ..Options::default() };
-    Probes::attach_with(AttachMode::choose(None, s).unwrap(), s, &[], opts).unwrap()
-}
 
 /// Label string of the `_count` series of one workload.
 fn wl_labels(text: &str, rel: &str) -> Option<HashMap<String, String>> {

@@ -244,9 +244,7 @@ fn root_rtt_samples_move_to_their_slot() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("slot");
-    let s = kernel::probe();
-    let opts = ksense::probes::Options { workload_entries: Some(1024), ..Default::default() };
-    let mut p = Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], opts).unwrap();
+    let mut p = common::attributed(&kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
     let rtt = maps.maps.iter().find(|m| m.family.family == "ksense_workload_tcp_rtt").expect("the RTT map");
     let slots = rtt.slots.as_ref().expect("the RTT map has slots");

@@ -619,9 +619,7 @@ fn root_requests_move_to_their_slots_and_none_is_lost() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("req-slots");
-    let s = kernel::probe();
-    let opts = ksense::probes::Options { workload_entries: Some(1024), ..Default::default() };
-    let mut p = Probes::attach_with(AttachMode::choose(None, &s).unwrap(), &s, &[], opts).unwrap();
+    let mut p = common::attributed(&kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
     let by_role = |r| maps.maps.iter().find(|m| m.family.label == Some(("role", r))).expect("a requests map");
     let (server_map, client_map) = (by_role("server"), by_role("client"));

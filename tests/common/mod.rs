@@ -13,6 +13,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The probes attached in-process with attribution on (room for 1,024 cgroups).
+pub fn attributed(s: &ksense::probes::kernel::Support) -> ksense::probes::Probes {
+    use ksense::probes::{AttachMode, Options, Probes};
+    let opts = Options { workload_entries: Some(1024), ..Options::default() };
+    Probes::attach_with(AttachMode::choose(None, s).unwrap(), s, &[], opts).unwrap()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: no arguments, no side effects.
     unsafe { libc::geteuid() == 0 }
