@@ -383,6 +383,32 @@ fn ping_pong(n: usize) {
     server.join().unwrap();
 }
 
+/// The clock the programs time waits with, told apart by what only the
+/// scheduler's clock does: a sleeper woken onto an idle CPU preempts the idle
+/// task, and the switch after it reuses the wakeup's clock update, so on
+/// `rq->clock` its waits read 0 ns (as schedstat's do); on the monotonic clock
+/// they read the microseconds until the switch. Both program sets attached at
+/// once, on the same wakeups.
+#[test]
+fn root_waits_are_timed_with_the_scheduler_clock_where_it_is_stable() {
+    require_root!();
+    let s = kernel::probe();
+    let (rq, mono) = (attach("tp_btf"), attach("tp_btf_monotonic"));
+    let zero = |p: &Probes| p.snapshot().unwrap().signal("runqueue").unwrap().slots[0];
+    let (rq0, mono0) = (zero(&rq), zero(&mono));
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (rq_zero, mono_zero) = (zero(&rq) - rq0, zero(&mono) - mono0);
+    eprintln!("waits of 0-1 ns in 0.5 s: scheduler's clock {rq_zero}, monotonic {mono_zero} ({:?})", s.sched_clock);
+    assert!(mono_zero <= 5, "the monotonic clock read {mono_zero} waits of 0-1 ns");
+    if s.sched_clock.is_ok() {
+        assert!(rq_zero >= 25, "{rq_zero} waits of 0-1 ns: the tp_btf programs do not read rq->clock");
+    } else {
+        assert!(rq_zero <= 5, "{rq_zero} waits of 0-1 ns where the scheduler's clock is not used");
+    }
+}
+
 /// The forced raw_tp path attaches and sees what tp_btf sees, side by side.
 #[test]
 fn root_raw_tp_and_tp_btf_agree() {
