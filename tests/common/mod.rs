@@ -242,6 +242,23 @@ impl Drop for Load {
     }
 }
 
+/// Writes the page cache's dirty pages out and waits for it, for a test whose
+/// premise is an idle node: a build or a fresh root leaves hundreds of MiB
+/// that the kernel's flusher would otherwise write during the test, D-state
+/// waits and block completions a calibration on a quiet disk never saw.
+/// Returns what was dirty or under writeback before, kB, for the test's log.
+pub fn settle_writeback() -> u64 {
+    let pending = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    pending
+}
+
 /// Polls `/metrics` until `series` has value `want` (plain HTTP).
 pub fn wait_for(k: &Ksense, series: &str, want: f64, timeout: Duration) -> String {
     let t0 = Instant::now();
