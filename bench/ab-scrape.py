@@ -47,6 +47,10 @@ def cpu_seconds(pid):
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def minor_faults(pid):
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7])
+
+
 def q(xs, p):
     xs = sorted(xs)
     return xs[round((len(xs) - 1) * p)]
@@ -79,22 +83,26 @@ def run(build, workloads, back_to_back, spaced):
             if ks.poll() is not None:
                 die(f"{build} exited")
             lat = []
-            c0 = cpu_seconds(ks.pid)
+            c0, f0 = cpu_seconds(ks.pid), minor_faults(ks.pid)
             for _ in range(back_to_back):
                 t = time.monotonic()
                 c.request("GET", "/metrics")
                 c.getresponse().read()
                 lat.append(time.monotonic() - t)
             cpu = (cpu_seconds(ks.pid) - c0) / back_to_back
-            cold = []
+            b2b_flt = (minor_faults(ks.pid) - f0) / back_to_back
+            cold, cold_flt = [], []
             for _ in range(spaced):
                 time.sleep(random.uniform(0.3, 1.7))
+                f0 = minor_faults(ks.pid)
                 t = time.monotonic()
                 c.request("GET", "/metrics")
                 c.getresponse().read()
                 cold.append(time.monotonic() - t)
+                cold_flt.append(minor_faults(ks.pid) - f0)
             return {"cpu": cpu * 1e3, "b2b_p50": q(lat, 0.5) * 1e3, "b2b_p99": q(lat, 0.99) * 1e3,
-                    "cold_p50": q(cold, 0.5) * 1e3, "cold_p99": q(cold, 0.99) * 1e3}
+                    "cold_p50": q(cold, 0.5) * 1e3, "cold_p99": q(cold, 0.99) * 1e3,
+                    "b2b_flt": b2b_flt, "cold_flt": statistics.median(cold_flt)}
         finally:
             ks.terminate()
             ks.wait()
@@ -126,9 +134,10 @@ def main():
             kids.append(p)
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(p.pid))
-        cols = ["cpu", "b2b_p50", "b2b_p99", "cold_p50", "cold_p99"]
+        cols = ["cpu", "b2b_p50", "b2b_p99", "cold_p50", "cold_p99", "b2b_flt", "cold_flt"]
         print(f"{args.workloads} workloads; ms per scrape: CPU of the ksense process over {args.back_to_back} "
-              f"back-to-back scrapes (b2b), latency b2b and of {args.spaced} scrapes after 0.3-1.7 s pauses (cold)")
+              f"back-to-back scrapes (b2b), latency b2b and of {args.spaced} scrapes after 0.3-1.7 s pauses (cold); "
+              f"minor page faults per scrape (flt: mean b2b, median cold)")
         print(f"{'run':<8}" + "".join(f"{c:>10}" for c in cols))
         res = {"A": [], "B": []}
         for k in range(args.pairs):
@@ -139,7 +148,7 @@ def main():
         med = {n: {c: statistics.median(r[c] for r in res[n]) for c in cols} for n in res}
         for n in ("A", "B"):
             print(f"{n + ' med':<8}" + "".join(f"{med[n][c]:>10.3f}" for c in cols))
-        print(f"{'B/A':<8}" + "".join(f"{med['B'][c] / med['A'][c]:>10.2f}" for c in cols))
+        print(f"{'B/A':<8}" + "".join(f"{med['B'][c] / med['A'][c] if med['A'][c] else float('nan'):>10.2f}" for c in cols))
     finally:
         for p in kids:
             p.kill()
