@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from common import (GROUPS, NET_PHASES, PURE_SHARE, TRUTH_COLUMNS, Run, client_p99_ms, diff_spearman, in_group,
-                    spearman, stat, window_mean, windows)
+from common import (GROUPS, LOAD_GENERATORS, NET_PHASES, PURE_SHARE, TRUTH_COLUMNS, Run, client_p99_ms, diff_spearman,
+                    in_group, spearman, stat, window_mean, windows)
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,7 +199,7 @@ def plot(rows, run, path):
             vals.append(spearman([r.get(key, math.nan) for r in post], [r["p99_ms"] for r in post])[0])
         return " / ".join(f"{v:.2f}" for v in vals)
     m = run.meta
-    client = {"redis": "redis-benchmark"}.get(m.get("server"), "wrk")
+    client = LOAD_GENERATORS.get(m.get("server"), "wrk")
     load = f"{m.get('server', 'nginx')} + {client} ({m.get('regime', 'fixed')})"
     ax.set_title(f"ksense QoS benchmark: {load} on 127.0.0.1, {m['cpus']} CPUs, kernel {m['kernel']}, seed {m['seed']}\n"
                  f"Spearman vs client P99 per {m['window']} s window, {' / '.join(groups)} phases: friction "

@@ -175,6 +175,16 @@ TRUTHS = ("reported", "measured")
 TRUTH_COLUMNS = {"reported": "p99_ms", "measured": "p99_measured_ms"}
 
 
+# Each server's name in tables, and its load generator.
+SERVER_NAMES = {"nginx": "nginx", "redis": "Redis", "apache": "Apache"}
+LOAD_GENERATORS = {"redis": "redis-benchmark"}  # the others: wrk
+
+
+def server_name(meta):
+    """A run's server as tables name it (runs before --server were nginx's)."""
+    return SERVER_NAMES.get(meta.get("server", "nginx"), meta.get("server"))
+
+
 def client_p99_ms(w, server, truth="reported"):
     """One chunk's client P99 in ms (w: a wrk.jsonl record)."""
     if truth == "reported" or server == "redis":

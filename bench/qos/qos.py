@@ -15,6 +15,10 @@ bandwidth cap). Server and load (--server, --regime):
   nginx bursty   the fixed regime's mean rate, 4x for a fifth of every second
   redis closed   redis-server under redis-benchmark (GET, 16 clients, closed
                  loop: it has no rate control)
+  apache fixed, closed, bursty
+                 Apache httpd (event MPM: a listener thread hands each request
+                 to a pool of worker threads, two processes) under the same wrk
+                 loads as nginx; added 2026-12-06, after every default was chosen
 
 Three
 recorders run side by side, each on its own clock-stamped stream (seconds
@@ -116,7 +120,7 @@ PHASE_SETS = {"tuned": TUNED, "unseen": ("quiet",) + tuple(UNSEEN)}
 
 # The load regimes each server's own load generator can make (rate.lua for wrk).
 # redis-benchmark has no rate control: its only regime is its closed loop.
-REGIMES = {"nginx": ("fixed", "closed", "bursty"), "redis": ("closed",)}
+REGIMES = {"nginx": ("fixed", "closed", "bursty"), "redis": ("closed",), "apache": ("fixed", "closed", "bursty")}
 BURST = {"QOS_BURST_PERIOD_MS": "1000", "QOS_BURST_SHARE": "0.2", "QOS_BURST_FACTOR": "4"}
 REDIS_KEYS, REDIS_VALUE_BYTES = 10000, 256
 REDIS_MIN_CHUNK = 200  # requests in a redis-benchmark chunk, at least: a P99 of fewer says little
@@ -144,6 +148,49 @@ http {{
     }}
   }}
 }}
+"""
+
+# The same two resources as nginx's site: /static.html, and /dyn gzipped anew
+# on every request. Two processes of 25 threads: the event MPM's own shape.
+APACHE_MODULES = "/usr/lib/apache2/modules"
+APACHE_CONF = """\
+ServerRoot {d}
+ServerName localhost
+Listen 127.0.0.1:{port}
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule mime_module {m}/mod_mime.so
+LoadModule alias_module {m}/mod_alias.so
+LoadModule filter_module {m}/mod_filter.so
+LoadModule deflate_module {m}/mod_deflate.so
+PidFile {d}/apache.pid
+DefaultRuntimeDir {d}
+Mutex file:{d} default
+ErrorLog {d}/error.log
+LogLevel warn
+User nobody
+Group nogroup
+StartServers {workers}
+ServerLimit {workers}
+ThreadsPerChild 25
+MaxRequestWorkers {threads}
+MinSpareThreads 25
+MaxSpareThreads {threads}
+ListenBacklog 4096
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 300
+TypesConfig /etc/mime.types
+DocumentRoot {d}/html
+<Directory {d}/html>
+  Require all granted
+</Directory>
+Alias /dyn {d}/html/dyn.txt
+<Location /dyn>
+  ForceType text/plain
+  SetOutputFilter DEFLATE
+</Location>
+DeflateCompressionLevel 1
 """
 
 
@@ -592,7 +639,7 @@ def redis_loop(args, port, rec, ns):
 
 # ---------------------------------------------------------------- main
 
-def make_site(d, port, workers):
+def make_site(d, port, workers, server="nginx"):
     html = os.path.join(d, "html")
     os.makedirs(html)
     rnd = random.Random(1)
@@ -604,11 +651,14 @@ def make_site(d, port, workers):
              "baseline", "pressure", "interrupt", "page", "cache", "socket", "worker"]
     with open(os.path.join(html, "dyn.txt"), "w") as f:
         f.write(" ".join(rnd.choice(words) for _ in range(6000)) + "\n")
-    conf = os.path.join(d, "nginx.conf")
+    conf = os.path.join(d, f"{server}.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(d=d, port=port, workers=workers))
+        if server == "apache":
+            f.write(APACHE_CONF.format(d=d, port=port, workers=workers, threads=25 * int(workers), m=APACHE_MODULES))
+        else:
+            f.write(NGINX_CONF.format(d=d, port=port, workers=workers))
     for p in (d, html):
-        os.chmod(p, 0o755)  # nginx workers run as nobody
+        os.chmod(p, 0o755)  # the workers run as nobody
     return conf
 
 
@@ -688,7 +738,7 @@ def main():
                          "an earlier phase's ssthresh and RTT")
     ap.add_argument("--delay-ms", type=int, default=10, help="pause per connection between requests")
     ap.add_argument("--dyn-every", type=int, default=4, help="every Nth request is the gzip one (0: none)")
-    ap.add_argument("--nginx-workers", default="2")
+    ap.add_argument("--nginx-workers", default="2", help="nginx's worker processes (Apache's: its processes)")
     ap.add_argument("--features", default=None, help="ksense --model.features (default: ksense's own)")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
@@ -747,6 +797,12 @@ def main():
             server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
             wait_url_in(ns, site + "static.html", "nginx")
+            load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
+        elif args.server == "apache":
+            conf = make_site(tmp, nport, args.nginx_workers, "apache")
+            server = procs.start("apache2", ns.cmd(["apache2", "-f", conf, "-DFOREGROUND"]),
+                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "apache.stderr"), "w"))
+            wait_url_in(ns, site + "static.html", "apache2")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         else:
             server = procs.start("redis-server", ns.cmd(

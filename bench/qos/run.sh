@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ksense QoS benchmark: does friction track the client P99 of a real service?
 #
-#   sudo bench/qos/run.sh [--quick] [--seed S] [--server nginx|redis]
+#   sudo bench/qos/run.sh [--quick] [--seed S] [--server nginx|redis|apache]
 #                         [--regime fixed|closed|bursty] [--phase-seconds N] [--warmup N]
 #                         [--rounds R] [--window N] [--features a,b,c] [--out DIR]
 #                         [--no-build] [--no-variants] [--no-metrics-save]
@@ -40,6 +40,7 @@ missing=(); hints=()
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (ksense loads BPF programs): sudo $0 $*" >&2; exit 2; }
 case $server in
     redis) tools="redis-server redis-benchmark redis-cli" ;;
+    apache) tools="apache2 wrk curl" ;;
     *) tools="nginx wrk curl" ;;
 esac
 for t in $tools stress-ng ip iptables tc; do

@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 
 from common import (NET_PHASES, TRUTH_COLUMNS, TRUTHS, Run, client_p99_ms, diff_spearman, in_group, pearson, samples_path,
-                    spearman, window_mean, windows)
+                    server_name, spearman, window_mean, windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -155,7 +155,7 @@ def markdown(preps, v):
                 and in_group(r["phase"], gs[0])]
         p99 = [r[TRUTH_COLUMNS[p.truth]] for r in post]
         ks = lambda k: f"{spearman([r.get(k, np.nan) for r in post], p99)[0]:.3f}"
-        name = f"{'Redis' if m['server'] == 'redis' else 'nginx'}, {m['regime']}, seed {m['seed']}"
+        name = f"{server_name(m)}, {m['regime']}, seed {m['seed']}"
         print(f"| {name} | {n} | **{pair(lambda g: rho(p, v, g))}** | {pair(lambda g: node_rho(p, g, 'cpu'))} | "
               f"{pair(lambda g: node_rho(p, g, 'psi'))} | {rho(p, v, gs[0], diff=True):.3f} | "
               f"{ks('ks_server_p99_ms')} | {ks('ks_client_p99_ms')} |".replace("-0.", "\u22120."))
@@ -168,7 +168,7 @@ def regimes(preps, v):
     by = {}
     for p in preps:
         m = p.run.meta
-        name = f"{'Redis' if m.get('server') == 'redis' else 'nginx'}, {m.get('regime', 'fixed')}"
+        name = f"{server_name(m)}, {m.get('regime', 'fixed')}"
         for g in p.groups:
             node = max((x for x in (node_rho(p, g, "cpu"), node_rho(p, g, "psi")) if np.isfinite(x)), default=np.nan)
             by.setdefault((name, g), []).append((rho(p, v, g), node))
