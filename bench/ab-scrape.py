@@ -8,8 +8,9 @@ every workload waits in the run queue; then each build in turn (A B, B A,
 A B, ...) with attribution on, one at a time: 1500 scrapes back to back on a
 kept-alive connection (the process's CPU time over them, per scrape, and
 latency) and 40 scrapes each after a pause of 0.3-1.7 s, as Prometheus
-scrapes (the model's 1 s interval reads the maps in between). Prints one row
-per run and the medians of each build, and B/A.
+scrapes (the model's 1 s interval reads the maps in between), and the minor
+page faults of each (fresh memory mapped by the scrape). Prints one row per
+run and the medians of each build, and B/A.
 """
 import argparse
 import http.client

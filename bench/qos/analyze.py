@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from common import (GROUPS, LOAD_GENERATORS, NET_PHASES, PURE_SHARE, TRUTH_COLUMNS, Run, client_p99_ms, diff_spearman,
-                    in_group, spearman, stat, window_mean, windows)
+                    in_group, server_name, spearman, stat, window_mean, windows)
 
 FOREIGN_LIMIT = 0.05  # CPUs of load from processes outside the benchmark
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -200,7 +200,7 @@ def plot(rows, run, path):
         return " / ".join(f"{v:.2f}" for v in vals)
     m = run.meta
     client = LOAD_GENERATORS.get(m.get("server"), "wrk")
-    load = f"{m.get('server', 'nginx')} + {client} ({m.get('regime', 'fixed')})"
+    load = f"{server_name(m)} + {client} ({m.get('regime', 'fixed')})"
     ax.set_title(f"ksense QoS benchmark: {load} on 127.0.0.1, {m['cpus']} CPUs, kernel {m['kernel']}, seed {m['seed']}\n"
                  f"Spearman vs client P99 per {m['window']} s window, {' / '.join(groups)} phases: friction "
                  f"{rhos('friction')}, CPU utilisation {rhos('cpu_util')}, PSI cpu some {rhos('psi_cpu_some')}",

@@ -480,7 +480,7 @@ def ksense_tick_phase(url, rec, timeout=15.0):
 
 def app_schedstat(root_pid):
     """Summed schedstat of the server's threads (nginx's master and workers,
-    redis-server's threads): time spent waiting on a run queue (ns) and
+    Apache's processes and their threads, redis-server's threads): time spent waiting on a run queue (ns) and
     timeslices run. ksense cannot see this per application; recorded to
     compare the node-level run-queue features with what the application
     itself waited."""
@@ -755,6 +755,8 @@ def main():
     args.regime = args.regime or REGIMES[args.server][0]
     if args.regime not in REGIMES[args.server]:
         ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
+    if args.server == "apache" and not args.nginx_workers.isdigit():
+        ap.error(f"--server apache needs a number of processes, not --nginx-workers {args.nginx_workers!r}")
     # Each phase once a round, though two sets name it (quiet is in both).
     phases = list(dict.fromkeys(q for p in args.phases.split(",") if p for q in PHASE_SETS.get(p, (p,))))
     for p in phases:
@@ -789,6 +791,10 @@ def main():
         "kernel": os.uname().release, "cpus": os.cpu_count(), "load_at_start": os.getloadavg(),
         "features": args.features, "started_unix": time.time(), "phases": [],
     }
+    if args.server == "apache":
+        v = subprocess.run(["apache2", "-v"], capture_output=True, text=True).stdout.splitlines()
+        meta["server_version"] = v[0] if v else None
+        meta["apache_threads"] = {"processes": int(args.nginx_workers), "threads_per_process": 25}
     try:
         nport, kport = free_port(), free_port()
         site = f"http://127.0.0.1:{nport}/"

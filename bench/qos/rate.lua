@@ -15,7 +15,7 @@
 -- times shorter, and longer in the rest of the period so that the mean stays
 -- (a load spike every period, as a cron job or a fan-out upstream makes).
 --
--- Request mix: QOS_DYN_EVERY-th request goes to /dyn (a text file that nginx
+-- Request mix: QOS_DYN_EVERY-th request goes to /dyn (a text file that the server
 -- gzips on every request: a little CPU work per request), the others to
 -- /static.html (a small file from the page cache).
 --

@@ -46,6 +46,12 @@ esac
 for t in $tools stress-ng ip iptables tc; do
     command -v "$t" >/dev/null || { missing+=("$t"); hints+=("$t"); }
 done
+# qos.py's Apache configuration names Debian's layout: its module directory and mime.types
+if [ "$server" = apache ] && command -v apache2 >/dev/null; then
+    for f in /usr/lib/apache2/modules/mod_mpm_event.so /etc/mime.types; do
+        [ -e "$f" ] || { missing+=("$f (Debian's apache2 layout)"); hints+=(apache2); }
+    done
+fi
 # nginx lives in /usr/sbin, which a plain user's PATH may lack
 PY=""
 for p in ${PYTHON:-} python3 /usr/bin/python3; do

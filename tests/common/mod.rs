@@ -243,7 +243,7 @@ impl Drop for Load {
 }
 
 /// Writes the page cache's dirty pages out and waits for it, for a test whose
-/// premise is an idle node: a build or a fresh root leaves hundreds of MiB
+/// premise is an idle node: a build or a fresh root leaves tens to hundreds of MiB
 /// that the kernel's flusher would otherwise write during the test, D-state
 /// waits and block completions a calibration on a quiet disk never saw.
 /// Returns what was dirty or under writeback before, kB, for the test's log.
