@@ -738,7 +738,8 @@ def main():
                          "an earlier phase's ssthresh and RTT")
     ap.add_argument("--delay-ms", type=int, default=10, help="pause per connection between requests")
     ap.add_argument("--dyn-every", type=int, default=4, help="every Nth request is the gzip one (0: none)")
-    ap.add_argument("--nginx-workers", default="2", help="nginx's worker processes (Apache's: its processes)")
+    ap.add_argument("--workers", "--nginx-workers", dest="workers", default="2",
+                    help="the server's processes: nginx's workers, Apache's children (Redis: unused)")
     ap.add_argument("--features", default=None, help="ksense --model.features (default: ksense's own)")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
@@ -755,8 +756,8 @@ def main():
     args.regime = args.regime or REGIMES[args.server][0]
     if args.regime not in REGIMES[args.server]:
         ap.error(f"--server {args.server} has the regimes {', '.join(REGIMES[args.server])}, not {args.regime!r}")
-    if args.server == "apache" and not args.nginx_workers.isdigit():
-        ap.error(f"--server apache needs a number of processes, not --nginx-workers {args.nginx_workers!r}")
+    if args.server == "apache" and not args.workers.isdigit():
+        ap.error(f"--server apache needs a number of processes, not --workers {args.workers!r}")
     # Each phase once a round, though two sets name it (quiet is in both).
     phases = list(dict.fromkeys(q for p in args.phases.split(",") if p for q in PHASE_SETS.get(p, (p,))))
     for p in phases:
@@ -794,18 +795,18 @@ def main():
     if args.server == "apache":
         v = subprocess.run(["apache2", "-v"], capture_output=True, text=True).stdout.splitlines()
         meta["server_version"] = v[0] if v else None
-        meta["apache_threads"] = {"processes": int(args.nginx_workers), "threads_per_process": 25}
+        meta["apache_threads"] = {"processes": int(args.workers), "threads_per_process": 25}
     try:
         nport, kport = free_port(), free_port()
         site = f"http://127.0.0.1:{nport}/"
         if args.server == "nginx":
-            conf = make_site(tmp, nport, args.nginx_workers)
+            conf = make_site(tmp, nport, args.workers)
             server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
             wait_url_in(ns, site + "static.html", "nginx")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         elif args.server == "apache":
-            conf = make_site(tmp, nport, args.nginx_workers, "apache")
+            conf = make_site(tmp, nport, args.workers, "apache")
             server = procs.start("apache2", ns.cmd(["apache2", "-f", conf, "-DFOREGROUND"]),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "apache.stderr"), "w"))
             wait_url_in(ns, site + "static.html", "apache2")
