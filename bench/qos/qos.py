@@ -151,8 +151,9 @@ http {{
 """
 
 # The same two resources as nginx's site: /static.html, and /dyn gzipped anew
-# on every request. Two processes of 25 threads: the event MPM's own shape.
+# on every request. Each process a pool of APACHE_THREADS: the event MPM's own shape.
 APACHE_MODULES = "/usr/lib/apache2/modules"
+APACHE_THREADS = 25
 APACHE_CONF = """\
 ServerRoot {d}
 ServerName localhost
@@ -172,9 +173,9 @@ User nobody
 Group nogroup
 StartServers {workers}
 ServerLimit {workers}
-ThreadsPerChild 25
+ThreadsPerChild {per}
 MaxRequestWorkers {threads}
-MinSpareThreads 25
+MinSpareThreads {per}
 MaxSpareThreads {threads}
 ListenBacklog 4096
 KeepAlive On
@@ -480,8 +481,8 @@ def ksense_tick_phase(url, rec, timeout=15.0):
 
 def app_schedstat(root_pid):
     """Summed schedstat of the server's threads (nginx's master and workers,
-    Apache's processes and their threads, redis-server's threads): time spent waiting on a run queue (ns) and
-    timeslices run. ksense cannot see this per application; recorded to
+    Apache's processes and their threads, redis-server's threads): time spent
+    waiting on a run queue (ns) and timeslices run. ksense cannot see this per application; recorded to
     compare the node-level run-queue features with what the application
     itself waited."""
     delay = slices = 0
@@ -654,7 +655,8 @@ def make_site(d, port, workers, server="nginx"):
     conf = os.path.join(d, f"{server}.conf")
     with open(conf, "w") as f:
         if server == "apache":
-            f.write(APACHE_CONF.format(d=d, port=port, workers=workers, threads=25 * int(workers), m=APACHE_MODULES))
+            f.write(APACHE_CONF.format(d=d, port=port, workers=workers, per=APACHE_THREADS,
+                                    threads=APACHE_THREADS * int(workers), m=APACHE_MODULES))
         else:
             f.write(NGINX_CONF.format(d=d, port=port, workers=workers))
     for p in (d, html):
@@ -795,7 +797,7 @@ def main():
     if args.server == "apache":
         v = subprocess.run(["apache2", "-v"], capture_output=True, text=True).stdout.splitlines()
         meta["server_version"] = v[0] if v else None
-        meta["apache_threads"] = {"processes": int(args.workers), "threads_per_process": 25}
+        meta["apache_threads"] = {"processes": int(args.workers), "threads_per_process": APACHE_THREADS}
     try:
         nport, kport = free_port(), free_port()
         site = f"http://127.0.0.1:{nport}/"
