@@ -19,35 +19,36 @@ done
 
 step() { echo "bench smoke: $*"; }
 
-step "QoS benchmark (nginx, wrk, two phases)"
-"$here/qos/run.sh" --no-build --no-variants --warmup 20 --phases cpu,loss1 --phase-seconds 10 --rounds 1 \
-    --out "$out/qos" > "$out/qos.log" 2>&1 || { cat "$out/qos.log"; exit 1; }
-"$PY" - "$out/qos/windows.csv" <<'EOF'
+# One server's QoS run (its two phases, `cpu` and `loss1`, $2 s each), and a
+# check that every window has every figure named after $2 (`post:` ones only
+# after the warm-up, when the model scores).
+qos_smoke() {
+    local server=$1 seconds=$2; shift 2
+    "$here/qos/run.sh" --no-build --no-variants --server "$server" --warmup 20 --phases cpu,loss1 \
+        --phase-seconds "$seconds" --rounds 1 --out "$out/qos-$server" > "$out/qos-$server.log" 2>&1 \
+        || { cat "$out/qos-$server.log"; exit 1; }
+    "$PY" - "$out/qos-$server/windows.csv" p99_ms p99_measured_ms ks_server_p99_ms "$@" <<'EOF'
 import csv, math, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 post = [r for r in rows if r["post_warmup"] == "1"]
 assert len(post) >= 3, f"only {len(post)} windows after the warm-up"
-for r in rows:
-    for k in ("p99_ms", "p99_measured_ms", "ks_server_p99_ms", "cpu_util"):
+for k in sys.argv[2:]:
+    after = k.startswith("post:")
+    k = k.removeprefix("post:")
+    for r in post if after else rows:
         assert math.isfinite(float(r[k])), f"window {r['window']}: {k} is {r[k]}"
-for r in post:
-    assert math.isfinite(float(r["friction"])), f"window {r['window']}: no friction after the warm-up"
 print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure present")
 EOF
+}
+
+step "QoS benchmark (nginx, wrk, two phases)"
+qos_smoke nginx 10 cpu_util post:friction
+
+step "QoS benchmark (Apache httpd, wrk, two phases)"
+qos_smoke apache 10
 
 step "QoS benchmark (redis-server, redis-benchmark, two phases)"
-"$here/qos/run.sh" --no-build --no-variants --server redis --warmup 20 --phases cpu,loss1 --phase-seconds 15 \
-    --rounds 1 --out "$out/qos-redis" > "$out/qos-redis.log" 2>&1 || { cat "$out/qos-redis.log"; exit 1; }
-"$PY" - "$out/qos-redis/windows.csv" <<'EOF'
-import csv, math, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-post = [r for r in rows if r["post_warmup"] == "1"]
-assert len(post) >= 3, f"only {len(post)} windows after the warm-up"
-for r in rows:
-    for k in ("p99_ms", "p99_measured_ms", "ks_server_p99_ms"):
-        assert math.isfinite(float(r[k])), f"window {r['window']}: {k} is {r[k]}"
-print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure present")
-EOF
+qos_smoke redis 15
 
 step "request latency against the load generator (bench/requests.py)"
 "$PY" "$here/requests.py" --windows 2 --window 2 > "$out/requests.txt" 2>"$out/requests.err" \

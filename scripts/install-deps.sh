@@ -14,9 +14,10 @@ case "${1:-}" in
         # call (mount/umount, unshare and setpriv from util-linux; ip, tc and ss
         # from iproute2 and iptables for the network tests' namespaces; numpy
         # and matplotlib for the benchmarks' analysis, which bench/smoke.sh runs;
-        # procps: pgrep).
-        pkgs+=(prometheus stress-ng nginx wrk redis-server redis-tools python3 util-linux mount iproute2 iptables
-               python3-numpy python3-matplotlib procps) ;;
+        # procps: pgrep; apache2: the QoS benchmark's third server, which
+        # bench/smoke.sh starts).
+        pkgs+=(prometheus stress-ng nginx wrk redis-server redis-tools apache2 python3 util-linux mount iproute2
+               iptables python3-numpy python3-matplotlib procps) ;;
     --image)
         # The Dockerfile's build stage: setcap gives the binary its file
         # capabilities there, so the runtime stage stores it once.
@@ -36,6 +37,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "install-deps: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # The servers above would start themselves on install (nginx and apache2
+    # both on port 80); the tests start their own. A policy-rc.d keeps them
+    # stopped during the install, unless the host has one of its own.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
