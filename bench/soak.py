@@ -9,6 +9,7 @@ exits non-zero when a threshold is broken. Needs root (ksense loads BPF).
 
     bench/soak.py --minutes 60              # docs/reliability.md's one-hour run
     bench/soak.py --minutes 2               # what `make test` (CI) runs
+    bench/soak.py --minutes 60 --workloads  # with per-workload attribution, as the DaemonSet runs
 """
 
 import argparse
@@ -64,6 +65,7 @@ def main():
     ap.add_argument('--max-rss-growth-kib', type=int, default=1024, help='RSS growth allowed after warm-up (default 1024 KiB)')
     ap.add_argument('--binary', default=os.path.join(ROOT, 'target/release/ksense'))
     ap.add_argument('--no-load', action='store_true', help='no stress-ng (for a quick check)')
+    ap.add_argument('--workloads', action='store_true', help='per-workload attribution on (--workloads.enabled, what the DaemonSet runs)')
     args = ap.parse_args()
 
     secs = int(args.minutes * 60)
@@ -72,7 +74,8 @@ def main():
     state = tempfile.mkdtemp(prefix='ksense-soak-')
     log = open(os.path.join(state, 'ksense.log'), 'w+')
     ks = subprocess.Popen([args.binary, '--web.listen-address', f'127.0.0.1:{port}', '--model.state-file', os.path.join(state, 'baseline.json'),
-                           '--model.warmup', '30s', '--model.baseline-window', '30s', '--log.level', 'info'], stderr=log, stdout=subprocess.DEVNULL)
+                           '--model.warmup', '30s', '--model.baseline-window', '30s', '--log.level', 'info']
+                          + (['--workloads.enabled', 'true'] if args.workloads else []), stderr=log, stdout=subprocess.DEVNULL)
     url = f'http://127.0.0.1:{port}/metrics'
     for _ in range(100):
         try:
@@ -154,7 +157,8 @@ def main():
     growth = (rss_end - rss_start) if rss_start is not None else None
     log.seek(0)
     errors = [line.strip() for line in log if 'level=error' in line or 'panicked' in line]
-    print(f'ksense soak: {secs}s under stress-ng --switch 1 --hdd 1 --sock 1 ({os.uname().release}, {os.cpu_count()} CPUs)' if load else f'ksense soak: {secs}s, no load')
+    conf = ', per-workload attribution on' if args.workloads else ''
+    print(f'ksense soak: {secs}s under stress-ng --switch 1 --hdd 1 --sock 1 ({os.uname().release}, {os.cpu_count()} CPUs{conf})' if load else f'ksense soak: {secs}s, no load{conf}')
     print(f'  scrapes          {scrapes} ok, {failed} failed')
     print(f'  counter resets   {resets}' + (f' ({", ".join(sorted(reset_names)[:5])})' if reset_names else ''))
     print(f'  VmRSS            {rss_start} KiB after {warmup}s warm-up, {rss_end} KiB at the end, growth {growth} KiB, max {rss_max} KiB')
