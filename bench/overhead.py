@@ -47,7 +47,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "qos"))
 from qos import Netns, make_site, wait_url_in  # noqa: E402  (the QoS benchmark's nginx site and namespace)
 
-# no-requests: the default without the requests family (its four programs, bpf/requests.bpf.c).
+# no-requests: the default without the requests family's four socket programs (bpf/requests.bpf.c);
+# its hook on tcp_retransmit_skb stays, idle here (no loss).
 FLOOR = "floor"  # not ksense: the cost bench's empty programs
 CONFIGS = {"off": None, FLOOR: None, "default": [], "no-stats": ["--no-bpf.stats"],
            "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
