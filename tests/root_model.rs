@@ -117,11 +117,11 @@ fn friction_line(alert: &str) -> f64 {
 /// Issue 22's idle VM, shortened (bench/false-alarms.py runs the hour): no
 /// load (the page cache written out first: two of seven local runs amid the
 /// writeback of a deleted fresh root read 4 of 90 s above the line), 35 s of
-/// warm-up and a 30 s window (15 until a statistic of no events
-/// was not measured: the scrapes' round trips and softirqs are then scored
-/// against their own, tighter spread, and one CI run of a 15-sample baseline
-/// read 4 of 90 s above the line; the shipped window is 300). Each 1 s interval of an idle node
-/// holds fewer than 50 run-queue waits; the baseline still forms when the
+/// warm-up and a 30 s window (15 until a statistic of no events was not
+/// measured: the scrapes' round trips and softirqs are then scored against
+/// their own, tighter spread, and one CI run of a 15-sample baseline read 4
+/// of 90 s above the line; the shipped window is 300). Each 1 s interval of
+/// an idle node holds fewer than 50 run-queue waits; the baseline still forms when the
 /// warm-up ends, on a full window. Then 90 s of the same idle node, scraped and
 /// evaluated by a real Prometheus with the shipped rules: friction stays under
 /// the warning line in all but a few seconds (so does a friction alert's

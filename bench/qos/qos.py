@@ -482,9 +482,9 @@ def ksense_tick_phase(url, rec, timeout=15.0):
 def app_schedstat(root_pid):
     """Summed schedstat of the server's threads (nginx's master and workers,
     Apache's processes and their threads, redis-server's threads): time spent
-    waiting on a run queue (ns) and timeslices run. ksense cannot see this per application; recorded to
-    compare the node-level run-queue features with what the application
-    itself waited."""
+    waiting on a run queue (ns) and timeslices run. ksense cannot see this
+    per application; recorded to compare the node-level run-queue features
+    with what the application itself waited."""
     delay = slices = 0
     try:
         kids = open(f"/proc/{root_pid}/task/{root_pid}/children").read().split()
