@@ -50,7 +50,7 @@ def programs(port):
 
 def start(binary, port, tmp, extra):
     p = subprocess.Popen([binary, "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn",
-                          "--model.state-file", f"{tmp}/state-{port}.json"] + extra, stderr=subprocess.DEVNULL)
+                          "--model.state-file", f"{tmp}/state-{port}.json", "--bpf.stats"] + extra, stderr=subprocess.DEVNULL)
     end = time.monotonic() + 15
     while time.monotonic() < end:
         if p.poll() is not None:

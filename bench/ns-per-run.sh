@@ -9,7 +9,7 @@ bin=target/release/ksense
 [ -x "$bin" ] || cargo build --release --locked
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 state=$(mktemp -d)
-"$bin" --web.listen-address "127.0.0.1:$port" --model.state-file "$state/b.json" --log.level warn "$@" &
+"$bin" --web.listen-address "127.0.0.1:$port" --model.state-file "$state/b.json" --log.level warn --bpf.stats "$@" &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$state"' EXIT
 for _ in $(seq 50); do curl -sf "127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done

@@ -2,13 +2,13 @@
 """What ksense costs the applications, end to end (issue 15).
 
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
-                        [--floor BENCH_BINARY]
+                        [--floor BENCH_BINARY] [--pipe-only]
 
 Two workloads, each measured with ksense off, with empty BPF programs on every
-tracepoint the default uses and the kernel's run-time statistics held (floor:
-what any tracer on these hooks costs, `KSENSE_BENCH_PART=floor` of the cost
-bench, whose binary --floor names or cargo finds), with its default configuration,
-the default without BPF run-time statistics (--no-bpf.stats), the default
+tracepoint the default uses (floor: what any tracer on these hooks costs,
+`KSENSE_BENCH_PART=floor` of the cost bench, whose binary --floor names or
+cargo finds), with its default configuration, the default with the kernel's
+BPF run-time statistics held (--bpf.stats, off by default), the default
 without the requests family (no-requests) and with everything on
 (--workloads.enabled), in interleaved rounds: every
 round runs the configurations in a freshly shuffled order, and each
@@ -22,6 +22,9 @@ a shared machine cancels out of the ratios.
   pipe    `perf bench sched pipe` pinned to one CPU: two tasks ping-pong over
           a pipe, two context switches per operation, the switch path at its
           hottest: µs per operation.
+
+--pipe-only skips nginx: rounds take seconds rather than a minute, so many
+more fit (e.g. --rounds 20) where the host is too noisy for 7 to say much.
 
 Prints, for each configuration against `off`: the median of the per-round
 changes and a 95 % bootstrap interval of that median. Fails (exit 1) when a
@@ -50,7 +53,7 @@ from qos import Netns, make_site, wait_url_in  # noqa: E402  (the QoS benchmark'
 # no-requests: the default without the requests family's four socket programs (bpf/requests.bpf.c);
 # its hook on tcp_retransmit_skb stays, idle here (no loss).
 FLOOR = "floor"  # not ksense: the cost bench's empty programs
-CONFIGS = {"off": None, FLOOR: None, "default": [], "no-stats": ["--no-bpf.stats"],
+CONFIGS = {"off": None, FLOOR: None, "default": [], "stats": ["--bpf.stats"],
            "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
            "all": ["--workloads.enabled"]}
 
@@ -163,14 +166,17 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ksense", default=os.path.join(REPO, "target/release/ksense"))
     ap.add_argument("--floor", help="the cost bench's binary (default: built and found by cargo)")
+    ap.add_argument("--pipe-only", action="store_true", help="only perf bench sched pipe, no nginx")
     args = ap.parse_args()
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
     floor_bin = args.floor or find_floor()
     if not os.access(floor_bin, os.X_OK):
         die(f"{floor_bin} is not an executable")
-    for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("perf", "linux-perf"), ("taskset", "util-linux"),
-                      ("ip", "iproute2"), ("curl", "curl")):
+    tools = (("perf", "linux-perf"), ("taskset", "util-linux"))
+    if not args.pipe_only:
+        tools += (("nginx", "nginx"), ("wrk", "wrk"), ("ip", "iproute2"), ("curl", "curl"))
+    for tool, pkg in tools:
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             die(f"{tool} is not installed (Debian package {pkg})")
     if not os.access(args.ksense, os.X_OK):
@@ -185,17 +191,19 @@ def main():
     rng = random.Random(args.seed)
 
     tmp = tempfile.mkdtemp(prefix="ksense-overhead-")
-    ns = Netns()
+    ns = None if args.pipe_only else Netns()
     nginx = None
+    keys = ("us_op",) if args.pipe_only else ("rps", "p99", "cpu_us", "us_op")
     try:
-        port = 8080
-        conf = make_site(tmp, port, 1)
-        # A session of its own: the workers go with the master at the end.
-        nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]),
-                                 start_new_session=True)
-        url = f"http://127.0.0.1:{port}/static.html"
-        wait_url_in(ns, url, "nginx")
-        run_nginx(ns, url, 1)  # warm the page cache and nginx
+        if ns:
+            port = 8080
+            conf = make_site(tmp, port, 1)
+            # A session of its own: the workers go with the master at the end.
+            nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]),
+                                     start_new_session=True)
+            url = f"http://127.0.0.1:{port}/static.html"
+            wait_url_in(ns, url, "nginx")
+            run_nginx(ns, url, 1)  # warm the page cache and nginx
         results = {c: [] for c in CONFIGS}
         for r in range(args.rounds):
             order = list(CONFIGS)
@@ -206,28 +214,32 @@ def main():
                 else:
                     k = Ksense(args.ksense, CONFIGS[c], tmp) if CONFIGS[c] is not None else None
                 time.sleep(0.5)  # attach, first reads
-                res = run_nginx(ns, url, args.seconds)
+                res = run_nginx(ns, url, args.seconds) if ns else {}
                 res.update(run_pipe(args.loops))
                 if k:
                     k.stop()
                 results[c].append(res)
-                print(f"round {r + 1}/{args.rounds} {c:8} {res['rps']:9.0f} req/s  p99 {res['p99'] * 1e3:6.2f} ms  "
-                      f"{res['cpu_us']:6.1f} CPU-us/req  pipe {res['us_op']:6.2f} us/op", flush=True)
+                web = "" if not ns else (f"{res['rps']:9.0f} req/s  p99 {res['p99'] * 1e3:6.2f} ms  "
+                                         f"{res['cpu_us']:6.1f} CPU-us/req  ")
+                print(f"round {r + 1}/{args.rounds} {c:8} {web}pipe {res['us_op']:6.2f} us/op", flush=True)
     finally:
         if nginx:
             os.killpg(nginx.pid, signal.SIGTERM)
             nginx.wait(10)
-        ns.delete()
+        if ns:
+            ns.delete()
         shutil.rmtree(tmp, ignore_errors=True)
 
     def change(c, key, base):
         return [100.0 * (x[key] / o[key] - 1.0) for x, o in zip(results[c], results[base])]
 
+    titles = {"rps": "nginx req/s", "p99": "nginx P99", "cpu_us": "CPU per request", "us_op": "pipe us/op"}
+
     def table(base, configs):
-        print(f"{'':12}{'nginx req/s':>27}{'nginx P99':>27}{'CPU per request':>27}{'pipe us/op':>27}")
+        print(f"{'':12}" + "".join(f"{titles[k]:>27}" for k in keys))
         for c in configs:
             cells = []
-            for key in ("rps", "p99", "cpu_us", "us_op"):
+            for key in keys:
                 m, lo, hi = median_ci(change(c, key, base), rng)
                 cells.append(f"{m:+6.2f} % [{lo:+.2f}, {hi:+.2f}]")
             print(f"{c:12}" + "".join(f"{x:>27}" for x in cells))
@@ -238,10 +250,10 @@ def main():
     print("against the floor (what ksense's programs add to the cost of any tracer on its hooks), same rounds")
     table(FLOOR, [c for c in CONFIGS if c not in ("off", FLOOR)])
     off = results["off"]
-    print(f"off: {statistics.median(x['rps'] for x in off):.0f} req/s, "
-          f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "
-          f"{statistics.median(x['cpu_us'] for x in off):.1f} CPU-us/req, "
-          f"pipe {statistics.median(x['us_op'] for x in off):.2f} us/op (medians)")
+    web = "" if not ns else (f"{statistics.median(x['rps'] for x in off):.0f} req/s, "
+                             f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "
+                             f"{statistics.median(x['cpu_us'] for x in off):.1f} CPU-us/req, ")
+    print(f"off: {web}pipe {statistics.median(x['us_op'] for x in off):.2f} us/op (medians)")
 
 
 if __name__ == "__main__":

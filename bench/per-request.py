@@ -24,7 +24,7 @@ if subprocess.run(["pgrep", "-x", "ksense"], capture_output=True).returncode == 
 d = tempfile.mkdtemp(); os.chmod(d, 0o755)
 conf = make_site(d, 8080, 1)
 ns = Netns(); port = 19827
-ks = subprocess.Popen([KS, "--web.listen-address", f"127.0.0.1:{port}", "--model.state-file", d + "/b.json"], stderr=subprocess.DEVNULL)
+ks = subprocess.Popen([KS, "--web.listen-address", f"127.0.0.1:{port}", "--model.state-file", d + "/b.json", "--bpf.stats"], stderr=subprocess.DEVNULL)
 time.sleep(3)
 ng = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]), start_new_session=True)
 wait_url_in(ns, "http://127.0.0.1:8080/static.html", "nginx")

@@ -74,7 +74,8 @@ def main():
     state = tempfile.mkdtemp(prefix='ksense-soak-')
     log = open(os.path.join(state, 'ksense.log'), 'w+')
     ks = subprocess.Popen([args.binary, '--web.listen-address', f'127.0.0.1:{port}', '--model.state-file', os.path.join(state, 'baseline.json'),
-                           '--model.warmup', '30s', '--model.baseline-window', '30s', '--log.level', 'info']
+                           '--model.warmup', '30s', '--model.baseline-window', '30s', '--log.level', 'info',
+                           '--bpf.stats']  # each program's run count shows it still runs
                           + (['--workloads.enabled', 'true'] if args.workloads else []), stderr=log, stdout=subprocess.DEVNULL)
     url = f'http://127.0.0.1:{port}/metrics'
     for _ in range(100):

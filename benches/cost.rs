@@ -234,10 +234,9 @@ fn load_sys_exit_floor() -> anyhow::Result<(OwnedFd, Link)> {
 }
 
 /// bench/overhead.py's `floor` configuration: what any tracer with ksense's
-/// hooks and run-time statistics costs, the empty programs alone, held until
-/// stdin closes.
+/// hooks costs, the empty programs alone (without the kernel's run-time
+/// statistics, as ksense's default), held until stdin closes.
 fn hold_floor() -> anyhow::Result<()> {
-    let _stats_fd = kernel::enable_stats().map_err(anyhow::Error::msg)?;
     let (progs, _links) = load_floor()?;
     println!("floor attached: {} empty programs", progs.len());
     std::io::stdin().read_to_end(&mut Vec::new())?;

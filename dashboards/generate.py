@@ -651,13 +651,15 @@ def self_dashboard():
     L.add(state_timeline("BPF programs attached", targets((f"ksense_bpf_program_attached{{{SEL}}}", "{{program}}")),
                          ATTACHED, thresh=thresholds("red", "green", 1)), 24, 6)
 
-    L.row("BPF overhead: $node")
+    L.row("BPF overhead (with --bpf.stats): $node")
     L.add(timeseries(
         "Time per run",
         targets((f"1e9 * sum by (program) (rate({secs}{{{SEL}}}[$__rate_interval]))"
                  f" / sum by (program) (rate({runs}{{{SEL}}}[$__rate_interval]))", "{{program}}")),
         unit="ns", fill=0, min_=0,
-        desc="Average run time of each BPF program, in nanoseconds per invocation."), 12, 8)
+        desc="Average run time of each BPF program, in nanoseconds per invocation. The kernel counts runs and "
+             "run time only while its run-time statistics are held: ksense --bpf.stats (off by default: they "
+             "cost every BPF program on the node), or sysctl kernel.bpf_stats_enabled=1. Empty without them."), 12, 8)
     L.add(timeseries(
         "CPU share per BPF program",
         targets((f"sum by (program) (rate({secs}{{{SEL}}}[$__rate_interval]))", "{{program}}")),

@@ -134,7 +134,7 @@ pub struct BpfOpts {
     #[arg(id = "bpf.perf-events", long = "bpf.perf-events", value_name = "EVENTS", value_delimiter = ',', global = true,
           help = format!("Performance counters to count, node-wide and per workload, comma separated ('none': off); those the CPU lacks are left out, with one log line. One or more of: {} [default: {}]", perf_event_names(), crate::probes::perf::DEFAULT_EVENTS.join(",")))]
     pub perf_events: Option<Vec<String>>,
-    /// Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (--no-bpf.stats: off, and those stay 0); node-wide, every BPF program then pays two clock reads per run [default: true]
+    /// Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (otherwise they count only while something else holds them, e.g. sysctl kernel.bpf_stats_enabled=1); node-wide, every BPF program then pays two clock reads per run, which adds half again to what ksense costs a context-switch-heavy workload [default: false]
     #[arg(id = "bpf.stats", long = "bpf.stats", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-bpf.stats")]
     pub stats: Option<bool>,
     #[arg(id = "no-bpf.stats", long = "no-bpf.stats", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "bpf.stats")]
@@ -633,7 +633,7 @@ impl Config {
             max_connections: max_connections as usize,
             bpf_disable,
             strict: strict.value.unwrap_or(false),
-            bpf_stats: bpf_stats.value.unwrap_or(true),
+            bpf_stats: bpf_stats.value.unwrap_or(crate::probes::STATS_BY_DEFAULT),
             perf_events,
             workloads,
             nodename,
@@ -913,7 +913,9 @@ mod tests {
         assert_eq!(on(&["--workloads.enabled", "--no-workloads.enabled"]), (false, false));
         assert_eq!(on(&["--no-workloads.enabled", "--workloads.enabled"]), (true, false));
         assert_eq!(on(&["--no-strict", "--strict"]), (false, true));
-        assert!(Config::load(cli(&[])).unwrap().bpf_stats, "statistics on by default");
+        assert!(!Config::load(cli(&[])).unwrap().bpf_stats, "statistics off by default");
+        assert!(Config::load(cli(&["--bpf.stats"])).unwrap().bpf_stats);
+        assert!(Config::load(cli(&["--no-bpf.stats", "--bpf.stats"])).unwrap().bpf_stats);
         assert!(!Config::load(cli(&["--no-bpf.stats"])).unwrap().bpf_stats);
         assert!(!Config::load(cli(&["--bpf.stats=false"])).unwrap().bpf_stats);
         // Bare, then a subcommand or another flag: not taken as the value.

@@ -46,9 +46,9 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     let lint = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && lint.trim().is_empty(), "promtool check metrics: {lint}");
     // Counters never go backwards between scrapes.
-    let runs = |t: &str| sample(t, "ksense_bpf_program_runs_total{program=\"sched_switch\"}").unwrap();
+    let waits = |t: &str| sample(t, "ksense_runqueue_latency_seconds_count").unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(runs(&k.scrape()) >= runs(&text));
+    assert!(waits(&k.scrape()) >= waits(&text));
     // The landing page links to the metrics; anything else is 404, writes are 405.
     let landing = ureq::get(&k.url("/")).call().unwrap().into_string().unwrap();
     assert!(landing.contains("href=\"/metrics\""), "{landing}");
@@ -67,16 +67,18 @@ fn root_text_format_passes_promtool_and_has_the_contract() {
     assert_eq!(ureq::post(&k.url("/metrics")).call().unwrap_err().into_response().unwrap().status(), 405);
 }
 
-/// `--no-bpf.stats`: the kernel's run-time statistics are not held, so the
-/// programs' run counters stay 0 while the histograms count (checked only
-/// when nothing else on the node holds them: the sysctl is 0).
+/// By default the kernel's run-time statistics are not held (they would cost
+/// every BPF program on the node), so the programs' run counters stay 0 while
+/// the histograms count (checked only when nothing else on the node holds
+/// them: the sysctl is 0); `--bpf.stats` holds them and the counters count.
 #[test]
-fn root_no_bpf_stats_leaves_the_run_counters_at_zero() {
+fn root_bpf_stats_off_by_default_and_on_when_asked() {
     require_root!();
     let held_elsewhere = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0");
     let runs = "ksense_bpf_program_runs_total{program=\"sched_switch\"}";
+    let secs = "ksense_bpf_program_run_seconds_total{program=\"sched_switch\"}";
     let waits = "ksense_runqueue_latency_seconds_count";
-    let k = Ksense::start(&["--log.level", "warn", "--no-bpf.stats"]);
+    let k = Ksense::start(&["--log.level", "warn"]);
     let t0 = k.scrape();
     std::thread::sleep(Duration::from_millis(500));
     let t1 = k.scrape();
@@ -84,10 +86,13 @@ fn root_no_bpf_stats_leaves_the_run_counters_at_zero() {
     if held_elsewhere {
         eprintln!("SKIPPED the zero check: kernel.bpf_stats_enabled is on (held by the sysctl)");
     } else {
-        assert_eq!(sample(&t1, runs), Some(0.0), "run counter with --no-bpf.stats");
+        assert_eq!(sample(&t1, runs), Some(0.0), "run counter by default");
     }
     drop(k);
-    let k = Ksense::start(&["--log.level", "warn"]);
+    let k = Ksense::start(&["--log.level", "warn", "--bpf.stats"]);
+    let t0 = k.scrape();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(sample(&k.scrape(), runs).unwrap() > 0.0, "run counter with the statistics held (the default)");
+    let t1 = k.scrape();
+    assert!(sample(&t1, runs).unwrap() > sample(&t0, runs).unwrap(), "run counter with --bpf.stats");
+    assert!(sample(&t1, secs).unwrap() > sample(&t0, secs).unwrap(), "run time with --bpf.stats");
 }

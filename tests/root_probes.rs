@@ -413,6 +413,8 @@ fn root_waits_are_timed_with_the_scheduler_clock_where_it_is_stable() {
 #[test]
 fn root_raw_tp_and_tp_btf_agree() {
     require_root!();
+    // Held for the run-time statistics checked at the end (off by default).
+    let _stats = kernel::enable_stats().expect("BPF_ENABLE_STATS");
     let a = attach("tp_btf");
     let b = attach("raw_tp");
     assert_eq!(a.mode, AttachMode::TpBtf);

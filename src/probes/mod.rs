@@ -175,9 +175,16 @@ pub struct Options {
     pub perf_events: perf::EventSet,
 }
 
+/// Whether `--bpf.stats` is on unless asked. Off: while held, the kernel's
+/// statistics cost every BPF program on the node two clock reads per run,
+/// which adds half again to what ksense costs a context-switch-heavy workload
+/// (bench/overhead.py), for figures that describe ksense rather than the node. Read either way:
+/// they count whenever anything holds them (sysctl kernel.bpf_stats_enabled).
+pub const STATS_BY_DEFAULT: bool = false;
+
 impl Default for Options {
     fn default() -> Options {
-        Options { workload_entries: None, stats: true, perf_events: perf::EventSet::default() }
+        Options { workload_entries: None, stats: STATS_BY_DEFAULT, perf_events: perf::EventSet::default() }
     }
 }
 

@@ -123,7 +123,8 @@ threading.Event().wait()
 
 # ---- ksense ------------------------------------------------------------------
 kport="$(free_port)"
-kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json" --workloads.enabled
+# --bpf.stats: the self dashboard's BPF overhead row needs the kernel's run-time statistics (off by default).
+kargs=(--web.listen-address "127.0.0.1:$kport" --model.state-file "$work/baseline.json" --workloads.enabled --bpf.stats
        --otlp.endpoint "http://127.0.0.1:$oport" --otlp.protocol http/protobuf --otlp.interval 1s)
 help="$("$bin" --help 2>&1 || true)"
 # Faster calibration, when ksense has these flags (planned), so the model
