@@ -2,7 +2,7 @@
 """What ksense costs the applications, end to end (issue 15).
 
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
-                        [--floor BENCH_BINARY] [--pipe-only]
+                        [--floor BENCH_BINARY] [--pipe-only] [--configs off,floor,default,all]
 
 Two workloads, each measured with ksense off, with empty BPF programs on every
 tracepoint the default uses (floor: what any tracer on these hooks costs,
@@ -23,8 +23,9 @@ a shared machine cancels out of the ratios.
           a pipe, two context switches per operation, the switch path at its
           hottest: µs per operation.
 
---pipe-only skips nginx: rounds take seconds rather than a minute, so many
-more fit (e.g. --rounds 20) where the host is too noisy for 7 to say much.
+--pipe-only skips nginx, and --configs runs only the configurations it names
+(`off` always among them): rounds take less time, so more fit (e.g. --rounds
+20) where the host is too noisy for 7 to say much.
 
 Prints, for each configuration against `off`: the median of the per-round
 changes and a 95 % bootstrap interval of that median. Fails (exit 1) when a
@@ -167,11 +168,19 @@ def main():
     ap.add_argument("--ksense", default=os.path.join(REPO, "target/release/ksense"))
     ap.add_argument("--floor", help="the cost bench's binary (default: built and found by cargo)")
     ap.add_argument("--pipe-only", action="store_true", help="only perf bench sched pipe, no nginx")
+    ap.add_argument("--configs", help=f"comma-separated subset of {','.join(CONFIGS)} (off is always run)")
     args = ap.parse_args()
+    configs = list(CONFIGS)
+    if args.configs:
+        asked = [c.strip() for c in args.configs.split(",") if c.strip()]
+        unknown = [c for c in asked if c not in CONFIGS]
+        if unknown:
+            die(f"unknown configuration(s) {', '.join(unknown)}: choose from {', '.join(CONFIGS)}")
+        configs = [c for c in CONFIGS if c == "off" or c in asked]
     if os.geteuid() != 0:
         die("needs root (BPF, a network namespace)")
-    floor_bin = args.floor or find_floor()
-    if not os.access(floor_bin, os.X_OK):
+    floor_bin = (args.floor or find_floor()) if FLOOR in configs else None
+    if floor_bin and not os.access(floor_bin, os.X_OK):
         die(f"{floor_bin} is not an executable")
     tools = (("perf", "linux-perf"), ("taskset", "util-linux"))
     if not args.pipe_only:
@@ -204,9 +213,9 @@ def main():
             url = f"http://127.0.0.1:{port}/static.html"
             wait_url_in(ns, url, "nginx")
             run_nginx(ns, url, 1)  # warm the page cache and nginx
-        results = {c: [] for c in CONFIGS}
+        results = {c: [] for c in configs}
         for r in range(args.rounds):
-            order = list(CONFIGS)
+            order = list(configs)
             rng.shuffle(order)
             for c in order:
                 if c == FLOOR:
@@ -246,9 +255,10 @@ def main():
 
     print()
     print(f"change against ksense off, median of {args.rounds} paired rounds [95 % bootstrap interval]")
-    table("off", [c for c in CONFIGS if c != "off"])
-    print("against the floor (what ksense's programs add to the cost of any tracer on its hooks), same rounds")
-    table(FLOOR, [c for c in CONFIGS if c not in ("off", FLOOR)])
+    table("off", [c for c in configs if c != "off"])
+    if FLOOR in configs:
+        print("against the floor (what ksense's programs add to the cost of any tracer on its hooks), same rounds")
+        table(FLOOR, [c for c in configs if c not in ("off", FLOOR)])
     off = results["off"]
     web = "" if not ns else (f"{statistics.median(x['rps'] for x in off):.0f} req/s, "
                              f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "
