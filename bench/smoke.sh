@@ -66,7 +66,7 @@ if ! perf bench sched pipe -l 100 >/dev/null 2>&1; then
 fi
 "$PY" "$here/overhead.py" --rounds 1 --seconds 1 --loops 20000 > "$out/overhead.txt" 2>&1 \
     || { cat "$out/overhead.txt"; exit 1; }
-for c in floor default no-stats no-requests all; do
+for c in floor default stats no-requests all; do
     grep -Eq "^$c +[-+][0-9.]+ %" "$out/overhead.txt" || { echo "no row for $c"; cat "$out/overhead.txt"; exit 1; }
 done
 echo "  every configuration measured"
