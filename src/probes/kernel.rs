@@ -148,7 +148,15 @@ pub fn checks(s: &Support) -> Vec<Check> {
                 "BPF_MAP_TYPE_TASK_STORAGE unsupported: falling back to a pid hash".into()
             },
         },
-        Check { name: "bpf_stats".into(), ok: s.stats.is_ok(), required: false, detail: res(&s.stats) },
+        Check {
+            name: "bpf_stats".into(),
+            ok: s.stats.is_ok(),
+            required: false,
+            detail: match &s.stats {
+                Ok(()) => "ok (what --bpf.stats needs; off by default)".into(),
+                Err(e) => format!("{e}: --bpf.stats cannot hold the run-time statistics"),
+            },
+        },
         Check {
             name: "sched_clock".into(),
             ok: s.sched_clock.is_ok(),
