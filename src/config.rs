@@ -134,8 +134,8 @@ pub struct BpfOpts {
     #[arg(id = "bpf.perf-events", long = "bpf.perf-events", value_name = "EVENTS", value_delimiter = ',', global = true,
           help = format!("Performance counters to count, node-wide and per workload, comma separated ('none': off); those the CPU lacks are left out, with one log line. One or more of: {} [default: {}]", perf_event_names(), crate::probes::perf::DEFAULT_EVENTS.join(",")))]
     pub perf_events: Option<Vec<String>>,
-    /// Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (otherwise they count only while something else holds them, e.g. sysctl kernel.bpf_stats_enabled=1); node-wide, every BPF program then pays two clock reads per run, which adds half again to what ksense costs a context-switch-heavy workload [default: false]
-    #[arg(id = "bpf.stats", long = "bpf.stats", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-bpf.stats")]
+    #[arg(id = "bpf.stats", long = "bpf.stats", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-bpf.stats",
+          help = format!("Hold the kernel's BPF run-time statistics on, for ksense_bpf_program_runs_total and _run_seconds_total (otherwise they count only while something else holds them, e.g. sysctl kernel.bpf_stats_enabled=1); node-wide, every BPF program then pays two clock reads per run, which adds half again to what ksense costs a context-switch-heavy workload [default: {}]", crate::probes::STATS_BY_DEFAULT))]
     pub stats: Option<bool>,
     #[arg(id = "no-bpf.stats", long = "no-bpf.stats", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "bpf.stats")]
     #[serde(skip)]

@@ -121,8 +121,8 @@ fn friction_line(alert: &str) -> f64 {
 /// measured: the scrapes' round trips and softirqs are then scored against
 /// their own, tighter spread, and one CI run of a 15-sample baseline read 4
 /// of 90 s above the line; the shipped window is 300). Each 1 s interval of
-/// an idle node holds fewer than 50 run-queue waits; the baseline still forms when the
-/// warm-up ends, on a full window. Then 90 s of the same idle node, scraped and
+/// an idle node holds fewer than 50 run-queue waits; the baseline still
+/// forms when the warm-up ends, on a full window. Then 90 s of the same idle node, scraped and
 /// evaluated by a real Prometheus with the shipped rules: friction stays under
 /// the warning line in all but a few seconds (so does a friction alert's
 /// condition, which must hold for minutes to fire), and direction mostly reads 0 (within the baseline's own range) instead of

@@ -178,8 +178,9 @@ pub struct Options {
 /// Whether `--bpf.stats` is on unless asked. Off: while held, the kernel's
 /// statistics cost every BPF program on the node two clock reads per run,
 /// which adds half again to what ksense costs a context-switch-heavy workload
-/// (bench/overhead.py), for figures that describe ksense rather than the node. Read either way:
-/// they count whenever anything holds them (sysctl kernel.bpf_stats_enabled).
+/// (bench/overhead.py), for figures that describe ksense rather than the
+/// node. Read either way: they count whenever anything holds them (sysctl
+/// kernel.bpf_stats_enabled).
 pub const STATS_BY_DEFAULT: bool = false;
 
 impl Default for Options {
