@@ -9,7 +9,9 @@ tracepoint the default uses (floor: what any tracer on these hooks costs,
 `KSENSE_BENCH_PART=floor` of the cost bench, whose binary --floor names or
 cargo finds), with its default configuration, the default with the kernel's
 BPF run-time statistics held (--bpf.stats, off by default), the default
-without the requests family (no-requests) and with everything on
+timing run-queue waits from the wakeups (wakeup: --bpf.sched-waits wakeup, as
+where the kernel keeps no sched_info), the default without the requests family
+(no-requests) and with everything on
 (--workloads.enabled), in interleaved rounds: every
 round runs the configurations in a freshly shuffled order, and each
 configuration is compared with `off` of the same round, so the slow drift of
@@ -54,7 +56,8 @@ from qos import Netns, make_site, wait_url_in  # noqa: E402  (the QoS benchmark'
 # no-requests: the default without the requests family's four socket programs (bpf/requests.bpf.c);
 # its hook on tcp_retransmit_skb stays, idle here (no loss).
 FLOOR = "floor"  # not ksense: the cost bench's empty programs
-CONFIGS = {"off": None, FLOOR: None, "default": [], "stats": ["--bpf.stats"],
+# wakeup: the default timing waits from sched_wakeup, as where the kernel keeps no sched_info.
+CONFIGS = {"off": None, FLOOR: None, "default": [], "wakeup": ["--bpf.sched-waits", "wakeup"], "stats": ["--bpf.stats"],
            "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
            "all": ["--workloads.enabled"]}
 

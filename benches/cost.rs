@@ -183,7 +183,7 @@ struct Others {
 }
 
 fn load_others() -> anyhow::Result<Others> {
-    let (fl, mut links) = load_floor()?;
+    let (fl, mut links) = load_floor(true)?;
     let mut o2 = MaybeUninit::<OpenObject>::uninit();
     let sk2 = hashrq::HashrqSkelBuilder::default().open(&mut o2)?.load()?;
     let p = &sk2.progs;
@@ -195,8 +195,9 @@ fn load_others() -> anyhow::Result<Others> {
     Ok(Others { floor: fl, hash: hs, _links: links })
 }
 
-/// The empty programs on every tracepoint ksense uses, attached until the links are dropped.
-fn load_floor() -> anyhow::Result<(Progs, Vec<Link>)> {
+/// The empty programs on every tracepoint ksense uses (on the wakeups'
+/// only if `wakeups`), attached until the links are dropped.
+fn load_floor(wakeups: bool) -> anyhow::Result<(Progs, Vec<Link>)> {
     let mut links = Vec::new();
     let mut o1 = MaybeUninit::<OpenObject>::uninit();
     let mut open = floor::FloorSkelBuilder::default().open(&mut o1)?;
@@ -219,6 +220,9 @@ fn load_floor() -> anyhow::Result<(Progs, Vec<Link>)> {
         &p.floor_softirq_entry,
         &p.floor_softirq_exit,
     ]) {
+        if !wakeups && name.starts_with("sched_wakeup") {
+            continue;
+        }
         links.push(prog.attach()?);
         fl.push((*name, prog.as_fd().try_clone_to_owned()?));
     }
@@ -233,11 +237,13 @@ fn load_sys_exit_floor() -> anyhow::Result<(OwnedFd, Link)> {
     Ok((p.as_fd().try_clone_to_owned()?, p.attach()?))
 }
 
-/// bench/overhead.py's `floor` configuration: what any tracer with ksense's
-/// hooks costs, the empty programs alone (without the kernel's run-time
-/// statistics, as ksense's default), held until stdin closes.
+/// bench/overhead.py's `floor` configuration: what any tracer with the
+/// default's hooks costs, the empty programs alone (without the kernel's
+/// run-time statistics, as ksense's default), held until stdin closes.
 fn hold_floor() -> anyhow::Result<()> {
-    let (progs, _links) = load_floor()?;
+    // The default attaches no wakeup programs where it times waits from sched_info.
+    let wakeups = ksense::probes::sched_info_usable(true, &kernel::probe()).is_err();
+    let (progs, _links) = load_floor(wakeups)?;
     println!("floor attached: {} empty programs", progs.len());
     std::io::stdin().read_to_end(&mut Vec::new())?;
     Ok(())
@@ -477,8 +483,13 @@ fn run(secs: u64) -> anyhow::Result<()> {
         Some(k) => k,
         None => start_ksense(&[])?,
     };
+    // The run-queue and D-state programs alone, timing waits from the wakeups
+    // (what the default does where the kernel keeps no sched_info).
+    let others_off: Vec<&str> = ksense::probes::program_names().filter(|n| !SCHED.contains(n)).collect();
+    let wakeup = start_ksense(&["--bpf.sched-waits", "wakeup", "--bpf.disable", &others_off.join(",")])?;
     let others = load_others()?;
     let sets = [("on", on.url.as_str()), ("off", off.url.as_str())];
+    let sched_sets = [sets[0], sets[1], ("wakeup", wakeup.url.as_str())];
     std::thread::sleep(Duration::from_secs(1));
 
     println!(
@@ -487,6 +498,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!("on: ksense --workloads.enabled true (per-workload attribution); off: the default");
+    println!("wakeup (switch storms): the default's run-queue and D-state programs with --bpf.sched-waits wakeup, as where the kernel keeps no sched_info");
     println!();
 
     // ---- BPF cost per event, two storms; KSENSE_BENCH_PART=net or requests: only that storm
@@ -504,26 +516,58 @@ fn run(secs: u64) -> anyhow::Result<()> {
         vec!["perf".into(), "bench".into(), "sched".into(), "pipe".into(), "-l".into(), (secs * 60_000).to_string()],
     ];
     for argv in storms.iter().filter(|_| part.is_none()) {
-        let d = measure(argv, &sets, &others)?;
-        println!("BPF ns/run under `{}` (same events, all four sets attached at once)", argv.join(" "));
+        let d = measure(argv, &sched_sets, &others)?;
         println!(
-            "  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>9}  target",
-            "program", "runs", "on", "off", "floor", "hash", "on/floor", "off/floor", "on/hash"
+            "BPF ns/run under `{}` (same events, all five sets attached at once; - : not attached)",
+            argv.join(" ")
         );
+        println!(
+            "  {:<18} {:>11} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>12} {:>9}  target",
+            "program",
+            "runs",
+            "on",
+            "off",
+            "wakeup",
+            "floor",
+            "hash",
+            "on/floor",
+            "off/floor",
+            "wakeup/floor",
+            "on/hash"
+        );
+        // ns of each set over the three tracepoints: a program not attached costs nothing.
         let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
         for name in SCHED {
-            let get = |s: &'static str| d.get(&(s, name.to_string())).copied().unwrap_or((0, f64::NAN));
-            let ((runs, k_on), (off_runs, k_off), (_, f), (hruns, h)) =
-                (get("on"), get("off"), get("floor"), get("hash"));
-            *totals.entry("on").or_default() += k_on * runs as f64;
-            *totals.entry("off").or_default() += k_off * off_runs as f64;
-            *totals.entry("hash").or_default() += h * hruns as f64;
+            let get = |s: &'static str| d.get(&(s, name.to_string())).copied();
+            let runs = get("floor").map_or(0, |x| x.0);
+            let ns = |s: &'static str| get(s).map_or(f64::NAN, |x| x.1);
+            for set in ["on", "off", "wakeup", "hash"] {
+                *totals.entry(set).or_default() += get(set).map_or(0.0, |(r, k)| k * r as f64);
+            }
             let target = match name {
                 "sched_switch" => "<= 3.0x floor",
                 "sched_wakeup" => "<= 2.5x floor",
                 _ => "",
             };
-            println!("  {name:<18} {runs:>11} {k_on:>7.1} {k_off:>7.1} {f:>7.1} {h:>7.1} {:>8.2}x {:>9.2}x {:>8.2}x  {target}", k_on / f, k_off / f, k_on / h);
+            let cell = |v: f64, w: usize, x: &str| {
+                if v.is_nan() {
+                    format!("{:>w$}", "-")
+                } else {
+                    format!("{v:>w$.prec$}{x}", w = w - x.len(), prec = if x.is_empty() { 1 } else { 2 })
+                }
+            };
+            let f = ns("floor");
+            println!(
+                "  {name:<18} {runs:>11} {} {} {} {f:>7.1} {} {} {} {} {}  {target}",
+                cell(ns("on"), 7, ""),
+                cell(ns("off"), 7, ""),
+                cell(ns("wakeup"), 7, ""),
+                cell(ns("hash"), 7, ""),
+                cell(ns("on") / f, 9, "x"),
+                cell(ns("off") / f, 10, "x"),
+                cell(ns("wakeup") / f, 12, "x"),
+                cell(ns("on") / ns("hash"), 9, "x")
+            );
         }
         // Rare and cold here: their figures against the floor come from the network storm.
         for name in SOFTIRQ {
@@ -532,9 +576,10 @@ fn run(secs: u64) -> anyhow::Result<()> {
             }
         }
         println!(
-            "  run-queue + D-state path / hash baseline (total ns on the three tracepoints): on {:.2}x, off {:.2}x  (target <= 0.35x)",
+            "  run-queue + D-state path / hash baseline (total ns on the three tracepoints): on {:.2}x, off {:.2}x, wakeup {:.2}x  (target <= 0.35x)",
             totals["on"] / totals["hash"],
-            totals["off"] / totals["hash"]
+            totals["off"] / totals["hash"],
+            totals["wakeup"] / totals["hash"]
         );
         println!();
     }
@@ -591,7 +636,8 @@ fn run(secs: u64) -> anyhow::Result<()> {
         for name in SCHED.into_iter().filter(|n| runs(n) > 0.0) {
             least += (ns("floor", name) + clock) * runs(name);
             hash += ns("hash", name) * runs(name);
-            off += ns("off", name) * runs(name);
+            // A program the default does not attach (the wakeups', with sched_info) costs nothing.
+            off += d.get(&("off", name.to_string())).map_or(0.0, |x| x.1) * runs(name);
         }
         println!("  whole path / hash baseline in this storm: ksense (off) {:.2}x; the floor plus one bpf_ktime_get_ns() per event, and nothing else, would be {:.2}x", off / hash, least / hash);
         println!();

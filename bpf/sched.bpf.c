@@ -13,10 +13,15 @@
  *              hogs wait); user space adds them up for the node-wide one
  *   D-state:   switched out with TASK_UNINTERRUPTIBLE set -> woken
  *
- * Two variants of each program: tp_btf with task-local storage (the default:
- * no bounded map, direct loads from task_struct) and raw_tp with a pid-keyed
- * hash for kernels without tp_btf or task storage. User space picks one set
- * before load by probing the kernel and disables the other.
+ * Two ways to time them. Where the kernel keeps sched_info (most kernels),
+ * at sched_switch alone from its own per-task accounting
+ * (on_switch_sched_info): no program on sched_wakeup, the hotter half of the
+ * path. Elsewhere from sched_wakeup (the start) to sched_switch (the end), as
+ * runqlat does (on_wakeup, on_switch). And two variants of each program:
+ * tp_btf with task-local storage (the default: no bounded map, direct loads
+ * from task_struct) and raw_tp with a pid-keyed hash for kernels without
+ * tp_btf or task storage. User space picks before load by probing the
+ * kernel (src/probes/sched.rs) and disables the rest.
  */
 #include "ksense.h"
 #include "workload.h"
@@ -63,7 +68,8 @@ struct task_ts {
 	__u32 csw;   /* nvcsw + nivcsw (low 32 bits) when runq or dstate was set */
 	__u64 cg;    /* attribution: the cgroup of cg_slot, as last looked up */
 	__u32 cg_slot;
-	__u32 pad;
+	__u32 own;    /* sched_info waits: this wait is not in sched_info, time it from runq */
+	__u64 delay0; /* sched_info waits: sched_info.run_delay at the switch-out */
 };
 
 struct {
@@ -286,10 +292,112 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 	return 0;
 }
 
+/*
+ * Waits from the kernel's own accounting, at sched_switch alone, where user
+ * space found it usable (ks_sched_info: tp_btf, CONFIG_SCHED_INFO in BTF, the
+ * scheduler's clock stable). sched_info is what /proc/<pid>/schedstat
+ * reports: run_delay, the time the task has waited on run queues so far, and
+ * last_queued, when its current wait began (0: none counted), both on
+ * rq->clock. The tp_btf sched_switch fires before context_switch() runs
+ * sched_info_switch(), so next's wait is still pending there: run_delay +
+ * (now - last_queued), less run_delay at its last switch-out. A wait split by
+ * a migration is whole (the dequeue folds its first part into run_delay). The
+ * D-state sleep is then the time since the switch-out less the wait. The
+ * sched_wakeup programs are not loaded: a wakeup costs nothing, and the
+ * clock is read once per switch.
+ */
+const volatile bool ks_sched_info = false;
+
+static __always_inline int on_switch_sched_info(bool preempt, struct task_struct *prev,
+						struct task_struct *next)
+{
+	if (!bpf_core_field_exists(struct task_struct, sched_info))
+		return 0; /* never loaded so: user space checked; keeps the verifier off the loads */
+	__u64 now = clock_of(prev, true);
+	struct task_ts *ts;
+	__u32 pid = prev->pid;
+
+	if (pid) {
+		__u32 state = ks_task_state(prev, true);
+		bool queued = preempt || state == KS_TASK_RUNNING;
+
+		ts = ts_get(prev, pid, true, true);
+		if (ts) {
+			ts->runq = now; /* the switch-out: nonzero while one is pending */
+			ts->woken = !queued;
+			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
+			ts->dstate = !queued && (state & KS_TASK_UNINTERRUPTIBLE) && !(state & KS_TASK_NOLOAD) ? now : 0;
+			/* sched_info_depart() re-queues only a TASK_RUNNING task: one
+			 * preempted mid-way into a sleep waits uncounted there. */
+			ts->own = queued && state != KS_TASK_RUNNING;
+			ts->delay0 = prev->sched_info.run_delay;
+			ts->csw = task_csw(prev, true);
+		}
+	}
+
+	pid = next->pid;
+	if (!pid)
+		return 0;
+	__u64 lq = next->sched_info.last_queued;
+	__u64 delay = next->sched_info.run_delay + (lq ? since(now, lq) : 0);
+	__u64 waited;
+	__u32 woken = 1;
+
+	ts = ts_get(next, pid, true, false);
+	if (!ts) {
+		if (next->sched_info.pcount)
+			return 0; /* never seen switching out: its wait began before ksense */
+		/* A new task's first run: sched_info, zeroed at fork, holds its
+		 * whole wait since wake_up_new_task(). Storage for attribution. */
+		ts = ts_get(next, pid, true, true);
+		waited = delay;
+	} else {
+		if (!ts->runq) {
+			ks_drop(KS_DROP_START_UNSEEN);
+			return 0;
+		}
+		if (ts->csw != task_csw(next, true)) {
+			ks_drop(KS_DROP_END_UNSEEN);
+			ts->runq = 0;
+			ts->dstate = 0;
+			return 0;
+		}
+		waited = ts->own ? since(now, ts->runq) : since(delay, ts->delay0);
+		woken = ts->woken;
+		if (ts->dstate) {
+			__u64 slept = since(since(now, ts->dstate), waited);
+			/* per-workload breakdown: bpf/workload.h */
+			struct ks_whist *dh = ks_workloads ? ks_workload_hist(&cg_dstate, ks_task_cgroup(next, true)) : NULL;
+			__u32 ds = ks_observe(&sched_hists, HIST_DSTATE, slept);
+
+			if (dh)
+				ks_workload_add(dh, ds, slept);
+			ts->dstate = 0;
+		}
+		ts->runq = 0;
+	}
+	/* per-workload breakdown: bpf/workload.h */
+	struct ks_whist *wh = NULL;
+	if (ks_workloads && ts) {
+		__u64 cg = ks_task_cgroup(next, true);
+
+		wh = ks_slot_hist(&cg_runq_slot_ids, &cg_runq_slot_owners, &cg_runq_slots, cg, &ts->cg,
+				  &ts->cg_slot);
+		if (!wh)
+			wh = ks_workload_hist(&cg_runq, cg);
+	}
+	__u32 slot = ks_observe(&sched_hists, woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
+	if (wh)
+		ks_workload_add(wh, slot, waited);
+	return 0;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(tp_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next)
 {
+	if (ks_sched_info)
+		return on_switch_sched_info(preempt, prev, next);
 	return on_switch(preempt, prev, next, true);
 }
 

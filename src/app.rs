@@ -88,6 +88,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         workload_entries: wl.enabled.then_some(wl.map_entries),
         stats: cfg.bpf_stats,
         perf_events: cfg.perf_events,
+        sched_waits: cfg.sched_waits,
     };
     let mut probes = Probes::attach_with(mode, &support, &cfg.bpf_disable, opts)?;
     let workloads = match probes.take_workload_maps() {

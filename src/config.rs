@@ -140,6 +140,9 @@ pub struct BpfOpts {
     #[arg(id = "no-bpf.stats", long = "no-bpf.stats", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "bpf.stats")]
     #[serde(skip)]
     pub no_stats: bool,
+    /// How run-queue and D-state waits are timed: auto (sched_info where the kernel keeps it, with tp_btf and a stable scheduler's clock; else wakeup), sched_info (at sched_switch alone, from the kernel's own per-task accounting: no program on sched_wakeup) or wakeup (from sched_wakeup to sched_switch, as runqlat does) [default: auto]
+    #[arg(id = "bpf.sched-waits", long = "bpf.sched-waits", value_name = "SOURCE", global = true)]
+    pub sched_waits: Option<SchedWaits>,
 }
 
 #[derive(Args, Deserialize, Debug, Default)]
@@ -296,6 +299,27 @@ impl Attach {
     }
 }
 
+/// `--bpf.sched-waits`.
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedWaits {
+    #[default]
+    Auto,
+    #[value(name = "sched_info")]
+    SchedInfo,
+    Wakeup,
+}
+
+impl SchedWaits {
+    pub fn probes(self) -> crate::probes::SchedWaits {
+        match self {
+            SchedWaits::Auto => crate::probes::SchedWaits::Auto,
+            SchedWaits::SchedInfo => crate::probes::SchedWaits::SchedInfo,
+            SchedWaits::Wakeup => crate::probes::SchedWaits::Wakeup,
+        }
+    }
+}
+
 /// The model's own enums as flag values, named as the file names them.
 impl ValueEnum for Regularisation {
     fn value_variants<'a>() -> &'a [Self] {
@@ -390,6 +414,8 @@ pub struct Config {
     pub strict: bool,
     /// Hold BPF run-time statistics on (`--bpf.stats`).
     pub bpf_stats: bool,
+    /// `--bpf.sched-waits`.
+    pub sched_waits: crate::probes::SchedWaits,
     /// `--bpf.perf-events`.
     pub perf_events: crate::probes::perf::EventSet,
     pub workloads: crate::workloads::Config,
@@ -457,6 +483,7 @@ impl Config {
         let strict = src.pick(negatable(c.bpf.strict, c.bpf.no_strict), f.bpf.strict, "bpf.strict");
         let bpf_stats = src.pick(negatable(c.bpf.stats, c.bpf.no_stats), f.bpf.stats, "bpf.stats");
         let perf = src.pick(c.bpf.perf_events, f.bpf.perf_events, "bpf.perf_events");
+        let sched_waits = src.pick(c.bpf.sched_waits, f.bpf.sched_waits, "bpf.sched_waits");
         let interval = src.pick(c.model.interval, f.model.interval, "model.interval");
         let warmup = src.pick(c.model.warmup, f.model.warmup, "model.warmup");
         let window = src.pick(c.model.baseline_window, f.model.baseline_window, "model.baseline_window");
@@ -634,6 +661,7 @@ impl Config {
             bpf_disable,
             strict: strict.value.unwrap_or(false),
             bpf_stats: bpf_stats.value.unwrap_or(crate::probes::STATS_BY_DEFAULT),
+            sched_waits: sched_waits.value.unwrap_or_default().probes(),
             perf_events,
             workloads,
             nodename,
@@ -894,6 +922,20 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("telemetry path"), "{e}");
         let e = Config::load(cli(&["--config.file", "/dev/zero"])).unwrap_err();
         assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    }
+
+    /// `--bpf.sched-waits`: auto unless asked; flag or file; a bad value is an error.
+    #[test]
+    fn sched_waits_from_flag_and_file() {
+        use crate::probes::SchedWaits as W;
+        let waits = |args: &[&str]| Config::load(cli(args)).map(|c| c.sched_waits);
+        assert_eq!(waits(&[]).unwrap(), W::Auto);
+        assert_eq!(waits(&["--bpf.sched-waits", "sched_info"]).unwrap(), W::SchedInfo);
+        assert_eq!(waits(&["--bpf.sched-waits=wakeup"]).unwrap(), W::Wakeup);
+        assert!(Cli::try_parse_from(["ksense", "--bpf.sched-waits", "sometimes"]).is_err());
+        let f = parse_file(Path::new("k.toml"), "[bpf]\nsched_waits = \"wakeup\"\n").unwrap();
+        assert_eq!(f.bpf.sched_waits, Some(SchedWaits::Wakeup));
+        assert!(parse_file(Path::new("k.toml"), "[bpf]\nsched_waits = \"never\"\n").is_err());
     }
 
     /// Every boolean: bare, `--no-`, `=true`/`=false` and a separate value;

@@ -51,12 +51,12 @@ fn root_a_program_that_does_not_attach_leaves_the_rest_running() {
 #[test]
 fn root_strict_makes_a_missing_program_fatal() {
     require_root!();
-    let (code, err, took) = run_to_exit(&["--strict", "--bpf.disable", "sched_wakeup_new"]);
+    let (code, err, took) = run_to_exit(&["--strict", "--bpf.disable", "kfree_skb"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(took < Duration::from_secs(10));
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("level=error")).collect();
     assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("--strict") && errors[0].contains("sched_wakeup_new"), "{}", errors[0]);
+    assert!(errors[0].contains("--strict") && errors[0].contains("kfree_skb"), "{}", errors[0]);
     // Everything attached: --strict changes nothing.
     let k = Ksense::start(&["--strict"]);
     assert_eq!(attached(&k.scrape(), "softirq_exit"), Some(1.0));

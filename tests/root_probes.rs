@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ksense::probes::{kernel, AttachMode, Probes, SOFTIRQ_VECTORS};
+use ksense::probes::{kernel, AttachMode, Options, Probes, SchedWaits, SOFTIRQ_VECTORS};
 use ksense::signals::histogram::Histogram;
 use ksense::signals::{buckets, Snapshot};
 
@@ -19,16 +19,21 @@ fn softirq(vector: &str) -> String {
     format!("softirq_{}", vector.to_ascii_lowercase())
 }
 
-/// `mode`: auto, tp_btf or raw_tp, as `--bpf.attach` takes it, or
-/// tp_btf_monotonic: tp_btf timing waits with the monotonic clock, as where
-/// the scheduler's clock is not stable across CPUs.
+/// `mode`: auto, tp_btf or raw_tp, as `--bpf.attach` takes it (tp_btf times
+/// waits from sched_info where the kernel keeps it), or tp_btf_monotonic:
+/// tp_btf timing waits with the monotonic clock, as where the scheduler's
+/// clock is not stable across CPUs, or tp_btf_wakeup: tp_btf timing waits
+/// from sched_wakeup, as where the kernel keeps no sched_info.
 fn attach(mode: &str) -> Probes {
     let mut s = kernel::probe();
     if mode == "tp_btf_monotonic" {
         s.sched_clock = Err("forced by the test".into());
     }
+    if mode == "tp_btf_wakeup" {
+        s.sched_info = Err("forced by the test".into());
+    }
     let requested = match mode {
-        "tp_btf" | "tp_btf_monotonic" => Some(AttachMode::TpBtf),
+        "tp_btf" | "tp_btf_monotonic" | "tp_btf_wakeup" => Some(AttachMode::TpBtf),
         "raw_tp" => Some(AttachMode::RawTp),
         _ => None,
     };
@@ -95,6 +100,12 @@ fn dstate_vfork(mode: &str) {
 fn root_dstate_vfork_200ms_tp_btf() {
     require_root!();
     dstate_vfork("tp_btf");
+}
+
+#[test]
+fn root_dstate_vfork_200ms_tp_btf_wakeup() {
+    require_root!();
+    dstate_vfork("tp_btf_wakeup");
 }
 
 #[test]
@@ -202,6 +213,12 @@ fn root_runqueue_sum_matches_schedstat_tp_btf_monotonic_clock() {
 }
 
 #[test]
+fn root_runqueue_sum_matches_schedstat_tp_btf_wakeup() {
+    require_root!();
+    runqueue_vs_schedstat("tp_btf_wakeup");
+}
+
+#[test]
 fn root_runqueue_sum_matches_schedstat_raw_tp() {
     require_root!();
     runqueue_vs_schedstat("raw_tp");
@@ -285,6 +302,12 @@ fn root_runqueue_wakeup_and_requeue_split_tp_btf() {
 }
 
 #[test]
+fn root_runqueue_wakeup_and_requeue_split_tp_btf_wakeup() {
+    require_root!();
+    runqueue_wakeup_split("tp_btf_wakeup");
+}
+
+#[test]
 fn root_runqueue_wakeup_and_requeue_split_raw_tp() {
     require_root!();
     runqueue_wakeup_split("raw_tp");
@@ -356,7 +379,7 @@ fn root_softirq_counts_match_proc_softirqs_raw_tp() {
 
 fn close(a: u64, b: u64, rel: f64, what: &str) {
     let (fa, fb) = (a as f64, b as f64);
-    assert!((fa - fb).abs() <= rel * fa.max(fb) + 20.0, "{what}: tp_btf {a} vs raw_tp {b}");
+    assert!((fa - fb).abs() <= rel * fa.max(fb) + 20.0, "{what}: {a} vs {b} (the first attachment, then the second)");
 }
 
 /// `n` request/response round trips over one loopback TCP connection: each
@@ -407,6 +430,55 @@ fn root_waits_are_timed_with_the_scheduler_clock_where_it_is_stable() {
     } else {
         assert!(rq_zero <= 5, "{rq_zero} waits of 0-1 ns where the scheduler's clock is not used");
     }
+}
+
+/// Where the kernel keeps sched_info, tp_btf times waits at sched_switch
+/// alone: the wakeup programs are not loaded, and the waits and D-state
+/// sleeps are those the wakeup programs see, side by side.
+#[test]
+fn root_sched_info_and_wakeup_waits_agree() {
+    require_root!();
+    let s = kernel::probe();
+    let names = |p: &Probes| p.programs.iter().map(|p| p.name).collect::<Vec<_>>();
+    let b = attach("tp_btf_wakeup");
+    assert!(names(&b).contains(&"sched_wakeup"), "{:?}", names(&b));
+    if let Err(e) = &s.sched_info {
+        // Asked for where it cannot be: a clear error, never a silent fallback.
+        let opts = Options { sched_waits: SchedWaits::SchedInfo, ..Options::default() };
+        let err = Probes::attach_with(AttachMode::TpBtf, &s, &[], opts).unwrap_err().to_string();
+        assert!(err.contains("--bpf.sched-waits") && err.contains(e.as_str()), "{err}");
+        assert!(std::env::var_os("CI").is_none(), "CI's kernel should keep sched_info: {e}");
+        eprintln!("skipped the comparison: no sched_info here ({e})");
+        return;
+    }
+    let a = attach("tp_btf");
+    assert!(!names(&a).iter().any(|n| n.starts_with("sched_wakeup")), "{:?}", names(&a));
+    // A sleep that began before the second attachment is the first's alone:
+    // let those end before the window opens.
+    std::thread::sleep(Duration::from_secs(1));
+    let (a0, b0) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
+    vfork_sleep(100);
+    vfork_sleep(100);
+    ping_pong(300);
+    t.join().unwrap();
+    let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    for signal in ["runqueue", "runqueue_wakeup", "dstate"] {
+        let (x, y) = (delta(&a1, &a0, signal), delta(&b1, &b0, signal));
+        eprintln!(
+            "{signal}: sched_info {} waits, {:.6} s; wakeup {} waits, {:.6} s",
+            x.count(),
+            x.sum_seconds(),
+            y.count(),
+            y.sum_seconds()
+        );
+        close(x.count(), y.count(), 0.05, &format!("{signal} count"));
+        // Sums: the two ends are the same clock updates, bar the wakeups that
+        // preempt (sched_info's wait then ends at the switch's update).
+        let (xs, ys) = (x.sum_seconds(), y.sum_seconds());
+        assert!((xs - ys).abs() <= 0.10 * ys.max(xs) + 0.002, "{signal} sum: sched_info {xs} s, wakeup {ys} s");
+    }
+    assert!(delta(&a1, &a0, "dstate").slots[slot_of_seconds(0.1)] >= 2, "sched_info missed the 100 ms vfork waits");
 }
 
 /// The forced raw_tp path attaches and sees what tp_btf sees, side by side.

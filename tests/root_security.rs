@@ -87,7 +87,7 @@ fn root_runs_as_nobody_with_cap_bpf_and_cap_perfmon() {
     let k = Ksense::start_full(&cmd, dir, &[], Ready::Http);
     assert_eq!(status_field(k.pid(), "Uid").split_whitespace().next(), Some("65534"));
     let text = k.scrape();
-    for p in ["sched_switch", "sched_wakeup", "softirq_entry", "softirq_exit"] {
+    for p in ["sched_switch", "softirq_entry", "softirq_exit"] {
         assert_eq!(sample(&text, &format!("ksense_bpf_program_attached{{program=\"{p}\"}}")), Some(1.0), "{p}");
     }
     let count = |t: &str| sample(t, "ksense_runqueue_latency_seconds_count").unwrap();

@@ -37,6 +37,11 @@ pub struct Support {
     /// programs can time waits with it (bpf/sched.bpf.c `clock_of`); Err says
     /// why not, and they read the monotonic clock instead.
     pub sched_clock: Result<(), String>,
+    /// The kernel keeps each task's run-queue waits (CONFIG_SCHED_INFO, as
+    /// /proc/<pid>/schedstat reports them), so the run-queue and D-state
+    /// programs can time waits at sched_switch alone (bpf/sched.bpf.c
+    /// `on_switch_sched_info`); Err says why not.
+    pub sched_info: Result<(), String>,
     /// Tracepoints missing from kernel BTF (only meaningful with BTF).
     pub missing_tracepoints: Vec<&'static str>,
 }
@@ -71,8 +76,26 @@ pub fn probe() -> Support {
                 .unwrap_or_default()
                 .trim(),
         ),
+        sched_info: if btf { sched_info_in_btf() } else { Err("no kernel BTF".into()) },
         missing_tracepoints,
     }
+}
+
+/// Whether kernel BTF has the task fields the sched_info waits read.
+fn sched_info_in_btf() -> Result<(), String> {
+    use libbpf_rs::btf::{types::Struct, Btf};
+    let btf = Btf::from_vmlinux().map_err(|e| format!("reading kernel BTF: {e}"))?;
+    let has = |ty: &str, fields: &[&str]| {
+        btf.type_by_name::<Struct<'_>>(ty)
+            .is_some_and(|s| fields.iter().all(|f| s.iter().any(|m| m.name.is_some_and(|n| n == *f))))
+    };
+    if !has("task_struct", &["sched_info"]) {
+        return Err("task_struct has no sched_info (kernel built without CONFIG_SCHED_INFO)".into());
+    }
+    if !has("sched_info", &["run_delay", "last_queued", "pcount"]) {
+        return Err("struct sched_info lacks run_delay, last_queued or pcount".into());
+    }
+    Ok(())
 }
 
 /// Whether the scheduler's clock (`sched_clock_cpu`, what `rq->clock` holds)
@@ -167,6 +190,18 @@ pub fn checks(s: &Support) -> Vec<Check> {
             },
         },
         Check {
+            name: "sched_info".into(),
+            ok: s.sched_info.is_ok(),
+            required: false,
+            detail: match &s.sched_info {
+                Ok(()) => {
+                    "ok (run-queue and D-state waits timed at sched_switch alone, from the kernel's own accounting)"
+                        .into()
+                }
+                Err(e) => format!("{e}: waits timed from sched_wakeup to sched_switch"),
+            },
+        },
+        Check {
             name: "mmapable_arrays".into(),
             ok: s.mmapable,
             required: false,
@@ -197,9 +232,7 @@ pub fn checks(s: &Support) -> Vec<Check> {
             required: false,
             detail: match (missing, h.name == h.tracepoint) {
                 (true, _) => format!("tracepoint {} not in kernel BTF", h.tracepoint),
-                (false, _) if h.fallback => {
-                    "ok (a fallback: attached only where its family's tracepoints are missing)".into()
-                }
+                (false, _) if h.fallback => "ok (a fallback: attached only where its family needs it)".into(),
                 (false, true) => "ok".into(),
                 (false, false) => format!("ok (on {})", h.tracepoint),
             },

@@ -34,6 +34,7 @@ pub use requests::{
     CONN_ROLE_OFFSET, RETRANSMIT_PROGRAM, ROLES as REQUEST_ROLES, SYSCALL_FALLBACK,
     WORKLOAD_DURATION as WORKLOAD_REQUEST_DURATION,
 };
+pub use sched::sched_info_usable;
 pub use softirq::SOFTIRQ_VECTORS;
 
 /// Every probe family, in exposition order. Adding one: a `bpf/<name>.bpf.c`
@@ -64,8 +65,9 @@ pub struct Hook {
     /// tracepoint's, unless two families hook the same one.
     pub name: &'static str,
     pub tracepoint: &'static str,
-    /// Stands in for other programs of its family where their tracepoints
-    /// are missing; elsewhere it is not loaded and has no series.
+    /// Loaded only where its family needs it (sys_exit where the socket
+    /// tracepoints are missing, sched_wakeup where the kernel keeps no
+    /// sched_info); elsewhere it is not loaded and has no series.
     pub fallback: bool,
 }
 
@@ -173,6 +175,21 @@ pub struct Options {
     /// Performance counters to count (node-wide and per workload), those
     /// this machine has; empty: the perf family loads nothing.
     pub perf_events: perf::EventSet,
+    /// How run-queue and D-state waits are timed (`--bpf.sched-waits`).
+    pub sched_waits: SchedWaits,
+}
+
+/// Where the sched family times run-queue and D-state waits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedWaits {
+    /// From sched_info where it is usable (tp_btf, the kernel keeps it, the
+    /// scheduler's clock is stable), else from the wakeups.
+    #[default]
+    Auto,
+    /// At sched_switch alone, from the kernel's sched_info; an error where unusable.
+    SchedInfo,
+    /// From sched_wakeup (the start) to sched_switch (the end), as runqlat does.
+    Wakeup,
 }
 
 /// Whether `--bpf.stats` is on unless asked. Off: while held, the kernel's
@@ -185,7 +202,12 @@ pub const STATS_BY_DEFAULT: bool = false;
 
 impl Default for Options {
     fn default() -> Options {
-        Options { workload_entries: None, stats: STATS_BY_DEFAULT, perf_events: perf::EventSet::default() }
+        Options {
+            workload_entries: None,
+            stats: STATS_BY_DEFAULT,
+            perf_events: perf::EventSet::default(),
+            sched_waits: SchedWaits::Auto,
+        }
     }
 }
 
@@ -397,6 +419,22 @@ impl Attach<'_> {
     /// `needed` and not disabled.
     pub fn select_fallback(&self, name: &str, needed: bool, prog: &mut OpenProgramMut<'_>) {
         prog.set_autoload(needed && !self.disable.contains(&name));
+    }
+
+    /// Before load: [`Attach::select`] of a fallback program with both
+    /// variants where it is `needed`; where it is not, neither loads.
+    pub fn select_fallback_pair(
+        &self,
+        name: &str,
+        needed: bool,
+        tp: &mut OpenProgramMut<'_>,
+        raw: &mut OpenProgramMut<'_>,
+    ) {
+        self.select(name, tp, raw);
+        if !needed {
+            tp.set_autoload(false);
+            raw.set_autoload(false);
+        }
     }
 
     /// After load: attaches a fallback program where it is `needed`; where it

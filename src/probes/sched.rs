@@ -7,14 +7,16 @@ use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::OpenObject;
 
+use super::kernel::Support;
 use super::reader::PercpuArray;
-use super::{on, percpu, skel, Attach, ProbeFamily, Reader, DROP_REASONS};
+use super::{fallback_on, on, percpu, skel, Attach, ProbeFamily, Reader, SchedWaits, DROP_REASONS};
 use crate::signals::histogram::Histogram;
 use crate::signals::metric::{family, one, Kind, Unit, Value};
 use crate::signals::Snapshot;
 
 pub const FAMILY: ProbeFamily = ProbeFamily {
-    programs: &[on("sched_switch"), on("sched_wakeup"), on("sched_wakeup_new")],
+    // The wakeup programs only where waits cannot be timed at the switch alone (`sched_info`).
+    programs: &[on("sched_switch"), fallback_on("sched_wakeup"), fallback_on("sched_wakeup_new")],
     signals: || ["runqueue", "runqueue_wakeup", "dstate"].map(String::from).to_vec(),
     counters: &[],
     attach,
@@ -33,7 +35,32 @@ struct Sched {
     drops: PercpuArray,
 }
 
+/// Whether waits can be timed from the kernel's sched_info at sched_switch
+/// alone, with tp_btf programs (`btf`) or not; Err says why not.
+pub fn sched_info_usable(btf: bool, s: &Support) -> Result<(), String> {
+    if !btf {
+        Err("it needs tp_btf programs".to_string())
+    } else if let Err(e) = &s.sched_clock {
+        Err(format!("it needs the scheduler's clock, and {e}"))
+    } else {
+        s.sched_info.clone()
+    }
+}
+
+/// Whether waits are timed from the kernel's sched_info at sched_switch
+/// alone; Err: `--bpf.sched-waits sched_info` asked where it cannot be.
+fn sched_info_waits(ctx: &Attach<'_>) -> anyhow::Result<bool> {
+    match (ctx.opts.sched_waits, sched_info_usable(ctx.btf(), ctx.support)) {
+        (SchedWaits::Wakeup, _) => Ok(false),
+        (SchedWaits::Auto, u) => Ok(u.is_ok()),
+        (SchedWaits::SchedInfo, Ok(())) => Ok(true),
+        (SchedWaits::SchedInfo, Err(e)) => anyhow::bail!("--bpf.sched-waits sched_info: unusable here: {e}"),
+    }
+}
+
 fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
+    let sched_info = sched_info_waits(ctx)?;
+    tracing::info!(waits = if sched_info { "sched_info" } else { "wakeup" }, "run-queue and D-state waits");
     let mut obj = MaybeUninit::<OpenObject>::uninit();
     let mut open = skel::sched::SchedSkelBuilder::default().open(&mut obj).context("opening the sched BPF object")?;
     let btf = ctx.btf();
@@ -44,6 +71,7 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     rodata.ks_bounds = ctx.bounds;
     rodata.ks_workloads = ctx.opts.workload_entries.is_some();
     rodata.ks_rq_clock = ctx.support.sched_clock.is_ok();
+    rodata.ks_sched_info = sched_info;
     ctx.size_workload_map(&mut open.maps.cg_runq)?;
     ctx.size_workload_map(&mut open.maps.cg_dstate)?;
     let m = &mut open.maps;
@@ -52,13 +80,15 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     open.maps.rodata_data.as_deref_mut().context("sched rodata")?.ks_slot_cpus = size.cpus;
     let p = &mut open.progs;
     ctx.select("sched_switch", &mut p.tp_sched_switch, &mut p.raw_sched_switch);
-    ctx.select("sched_wakeup", &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup);
-    ctx.select("sched_wakeup_new", &mut p.tp_sched_wakeup_new, &mut p.raw_sched_wakeup_new);
+    ctx.select_fallback_pair("sched_wakeup", !sched_info, &mut p.tp_sched_wakeup, &mut p.raw_sched_wakeup);
+    ctx.select_fallback_pair("sched_wakeup_new", !sched_info, &mut p.tp_sched_wakeup_new, &mut p.raw_sched_wakeup_new);
     let sk = open.load().context("loading the sched BPF programs")?;
     let p = &sk.progs;
     ctx.attach("sched_switch", &p.tp_sched_switch, &p.raw_sched_switch);
-    ctx.attach("sched_wakeup", &p.tp_sched_wakeup, &p.raw_sched_wakeup);
-    ctx.attach("sched_wakeup_new", &p.tp_sched_wakeup_new, &p.raw_sched_wakeup_new);
+    if !sched_info {
+        ctx.attach("sched_wakeup", &p.tp_sched_wakeup, &p.raw_sched_wakeup);
+        ctx.attach("sched_wakeup_new", &p.tp_sched_wakeup_new, &p.raw_sched_wakeup_new);
+    }
     ctx.workload_map("ksense_workload_runqueue_latency", Some(Unit::Seconds), "Run-queue latency of the tasks of each workload (cgroup), for the busiest workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_runq)?;
     ctx.workload_slots(&sk.maps.cg_runq_slot_ids, &sk.maps.cg_runq_slot_owners, &sk.maps.cg_runq_slots, size)?;
     ctx.workload_map("ksense_workload_dstate_duration", Some(Unit::Seconds), "D-state (uninterruptible sleep) duration of the tasks of each workload (cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_dstate)?;
