@@ -323,6 +323,9 @@ static __always_inline int on_switch_sched_info(bool preempt, struct task_struct
 
 		ts = ts_get(prev, pid, true, true);
 		if (ts) {
+			/* A switch-out still pending: the switch-in after it was not delivered. */
+			if (ts->runq)
+				ks_drop(KS_DROP_END_UNSEEN);
 			ts->runq = now; /* the switch-out: nonzero while one is pending */
 			ts->woken = !queued;
 			/* Test the bit: TASK_KILLABLE sleeps count, TASK_IDLE does not. */
