@@ -432,6 +432,18 @@ fn root_waits_are_timed_with_the_scheduler_clock_where_it_is_stable() {
     }
 }
 
+/// Snapshots of `a` and `b` before and after the same load: softirqs, two
+/// 100 ms vfork (D-state) sleeps, 300 loopback round trips.
+fn side_by_side(a: &Probes, b: &Probes) -> [Snapshot; 4] {
+    let (a0, b0) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
+    vfork_sleep(100);
+    vfork_sleep(100);
+    ping_pong(300);
+    t.join().unwrap();
+    [a0, b0, a.snapshot().unwrap(), b.snapshot().unwrap()]
+}
+
 /// Where the kernel keeps sched_info, tp_btf times waits at sched_switch
 /// alone: the wakeup programs are not loaded, and the waits and D-state
 /// sleeps are those the wakeup programs see, side by side.
@@ -456,13 +468,7 @@ fn root_sched_info_and_wakeup_waits_agree() {
     // A sleep that began before the second attachment is the first's alone:
     // let those end before the window opens.
     std::thread::sleep(Duration::from_secs(1));
-    let (a0, b0) = (a.snapshot().unwrap(), b.snapshot().unwrap());
-    let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
-    vfork_sleep(100);
-    vfork_sleep(100);
-    ping_pong(300);
-    t.join().unwrap();
-    let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let [a0, b0, a1, b1] = side_by_side(&a, &b);
     for signal in ["runqueue", "runqueue_wakeup", "dstate"] {
         let (x, y) = (delta(&a1, &a0, signal), delta(&b1, &b0, signal));
         eprintln!(
@@ -492,13 +498,7 @@ fn root_raw_tp_and_tp_btf_agree() {
     assert_eq!(a.mode, AttachMode::TpBtf);
     assert_eq!(b.mode, AttachMode::RawTp);
     assert!(b.programs.iter().all(|p| p.attached), "{:?}", b.programs);
-    let (a0, b0) = (a.snapshot().unwrap(), b.snapshot().unwrap());
-    let t = std::thread::spawn(|| softirq_load(Duration::from_millis(1500)));
-    vfork_sleep(100);
-    vfork_sleep(100);
-    ping_pong(300);
-    t.join().unwrap();
-    let (a1, b1) = (a.snapshot().unwrap(), b.snapshot().unwrap());
+    let [a0, b0, a1, b1] = side_by_side(&a, &b);
     let da = |x: &Snapshot, y: &Snapshot| (delta(x, y, "runqueue"), delta(x, y, "dstate"));
     let ((ra, dsa), (rb, dsb)) = (da(&a1, &a0), da(&b1, &b0));
     assert!(ra.count() > 1000, "too little scheduling to compare: {}", ra.count());
