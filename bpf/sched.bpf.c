@@ -163,6 +163,38 @@ static __always_inline __u64 since(__u64 now, __u64 start)
 	return now > start ? now - start : 0;
 }
 
+/* One histogram update per event: the node-wide sums are built in user space. */
+static __always_inline void record_dstate(struct task_struct *t, __u64 slept, bool btf)
+{
+	/* per-workload breakdown: bpf/workload.h */
+	struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_dstate, ks_task_cgroup(t, btf)) : NULL;
+	__u32 slot = ks_observe(&sched_hists, HIST_DSTATE, slept);
+
+	if (wh)
+		ks_workload_add(wh, slot, slept);
+}
+
+/* `ts` caches t's slot in the fast path; NULL: no storage, the hash only. */
+static __always_inline void record_wait(struct task_struct *t, struct task_ts *ts, bool woken,
+					__u64 waited, bool btf)
+{
+	/* per-workload breakdown: bpf/workload.h */
+	struct ks_whist *wh = NULL;
+
+	if (ks_workloads) {
+		__u64 cg = ks_task_cgroup(t, btf);
+
+		if (ts)
+			wh = ks_slot_hist(&cg_runq_slot_ids, &cg_runq_slot_owners, &cg_runq_slots, cg,
+					  &ts->cg, &ts->cg_slot);
+		if (!wh)
+			wh = ks_workload_hist(&cg_runq, cg);
+	}
+	__u32 slot = ks_observe(&sched_hists, woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
+	if (wh)
+		ks_workload_add(wh, slot, waited);
+}
+
 static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 				     struct task_struct *next, bool btf)
 {
@@ -221,21 +253,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	}
 	if (!now)
 		now = clock_of(next, btf); /* prev's run queue and next's: this CPU's */
-	/* One histogram update per event: the node-wide sum is built in user space. */
-	__u64 waited = since(now, ts->runq);
-	/* per-workload breakdown: bpf/workload.h */
-	struct ks_whist *wh = NULL;
-	if (ks_workloads) {
-		__u64 cg = ks_task_cgroup(next, btf);
-
-		wh = ks_slot_hist(&cg_runq_slot_ids, &cg_runq_slot_owners, &cg_runq_slots, cg, &ts->cg,
-				  &ts->cg_slot);
-		if (!wh)
-			wh = ks_workload_hist(&cg_runq, cg);
-	}
-	__u32 slot = ks_observe(&sched_hists, ts->woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
-	if (wh)
-		ks_workload_add(wh, slot, waited);
+	record_wait(next, ts, ts->woken, since(now, ts->runq), btf);
 	ts->runq = 0;
 done:
 	if (!btf)
@@ -273,14 +291,7 @@ static __always_inline int on_wakeup(struct task_struct *p, bool new_task, bool 
 		ts->dstate = 0;
 	}
 	if (!new_task && ts->dstate) {
-		__u64 slept = since(now, ts->dstate);
-
-		/* per-workload breakdown: bpf/workload.h */
-		struct ks_whist *wh = ks_workloads ? ks_workload_hist(&cg_dstate, ks_task_cgroup(p, btf)) : NULL;
-		__u32 slot = ks_observe(&sched_hists, HIST_DSTATE, slept);
-
-		if (wh)
-			ks_workload_add(wh, slot, slept);
+		record_dstate(p, since(now, ts->dstate), btf);
 		ts->dstate = 0;
 	}
 	/* Keep a valid earlier start: a task preempted mid-way into a sleep is still queued. */
@@ -368,30 +379,12 @@ static __always_inline int on_switch_sched_info(bool preempt, struct task_struct
 		waited = ts->own ? since(now, ts->runq) : since(delay, ts->delay0);
 		woken = ts->woken;
 		if (ts->dstate) {
-			__u64 slept = since(since(now, ts->dstate), waited);
-			/* per-workload breakdown: bpf/workload.h */
-			struct ks_whist *dh = ks_workloads ? ks_workload_hist(&cg_dstate, ks_task_cgroup(next, true)) : NULL;
-			__u32 ds = ks_observe(&sched_hists, HIST_DSTATE, slept);
-
-			if (dh)
-				ks_workload_add(dh, ds, slept);
+			record_dstate(next, since(since(now, ts->dstate), waited), true);
 			ts->dstate = 0;
 		}
 		ts->runq = 0;
 	}
-	/* per-workload breakdown: bpf/workload.h */
-	struct ks_whist *wh = NULL;
-	if (ks_workloads && ts) {
-		__u64 cg = ks_task_cgroup(next, true);
-
-		wh = ks_slot_hist(&cg_runq_slot_ids, &cg_runq_slot_owners, &cg_runq_slots, cg, &ts->cg,
-				  &ts->cg_slot);
-		if (!wh)
-			wh = ks_workload_hist(&cg_runq, cg);
-	}
-	__u32 slot = ks_observe(&sched_hists, woken ? HIST_RUNQ_WAKEUP : HIST_RUNQ_REQUEUE, waited);
-	if (wh)
-		ks_workload_add(wh, slot, waited);
+	record_wait(next, ts, woken, waited, true);
 	return 0;
 }
 
