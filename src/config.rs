@@ -256,6 +256,10 @@ pub struct WorkloadsOpts {
     /// Kubelet's log directory, whose pods/ and containers/ entries name pods and containers [default: /var/log]
     #[arg(id = "workloads.kubelet-log-dir", long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
     pub kubelet_log_dir: Option<PathBuf>,
+    /// How old the per-workload series a scrape serves may be: a read of the kernel's maps younger than this (the model makes one every interval) is served again rather than repeated; 0s: read them at every scrape [default: 1s]
+    #[arg(id = "workloads.max-age", long = "workloads.max-age", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub max_age: Option<Duration>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -500,6 +504,7 @@ impl Config {
         let exclude = src.pick(w.exclude, wf.exclude, "workloads.exclude");
         let cgroup_root = src.pick(w.cgroup_root, wf.cgroup_root, "workloads.cgroup_root");
         let kubelet = src.pick(w.kubelet_log_dir, wf.kubelet_log_dir, "workloads.kubelet_log_dir");
+        let max_age = src.pick(w.max_age, wf.max_age, "workloads.max_age");
 
         let telemetry_path = telemetry.value.clone().unwrap_or_else(|| DEFAULT_TELEMETRY_PATH.into());
         // What a request line can carry as it is (RFC 3986 path characters):
@@ -634,6 +639,7 @@ impl Config {
             exclude: exclude.value.clone(),
             cgroup_root: cgroup_root.value,
             kubelet_log_dir: kubelet.value.unwrap_or(d.kubelet_log_dir),
+            max_age: max_age.value.unwrap_or(d.max_age),
         };
         if !(1..=1 << 20).contains(&workloads.map_entries) {
             return Err(
@@ -794,6 +800,7 @@ mod tests {
             ("workloads.max", w.max.to_string()),
             ("workloads.map-entries", w.map_entries.to_string()),
             ("workloads.kubelet-log-dir", w.kubelet_log_dir.display().to_string()),
+            ("workloads.max-age", dur(w.max_age)),
         ];
         let cmd = Cli::command();
         for (id, value) in want {
@@ -874,10 +881,14 @@ mod tests {
         let c = Config::load(cli(&[])).unwrap();
         assert!(!c.workloads.enabled, "off by default: the node-wide path is the cheapest");
         assert_eq!((c.workloads.max, c.workloads.map_entries), (100, 1024));
+        assert_eq!(c.workloads.max_age, Duration::from_secs(1));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[workloads]\nmax = 7\nexclude = \"/system\\\\.slice/.*\"\nkubelet_log_dir = \"/l\"\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "[workloads]\nmax = 7\nexclude = \"/system\\\\.slice/.*\"\nkubelet_log_dir = \"/l\"\nmax_age = \"250ms\"\n",
+        )
+        .unwrap();
         let c = Config::load(cli(&[
             "--config.file",
             p.to_str().unwrap(),
@@ -891,6 +902,11 @@ mod tests {
         assert_eq!(c.workloads.max, 3);
         assert_eq!(c.workloads.exclude.as_deref(), Some("/system\\.slice/.*"));
         assert_eq!(c.workloads.kubelet_log_dir, PathBuf::from("/l"));
+        assert_eq!(c.workloads.max_age, Duration::from_millis(250));
+        let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--workloads.max-age", "0s"])).unwrap();
+        assert_eq!(c.workloads.max_age, Duration::ZERO, "the flag over the file; 0s: a read at every scrape");
+        let e = Cli::try_parse_from(["ksense", "--workloads.max-age", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("invalid duration"), "{e}");
         let e = Config::load(cli(&["--workloads.include", "(unclosed"])).unwrap_err();
         assert!(e.contains("include") && e.contains("(unclosed"), "{e}");
         assert!(Config::load(cli(&["--workloads.map-entries", "0"])).is_err());

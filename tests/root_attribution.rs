@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{test_prefix, wl, Cgroup};
-use common::{attributed, sample, Ksense};
+use common::{attributed, sample, Ksense, WORKLOADS_NOW};
 
 const RUNQ: &str = "ksense_workload_runqueue_latency_seconds";
 const DSTATE: &str = "ksense_workload_dstate_duration_seconds";
@@ -81,7 +81,8 @@ fn root_each_cgroup_carries_its_own_waits() {
     let mut a = Cgroup::new(&format!("/{pre}-a"));
     let mut b = Cgroup::new(&format!("/{pre}-b"));
     let c = Cgroup::new(&format!("/{pre}-c"));
-    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true"]);
+    // Each scrape reads the maps: schedstat is read on both sides of it.
+    let k = Ksense::start(&[&["--log.level", "warn"][..], &WORKLOADS_NOW].concat());
     let spin = ["sh", "-c", "while :; do :; done"];
     let a_pids: Vec<u32> = (0..3).map(|_| a.spawn(Some(0), &spin)).collect();
     // One thread that sleeps 50 ms at a time and forks nothing: all of B's waits are its own.
@@ -183,7 +184,9 @@ fn root_each_cgroup_carries_its_own_waits() {
 fn root_short_lived_cgroups_stay_under_the_cap_and_go_away() {
     require_root!();
     let cap = 5;
-    let k = Ksense::start(&["--log.level", "warn", "--workloads.enabled", "true", "--workloads.max", &cap.to_string()]);
+    // Each scrape reads the maps: the scrape after a batch sees its cgroups alive.
+    let cap_flag = ["--log.level", "warn", "--workloads.max", &cap.to_string()];
+    let k = Ksense::start(&[&cap_flag[..], &WORKLOADS_NOW].concat());
     let gauge = |t: &str, s: &str| sample(t, &format!("ksense_workloads{{state=\"{s}\"}}")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let base = k.scrape();
@@ -459,4 +462,45 @@ fn root_run_queue_waits_move_to_their_slot_and_slots_are_reused() {
         count(&a, i),
         count(&b, i)
     );
+}
+
+/// A scrape within --workloads.max-age of the last read of the per-workload
+/// maps serves that read again (the model's, at each interval, is what it
+/// saves a scrape); one after it reads them anew; node-wide series are read
+/// at every scrape. Beside it, a ksense with max-age 0s reads at each scrape.
+#[test]
+fn root_a_scrape_reuses_a_recent_read_of_the_maps() {
+    require_root!();
+    let pre = test_prefix();
+    let mut a = Cgroup::new(&format!("/{pre}-reuse"));
+    // Model interval 1 m: only the scrapes (and the sweep, every 10 s) read the maps here.
+    let slow = ["--log.level", "warn", "--model.interval", "1m"];
+    let reuse = Ksense::start(&[&slow[..], &["--workloads.enabled", "true", "--workloads.max-age", "3s"]].concat());
+    let now = Ksense::start(&[&slow[..], &WORKLOADS_NOW].concat());
+    // Two spinners on one CPU: A's waits grow all the time.
+    let spin = ["sh", "-c", "while :; do :; done"];
+    let _pids: Vec<u32> = (0..2).map(|_| a.spawn(Some(0), &spin)).collect();
+    let count = |t: &str| wl(t, &format!("{RUNQ}_count"), &a.rel);
+    for k in [&reuse, &now] {
+        scrape_until(k, "a series for A", Duration::from_secs(10), |t| count(t).is_some());
+    }
+    let node = |t: &str| sample(t, "ksense_runqueue_latency_seconds_count").unwrap_or(0.0);
+    // The sweep may read the maps between two scrapes: then try again.
+    for attempt in 1..=3 {
+        std::thread::sleep(Duration::from_millis(3200)); // the last read is older than 3 s
+        let (r0, n0) = (reuse.scrape(), now.scrape());
+        std::thread::sleep(Duration::from_millis(300));
+        let (r1, n1) = (reuse.scrape(), now.scrape());
+        std::thread::sleep(Duration::from_millis(3200));
+        let r2 = reuse.scrape();
+        let (c0, c1, c2) = (count(&r0).unwrap(), count(&r1).unwrap(), count(&r2).unwrap());
+        eprintln!("attempt {attempt}: reuse {c0} -> {c1} -> {c2}; max-age 0s {:?} -> {:?}", count(&n0), count(&n1));
+        assert!(count(&n1) > count(&n0), "with max-age 0s each scrape reads the maps: A's waits grew");
+        assert!(node(&r1) > node(&r0), "node-wide series are read at every scrape");
+        assert!(c2 > c1, "a scrape 3.5 s after the read it would reuse reads the maps again");
+        if c1 == c0 {
+            return;
+        }
+    }
+    panic!("a scrape 0.3 s after another served a new read each time (max-age 3s)");
 }

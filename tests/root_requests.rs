@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::cgroup::{test_prefix, Cgroup};
 use common::netns::{run, Netns, POOL_PY};
-use common::Ksense;
+use common::{Ksense, WORKLOADS_NOW};
 use ksense::probes::{kernel, AttachMode, Probes};
 use ksense::signals::Snapshot;
 use libbpf_rs::MapCore;
@@ -136,7 +136,7 @@ fn root_requests_nginx_under_wrk_match_wrks_count() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("req-nginx");
-    let k = Ksense::start(&["--workloads.enabled"]);
+    let k = Ksense::start(&WORKLOADS_NOW);
     let (_dir, cg, url) = nginx_in(&ns, 8091);
     let before = k.scrape();
     let n = wrk_requests(&ns, &url);
@@ -209,7 +209,7 @@ fn root_requests_redis_under_redis_benchmark() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("req-redis");
-    let k = Ksense::start(&["--workloads.enabled"]);
+    let k = Ksense::start(&WORKLOADS_NOW);
     let mut server = Cgroup::new(&format!("/{}-redis", test_prefix()));
     let mut bench = Cgroup::new(&format!("/{}-redis-benchmark", test_prefix()));
     let port = "6390";
@@ -299,7 +299,7 @@ fn root_requests_thread_pool_and_keepalive_count_each_turn() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("req-pool");
-    let k = Ksense::start(&["--workloads.enabled"]);
+    let k = Ksense::start(&WORKLOADS_NOW);
     let mut server = Cgroup::new(&format!("/{}-pool", test_prefix()));
     let mut client = Cgroup::new(&format!("/{}-pool-client", test_prefix()));
     let port = "7301";
@@ -349,7 +349,7 @@ fn root_requests_begin_when_their_data_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("client.json");
     let mut means = Vec::new();
-    for flags in [&["--workloads.enabled"][..], &["--workloads.enabled", "--bpf.disable", "sk_data_ready"]] {
+    for flags in [&WORKLOADS_NOW[..], &[&WORKLOADS_NOW[..], &["--bpf.disable", "sk_data_ready"]].concat()] {
         let k = Ksense::start(flags);
         let before = k.scrape();
         let mut client = Cgroup::new(&format!("/{}-queued-client", test_prefix()));
@@ -394,7 +394,7 @@ fn root_requests_a_lost_response_ends_at_its_retransmission() {
     let out = dir.path().join("client.json");
     let bpf_off = ksense::probes::RETRANSMIT_PROGRAM;
     let mut seen = Vec::new();
-    for flags in [&["--workloads.enabled"][..], &["--workloads.enabled", "--bpf.disable", bpf_off]] {
+    for flags in [&WORKLOADS_NOW[..], &[&WORKLOADS_NOW[..], &["--bpf.disable", bpf_off]].concat()] {
         let k = Ksense::start(flags);
         let before = k.scrape();
         let mut client = Cgroup::new(&format!("/{}-lossy-client", test_prefix()));

@@ -58,6 +58,13 @@ pub enum Ready {
     Listening,
 }
 
+/// Attribution on, each scrape reading the kernel's maps at that moment
+/// (--workloads.max-age 0s): for tests that compare per-workload counts
+/// with a ground truth taken at the scrape. The default's reuse of a read
+/// younger than 1 s has its own test (root_attribution).
+#[allow(dead_code)] // not every test binary uses it
+pub const WORKLOADS_NOW: [&str; 4] = ["--workloads.enabled", "true", "--workloads.max-age", "0s"];
+
 /// A ksense process, killed on drop.
 pub struct Ksense {
     pub child: Child,
