@@ -45,7 +45,7 @@ pub struct Config {
     /// this, rather than reading them again: with attribution on, the model
     /// reads them at every interval (1 s by default) for the victims, and a
     /// scrape of 200 workloads that reuses its read takes a third less CPU
-    /// (bench/README.md, "Scrape"). Zero: a read at every scrape.
+    /// (bench/README.md, "Scrape: the model's read served again"). Zero: a read at every scrape.
     pub max_age: Duration,
 }
 
