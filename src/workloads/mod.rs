@@ -44,8 +44,9 @@ pub struct Config {
     /// A scrape serves the last read of the maps when it is younger than
     /// this, rather than reading them again: with attribution on, the model
     /// reads them at every interval (1 s by default) for the victims, and a
-    /// scrape of 200 workloads that reuses its read takes a third less CPU
-    /// (bench/README.md, "Scrape: the model's read served again"). Zero: a read at every scrape.
+    /// scrape of 200 workloads that reuses its read takes about 30 % less
+    /// CPU (bench/README.md, "Scrape: the model's read served again").
+    /// Zero: a read at every scrape.
     pub max_age: Duration,
 }
 
@@ -175,10 +176,10 @@ impl Workloads {
     pub fn refresh(&self) -> std::io::Result<Arc<View>> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tracker, cgroups, buf) = &mut *guard;
-        // Read under the lock: two interleaved refreshes would count a deleted entry twice.
         // Dropped first: a view still held would make the tracker copy each series it changes.
         drop(self.last.lock().unwrap_or_else(|p| p.into_inner()).take());
         let now = Instant::now();
+        // Read under the lock: two interleaved refreshes would count a deleted entry twice.
         let reads = self.maps.maps.iter().map(|m| m.read_all(buf)).collect::<Result<Vec<_>, _>>()?;
         for id in tracker.update(now, reads, cgroups) {
             for m in &self.maps.maps {
