@@ -280,7 +280,8 @@ pub async fn serve_with(
 }
 
 /// Reads the per-workload maps between scrapes too, so the entries of cgroups
-/// that are gone are deleted even when nobody scrapes.
+/// that are gone are deleted even when nobody scrapes; not again where the
+/// model (every interval) or a scrape has read them within half its interval.
 async fn sweep_loop(w: Arc<Workloads>) {
     let mut tick = tokio::time::interval(crate::workloads::SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,7 +289,9 @@ async fn sweep_loop(w: Arc<Workloads>) {
         tick.tick().await;
         // Off the runtime's thread, which serves scrapes.
         let w = w.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || w.refresh().map(drop)).await {
+        // Half: the sweep's own last read, one tick ago, is never fresh enough to skip this one.
+        let fresh = crate::workloads::SWEEP_INTERVAL / 2;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || w.within(fresh).map(drop)).await {
             tracing::warn!(error = %e, "reading the per-workload maps failed");
         }
     }

@@ -191,11 +191,11 @@ impl Workloads {
         Ok(view)
     }
 
-    /// The last view if its maps were read less than `max_age` ago, else a new one.
-    pub fn recent(&self) -> std::io::Result<Arc<View>> {
+    /// The last view if its maps were read less than `age` ago, else a new one.
+    pub fn within(&self, age: Duration) -> std::io::Result<Arc<View>> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match last {
-            Some((at, view)) if at.elapsed() < self.max_age => Ok(view),
+            Some((at, view)) if at.elapsed() < age => Ok(view),
             _ => self.refresh(),
         }
     }
@@ -204,7 +204,7 @@ impl Workloads {
 impl Collector for Workloads {
     /// A failed read costs the per-workload series of this scrape, never the scrape.
     fn collect(&self, out: &mut Vec<Family>) -> std::io::Result<()> {
-        match self.recent() {
+        match self.within(self.max_age) {
             Ok(view) => {
                 let fams: Vec<_> = self.maps.maps.iter().map(|m| m.family).collect();
                 out.extend(families::families(&view, &fams))
