@@ -214,8 +214,10 @@ fn root_short_lived_cgroups_stay_under_the_cap_and_go_away() {
         drop(cgs);
     }
     assert!(seen_ours > 0, "none of the short-lived cgroups ever had a series");
+    // `tracked` counts the host's cgroups too (the filter only keeps them from
+    // series): a few that first wait during the test are not a leak of ours.
     let t = scrape_until(&k, "series and map entries back to baseline", Duration::from_secs(15), |t| {
-        series_count(t) <= base_series && gauge(t, "tracked") <= base_tracked + 2.0
+        series_count(t) <= base_series && gauge(t, "tracked") <= base_tracked + 10.0
     });
     eprintln!(
         "series: baseline {base_series}, max {max_seen}, after {}; tracked: baseline {base_tracked}, after {}",

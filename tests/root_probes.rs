@@ -44,6 +44,13 @@ fn slot_of_seconds(s: f64) -> usize {
     buckets::slot_of(buckets::kernel_bounds(), (s * 1e9) as u64)
 }
 
+/// Observations of `h` in the buckets from the one holding `lo` seconds to
+/// the one holding `hi`: a sleep of `lo` ends late by its wakeup's run-queue
+/// wait, several milliseconds on a busy host, past its own bucket's 5 %.
+fn waits_between(h: &Histogram, lo: f64, hi: f64) -> u64 {
+    h.slots[slot_of_seconds(lo)..=slot_of_seconds(hi)].iter().sum()
+}
+
 /// Upper bound of everything in `h` except one observation in `slot`.
 fn others_upper_bound(h: &Histogram, slot: usize) -> f64 {
     let mut total = 0.0;
@@ -86,7 +93,7 @@ fn dstate_vfork(mode: &str) {
     let after = p.snapshot().unwrap();
     let d = delta(&after, &before, "dstate");
     let slot = slot_of_seconds(0.2);
-    assert!(d.slots[slot] >= 1, "{mode}: no D-state observation in the bucket holding 0.2 s: {:?}", d.native());
+    assert!(waits_between(&d, 0.2, 0.3) >= 1, "{mode}: no D-state observation of 0.2-0.3 s: {:?}", d.native());
     let sum = d.sum_seconds();
     let slack = others_upper_bound(&d, slot);
     // At least the child's 0.2 s sleep, less 0.1 %: the scheduler's clock (tp_btf
@@ -163,11 +170,14 @@ fn runqueue_vs_schedstat(mode: &str) {
         .collect();
     let _tids: Vec<i32> = (0..n).map(|_| rx.recv().unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
-    let d0 = all_run_delays();
+    // The histogram's window holds schedstat's: a slow walk of /proc (a busy
+    // host) then adds to the histogram, under the loose upper bound, never to
+    // the truth the strict lower bound compares with.
     let s0 = p.snapshot().unwrap();
+    let d0 = all_run_delays();
     std::thread::sleep(Duration::from_secs(2));
-    let s1 = p.snapshot().unwrap();
     let d1 = all_run_delays();
+    let s1 = p.snapshot().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for h in handles {
         h.join().unwrap();
@@ -484,7 +494,7 @@ fn root_sched_info_and_wakeup_waits_agree() {
         let (xs, ys) = (x.sum_seconds(), y.sum_seconds());
         assert!((xs - ys).abs() <= 0.10 * ys.max(xs) + 0.002, "{signal} sum: sched_info {xs} s, wakeup {ys} s");
     }
-    assert!(delta(&a1, &a0, "dstate").slots[slot_of_seconds(0.1)] >= 2, "sched_info missed the 100 ms vfork waits");
+    assert!(waits_between(&delta(&a1, &a0, "dstate"), 0.1, 0.15) >= 2, "sched_info missed the 100 ms vfork waits");
 }
 
 /// The forced raw_tp path attaches and sees what tp_btf sees, side by side.
@@ -504,7 +514,7 @@ fn root_raw_tp_and_tp_btf_agree() {
     assert!(ra.count() > 1000, "too little scheduling to compare: {}", ra.count());
     close(ra.count(), rb.count(), 0.05, "run-queue count");
     close(dsa.count(), dsb.count(), 0.05, "D-state count");
-    assert!(dsb.slots[slot_of_seconds(0.1)] >= 2, "raw_tp missed the 100 ms vfork waits");
+    assert!(waits_between(&dsb, 0.1, 0.15) >= 2, "raw_tp missed the 100 ms vfork waits");
     for v in SOFTIRQ_VECTORS {
         close(delta(&a1, &a0, &softirq(v)).count(), delta(&b1, &b0, &softirq(v)).count(), 0.05, v);
     }

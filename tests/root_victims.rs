@@ -89,8 +89,13 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_its_suspect() {
     wait_calm();
     let ns = Netns::new("victims");
     let fast = FAST;
-    let k = Ksense::start(&[&["--log.level", "warn", "--workloads.enabled"][..], &fast].concat());
     let pre = test_prefix();
+    // Only the test's workloads can be victims or suspects: a busy cgroup of
+    // the host (a CI runner's) must not stand in for the hog.
+    let ours = format!("/{pre}-.*");
+    let k = Ksense::start(
+        &[&["--log.level", "warn", "--workloads.enabled", "--workloads.include", &ours][..], &fast].concat(),
+    );
     let (mut server, mut bystander, mut hog) = (
         Cgroup::new(&format!("/{pre}-victim")),
         Cgroup::new(&format!("/{pre}-bystander")),
