@@ -46,7 +46,8 @@ fn slot_of_seconds(s: f64) -> usize {
 
 /// Observations of `h` in the buckets from the one holding `lo` seconds to
 /// the one holding `hi`: a sleep of `lo` ends late by its wakeup's run-queue
-/// wait, several milliseconds on a busy host, past its own bucket's 5 %.
+/// wait, several milliseconds on a busy host, past its bucket's upper bound
+/// (5 % above 0.1 s and 0.2 s).
 fn waits_between(h: &Histogram, lo: f64, hi: f64) -> u64 {
     h.slots[slot_of_seconds(lo)..=slot_of_seconds(hi)].iter().sum()
 }
