@@ -75,14 +75,42 @@ struct {
 struct ks_cgroup_hists cg_tcp_rtt SEC(".maps");
 /* The RTT's fast path (bpf/workload.h), the slot cached per CPU: tcp_probe
  * runs at every ACK (about 0.78x the hash path's ns/run over both attach
- * orders, bench/README). The counters' programs run rarely, cold: a slot there
- * measured no faster, so they keep the hash. */
+ * orders, bench/README). The two counters use the same slot, in its line's
+ * spare words (enum ks_net_count), which share a cache line with the RTT's
+ * sum (0.60-0.70x the hash's ns/run for tcp_retransmit_skb, bench/README);
+ * the hash maps below take the cgroups without a slot. */
 struct ks_slot_ids cg_tcp_rtt_slot_ids SEC(".maps");
 struct ks_slot_owners cg_tcp_rtt_slot_owners SEC(".maps");
 struct ks_slot_hists cg_tcp_rtt_slots SEC(".maps");
 struct ks_slot_cache cg_tcp_rtt_slot_cache SEC(".maps");
 struct ks_cgroup_counts cg_tcp_retrans SEC(".maps");
 struct ks_cgroup_counts cg_skb_drops SEC(".maps");
+
+/* The counters' words in a slot's line (ks_whist_line.counts). */
+enum ks_net_count { NET_COUNT_RETRANS = 0, NET_COUNT_DROPS = 1, NET_COUNT_MAX };
+/* Never read: puts the enum in BTF for the skeleton (see ks_drop_reasons). */
+const volatile enum ks_net_count ks_net_counts = NET_COUNT_MAX;
+
+/* Cgroup `cg`'s line in its RTT slot on this CPU; NULL: no slot. */
+static __always_inline struct ks_whist_line *net_line(__u64 cg)
+{
+	struct ks_slot_cache_entry *e = ks_slot_cache_get(&cg_tcp_rtt_slot_cache, cg);
+
+	return e ? ks_slot_line(&cg_tcp_rtt_slot_ids, &cg_tcp_rtt_slot_owners, &cg_tcp_rtt_slots, cg, &e->id,
+				&e->slot)
+		 : NULL;
+}
+
+/* Adds `n` to cgroup `cg`'s counter `k`: in its slot's line, else in `hash`. */
+static __always_inline void net_count(void *hash, enum ks_net_count k, __u64 cg, __u64 n)
+{
+	struct ks_whist_line *l = net_line(cg);
+
+	if (l && k < KS_LINE_COUNTS)
+		l->counts[k] += n; /* this CPU's line: no atomics */
+	else
+		ks_workload_count(hash, cg, n);
+}
 
 /* The skb's TCP control block: filled before tcp_probe fires (tcp_v4/v6_fill_cb). */
 static __always_inline const struct tcp_skb_cb *skb_tcp_cb(const struct sk_buff *skb)
@@ -109,13 +137,9 @@ static __always_inline void rtt_sample(const struct sock *sk, __u32 rtt_us, bool
 	struct ks_whist *wh = NULL;
 
 	if (cg) {
-		struct ks_slot_cache_entry *e = ks_slot_cache_get(&cg_tcp_rtt_slot_cache, cg);
+		struct ks_whist_line *l = net_line(cg);
 
-		if (e)
-			wh = ks_slot_hist(&cg_tcp_rtt_slot_ids, &cg_tcp_rtt_slot_owners, &cg_tcp_rtt_slots, cg,
-					  &e->id, &e->slot);
-		if (!wh)
-			wh = ks_workload_hist(&cg_tcp_rtt, cg);
+		wh = l ? &l->h : ks_workload_hist(&cg_tcp_rtt, cg);
 	}
 	__u32 slot = ks_observe(&tcp_rtt_hist, 0, v);
 
@@ -162,7 +186,7 @@ static __always_inline int on_retransmit(const struct sock *sk, __u8 state, __u3
 	if (c)
 		*c += segs;
 	if (ks_workloads && (cg = ks_sock_cgroup(sk, btf)))
-		ks_workload_count(&cg_tcp_retrans, cg, segs);
+		net_count(&cg_tcp_retrans, NET_COUNT_RETRANS, cg, segs);
 	return 0;
 }
 
@@ -201,7 +225,7 @@ static __always_inline int on_drop(const struct sock *sk, __u32 reason, bool btf
 		reason = KS_DROP_SLOTS - 1;
 	d->n[reason & (KS_DROP_SLOTS - 1)]++;
 	if (ks_workloads && sk && (cg = ks_sock_cgroup(sk, btf)))
-		ks_workload_count(&cg_skb_drops, cg, 1);
+		net_count(&cg_skb_drops, NET_COUNT_DROPS, cg, 1);
 	return 0;
 }
 

@@ -136,11 +136,17 @@ struct ks_slot_owners {
  * (BPF_F_MMAPABLE: it reads them without a system call, where a per-CPU
  * array's batch lookup copied element by element and cost a scrape more than
  * the hash map it replaces). Each CPU writes only its own elements; 576
- * bytes, nine cache lines, so no two CPUs share one.
+ * bytes, nine cache lines, so no two CPUs share one. The words the padding
+ * leaves are counters of the same cgroup a family may keep there (net:
+ * retransmitted segments, drops): they share the last cache line with
+ * sum_ns, which every event of the histogram writes, so a rare counter finds
+ * it warm where a hash map's bucket and value were cold (bench/README).
  */
+#define KS_LINE_COUNTS 5
+
 struct ks_whist_line {
 	struct ks_whist h;
-	__u64 pad[5];
+	__u64 counts[KS_LINE_COUNTS];
 };
 
 struct ks_slot_hists {
@@ -155,12 +161,12 @@ struct ks_slot_hists {
 const volatile __u32 ks_slot_cpus = 1;
 
 /*
- * Cgroup `id`'s histogram in its slot (this CPU's element), through the cache
+ * Cgroup `id`'s line in its slot (this CPU's element), through the cache
  * `*cached_id`/`*cached_slot` (the task's storage; updated on a miss); NULL
  * when the cgroup has no slot.
  */
-static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, void *hists, __u64 id,
-						     __u64 *cached_id, __u32 *cached_slot)
+static __always_inline struct ks_whist_line *ks_slot_line(void *ids, void *owners, void *hists, __u64 id,
+							   __u64 *cached_id, __u32 *cached_slot)
 {
 	__u32 slot = *cached_slot;
 	__u64 *owner;
@@ -178,7 +184,15 @@ static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, vo
 	if (cpu >= ks_slot_cpus) /* a CPU id past the possible count (a sparse mask) */
 		return NULL;
 	__u32 k = slot * ks_slot_cpus + cpu;
-	struct ks_whist_line *l = bpf_map_lookup_elem(hists, &k);
+
+	return bpf_map_lookup_elem(hists, &k);
+}
+
+/* The histogram of that line. */
+static __always_inline struct ks_whist *ks_slot_hist(void *ids, void *owners, void *hists, __u64 id,
+						     __u64 *cached_id, __u32 *cached_slot)
+{
+	struct ks_whist_line *l = ks_slot_line(ids, owners, hists, id, cached_id, cached_slot);
 
 	return l ? &l->h : NULL;
 }

@@ -403,7 +403,7 @@ fn root_run_queue_waits_move_to_their_slot_and_slots_are_reused() {
     require_root!();
     let mut p = attributed(&ksense::probes::kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
-    let (runq, slots) = (&maps.maps[0], maps.maps[0].slots.as_ref().expect("the run-queue map has slots"));
+    let (runq, slots) = (&maps.maps[0], maps.maps[0].slots.as_ref().expect("the run-queue map has slots").slots());
     let pre = test_prefix();
     let id = |c: &Cgroup| std::fs::metadata(&c.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
     let busy = |c: &mut Cgroup| {

@@ -238,16 +238,21 @@ fn root_loss_on_one_workload_shows_under_it() {
 /// The RTT's fast path (bpf/workload.h, the slot cached per CPU): once a read
 /// gives a socket's cgroup a slot, its RTT samples stop landing in the hash
 /// map and go to the slot, and its cumulative keeps growing across the move
-/// (the hash entry folded in, then gone).
+/// (the hash entry folded in, then gone). Its retransmissions (3 % of the
+/// segments dropped) move the same way, to the slot line's spare words, and
+/// their cumulative is the socket's own count.
 #[test]
 fn root_rtt_samples_move_to_their_slot() {
     require_root!();
     let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = Netns::new("slot");
+    ns.drop_inbound("7021:7023", 0.03);
     let mut p = common::attributed(&kernel::probe());
     let maps = p.take_workload_maps().expect("workload maps");
     let rtt = maps.maps.iter().find(|m| m.family.family == "ksense_workload_tcp_rtt").expect("the RTT map");
-    let slots = rtt.slots.as_ref().expect("the RTT map has slots");
+    let slots = rtt.slots.as_ref().expect("the RTT map has slots").slots();
+    let retr = maps.maps.iter().find(|m| m.family.family == "ksense_workload_tcp_retransmits").expect("the map");
+    assert!(matches!(retr.slots, Some(ksense::probes::SlotPart::Count(..))), "retransmissions in the RTT's slots");
     let pre = test_prefix();
     let mut cgs: Vec<Cgroup> = (0..3).map(|i| Cgroup::new(&format!("/{pre}-rtt-slot-{i}"))).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -262,25 +267,41 @@ fn root_rtt_samples_move_to_their_slot() {
     let pause = || std::thread::sleep(Duration::from_millis(500));
     let mut buf = Vec::new();
     pause();
-    let h1 = rtt.map.read_all(&mut buf).unwrap();
-    let c1 = rtt.read_all(&mut buf).unwrap(); // gives every cgroup seen a slot
+    // In the order of a refresh: the RTT's read gives the slots, the counter's follows.
+    let both = |buf: &mut Vec<u8>| (rtt.read_all(buf).unwrap(), retr.read_all(buf).unwrap());
+    let (h1, r1) = (rtt.map.read_all(&mut buf).unwrap(), retr.map.read_all(&mut buf).unwrap());
+    let (c1, _) = both(&mut buf); // gives every cgroup seen a slot
     assert!(slots.assigned() >= cgs.len(), "slots given: {}", slots.assigned());
     pause();
-    let c2 = rtt.read_all(&mut buf).unwrap(); // folds what they counted in the hash map
+    let (c2, _) = both(&mut buf); // folds what they counted in the hash maps
     pause();
-    let h3 = rtt.map.read_all(&mut buf).unwrap();
-    let c3 = rtt.read_all(&mut buf).unwrap();
+    let (h3, r3) = (rtt.map.read_all(&mut buf).unwrap(), retr.map.read_all(&mut buf).unwrap());
+    let (c3, _) = both(&mut buf);
     for cg in &mut cgs {
         cg.wait_all();
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the last ping-pong
+    let (_, r4) = both(&mut buf);
+    for (k, cg) in cgs.iter().enumerate() {
         let i = id(cg);
         let (a, b, c) = (count(&c1, i), count(&c2, i), count(&c3, i));
+        let truth: u64 =
+            std::fs::read_to_string(dir.path().join(format!("{k}.retrans"))).unwrap().trim().parse().unwrap();
         eprintln!(
-            "{}: {} samples in the hash map before its slot; cumulative {a} -> {b} -> {c}",
+            "{}: {} samples in the hash map before its slot; cumulative {a} -> {b} -> {c}; retransmitted: {} in \
+             the hash map before its slot, {} after, cumulative {} (its socket: {truth})",
             cg.rel,
-            count(&h1, i)
+            count(&h1, i),
+            count(&r1, i),
+            count(&r3, i),
+            count(&r4, i)
         );
         assert!(count(&h1, i) > 0, "{}: samples before its slot, in the hash map", cg.rel);
         assert!(!h3.contains_key(&i), "{}: samples in the hash map after its slot was given", cg.rel);
         assert!(a <= b && b + 100 <= c, "{}: {a} -> {b} -> {c} samples", cg.rel);
+        assert!(!r3.contains_key(&i), "{}: retransmissions in the hash map after its slot was given", cg.rel);
+        assert!(truth >= 20, "{}: too few retransmissions to compare: {truth}", cg.rel);
+        let got = count(&r4, i);
+        assert!(got.abs_diff(truth) <= truth / 50 + 2, "{}: {got} retransmitted, its socket {truth}", cg.rel);
     }
 }

@@ -18,7 +18,7 @@ pub mod slots;
 mod softirq;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::bail;
@@ -235,8 +235,26 @@ pub struct WorkloadMap {
     pub family: WorkloadFamily,
     pub map: HistHash,
     /// The fast path's slots, for the maps that have one (run-queue waits,
-    /// requests), where the kernel maps arrays into memory.
-    pub slots: Option<slots::Slots>,
+    /// requests, RTT and the network's counters), where the kernel maps
+    /// arrays into memory.
+    pub slots: Option<SlotPart>,
+}
+
+/// What of a slot's line a per-workload map's fast path is.
+#[derive(Debug)]
+pub enum SlotPart {
+    /// The histogram; its reads give the slots.
+    Histogram(Arc<slots::Slots>),
+    /// Counter `k` of the spare words of another map's slots.
+    Count(Arc<slots::Slots>, usize),
+}
+
+impl SlotPart {
+    pub fn slots(&self) -> &slots::Slots {
+        match self {
+            SlotPart::Histogram(s) | SlotPart::Count(s, _) => s,
+        }
+    }
 }
 
 impl WorkloadMap {
@@ -244,8 +262,10 @@ impl WorkloadMap {
     /// slot to the cgroups without one while there are free slots.
     pub fn read_all(&self, buf: &mut Vec<u8>) -> std::io::Result<IdMap<Histogram>> {
         let mut out = self.map.read_all(buf)?;
-        if let Some(s) = &self.slots {
-            s.read_into(&self.map, &mut out)?;
+        match &self.slots {
+            Some(SlotPart::Histogram(s)) => s.read_into(&self.map, &mut out)?,
+            Some(SlotPart::Count(s, k)) => s.read_count_into(*k, &self.map, &mut out)?,
+            None => {}
         }
         Ok(out)
     }
@@ -253,7 +273,7 @@ impl WorkloadMap {
     /// Forgets cgroup `id` (its cgroup is gone); one already gone is fine.
     pub fn delete(&self, id: u64) -> std::io::Result<()> {
         if let Some(s) = &self.slots {
-            s.release(id)?;
+            s.slots().release(id)?;
         }
         self.map.delete(id)
     }
@@ -323,20 +343,31 @@ impl Attach<'_> {
     }
 
     /// After load: the fast path's maps of the per-workload map kept last
-    /// (by [`Attach::workload_map`]), when attribution is on.
+    /// (by [`Attach::workload_map`]), when attribution is on; the slots, for
+    /// [`Attach::workload_slot_count`].
     pub fn workload_slots(
         &mut self,
         ids: &libbpf_rs::MapMut<'_>,
         owners: &libbpf_rs::MapMut<'_>,
         hists: &libbpf_rs::MapMut<'_>,
         size: slots::Size,
-    ) -> anyhow::Result<()> {
-        if self.slots_on() {
-            let fd = |m: &libbpf_rs::MapMut<'_>| m.as_fd().try_clone_to_owned();
-            let s = slots::Slots::new(fd(ids)?, fd(owners)?, fd(hists)?, size)?;
-            self.workload_maps.last_mut().expect("kept by workload_map").slots = Some(s);
+    ) -> anyhow::Result<Option<Arc<slots::Slots>>> {
+        if !self.slots_on() {
+            return Ok(None);
         }
-        Ok(())
+        let fd = |m: &libbpf_rs::MapMut<'_>| m.as_fd().try_clone_to_owned();
+        let s = Arc::new(slots::Slots::new(fd(ids)?, fd(owners)?, fd(hists)?, size)?);
+        self.workload_maps.last_mut().expect("kept by workload_map").slots = Some(SlotPart::Histogram(s.clone()));
+        Ok(Some(s))
+    }
+
+    /// After load: the per-workload counter map kept last counts in word `k`
+    /// of the spare words of `slots`' lines (for the cgroups with a slot).
+    pub fn workload_slot_count(&mut self, slots: &Arc<slots::Slots>, k: usize) {
+        if let Some(m) = self.workload_maps.last_mut() {
+            debug_assert!(m.family.counter, "{}: a counter map", m.family.family);
+            m.slots = Some(SlotPart::Count(slots.clone(), k));
+        }
     }
 
     /// After load: keeps a per-workload map, when attribution is on.

@@ -40,6 +40,9 @@ pub const FAMILY: ProbeFamily = ProbeFamily {
 pub const RETRANSMIT_KINDS: [&str; 3] = ["timeout", "fast", "probe"];
 /// The index of `timeout` in [`RETRANSMIT_KINDS`].
 const TIMEOUT: usize = skel::net::types::ks_retrans::RETRANS_TIMEOUT.0 as usize;
+/// The counters' words in an RTT slot's line (`enum ks_net_count`).
+const COUNT_RETRANS: usize = skel::net::types::ks_net_count::NET_COUNT_RETRANS.0 as usize;
+const COUNT_DROPS: usize = skel::net::types::ks_net_count::NET_COUNT_DROPS.0 as usize;
 
 /// `KS_DROP_SLOTS` of bpf/net.bpf.c: reason r in slot r, the last slot for
 /// the reasons past it.
@@ -88,9 +91,21 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
         DROP_SLOTS
     );
     ctx.workload_map("ksense_workload_tcp_rtt", Some(Unit::Seconds), "TCP round-trip time of each workload's sockets (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_rtt)?;
-    ctx.workload_slots(&sk.maps.cg_tcp_rtt_slot_ids, &sk.maps.cg_tcp_rtt_slot_owners, &sk.maps.cg_tcp_rtt_slots, size)?;
+    let slots = ctx.workload_slots(
+        &sk.maps.cg_tcp_rtt_slot_ids,
+        &sk.maps.cg_tcp_rtt_slot_owners,
+        &sk.maps.cg_tcp_rtt_slots,
+        size,
+    )?;
     ctx.workload_map("ksense_workload_tcp_retransmits", None, "TCP segments each workload's sockets retransmitted (by the socket's cgroup), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_tcp_retrans)?;
+    // The counters of cgroups with an RTT slot are in its line (bpf/net.bpf.c).
+    if let Some(s) = &slots {
+        ctx.workload_slot_count(s, COUNT_RETRANS);
+    }
     ctx.workload_map("ksense_workload_skb_drops", None, "Packets of each workload's sockets the kernel dropped (those whose socket was known at the drop), for the exported workloads; the rest are summed in workload=\"other\".", &sk.maps.cg_skb_drops)?;
+    if let Some(s) = &slots {
+        ctx.workload_slot_count(s, COUNT_DROPS);
+    }
     Ok(Box::new(Net {
         rtt: percpu(&sk.maps.tcp_rtt_hist)?,
         retrans: percpu(&sk.maps.tcp_retrans)?,
@@ -223,6 +238,16 @@ mod tests {
         for (kind, v) in [("timeout", R::RETRANS_TIMEOUT), ("fast", R::RETRANS_FAST), ("probe", R::RETRANS_PROBE)] {
             assert_eq!(RETRANSMIT_KINDS[v.0 as usize], kind);
         }
+    }
+
+    /// The counters fit in the spare words of a slot's line, after the histogram.
+    #[test]
+    fn the_counters_fit_in_a_lines_spare_words() {
+        use super::super::slots::{LINE, LINE_COUNTS};
+        use skel::net::types::ks_net_count as C;
+        assert!(C::NET_COUNT_MAX.0 as usize <= LINE_COUNTS && COUNT_RETRANS != COUNT_DROPS);
+        assert_eq!(std::mem::size_of::<skel::net::types::ks_whist_line>(), LINE * 8);
+        assert_eq!(std::mem::size_of::<skel::net::types::ks_whist>(), (LINE - LINE_COUNTS) * 8);
     }
 
     #[test]

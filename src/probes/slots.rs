@@ -10,6 +10,11 @@
 //! Slots are assigned and released only here (under the workload tracker's
 //! lock), so the programs need no allocator and no lock: they only read
 //! `ids` and `owners`.
+//!
+//! A family may keep counters of the same cgroups in the lines' spare words
+//! (the network family's retransmissions and drops, beside the RTT): each is
+//! read from its own hash map (the cgroups without a slot) by
+//! [`Slots::read_count_into`], with the same folding.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,6 +48,8 @@ struct State {
     by_id: IdMap<Slotted>,
     /// Lowest first: the slots in use stay in the first pages of the mapping.
     free: BinaryHeap<Reverse<u32>>,
+    /// Reads of the histograms so far ([`Slots::read_into`]).
+    reads: u64,
 }
 
 #[derive(Debug)]
@@ -51,6 +58,10 @@ struct Slotted {
     /// What the cgroup counted in the hash map before its slot: folded in
     /// here and deleted from the map at the read after the slot was given.
     base: Histogram,
+    /// The same for each counter in the line's spare words.
+    counts: [u64; LINE_COUNTS],
+    /// The read of the histograms that gave the slot.
+    given_at: u64,
 }
 
 #[derive(Debug)]
@@ -83,6 +94,8 @@ unsafe impl Sync for Lines {}
 
 /// u64s per line: `struct ks_whist_line` (576 bytes).
 pub const LINE: usize = 72;
+/// Its spare words, after the `struct ks_whist` (`KS_LINE_COUNTS`).
+pub const LINE_COUNTS: usize = 5;
 
 impl Lines {
     fn map(fd: OwnedFd, slots: u32, cpus: usize) -> std::io::Result<Lines> {
@@ -125,6 +138,14 @@ impl Lines {
         }
     }
 
+    /// Counter `k` of the line's spare words, summed over CPUs.
+    fn count(&self, slot: u32, k: usize) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        assert!(k < LINE_COUNTS, "counter {k} of {LINE_COUNTS}");
+        let at = |cpu| (slot as usize * self.cpus + cpu) * LINE + LINE - LINE_COUNTS + k;
+        (0..self.cpus).map(|cpu| self.word(at(cpu)).load(Relaxed)).fold(0, u64::wrapping_add)
+    }
+
     fn zero(&self, slot: u32) {
         let at = slot as usize * self.cpus * LINE;
         for i in at..at + self.cpus * LINE {
@@ -145,7 +166,7 @@ impl Slots {
     pub fn new(ids: OwnedFd, owners: OwnedFd, hists: OwnedFd, size: Size) -> std::io::Result<Slots> {
         let hists = Lines::map(hists, size.slots, size.cpus as usize)?;
         let free = (0..size.slots).map(Reverse).collect();
-        Ok(Slots { ids, owners, hists, state: Mutex::new(State { by_id: IdMap::default(), free }) })
+        Ok(Slots { ids, owners, hists, state: Mutex::new(State { by_id: IdMap::default(), free, reads: 0 }) })
     }
 
     /// `out` is a read of `hash`. Makes each slotted cgroup's entry its
@@ -159,6 +180,8 @@ impl Slots {
     /// copies no more than before.
     pub fn read_into(&self, hash: &HistHash, out: &mut IdMap<Histogram>) -> std::io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.reads += 1;
+        let now = st.reads;
         for (id, s) in &mut st.by_id {
             if let Some(h) = out.remove(id) {
                 s.base.add(&h);
@@ -180,7 +203,39 @@ impl Slots {
             // Owner before id: a program that finds the id finds its owner.
             update(&self.owners, &slot.to_ne_bytes(), &id.to_ne_bytes())?;
             update(&self.ids, &id.to_ne_bytes(), &slot.to_ne_bytes())?;
-            st.by_id.insert(id, Slotted { slot, base: Histogram::workload() });
+            st.by_id.insert(id, Slotted { slot, base: Histogram::workload(), counts: [0; LINE_COUNTS], given_at: now });
+        }
+        Ok(())
+    }
+
+    /// [`Slots::read_into`] for counter `k` of the lines' spare words: `out`
+    /// is a read of `hash`, the counter's map for the cgroups without a slot
+    /// (counts in the zero bucket). A slotted cgroup's entry is its
+    /// cumulative; its hash entry is folded in and deleted once its slot was
+    /// given at an earlier read of the histograms (before that a program may
+    /// still be adding to it: it is added, not folded). Gives no slots: the
+    /// histograms' read does.
+    pub fn read_count_into(&self, k: usize, hash: &HistHash, out: &mut IdMap<Histogram>) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = st.reads;
+        for (id, s) in &mut st.by_id {
+            let mut n = s.counts[k];
+            if let Some(h) = out.remove(id) {
+                if s.given_at < now {
+                    s.counts[k] += h.count();
+                    n = s.counts[k];
+                    hash.delete(*id)?;
+                } else {
+                    n += h.count();
+                }
+            }
+            n += self.hists.count(s.slot, k);
+            // Cgroups that never counted keep no series, as without slots.
+            if n > 0 {
+                let mut h = Histogram::workload();
+                h.slots[0] = n;
+                out.insert(*id, h);
+            }
         }
         Ok(())
     }
