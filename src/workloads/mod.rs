@@ -174,7 +174,29 @@ impl Workloads {
     /// Reads the maps, updates the series, deletes the entries of cgroups
     /// that are gone. Safe to call from several threads: one at a time.
     pub fn refresh(&self) -> std::io::Result<Arc<View>> {
+        self.read_unless_within(None)
+    }
+
+    /// The last view if its maps were read less than `age` ago, else a new one.
+    pub fn within(&self, age: Duration) -> std::io::Result<Arc<View>> {
+        match self.last_within(age) {
+            Some(view) => Ok(view),
+            None => self.read_unless_within(Some(age)),
+        }
+    }
+
+    fn last_within(&self, age: Duration) -> Option<Arc<View>> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().filter(|(at, _)| at.elapsed() < age).map(|(_, view)| view.clone())
+    }
+
+    /// A read of the maps, unless one younger than `age` is there once the
+    /// lock is held: two scrapes that found the view stale at once read once.
+    fn read_unless_within(&self, age: Option<Duration>) -> std::io::Result<Arc<View>> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(view) = age.and_then(|a| self.last_within(a)) {
+            return Ok(view);
+        }
         let (tracker, cgroups, buf) = &mut *guard;
         // Dropped first: a view still held would make the tracker copy each series it changes.
         drop(self.last.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -190,15 +212,6 @@ impl Workloads {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, view.clone()));
         Ok(view)
     }
-
-    /// The last view if its maps were read less than `age` ago, else a new one.
-    pub fn within(&self, age: Duration) -> std::io::Result<Arc<View>> {
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match last {
-            Some((at, view)) if at.elapsed() < age => Ok(view),
-            _ => self.refresh(),
-        }
-    }
 }
 
 impl Collector for Workloads {
@@ -212,5 +225,53 @@ impl Collector for Workloads {
             Err(e) => tracing::warn!(error = %e, "reading the per-workload maps failed"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workloads(max_age: Duration) -> Workloads {
+        let cfg = Config { max_age, cgroup_root: Some("/nonexistent".into()), ..Config::default() };
+        Workloads::new(WorkloadMaps { maps: Vec::new(), entries: 1 }, &cfg).unwrap()
+    }
+
+    #[test]
+    fn a_view_younger_than_the_age_is_served_again_and_refresh_always_reads() {
+        let w = workloads(Duration::from_secs(3600));
+        let a = w.within(Duration::from_secs(3600)).unwrap();
+        assert!(Arc::ptr_eq(&a, &w.within(Duration::from_secs(3600)).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &w.within(Duration::ZERO).unwrap()), "0: a read every time");
+        assert!(!Arc::ptr_eq(&a, &w.refresh().unwrap()));
+    }
+
+    /// Scrapes that find the view stale at the same moment wait for one read
+    /// and serve it, instead of each reading the maps in turn.
+    #[test]
+    fn concurrent_stale_callers_share_one_read() {
+        let w = Arc::new(workloads(Duration::from_secs(3600)));
+        for _ in 0..20 {
+            // Stale for everyone: the next callers must read.
+            drop(w.last.lock().unwrap().take());
+            let held = w.state.lock().unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(5));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (w, b) = (w.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        w.within(Duration::from_secs(3600)).unwrap()
+                    })
+                })
+                .collect();
+            barrier.wait();
+            // Every caller has found no view and queued on the lock by now (most likely);
+            // either way each must get the same view.
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+            let views: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert!(views.iter().all(|v| Arc::ptr_eq(v, &views[0])), "more than one read");
+        }
     }
 }
