@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Two ksense builds' scrapes with 200 workloads, alternated: CPU and latency per scrape.
 
-    sudo bench/ab-scrape.py BUILD_A BUILD_B [--pairs 3] [--workloads 200]
+    sudo bench/ab-scrape.py BUILD_A BUILD_B [--pairs 3] [--workloads 200] [--spaced 40]
 
 N cgroups (v2, --workloads, 200 by default) each with a process that sleeps 10 ms in a loop, so that
 every workload waits in the run queue; then each build in turn (A B, B A,
 A B, ...) with attribution on, one at a time: 1500 scrapes back to back on a
 kept-alive connection (the process's CPU time over them, per scrape, and
 latency) and 40 scrapes each after a pause of 0.3-1.7 s, as Prometheus
-scrapes (the model's 1 s interval reads the maps in between), and the minor
+scrapes (the model's 1 s interval reads the maps in between; the process's
+CPU time during each, from schedstat), and the minor
 page faults of each (fresh memory mapped by the scrape). Prints one row per
 run and the medians of each build, and B/A.
 """
@@ -46,6 +47,11 @@ def free_port():
 def cpu_seconds(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns(pid):
+    """CPU time of all the process's threads, in ns (schedstat: finer than stat's ticks)."""
+    return sum(int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0]) for t in os.listdir(f"/proc/{pid}/task"))
 
 
 def minor_faults(pid):
@@ -92,17 +98,19 @@ def run(build, workloads, back_to_back, spaced):
                 lat.append(time.monotonic() - t)
             cpu = (cpu_seconds(ks.pid) - c0) / back_to_back
             b2b_flt = (minor_faults(ks.pid) - f0) / back_to_back
-            cold, cold_flt = [], []
+            cold, cold_flt, cold_cpu = [], [], []
             for _ in range(spaced):
                 time.sleep(random.uniform(0.3, 1.7))
-                f0 = minor_faults(ks.pid)
+                f0, n0 = minor_faults(ks.pid), cpu_ns(ks.pid)
                 t = time.monotonic()
                 c.request("GET", "/metrics")
                 c.getresponse().read()
                 cold.append(time.monotonic() - t)
+                cold_cpu.append(cpu_ns(ks.pid) - n0)
                 cold_flt.append(minor_faults(ks.pid) - f0)
             return {"cpu": cpu * 1e3, "b2b_p50": q(lat, 0.5) * 1e3, "b2b_p99": q(lat, 0.99) * 1e3,
                     "cold_p50": q(cold, 0.5) * 1e3, "cold_p99": q(cold, 0.99) * 1e3,
+                    "cpu_c50": q(cold_cpu, 0.5) / 1e6, "cpu_c99": q(cold_cpu, 0.99) / 1e6,
                     "b2b_flt": b2b_flt, "cold_flt": statistics.median(cold_flt)}
         finally:
             ks.terminate()
@@ -135,9 +143,10 @@ def main():
             kids.append(p)
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(p.pid))
-        cols = ["cpu", "b2b_p50", "b2b_p99", "cold_p50", "cold_p99", "b2b_flt", "cold_flt"]
+        cols = ["cpu", "b2b_p50", "b2b_p99", "cold_p50", "cold_p99", "cpu_c50", "cpu_c99", "b2b_flt", "cold_flt"]
         print(f"{args.workloads} workloads; ms per scrape: CPU of the ksense process over {args.back_to_back} "
-              f"back-to-back scrapes (b2b), latency b2b and of {args.spaced} scrapes after 0.3-1.7 s pauses (cold); "
+              f"back-to-back scrapes (b2b), latency b2b and of {args.spaced} scrapes after 0.3-1.7 s pauses (cold), "
+              f"its CPU during each cold one (cpu_c50, cpu_c99: any other work of its threads then included); "
               f"minor page faults per scrape (flt: mean b2b, median cold)")
         print(f"{'run':<8}" + "".join(f"{c:>10}" for c in cols))
         res = {"A": [], "B": []}

@@ -256,7 +256,7 @@ pub struct WorkloadsOpts {
     /// Kubelet's log directory, whose pods/ and containers/ entries name pods and containers [default: /var/log]
     #[arg(id = "workloads.kubelet-log-dir", long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
     pub kubelet_log_dir: Option<PathBuf>,
-    /// How old the per-workload series a scrape serves may be: a read of the kernel's maps younger than this (the model makes one every interval) is served again rather than repeated; 0s: read them at every scrape [default: 1s]
+    /// How old the per-workload series a scrape serves may be: a read of the kernel's maps younger than this (the model makes one every interval) is served again rather than repeated; 0s: read them at every scrape [default: 2s]
     #[arg(id = "workloads.max-age", long = "workloads.max-age", value_name = "DURATION", global = true, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub max_age: Option<Duration>,
@@ -881,7 +881,7 @@ mod tests {
         let c = Config::load(cli(&[])).unwrap();
         assert!(!c.workloads.enabled, "off by default: the node-wide path is the cheapest");
         assert_eq!((c.workloads.max, c.workloads.map_entries), (100, 1024));
-        assert_eq!(c.workloads.max_age, Duration::from_secs(1));
+        assert_eq!(c.workloads.max_age, Duration::from_secs(2));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
         std::fs::write(

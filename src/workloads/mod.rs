@@ -46,7 +46,9 @@ pub struct Config {
     /// reads them at every interval (1 s by default) for the victims, and a
     /// scrape of 200 workloads that reuses its read takes about 30 % less
     /// CPU (bench/README.md, "Scrape: the model's read served again").
-    /// Zero: a read at every scrape.
+    /// Twice that interval by default: with exactly one interval, a scrape
+    /// that came the few ms a read ran late read the maps again (the
+    /// scrapes' CPU p99, bench/README.md). Zero: a read at every scrape.
     pub max_age: Duration,
 }
 
@@ -60,7 +62,7 @@ impl Default for Config {
             exclude: None,
             cgroup_root: None,
             kubelet_log_dir: "/var/log".into(),
-            max_age: Duration::from_secs(1),
+            max_age: Duration::from_secs(2),
         }
     }
 }
