@@ -79,8 +79,9 @@ fn score(k: &Ksense) -> serde_json::Value {
     serde_json::from_str(&ureq::get(&k.url("/api/v1/score")).call().unwrap().into_string().unwrap()).unwrap()
 }
 
-fn named(doc: &serde_json::Value, rel: &str) -> bool {
-    doc["victims"].as_array().is_some_and(|v| v.iter().any(|w| w["labels"]["workload"] == rel))
+/// Workload `rel`'s entry among the score's victims, if it is one.
+fn victim<'a>(doc: &'a serde_json::Value, rel: &str) -> Option<&'a serde_json::Value> {
+    doc["victims"].as_array()?.iter().find(|w| w["labels"]["workload"] == rel)
 }
 
 #[test]
@@ -157,18 +158,17 @@ fn root_the_server_slowed_by_a_hog_is_the_victim_and_the_hog_its_suspect() {
         // run-queue P99 is no Gaussian: a CI pre-check saw 0.757, its
         // friction twice its normal, beside the server's 0.989). Never
         // twice, and never above the server it slows.
-        if let Some(h) = doc["victims"].as_array().unwrap().iter().find(|w| w["labels"]["workload"] == hog.rel) {
+        if let Some(h) = victim(&doc, &hog.rel) {
             hog_named += 1;
-            let server_score =
-                doc["victims"].as_array().unwrap().iter().find(|w| w["labels"]["workload"] == server.rel);
-            let (hs, ss) = (h["score"].as_f64().unwrap(), server_score.map_or(0.0, |w| w["score"].as_f64().unwrap()));
+            let server_score = victim(&doc, &server.rel).map_or(0.0, |w| w["score"].as_f64().unwrap());
+            let (hs, ss) = (h["score"].as_f64().unwrap(), server_score);
             assert!(hs < ss, "the hog is more a victim than the server: {doc}");
             assert!(hog_named <= 1, "the hog is a victim in two readings: {doc}");
         }
-        named_server += usize::from(named(&doc, &server.rel));
-        let Some(v) = doc["victims"].as_array().unwrap().iter().find(|w| w["labels"]["workload"] == server.rel) else {
+        let Some(v) = victim(&doc, &server.rel) else {
             continue;
         };
+        named_server += 1;
         let suspects: Vec<&str> =
             v["suspects"].as_array().unwrap().iter().map(|s| s["workload"].as_str().unwrap()).collect();
         assert!(!suspects.contains(&bystander.rel.as_str()), "the idle bystander is no suspect: {v}");
