@@ -279,11 +279,12 @@ fn runqueue_wakeup_split(mode: &str) {
     let tids: Vec<(bool, i32)> = (0..3).map(|_| rx.recv().unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));
     let delays = |want: bool| tids.iter().filter(|t| t.0 == want).map(|t| thread_run_delay(t.1)).sum::<u64>();
-    let (spin0, sleep0) = (delays(false), delays(true));
+    // The snapshots enclose the schedstat reads (s0, d0, ..., d1, s1), as the comment below says.
     let s0 = p.snapshot().unwrap();
+    let (spin0, sleep0) = (delays(false), delays(true));
     std::thread::sleep(Duration::from_secs(2));
-    let s1 = p.snapshot().unwrap();
     let (spin1, sleep1) = (delays(false), delays(true));
+    let s1 = p.snapshot().unwrap();
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.join().unwrap();
