@@ -19,13 +19,13 @@ done
 
 step() { echo "bench smoke: $*"; }
 
-# One server's QoS run (its two phases, `cpu` and `loss1`, $2 s each), and a
-# check that every window has every figure named after $2 (`post:` ones only
-# after the warm-up, when the model scores).
+# One server's QoS run (its two phases, `cpu` and `loss1`, $2 s each; $QOS_FLAGS
+# passed on to run.sh), and a check that every window has every figure named
+# after $2 (`post:` ones only after the warm-up, when the model scores).
 qos_smoke() {
     local server=$1 seconds=$2; shift 2
     "$here/qos/run.sh" --no-build --no-variants --server "$server" --warmup 20 --phases cpu,loss1 \
-        --phase-seconds "$seconds" --rounds 1 --out "$out/qos-$server" > "$out/qos-$server.log" 2>&1 \
+        --phase-seconds "$seconds" --rounds 1 ${QOS_FLAGS:-} --out "$out/qos-$server" > "$out/qos-$server.log" 2>&1 \
         || { cat "$out/qos-$server.log"; exit 1; }
     "$PY" - "$out/qos-$server/windows.csv" p99_ms p99_measured_ms ks_server_p99_ms "$@" <<'EOF'
 import csv, math, sys
@@ -41,8 +41,8 @@ print(f"  {len(rows)} windows, {len(post)} after the warm-up, every figure prese
 EOF
 }
 
-step "QoS benchmark (nginx, wrk, two phases)"
-qos_smoke nginx 10 cpu_util post:friction
+step "QoS benchmark (nginx, wrk, two phases; the server in a cgroup of its own, --workloads)"
+QOS_FLAGS=--workloads qos_smoke nginx 10 cpu_util post:friction post:server_friction
 
 step "QoS benchmark (Apache httpd, wrk, two phases)"
 qos_smoke apache 10

@@ -89,10 +89,19 @@ def build_rows(run):
             if any(key in s["h"] for s in run.samples):
                 counts, sums = run.hist(key)
                 r[col] = float(stat((counts[b] - counts[a])[None, :], np.array([sums[b] - sums[a]]), "p99")[0]) * 1e3
+        # --workloads: the server's own friction, against its own baseline
+        cg = run.meta.get("server_cgroup")
+        if cg:
+            r["server_friction"] = window_mean(server_friction(run, cg), ks)
         r["load1"] = run.samples[b]["load1"]
         r["intervals"] = len(ks)
         rows.append(r)
     return rows, names, psi_keys
+
+
+def server_friction(run, cg):
+    """ksense_workload_friction of the server's cgroup per scrape; NaN where it had none (warm-up)."""
+    return np.array([(s.get("wl_friction") or {}).get(cg, np.nan) for s in run.samples], dtype=float)
 
 
 def write_csv(rows, path):
@@ -112,6 +121,8 @@ def table(rows, names, psi_keys, target="p99_ms", group="all"):
     if "ks_server_p99_ms" in post[0]:
         series += [("requests: the server's P99 (ksense)", "ks_server_p99_ms"),
                    ("requests: the load generator's calls, P99 (ksense)", "ks_client_p99_ms")]
+    if "server_friction" in post[0]:
+        series += [("the server's workload friction (--workloads)", "server_friction")]
     series += [("CPU utilisation", "cpu_util")]
     for k in psi_keys:
         series += [(f"PSI {k[4:].replace('_', ' ')} avg10", k + "_avg10"), (f"PSI {k[4:].replace('_', ' ')} (window)", k)]

@@ -260,6 +260,9 @@ def parse_metrics(text):
             out["signals"][lab.get("signal", "?")] = value
         elif name == "ksense_friction_contribution":
             out["contrib"][lab.get("signal", "?")] = value
+        elif name == "ksense_workload_friction":
+            # --workloads: each workload's friction against its own baseline
+            out.setdefault("wl_friction", {})[lab.get("workload", "?")] = value
         elif name in COUNTERS:
             # an event count: the model reads only its rate (the count), kept
             # as a histogram whose events sit in the first bucket; the total,
@@ -717,6 +720,35 @@ def wait_http(url, what, timeout=20.0):
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
 
 
+def server_cgroup():
+    """A cgroup v2 directory for the server: (its path, its path as ksense's workload label)."""
+    root = next((ln.split(" - ")[0].split()[4] for ln in open("/proc/self/mountinfo")
+                 if ln.split(" - ")[1].split()[0] == "cgroup2"), None)
+    if root is None:
+        raise SystemExit("qos: --workloads needs a cgroup v2 hierarchy")
+    rel = f"/ksense-qos-server-{os.getpid()}"
+    os.mkdir(root + rel)
+    return root + rel, rel
+
+
+def in_cgroup(cg, argv):
+    """argv, started inside cgroup `cg` (from server_cgroup()) when there is one: the
+    shell moves itself there before it execs, so every process the server forks is there too."""
+    if cg is None:
+        return argv
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg[0]] + argv
+
+
+def remove_cgroup(path):
+    for _ in range(50):  # its processes take a moment to be reaped
+        try:
+            os.rmdir(path)
+            return
+        except OSError:
+            time.sleep(0.1)
+    log(f"could not remove {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
@@ -744,6 +776,10 @@ def main():
                     help="the server's processes: nginx's workers, Apache's children (Redis: unused)")
     ap.add_argument("--features", default=None, help="ksense --model.features (default: ksense's own)")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--workloads", action="store_true",
+                    help="the server in a cgroup of its own and ksense with --workloads.enabled: records each "
+                         "workload's friction (the server's: its own run-queue wait and request P99 against its "
+                         "own baseline)")
     args = ap.parse_args()
 
     def on_term(*_):
@@ -798,25 +834,29 @@ def main():
         v = subprocess.run(["apache2", "-v"], capture_output=True, text=True).stdout.splitlines()
         meta["server_version"] = v[0] if v else None
         meta["apache_threads"] = {"processes": int(args.workers), "threads_per_process": APACHE_THREADS}
+    server_cg = None
     try:
+        if args.workloads:
+            server_cg = server_cgroup()
+            meta["server_cgroup"] = server_cg[1]
         nport, kport = free_port(), free_port()
         site = f"http://127.0.0.1:{nport}/"
         if args.server == "nginx":
             conf = make_site(tmp, nport, args.workers)
-            server = procs.start("nginx", ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"]),
+            server = procs.start("nginx", in_cgroup(server_cg, ns.cmd(["nginx", "-p", tmp, "-c", conf, "-g", "daemon off;"])),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "nginx.stderr"), "w"))
             wait_url_in(ns, site + "static.html", "nginx")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         elif args.server == "apache":
             conf = make_site(tmp, nport, args.workers, "apache")
-            server = procs.start("apache2", ns.cmd(["apache2", "-f", conf, "-DFOREGROUND"]),
+            server = procs.start("apache2", in_cgroup(server_cg, ns.cmd(["apache2", "-f", conf, "-DFOREGROUND"])),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "apache.stderr"), "w"))
             wait_url_in(ns, site + "static.html", "apache2")
             load = lambda rec: wrk_loop(args, site, rec, ns)  # noqa: E731
         else:
-            server = procs.start("redis-server", ns.cmd(
+            server = procs.start("redis-server", in_cgroup(server_cg, ns.cmd(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(nport), "--save", "", "--appendonly", "no",
-                 "--protected-mode", "no", "--dir", tmp]), stdout=subprocess.DEVNULL,
+                 "--protected-mode", "no", "--dir", tmp])), stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(tmp, "redis.stderr"), "w"))
             wait_in(ns, ["redis-cli", "-h", "127.0.0.1", "-p", str(nport), "ping"], "redis-server", answer="PONG")
             load = lambda rec: redis_loop(args, nport, rec, ns)  # noqa: E731
@@ -828,6 +868,8 @@ def main():
                  "--web.classic-buckets", le_arg()]
         if args.features:
             kargs += ["--model.features", args.features]
+        if args.workloads:
+            kargs += ["--workloads.enabled"]
         klog = open(os.path.join(args.out, "ksense.log"), "w")
         kproc = procs.start("ksense", kargs, stdout=klog, stderr=klog)
         t0 = time.monotonic()  # ksense's warm-up clock starts within ms of this
@@ -912,6 +954,8 @@ def main():
             meta["ended"] = rec.now()
         procs.stop_all()
         ns.delete()
+        if server_cg:
+            remove_cgroup(server_cg[0])
         meta["load_at_end"] = os.getloadavg()
         with open(os.path.join(args.out, "phases.json"), "w") as f:
             json.dump(meta, f, indent=1)

@@ -4,13 +4,14 @@
 #   sudo bench/qos/run.sh [--quick] [--seed S] [--server nginx|redis|apache]
 #                         [--regime fixed|closed|bursty] [--phase-seconds N] [--warmup N]
 #                         [--rounds R] [--window N] [--features a,b,c] [--out DIR]
-#                         [--no-build] [--no-variants] [--no-metrics-save]
+#                         [--no-build] [--no-variants] [--no-metrics-save] [--workloads]
 #
 # Default: 120 s quiet warm-up, then 9 phases x 45 s x 2 rounds (~16 min).
 # --quick: 60 s warm-up, 9 phases x 25 s x 1 round (~5 min), for smoke tests.
 # Writes bench/qos/out/ (raw recordings, windows.csv) and bench/qos/qos.png
 # (with --out DIR: DIR/ and DIR/qos.png),
-# prints the Spearman table and the offline variants table. See README.md.
+# prints the Spearman table and the offline variants table. --workloads also records the
+# server's own friction (its cgroup, --workloads.enabled). See README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -21,12 +22,12 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --no-build) build=0 ;;
         --no-variants) variants=0 ;;
-        --no-metrics-save) pass+=("$1") ;;
+        --no-metrics-save|--workloads) pass+=("$1") ;;
         --out) out=$(realpath -m "$2"); png="$out/qos.png"; pass+=(--out "$out"); shift ;;
         --server) server=$2; pass+=("$1" "$2"); shift ;;
         --seed|--regime|--phase-seconds|--warmup|--rounds|--window|--features|--phases|--connections|--delay-ms|--ksense)
             pass+=("$1" "$2"); shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
