@@ -30,7 +30,9 @@ since ksense started, one monotonic clock):
   samples.jsonl  one line per ksense model interval (1 s, phase-locked to
                  ksense's tick): friction, direction, signals, contributions,
                  the raw cumulative histograms (every kernel bucket), and
-                 /proc/stat, /proc/pressure/{cpu,io} and loadavg at that moment.
+                 /proc/stat, /proc/pressure/{cpu,io} and loadavg at that moment;
+                 with --workloads also each workload's friction (the server
+                 runs in a cgroup of its own, phases.json names it).
   phases.json    the phase timeline and the run's settings.
 
 Only the standard library is needed here; analyze.py and variants.py read the
