@@ -29,7 +29,8 @@ a shared machine cancels out of the ratios.
 (`off` always among them): rounds take less time, so more fit (e.g. --rounds
 20) where the host is too noisy for 7 to say much.
 
-Prints, for each configuration against `off`: the median of the per-round
+Prints, for each configuration against `off` (and against the floor, and
+`all` against `default`: what attribution adds): the median of the per-round
 changes and a 95 % bootstrap interval of that median. Fails (exit 1) when a
 tool is missing or a run does not produce its figure: never a partial table.
 """
@@ -262,6 +263,9 @@ def main():
     if FLOOR in configs:
         print("against the floor (what ksense's programs add to the cost of any tracer on its hooks), same rounds")
         table(FLOOR, [c for c in configs if c not in ("off", FLOOR)])
+    if "default" in configs and "all" in configs:
+        print("attribution: all against the default, same rounds")
+        table("default", ["all"])
     off = results["off"]
     web = "" if not ns else (f"{statistics.median(x['rps'] for x in off):.0f} req/s, "
                              f"P99 {statistics.median(x['p99'] for x in off) * 1e3:.2f} ms, "
