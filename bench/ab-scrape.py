@@ -24,18 +24,15 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qos"))
+from qos import cgroup2_root  # noqa: E402  (one reading of /proc/self/mountinfo for the benchmarks)
+
 
 def die(msg):
     print(f"ab-scrape: {msg}", file=sys.stderr)
     sys.exit(1)
 
 
-def cgroup2_root():
-    for line in open("/proc/self/mountinfo"):
-        pre, _, post = line.partition(" - ")
-        if post.split()[0] == "cgroup2":
-            return pre.split()[4]
-    die("no cgroup v2 hierarchy mounted")
 
 
 def free_port():
@@ -131,7 +128,10 @@ def main():
     for b in (args.a, args.b):
         if not os.access(b, os.X_OK):
             die(f"{b}: not an executable")
-    root = os.path.join(cgroup2_root(), f"ksense-ab-{os.getpid()}")
+    cg2 = cgroup2_root()
+    if cg2 is None:
+        die("no cgroup v2 hierarchy mounted")
+    root = os.path.join(cg2, f"ksense-ab-{os.getpid()}")
     os.mkdir(root)
     kids, dirs = [], []
     try:

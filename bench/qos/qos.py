@@ -722,10 +722,18 @@ def wait_http(url, what, timeout=20.0):
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s")
 
 
+def cgroup2_root():
+    """Where the cgroup v2 hierarchy is mounted (unified or hybrid hosts); None without one."""
+    for line in open("/proc/self/mountinfo"):
+        pre, _, post = line.partition(" - ")
+        if post.split()[0] == "cgroup2":
+            return pre.split()[4]
+    return None
+
+
 def server_cgroup():
     """A cgroup v2 directory for the server: (its path, its path as ksense's workload label)."""
-    root = next((ln.split(" - ")[0].split()[4] for ln in open("/proc/self/mountinfo")
-                 if ln.split(" - ")[1].split()[0] == "cgroup2"), None)
+    root = cgroup2_root()
     if root is None:
         raise SystemExit("qos: --workloads needs a cgroup v2 hierarchy")
     rel = f"/ksense-qos-server-{os.getpid()}"
