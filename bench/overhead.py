@@ -3,6 +3,7 @@
 
   sudo bench/overhead.py [--rounds 7] [--seconds 3] [--seed 1] [--ksense target/release/ksense]
                         [--floor BENCH_BINARY] [--pipe-only] [--configs off,floor,default,all]
+                        [--page static|dyn]
 
 Two workloads, each measured with ksense off, with empty BPF programs on every
 tracepoint the default uses (floor: what any tracer on these hooks costs,
@@ -21,6 +22,9 @@ a shared machine cancels out of the ratios.
           CPU 0), both in a network namespace of the benchmark's own (MTU
           1500): requests/s, wrk's P99, and busy CPU time (/proc/stat, all
           CPUs) per request, the figure least disturbed by other tenants.
+          --page static (default): a 4 KiB page, the thinnest request, where
+          a tracer's fixed cost per event weighs most; --page dyn: a 45 kB
+          text gzipped anew on every request, a request with work in it.
   pipe    `perf bench sched pipe` pinned to one CPU: two tasks ping-pong over
           a pipe, two context switches per operation, the switch path at its
           hottest: µs per operation.
@@ -57,6 +61,8 @@ from qos import Netns, make_site, wait_url_in  # noqa: E402  (the QoS benchmark'
 # no-requests: the default without the requests family's four socket programs (bpf/requests.bpf.c);
 # its hook on tcp_retransmit_skb stays, idle here (no loss).
 FLOOR = "floor"  # not ksense: the cost bench's empty programs
+# The QoS benchmark's two resources (qos.make_site): the thinnest request, and one with work in it.
+PAGES = {"static": "/static.html", "dyn": "/dyn"}
 # wakeup: the default timing waits from sched_wakeup, as where the kernel keeps no sched_info.
 CONFIGS = {"off": None, FLOOR: None, "default": [], "wakeup": ["--bpf.sched-waits", "wakeup"], "stats": ["--bpf.stats"],
            "no-requests": ["--bpf.disable", "inet_sock_set_state,sk_data_ready,sock_recv_length,sock_send_length"],
@@ -173,6 +179,8 @@ def main():
     ap.add_argument("--floor", help="the cost bench's binary (default: built and found by cargo)")
     ap.add_argument("--pipe-only", action="store_true", help="only perf bench sched pipe, no nginx")
     ap.add_argument("--configs", help=f"comma-separated subset of {','.join(CONFIGS)} (off is always run)")
+    ap.add_argument("--page", choices=sorted(PAGES), default="static",
+                    help="what nginx serves: static (a 4 KiB page) or dyn (45 kB of text gzipped on every request)")
     args = ap.parse_args()
     configs = list(CONFIGS)
     if args.configs:
@@ -214,7 +222,7 @@ def main():
             # A session of its own: the workers go with the master at the end.
             nginx = subprocess.Popen(ns.cmd(["taskset", "-c", "1", "nginx", "-c", conf, "-g", "daemon off;"]),
                                      start_new_session=True)
-            url = f"http://127.0.0.1:{port}/static.html"
+            url = f"http://127.0.0.1:{port}{PAGES[args.page]}"
             wait_url_in(ns, url, "nginx")
             run_nginx(ns, url, 1)  # warm the page cache and nginx
         results = {c: [] for c in configs}
@@ -258,6 +266,8 @@ def main():
             print(f"{c:12}" + "".join(f"{x:>27}" for x in cells))
 
     print()
+    if ns:
+        print(f"nginx page: {PAGES[args.page]}")
     print(f"change against ksense off, median of {args.rounds} paired rounds [95 % bootstrap interval]")
     table("off", [c for c in configs if c != "off"])
     if FLOOR in configs:

@@ -172,7 +172,7 @@ pub struct ModelOpts {
         global = true
     )]
     pub features: Option<Vec<String>>,
-    /// Covariance regularisation: ledoit-wolf (shrinkage) or ridge (the K-Sense reference's) [default: ledoit-wolf]
+    /// Covariance regularisation: ledoit-wolf (shrinkage), diagonal (ledoit-wolf's variances, no correlations) or ridge (the K-Sense reference's) [default: ledoit-wolf]
     #[arg(id = "model.regularisation", long = "model.regularisation", value_name = "METHOD", global = true)]
     pub regularisation: Option<Regularisation>,
     /// Which deviations count as friction: one-sided (only signals above their baseline) or two-sided (the plain Mahalanobis distance) [default: one-sided]
@@ -327,7 +327,7 @@ impl SchedWaits {
 /// The model's own enums as flag values, named as the file names them.
 impl ValueEnum for Regularisation {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Regularisation::LedoitWolf, Regularisation::Ridge]
+        &[Regularisation::LedoitWolf, Regularisation::Diagonal, Regularisation::Ridge]
     }
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.as_str()))
@@ -826,6 +826,12 @@ mod tests {
         assert_eq!((c.model.side, c.model.regularisation), (Side::Two, Regularisation::Ridge));
         let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--model.friction", "one-sided"])).unwrap();
         assert_eq!(c.model.side, Side::One);
+        // Every regularisation the model knows, as a flag and in the file.
+        for r in [Regularisation::Ridge, Regularisation::LedoitWolf, Regularisation::Diagonal] {
+            assert_eq!(Config::load(cli(&["--model.regularisation", r.as_str()])).unwrap().model.regularisation, r);
+            std::fs::write(&p, format!("[model]\nregularisation = \"{r}\"\n")).unwrap();
+            assert_eq!(Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap().model.regularisation, r);
+        }
         std::fs::write(&p, "[model]\nfriction = \"sideways\"\n").unwrap();
         let e = Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap_err();
         assert!(e.contains("line 2") && e.contains("friction") && e.contains("sideways"), "{e}");

@@ -4,8 +4,8 @@ ksense's own model (examples/replay.rs: the Scorer the live loop uses) for
 model variants, and ranks them by Spearman's rho against the client P99.
 
 Variant knobs, all of them ksense settings: the feature list
-(--model.features), `ridge` or `lw` (--model.regularisation ridge or
-ledoit-wolf), side `two` or `one` (--model.friction), and here in Python the
+(--model.features), `ridge`, `lw` or `diag` (--model.regularisation ridge,
+ledoit-wolf or diagonal), side `two` or `one` (--model.friction), and here in Python the
 window aggregation of the 1 s frictions (`mean`, `median`, `max`) or `signed`
 (direction * friction). Calibration is ksense's own: the run's warm-up and
 baseline window, as qos.py started ksense with them.
@@ -31,6 +31,8 @@ from common import (NET_PHASES, TRUTH_COLUMNS, TRUTHS, Run, client_p99_ms, diff_
                     server_name, spearman, window_mean, windows)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The reg knob's short names: ksense's --model.regularisation values.
+REGULARISATIONS = {"ridge": "ridge", "lw": "ledoit-wolf", "diag": "diagonal"}
 ROOT = os.path.dirname(os.path.dirname(HERE))
 REPLAY = os.path.join(ROOT, "target", "release", "examples", "replay")
 # ksense's default features and the K-Sense reference's feature set they replaced.
@@ -85,7 +87,7 @@ class Prepared:
         if key not in self._f:
             warm = f"{self.warmup}s"
             cmd = [REPLAY, self.samples_file(), "--model.features", ",".join(v["features"]),
-                   "--model.regularisation", "ridge" if v["reg"] == "ridge" else "ledoit-wolf",
+                   "--model.regularisation", REGULARISATIONS[v["reg"]],
                    "--model.friction", "one-sided" if v["side"] == "one" else "two-sided",
                    "--model.interval", "1s", "--model.warmup", warm, "--model.baseline-window", warm]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
@@ -210,7 +212,7 @@ def named_variants():
     V = [mk(label="default (offline): " + describe(mk()))]
     # the default before the time-weighted tail (bench/README, "Interference it was not tuned on")
     V += [mk(tuple(f for f in DEFAULT if f != "runqueue_wakeup_tw90"))]
-    V += [mk(reg="ridge"), mk(side="two"), mk(reg="ridge", side="two"), mk(agg="signed"), mk(agg="median"),
+    V += [mk(reg="ridge"), mk(reg="diag"), mk(side="two"), mk(reg="ridge", side="two"), mk(agg="signed"), mk(agg="median"),
           mk(agg="max")]
     # the K-Sense reference's features, with its ridge and the plain distance, and as ksense would score them
     V += [mk(REFERENCE, reg="ridge", side="two", label="reference features: " + describe(mk(REFERENCE, reg="ridge", side="two"))),
@@ -255,7 +257,7 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--diff", action="store_true", help="also the rho of window-to-window changes")
     ap.add_argument("--try", dest="extra", action="append", default=[],
-                    help="an extra variant: FEATURES[:ridge|lw[:mean|median|max|signed[:two|one]]]")
+                    help="an extra variant: FEATURES[:ridge|lw|diag[:mean|median|max|signed[:two|one]]]")
     ap.add_argument("--markdown", action="store_true",
                     help="only print the README's per-run table for the default (or the first --try)")
     ap.add_argument("--regimes", action="store_true",
@@ -344,6 +346,8 @@ def parse_try(s):
     keys = ["features", "reg", "agg", "side"]
     kw = dict(zip(keys, parts))
     kw["features"] = tuple(kw["features"].split(","))
+    if kw.get("reg", "lw") not in REGULARISATIONS:
+        raise SystemExit(f"--try: regularisation {kw['reg']!r}: one of {', '.join(REGULARISATIONS)}")
     return mk(**kw)
 
 

@@ -47,6 +47,11 @@ pub enum Regularisation {
     /// ridge. The default: it beat the ridge on every bench/qos run.
     #[default]
     LedoitWolf,
+    /// Ledoit–Wolf's variances with every correlation dropped: friction is
+    /// then the one-sided z-scores' Euclidean norm. Correlations learned on a
+    /// calm node discount signals that rise together, which is what
+    /// interference does to them (bench/README.md, "Correlations").
+    Diagonal,
 }
 
 impl Regularisation {
@@ -55,6 +60,7 @@ impl Regularisation {
         match self {
             Regularisation::Ridge => "ridge",
             Regularisation::LedoitWolf => "ledoit-wolf",
+            Regularisation::Diagonal => "diagonal",
         }
     }
 }
@@ -71,7 +77,8 @@ impl FromStr for Regularisation {
         match s {
             "ridge" => Ok(Regularisation::Ridge),
             "ledoit-wolf" => Ok(Regularisation::LedoitWolf),
-            other => Err(format!("unknown regularisation {other:?} (expected ridge or ledoit-wolf)")),
+            "diagonal" => Ok(Regularisation::Diagonal),
+            other => Err(format!("unknown regularisation {other:?} (expected ledoit-wolf, diagonal or ridge)")),
         }
     }
 }
@@ -207,6 +214,7 @@ impl Baseline {
         let reg = match regularisation {
             Regularisation::Ridge => ridge(&cov),
             Regularisation::LedoitWolf => ledoit_wolf(&sub, &m, &cov),
+            Regularisation::Diagonal => Array2::from_diag(&ledoit_wolf(&sub, &m, &cov).diag()),
         };
         let mut mean = Array1::<f64>::zeros(d);
         let mut full = Array2::<f64>::eye(d);
@@ -533,6 +541,34 @@ mod tests {
     }
 
     #[test]
+    fn diagonal_keeps_ledoit_wolf_variances_and_scores_z_scores() {
+        // Two features that move together at calibration: the full covariance
+        // discounts a rise of both, the diagonal one counts each in full.
+        let mut rng = crate::model::testutil::Rng::new(11);
+        let samples: Vec<Vec<f64>> = (0..200)
+            .map(|_| {
+                let c = rng.normal();
+                vec![c + 0.1 * rng.normal(), c + 0.1 * rng.normal()]
+            })
+            .collect();
+        let lw = Baseline::from_samples(names(2), &samples, Regularisation::LedoitWolf, 0).unwrap();
+        let dg = Baseline::from_samples(names(2), &samples, Regularisation::Diagonal, 0).unwrap();
+        assert_eq!(dg.regularisation(), Regularisation::Diagonal);
+        assert_eq!("diagonal".parse::<Regularisation>(), Ok(Regularisation::Diagonal));
+        assert_eq!(Regularisation::Diagonal.to_string(), "diagonal");
+        assert_eq!(dg.covariance.diag(), lw.covariance.diag());
+        assert_eq!((dg.covariance[[0, 1]], dg.covariance[[1, 0]]), (0.0, 0.0));
+        assert!(lw.covariance[[0, 1]] > 0.5, "{}", lw.covariance[[0, 1]]);
+        let x: Vec<f64> = (0..2).map(|i| dg.mean[i] + 2.0 * dg.std[i]).collect();
+        let (fd, fl) = (
+            dg.score(&x, crate::model::Side::One).unwrap().friction,
+            lw.score(&x, crate::model::Side::One).unwrap().friction,
+        );
+        assert!((fd - 8f64.sqrt()).abs() < 1e-9, "two features 2σ above: √8, got {fd}");
+        assert!(fl < 0.8 * fd, "the full covariance discounts the joint rise: {fl} against {fd}");
+    }
+
+    #[test]
     fn ledoit_wolf_of_identity_like_samples_is_well_conditioned() {
         // Few samples, d close to n: raw covariance is near-singular; LW is not.
         let mut rng = crate::model::testutil::Rng::new(11);
@@ -555,7 +591,7 @@ mod tests {
     #[test]
     fn constant_feature_still_positive_definite() {
         let s: Vec<Vec<f64>> = (0..10).map(|i| vec![1e-3, i as f64 * 1e-4]).collect();
-        for r in [Regularisation::Ridge, Regularisation::LedoitWolf] {
+        for r in [Regularisation::Ridge, Regularisation::LedoitWolf, Regularisation::Diagonal] {
             let b = Baseline::from_samples(names(2), &s, r, 0).unwrap();
             assert!(b.cholesky()[[0, 0]] > 0.0);
         }
