@@ -194,10 +194,13 @@ fn root_calibrates_on_an_idle_node_and_stays_quiet_under_the_rules() {
 #[test]
 fn root_a_feature_calibration_did_not_measure_is_left_out() {
     require_root!();
+    // As in the idle test: writeback left by whatever ran before (in CI, the
+    // test binaries just written) must not start only once scoring has.
+    let dirty = settle_writeback();
     let k = Ksense::start(&["--model.interval", "1s", "--model.warmup", "20s", "--model.baseline-window", "15s"]);
     std::thread::sleep(Duration::from_secs(24));
     let warn = friction_line("KsenseFrictionHigh");
-    let (mut above, mut rtt_left_out) = (0, 0);
+    let (mut above, mut rtt_left_out, mut carried) = (0, 0, Vec::new());
     for _ in 0..10 {
         let text = k.scrape();
         assert_eq!(sample(&text, "ksense_baseline_ready"), Some(1.0), "calibrated in 24 s without a scrape");
@@ -216,13 +219,30 @@ fn root_a_feature_calibration_did_not_measure_is_left_out() {
             }
         }
         rtt_left_out += usize::from(left.contains(&"tcp_rtt_p999"));
-        above += usize::from(sample(&text, "ksense_friction").unwrap() > warn);
+        let f = sample(&text, "ksense_friction").unwrap();
+        if f > warn {
+            above += 1;
+            // What carried it: a failure should say which signal moved.
+            let mut c: Vec<(f64, &str)> = ksense::model::pipeline::DEFAULT_FEATURES
+                .iter()
+                .filter_map(|s| Some((sample(&text, &format!("ksense_friction_contribution{{signal=\"{s}\"}}"))?, *s)))
+                .collect();
+            c.sort_by(|a, b| b.0.total_cmp(&a.0));
+            carried.push(format!(
+                "{f:.1} ({})",
+                c.iter().map(|(v, s)| format!("{s} {v:.1}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
     let (_, log) = k.stop();
     if rtt_left_out > 0 {
         assert!(log.contains("left out of friction until the next calibration"), "no log line: {log}");
-        assert!(above <= 2, "friction above {warn} in {above} of 10 scrapes with the round-trip time left out");
+        assert!(
+            above <= 2,
+            "friction above {warn} in {above} of 10 scrapes with the round-trip time left out ({dirty} kB were dirty before the sync): {}",
+            carried.join("; ")
+        );
     } else {
         eprintln!("the node's own TCP traffic measured the round-trip time while ksense calibrated: not left out here");
     }
