@@ -327,7 +327,7 @@ impl SchedWaits {
 /// The model's own enums as flag values, named as the file names them.
 impl ValueEnum for Regularisation {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Regularisation::LedoitWolf, Regularisation::Diagonal, Regularisation::Ridge]
+        &Regularisation::ALL
     }
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.as_str()))
@@ -827,7 +827,7 @@ mod tests {
         let c = Config::load(cli(&["--config.file", p.to_str().unwrap(), "--model.friction", "one-sided"])).unwrap();
         assert_eq!(c.model.side, Side::One);
         // Every regularisation the model knows, as a flag and in the file.
-        for r in [Regularisation::Ridge, Regularisation::LedoitWolf, Regularisation::Diagonal] {
+        for r in Regularisation::ALL {
             assert_eq!(Config::load(cli(&["--model.regularisation", r.as_str()])).unwrap().model.regularisation, r);
             std::fs::write(&p, format!("[model]\nregularisation = \"{r}\"\n")).unwrap();
             assert_eq!(Config::load(cli(&["--config.file", p.to_str().unwrap()])).unwrap().model.regularisation, r);

@@ -55,6 +55,9 @@ pub enum Regularisation {
 }
 
 impl Regularisation {
+    /// Every method, for the flag's possible values and tests.
+    pub const ALL: [Regularisation; 3] = [Regularisation::LedoitWolf, Regularisation::Diagonal, Regularisation::Ridge];
+
     /// The name used in config and in the state file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -591,7 +594,7 @@ mod tests {
     #[test]
     fn constant_feature_still_positive_definite() {
         let s: Vec<Vec<f64>> = (0..10).map(|i| vec![1e-3, i as f64 * 1e-4]).collect();
-        for r in [Regularisation::Ridge, Regularisation::LedoitWolf, Regularisation::Diagonal] {
+        for r in Regularisation::ALL {
             let b = Baseline::from_samples(names(2), &s, r, 0).unwrap();
             assert!(b.cholesky()[[0, 0]] > 0.0);
         }
