@@ -332,11 +332,54 @@ fn per_run(a: &Stats, b: &Stats) -> PerRun {
         .collect()
 }
 
+/// A scrape of the plain text: ureq would ask for gzip (and undo it) by
+/// itself, and these figures are the text's own; gzip: [`get_gzip`].
 fn get(url: &str) -> anyhow::Result<(Duration, String)> {
     let t = Instant::now();
     let mut body = String::new();
-    ureq::get(url).call()?.into_reader().read_to_string(&mut body)?;
+    ureq::get(url).set("Accept-Encoding", "identity").call()?.into_reader().read_to_string(&mut body)?;
     Ok((t.elapsed(), body))
+}
+
+/// Seconds to gzip `body` (the median of 51), and the bytes out: with
+/// ksense's own encoder (None), or flate2's at `level`.
+fn gzip_time(body: &str, level: Option<flate2::Compression>) -> (f64, usize) {
+    use std::io::Write;
+    let mut t = Vec::new();
+    let mut out = 0;
+    for _ in 0..51 {
+        let t0 = Instant::now();
+        out = match level {
+            None => ksense::exporters::http::gzip(body.as_bytes()).map_or(0, |v| v.len()),
+            Some(l) => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), l);
+                e.write_all(body.as_bytes()).unwrap();
+                e.finish().unwrap().len()
+            }
+        };
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    (t[25], out.max(1))
+}
+
+/// A scrape as Prometheus makes it (Accept-Encoding: gzip), on a connection
+/// of its own: (time to the reply's last byte, bytes on the wire). Not
+/// unzipped: the time is ksense's and the wire's, not a client's inflate.
+fn get_gzip(url: &str) -> anyhow::Result<(Duration, usize)> {
+    use std::io::Write;
+    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not http: {url}"))?;
+    let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    let d = t.elapsed();
+    let head = all.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+    let text = String::from_utf8_lossy(&all[..head]).to_ascii_lowercase();
+    anyhow::ensure!(text.contains("content-encoding: gzip"), "ksense did not gzip: {text}");
+    Ok((d, all.len() - head))
 }
 
 /// Each thread's CPU time and run-queue wait (ns, `schedstat`'s first two
@@ -716,13 +759,46 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ms(*lat.last().unwrap()),
         per_scrape / n as f64 / 1e6
     );
+    // The encoder alone on that text: the shipped level, and the default one.
+    let (fast, default) = (gzip_time(&body, None), gzip_time(&body, Some(flate2::Compression::default())));
+    println!(
+        "  gzip of that text alone: fastest level (served) {:.3} ms, {:.1}x smaller; default level {:.3} ms, {:.1}x smaller",
+        fast.0 * 1e3,
+        bytes as f64 / fast.1 as f64,
+        default.0 * 1e3,
+        bytes as f64 / default.1 as f64
+    );
+    // The same, gzipped as Prometheus asks for it (each on a new connection).
+    let (cpu0, t) = (Sched::of(pids[0].1), Instant::now());
+    let mut gz = Vec::with_capacity(n);
+    let mut gz_bytes = 0;
+    for _ in 0..n {
+        let (d, b) = get_gzip(&on.url)?;
+        gz.push(d);
+        gz_bytes = b;
+    }
+    gz.sort();
+    let per_gz = Sched::of(pids[0].1).since(&cpu0).0 as f64 - with_workloads[0] * t.elapsed().as_nanos() as f64;
+    println!(
+        "  {WORKLOADS} workloads (on), gzip:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} ms of CPU per scrape, {gz_bytes} bytes on the wire ({:.1}x smaller)",
+        ms(quantile(&gz, 0.5)),
+        ms(quantile(&gz, 0.99)),
+        ms(*gz.last().unwrap()),
+        per_gz / n as f64 / 1e6,
+        bytes as f64 / gz_bytes.max(1) as f64
+    );
     // Prometheus scrapes seconds apart: by then every workload waited again
     // and other processes have had the caches, so each scrape is a cold one.
     // With ksense's CPU time during each, and the time it and this client
     // waited for a CPU (run-queue waits, from schedstat): work or waiting.
-    let (mut spaced, mut work, mut queued) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..SPACED_SCRAPES {
+    // Plain and gzipped scrapes alternate (gzip: what Prometheus asks for).
+    let (mut spaced, mut work, mut queued, mut spaced_gz) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..2 * SPACED_SCRAPES {
         std::thread::sleep(SPACED_GAP);
+        if i % 2 == 1 {
+            spaced_gz.push(get_gzip(&on.url)?.0);
+            continue;
+        }
         let (k0, m0) = (Sched::of(pids[0].1), Sched::read("/proc/self/task"));
         let d = get(&on.url)?.0;
         let (k, m) = (Sched::of(pids[0].1).since(&k0), Sched::read("/proc/self/task").since(&m0));
@@ -730,7 +806,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
         work.push(Duration::from_nanos(k.0));
         queued.push(Duration::from_nanos(k.1 + m.1));
     }
-    for v in [&mut spaced, &mut work, &mut queued] {
+    for v in [&mut spaced, &mut work, &mut queued, &mut spaced_gz] {
         v.sort();
     }
     println!(
@@ -747,6 +823,12 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ms(quantile(&work, 0.99)),
         ms(quantile(&queued, 0.5)),
         ms(quantile(&queued, 0.99))
+    );
+    println!(
+        "    gzipped, between them ({SPACED_SCRAPES} more, each on a new connection): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(quantile(&spaced_gz, 0.5)),
+        ms(quantile(&spaced_gz, 0.99)),
+        ms(*spaced_gz.last().unwrap())
     );
     drop(workloads);
     println!(

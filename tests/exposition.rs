@@ -53,6 +53,82 @@ fn openmetrics_and_protobuf_negotiated() {
     assert_eq!(runs.r#type, pb::MetricType::Counter as i32);
 }
 
+/// One raw GET of /metrics with these request headers: (head, body bytes).
+fn get_raw(port: u16, headers: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    (String::from_utf8_lossy(&all[..at]).to_lowercase(), all[at..].to_vec())
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b), &mut out).expect("a gzip stream");
+    out
+}
+
+/// Gzip where the scraper accepts it (Prometheus asks on every scrape, so
+/// the real-Prometheus tests read gzipped replies too), plain otherwise,
+/// in every format; the gzipped text holds the same series.
+#[test]
+fn gzip_when_the_scraper_accepts_it() {
+    let k = InProcess::start(&[]);
+    let series = |text: &[u8]| -> Vec<String> {
+        let mut v: Vec<String> = std::str::from_utf8(text)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (head, plain) = get_raw(k.port, "");
+    assert!(!head.contains("content-encoding") && head.contains("vary: accept, accept-encoding"), "{head}");
+    for ask in ["Accept-Encoding: gzip\r\n", "Accept-Encoding: deflate, gzip;q=0.5\r\n", "Accept-Encoding: *\r\n"] {
+        let (head, body) = get_raw(k.port, ask);
+        assert!(head.contains("content-encoding: gzip"), "{ask}: {head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        let text = gunzip(&body);
+        assert!(body.len() * 3 < text.len(), "{ask}: {} bytes gzipped of {}", body.len(), text.len());
+        assert_eq!(series(&text), series(&plain), "{ask}: the same series as the plain reply");
+    }
+    for ask in ["Accept-Encoding: identity\r\n", "Accept-Encoding: gzip;q=0\r\n", "Accept-Encoding: br\r\n"] {
+        let (head, body) = get_raw(k.port, ask);
+        assert!(!head.contains("content-encoding"), "{ask}: {head}");
+        assert!(std::str::from_utf8(&body).unwrap().contains("# TYPE ksense_build_info"), "{ask}");
+    }
+    // OpenMetrics and protobuf gzipped too.
+    let om = "Accept: application/openmetrics-text;version=1.0.0\r\nAccept-Encoding: gzip\r\n";
+    let (head, body) = get_raw(k.port, om);
+    assert!(head.contains("content-type: application/openmetrics-text") && head.contains("content-encoding: gzip"));
+    assert!(gunzip(&body).ends_with(b"# EOF\n"));
+    let pb_accept = "Accept: application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited\r\nAccept-Encoding: gzip\r\n";
+    let (head, body) = get_raw(k.port, pb_accept);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let bytes = gunzip(&body);
+    let mut buf = bytes.as_slice();
+    let mut names = Vec::new();
+    while !buf.is_empty() {
+        names.push(pb::MetricFamily::decode_length_delimited(&mut buf).unwrap().name);
+    }
+    assert!(names.iter().any(|n| n == "ksense_runqueue_latency_seconds"), "{names:?}");
+    // HEAD: the same head, no body.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", k.port)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = String::new();
+    std::io::Read::read_to_string(&mut s, &mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200") && r.to_lowercase().contains("content-encoding: gzip"), "{r}");
+    assert!(r.ends_with("\r\n\r\n"), "HEAD has no body: {r}");
+}
+
 #[test]
 fn real_prometheus_reads_native_and_classic_histograms() {
     let k = InProcess::start(&[]);

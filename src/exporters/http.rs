@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
-    WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, TRANSFER_ENCODING, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::gather::Exporter;
-use super::negotiate::negotiate;
+use super::negotiate::{accepts_gzip, negotiate};
 use super::webconfig::WebConfig;
 
 /// Answers one request (authorization already checked).
@@ -45,13 +45,21 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return r;
     }
     if path == ex.telemetry_path {
-        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let header = |h| req.headers().get(h).and_then(|v: &HeaderValue| v.to_str().ok());
         let t0 = Instant::now();
-        return match ex.render(negotiate(accept)) {
+        return match ex.render(negotiate(header(ACCEPT))) {
             Ok((body, ct)) => {
-                tracing::debug!(bytes = body.len(), micros = t0.elapsed().as_micros() as u64, "scrape");
-                let mut r = Response::new(Full::new(Bytes::from(body)));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+                let plain = body.len();
+                let gzipped = accepts_gzip(header(ACCEPT_ENCODING)).then(|| gzip(&body)).flatten();
+                let gz = gzipped.is_some();
+                tracing::debug!(bytes = plain, gzip = gz, micros = t0.elapsed().as_micros() as u64, "scrape");
+                let mut r = Response::new(Full::new(Bytes::from(gzipped.unwrap_or(body))));
+                let h = r.headers_mut();
+                h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+                h.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+                if gz {
+                    h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
                 r
             }
             Err(e) => {
@@ -82,6 +90,17 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return r;
     }
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// `body` gzipped at the fastest level, as /metrics replies when the scraper
+/// accepts it: 200 workloads' text (197 kB) shrinks 9.3 times in 0.13 ms;
+/// the default level, 15 times in 0.9 ms (bench/README.md, "Compression").
+/// None if the encoder fails (the reply then goes out plain).
+pub fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    e.write_all(body).ok()?;
+    e.finish().ok()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -1,5 +1,6 @@
 //! Picks the exposition format from the scraper's Accept header, honouring
-//! q-values, as client_golang does.
+//! q-values, as client_golang does, and whether to gzip the reply from its
+//! Accept-Encoding.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -45,9 +46,50 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     best.map_or(Format::Text, |(_, f)| f)
 }
 
+/// Whether an Accept-Encoding header accepts gzip (`gzip` or `x-gzip`, else
+/// `*`) with a q above 0. Prometheus sends `gzip` on every scrape unless its
+/// `enable_compression` is off; no header, or one without it: not gzipped.
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(header) = accept_encoding else { return false };
+    let (mut gzip, mut any) = (None, None);
+    for item in header.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        match coding.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |g: f32| g.max(q))),
+            "*" => any = Some(q),
+            _ => {}
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_when_accepted_with_a_positive_q() {
+        assert!(accepts_gzip(Some("gzip"))); // Prometheus
+        assert!(accepts_gzip(Some("deflate, gzip"))); // curl --compressed
+        assert!(accepts_gzip(Some("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(Some("x-gzip")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(accepts_gzip(Some("identity, *;q=0.1")));
+        assert!(!accepts_gzip(None));
+        assert!(!accepts_gzip(Some("")));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(Some("deflate, br")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("gzip;q=0.0, identity")));
+        // gzip named with q=0 is refused even where * would allow it
+        assert!(!accepts_gzip(Some("*, gzip;q=0")));
+        assert!(!accepts_gzip(Some("gzip;q=x")));
+    }
 
     #[test]
     fn prometheus_scrape_headers() {
