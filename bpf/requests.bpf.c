@@ -311,10 +311,18 @@ static __always_inline int on_state(struct sock *sk, int old, int new, bool btf)
 	__u64 key = (__u64)sk;
 	struct ks_conn *c;
 
-	/* Leaving the states a server answers in (ESTABLISHED, and CLOSE_WAIT
-	 * once its client has sent a FIN, as one that half-closes after its
-	 * request does): its last response is no longer waited for. */
-	if ((old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT) && (c = conn(sk, btf)))
+	/*
+	 * Leaving the states a server answers in, its last response is no
+	 * longer waited for: ESTABLISHED for FIN_WAIT1 (it closes first) or
+	 * CLOSE (a reset), and CLOSE_WAIT (its client sent a FIN, as one that
+	 * half-closes after its request does) for LAST_ACK or CLOSE. Not
+	 * ESTABLISHED for CLOSE_WAIT: the server may still answer, and always
+	 * leaves CLOSE_WAIT later. A client's socket (by its ports, as in
+	 * on_data_ready) has nothing to record and skips the storage lookup,
+	 * cold here.
+	 */
+	if (((old == TCP_ESTABLISHED && new != TCP_CLOSE_WAIT) || old == TCP_CLOSE_WAIT) &&
+	    port_role(sk, btf) != ROLE_CLIENT && (c = conn(sk, btf)))
 		record_answered(c);
 	if (new == TCP_CLOSE && !btf) {
 		bpf_map_delete_elem(&conns_by_addr, &key);

@@ -542,6 +542,84 @@ fn short_connections(mode: AttachMode) {
     }
 }
 
+/// How a one-request connection ends, for the close paths below.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// The client half-closes after its request; the server answers in
+    /// CLOSE_WAIT, 20 ms after it read the request, then closes.
+    ClientHalfCloses,
+    /// The client reads the answer and closes first; the server closes
+    /// once it reads the end (ESTABLISHED, then CLOSE_WAIT, answered).
+    ClientClosesFirst,
+    /// The server closes right after answering (FIN_WAIT1).
+    ServerClosesFirst,
+}
+
+/// Every way a connection's last request can end is counted once, at the
+/// close: a server answering after its client's FIN (CLOSE_WAIT), one whose
+/// client closed first, and one that closed first. The server listens on a
+/// port outside the ephemeral range and its clients on ephemeral ones, as
+/// the close path reads the ports. The half-closed ones waited 20 ms each.
+#[test]
+fn root_requests_each_close_ends_the_last_request_once() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-close");
+    let s = kernel::probe();
+    let p = Probes::attach(AttachMode::choose(None, &s).unwrap(), &s, &[]).unwrap();
+    let n = 200;
+    for ending in [Ending::ClientHalfCloses, Ending::ClientClosesFirst, Ending::ServerClosesFirst] {
+        let before = p.snapshot().unwrap();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                ns.enter();
+                let l = TcpListener::bind("127.0.0.1:7303").unwrap();
+                let server = std::thread::spawn(move || {
+                    for _ in 0..n {
+                        let (mut c, _) = l.accept().unwrap();
+                        let mut buf = [0u8; 16];
+                        assert_eq!(c.read(&mut buf).unwrap(), 2);
+                        if let Ending::ClientHalfCloses = ending {
+                            assert_eq!(c.read(&mut buf).unwrap(), 0, "the client's FIN");
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        c.write_all(b"ok\n").unwrap();
+                        if let Ending::ClientClosesFirst = ending {
+                            assert_eq!(c.read(&mut buf).unwrap(), 0, "the client's close");
+                        }
+                    }
+                });
+                for _ in 0..n {
+                    let mut c = TcpStream::connect("127.0.0.1:7303").unwrap();
+                    c.write_all(b"q\n").unwrap();
+                    if let Ending::ClientHalfCloses = ending {
+                        c.shutdown(std::net::Shutdown::Write).unwrap();
+                    }
+                    let mut buf = [0u8; 3];
+                    c.read_exact(&mut buf).unwrap();
+                    if let Ending::ServerClosesFirst = ending {
+                        assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0, "the server's close");
+                    }
+                }
+                server.join().unwrap();
+            });
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let after = p.snapshot().unwrap();
+        let got = requests(&after, "server") - requests(&before, "server");
+        within(got, n as f64, 0.01, &format!("{ending:?}: server requests"));
+        let d = after.signal("requests_server").unwrap().delta(before.signal("requests_server").unwrap());
+        // Slots above the one 15 ms falls in: over 15.6 ms (2^-6 s).
+        let above = ksense::signals::buckets::slot_of(ksense::signals::buckets::kernel_bounds(), 15_000_000) + 1;
+        let slow = d.slots.iter().skip(above).sum::<u64>() as f64;
+        eprintln!("{ending:?}: {slow} of the server's requests took over 15.6 ms");
+        match ending {
+            Ending::ClientHalfCloses => within(slow, n as f64, 0.01, "requests answered 20 ms after the FIN"),
+            _ => assert!(slow <= 2.0, "{ending:?}: {slow} requests over 15.6 ms, none waited"),
+        }
+    }
+}
+
 #[test]
 fn root_requests_short_connections_leave_nothing_tp_btf() {
     require_root!();
