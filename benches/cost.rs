@@ -363,22 +363,23 @@ fn gzip_time(body: &str, level: Option<flate2::Compression>) -> (f64, usize) {
     (t[25], out.max(1))
 }
 
-/// A scrape as Prometheus makes it (Accept-Encoding: gzip), on a connection
-/// of its own: (time to the reply's last byte, bytes on the wire). Not
-/// unzipped: the time is ksense's and the wire's, not a client's inflate.
-fn get_gzip(url: &str) -> anyhow::Result<(Duration, usize)> {
+/// A scrape on a connection of its own, asking for gzip as Prometheus does
+/// or for plain text: (time to the reply's last byte, bytes on the wire).
+/// Not unzipped: the time is ksense's and the wire's, not a client's inflate.
+fn get_raw(url: &str, gzip: bool) -> anyhow::Result<(Duration, usize)> {
     use std::io::Write;
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not http: {url}"))?;
     let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let coding = if gzip { "gzip" } else { "identity" };
     let t = Instant::now();
     let mut s = std::net::TcpStream::connect(addr)?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: {coding}\r\nConnection: close\r\n\r\n")?;
     let mut all = Vec::new();
     s.read_to_end(&mut all)?;
     let d = t.elapsed();
     let head = all.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
     let text = String::from_utf8_lossy(&all[..head]).to_ascii_lowercase();
-    anyhow::ensure!(text.contains("content-encoding: gzip"), "ksense did not gzip: {text}");
+    anyhow::ensure!(text.contains("content-encoding: gzip") == gzip, "asked for {coding}, got: {text}");
     Ok((d, all.len() - head))
 }
 
@@ -768,35 +769,51 @@ fn run(secs: u64) -> anyhow::Result<()> {
         default.0 * 1e3,
         bytes as f64 / default.1 as f64
     );
-    // The same, gzipped as Prometheus asks for it (each on a new connection).
-    let (cpu0, t) = (Sched::of(pids[0].1), Instant::now());
-    let mut gz = Vec::with_capacity(n);
-    let mut gz_bytes = 0;
+    // Plain and gzipped (as Prometheus asks), alternating, each on a new
+    // connection so that the two differ only in the encoding; ksense's CPU
+    // is told apart by the time each kind took (its threads' CPU over both).
+    let (mut raw, mut gz, mut gz_bytes) = (Vec::with_capacity(n), Vec::with_capacity(n), 0);
+    let (mut k_raw, mut k_gz) = (0u64, 0u64);
     for _ in 0..n {
-        let (d, b) = get_gzip(&on.url)?;
+        let k0 = Sched::of(pids[0].1);
+        raw.push(get_raw(&on.url, false)?.0);
+        let k1 = Sched::of(pids[0].1);
+        let (d, b) = get_raw(&on.url, true)?;
+        k_raw += k1.since(&k0).0;
+        k_gz += Sched::of(pids[0].1).since(&k1).0;
         gz.push(d);
         gz_bytes = b;
     }
+    // Less the model's own work meanwhile, at its rate without scrapes.
+    let own = |k: u64, v: &[Duration]| k as f64 - with_workloads[0] * v.iter().sum::<Duration>().as_nanos() as f64;
+    let (k_raw, k_gz) = (own(k_raw, &raw), own(k_gz, &gz));
+    raw.sort();
     gz.sort();
-    let per_gz = Sched::of(pids[0].1).since(&cpu0).0 as f64 - with_workloads[0] * t.elapsed().as_nanos() as f64;
-    println!(
-        "  {WORKLOADS} workloads (on), gzip:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} ms of CPU per scrape, {gz_bytes} bytes on the wire ({:.1}x smaller)",
-        ms(quantile(&gz, 0.5)),
-        ms(quantile(&gz, 0.99)),
-        ms(*gz.last().unwrap()),
-        per_gz / n as f64 / 1e6,
-        bytes as f64 / gz_bytes.max(1) as f64
-    );
+    for (name, v, k, wire) in [("plain", &raw, k_raw, bytes), ("gzip ", &gz, k_gz, gz_bytes)] {
+        println!(
+            "  {WORKLOADS} workloads (on), {name}, new connection each: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.2} ms of CPU per scrape, {wire} bytes on the wire",
+            ms(quantile(v, 0.5)),
+            ms(quantile(v, 0.99)),
+            ms(*v.last().unwrap()),
+            k / n as f64 / 1e6
+        );
+    }
+    println!("    gzip: {:.1}x fewer bytes", bytes as f64 / gz_bytes.max(1) as f64);
     // Prometheus scrapes seconds apart: by then every workload waited again
     // and other processes have had the caches, so each scrape is a cold one.
     // With ksense's CPU time during each, and the time it and this client
     // waited for a CPU (run-queue waits, from schedstat): work or waiting.
-    // Plain and gzipped scrapes alternate (gzip: what Prometheus asks for).
-    let (mut spaced, mut work, mut queued, mut spaced_gz) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..2 * SPACED_SCRAPES {
+    // Three kinds of scrape alternate: this client's (a reused connection,
+    // plain text), and plain and gzipped ones (what Prometheus asks for) on a
+    // new connection each, so that those two differ only in the encoding.
+    let (mut spaced, mut work, mut queued) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut spaced_raw, mut spaced_gz) = (Vec::new(), Vec::new());
+    for i in 0..3 * SPACED_SCRAPES {
         std::thread::sleep(SPACED_GAP);
-        if i % 2 == 1 {
-            spaced_gz.push(get_gzip(&on.url)?.0);
+        if i % 3 > 0 {
+            let gzip = i % 3 == 2;
+            let d = get_raw(&on.url, gzip)?.0;
+            if gzip { &mut spaced_gz } else { &mut spaced_raw }.push(d);
             continue;
         }
         let (k0, m0) = (Sched::of(pids[0].1), Sched::read("/proc/self/task"));
@@ -806,7 +823,7 @@ fn run(secs: u64) -> anyhow::Result<()> {
         work.push(Duration::from_nanos(k.0));
         queued.push(Duration::from_nanos(k.1 + m.1));
     }
-    for v in [&mut spaced, &mut work, &mut queued, &mut spaced_gz] {
+    for v in [&mut spaced, &mut work, &mut queued, &mut spaced_raw, &mut spaced_gz] {
         v.sort();
     }
     println!(
@@ -824,12 +841,14 @@ fn run(secs: u64) -> anyhow::Result<()> {
         ms(quantile(&queued, 0.5)),
         ms(quantile(&queued, 0.99))
     );
-    println!(
-        "    gzipped, between them ({SPACED_SCRAPES} more, each on a new connection): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(quantile(&spaced_gz, 0.5)),
-        ms(quantile(&spaced_gz, 0.99)),
-        ms(*spaced_gz.last().unwrap())
-    );
+    for (name, v) in [("plain", &spaced_raw), ("gzip ", &spaced_gz)] {
+        println!(
+            "    between them, {SPACED_SCRAPES} more {name} on a new connection each: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(quantile(v, 0.5)),
+            ms(quantile(v, 0.99)),
+            ms(*v.last().unwrap())
+        );
+    }
     drop(workloads);
     println!(
         "  user-space CPU with the {WORKLOADS} workloads, not scraped: on {:.3} %, off {:.3} % of one core (on idle without them: {:.3} %); on: {:.2} ms per 1 s model interval",

@@ -93,8 +93,9 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// `body` gzipped at the fastest level, as /metrics replies when the scraper
-/// accepts it: 200 workloads' text (197 kB) shrinks 9.3 times in 0.13 ms;
-/// the default level, 15 times in 0.9 ms (bench/README.md, "Compression").
+/// accepts it: 200 workloads' text (194-197 kB) shrinks 9.3 times in
+/// 0.13-0.16 ms; the default level, 15 times in 0.9-1.1 ms (bench/README.md,
+/// "Compression").
 /// None if the encoder fails (the reply then goes out plain).
 pub fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
