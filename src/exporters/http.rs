@@ -92,14 +92,21 @@ fn handle(ex: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     text(StatusCode::NOT_FOUND, "not found\n")
 }
 
-/// `body` gzipped at the fastest level, as /metrics replies when the scraper
-/// accepts it: 200 workloads' text (194-197 kB) shrinks 9.3 times in
-/// 0.13-0.16 ms; the default level, 15 times in 0.9-1.1 ms (bench/README.md,
-/// "Compression").
-/// None if the encoder fails (the reply then goes out plain).
+/// The level /metrics replies are gzipped at, the fastest: 200 workloads'
+/// text (192-197 kB) shrinks 9.2-9.3 times in 0.13-0.17 ms; the default level,
+/// 15 times in 0.9-1.1 ms (bench/README.md, "Compression").
+pub const GZIP_LEVEL: flate2::Compression = flate2::Compression::fast();
+
+/// `body` gzipped at [`GZIP_LEVEL`], as /metrics replies when the scraper
+/// accepts it. None if the encoder fails (the reply then goes out plain).
 pub fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    gzip_at(body, GZIP_LEVEL)
+}
+
+/// `body` gzipped at `level` (the cost bench compares levels with it).
+pub fn gzip_at(body: &[u8], level: flate2::Compression) -> Option<Vec<u8>> {
     use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
     e.write_all(body).ok()?;
     e.finish().ok()
 }
