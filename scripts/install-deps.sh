@@ -17,7 +17,11 @@ case "${1:-}" in
         # procps: pgrep; apache2: the QoS benchmark's third server, which
         # bench/smoke.sh starts).
         pkgs+=(prometheus stress-ng nginx wrk redis-server redis-tools apache2 python3 util-linux mount iproute2
-               iptables python3-numpy python3-matplotlib procps) ;;
+               iptables python3-numpy python3-matplotlib procps)
+        # `perf bench sched pipe`, the overhead benchmark's context-switch
+        # workload: Debian's linux-perf runs on any kernel; Ubuntu's perf needs
+        # the running kernel's own linux-tools package, so it is left to the user.
+        if [ "$(. /etc/os-release && echo "$ID")" = debian ]; then pkgs+=(linux-perf); fi ;;
     --image)
         # The Dockerfile's build stage: setcap gives the binary its file
         # capabilities there, so the runtime stage stores it once.
