@@ -78,7 +78,14 @@ static __always_inline __u32 ks_observe(void *hists, __u32 key, __u64 v)
 	__u32 s = ks_slot(v);
 
 	if (h) {
-		/* Per-CPU value, and these probes never nest on one CPU: no atomics. */
+		/*
+		 * Per-CPU value, no atomics: the kernel never re-enters a
+		 * program on its CPU. Two programs can write one histogram
+		 * only in the requests family (a socket call, and a reset
+		 * arriving in a softirq that closes a server's connection):
+		 * a reset landing between the other's load and store loses
+		 * one count, too rare to put atomics on every request.
+		 */
 		h->slots[s]++;
 		h->sum_ns += v;
 	}

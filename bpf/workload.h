@@ -240,7 +240,7 @@ static __always_inline void ks_workload_add(struct ks_whist *h, __u32 s, __u64 v
 
 	if (w >= KS_WSLOTS) /* cannot happen (s <= 255); tells the verifier */
 		return;
-	/* This CPU's copy, and these probes never nest on one CPU: no atomics. */
+	/* This CPU's copy, no atomics: see ks_observe() (bpf/ksense.h). */
 	h->slots[w]++;
 	h->sum_ns += v;
 }
