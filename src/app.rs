@@ -39,6 +39,8 @@ fn check(cfg: &Config) -> i32 {
     let support = kernel::probe();
     let checks = kernel::checks(&support);
     let mut failed = false;
+    // One column for the names, as wide as the longest ("probe inet_sock_set_state").
+    let w = checks.iter().map(|c| c.name.len()).max().unwrap_or(0).max("baseline".len());
     for c in &checks {
         let mark = if c.ok {
             "ok  "
@@ -47,11 +49,11 @@ fn check(cfg: &Config) -> i32 {
         } else {
             "warn"
         };
-        println!("{mark}  {:<22} {}", c.name, c.detail);
+        println!("{mark}  {:<w$} {}", c.name, c.detail);
         failed |= c.required && !c.ok;
     }
     let (ok, detail) = pipeline::baseline_status(&cfg.model);
-    println!("{}  {:<22} {detail}", if ok { "ok  " } else { "warn" }, "baseline");
+    println!("{}  {:<w$} {detail}", if ok { "ok  " } else { "warn" }, "baseline");
     println!("kernel {}", kernel_release());
     i32::from(failed)
 }
@@ -115,7 +117,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     // Bound before the capabilities go (a port below 1024 needs CAP_NET_BIND_SERVICE).
-    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = crate::exporters::http::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     if privileges::threads() == 1 {
         let kept = privileges::drop_after_attach(|| probes.snapshot().is_ok()).map_err(anyhow::Error::msg)?;

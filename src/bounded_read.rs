@@ -21,18 +21,7 @@ pub fn read(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let meta = f.metadata()?;
     let t = meta.file_type();
     if !t.is_file() {
-        let what = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file")));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}, not a regular file", kind_of(t))));
     }
     if meta.len() > max {
         return Err(too_big(max));
@@ -53,6 +42,21 @@ pub fn read_to_string(path: &Path, max: u64) -> io::Result<String> {
 
 fn too_big(max: u64) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("larger than {max} bytes"))
+}
+
+/// What a file that is not a regular one is, for an error message.
+pub fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
 }
 
 #[cfg(test)]

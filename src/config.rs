@@ -29,6 +29,8 @@ pub const DEFAULT_PORT: u16 = 9827;
     version,
     about = "Node-level eBPF exporter: run-queue, D-state, softirq and TCP latency histograms, retransmissions and drops, each application's request rate and latency from its socket calls, and a friction score for the node.",
     long_about = None,
+    // `--workloads.max -1` is then a bad value, not an unknown flag `-1`
+    allow_negative_numbers = true,
     after_help = "With no command, ksense serves metrics (needs root, or CAP_BPF and CAP_PERFMON).\nConfiguration file keys mirror the flags, e.g. [web] listen_address = \":9827\"."
 )]
 pub struct Cli {
@@ -82,7 +84,7 @@ pub struct File {
 #[derive(Args, Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WebOpts {
-    /// Address to listen on for metrics: host:port, or :port for every address [default: :9827]
+    /// Address to listen on for metrics: host:port, or :port for every address, IPv4 and IPv6 [default: :9827]
     #[arg(id = "web.listen-address", long = "web.listen-address", value_name = "ADDR", global = true)]
     pub listen_address: Option<String>,
     /// Path under which to expose metrics [default: /metrics]
@@ -125,7 +127,7 @@ pub struct BpfOpts {
     #[arg(id = "bpf.disable", long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
           help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
     pub disable: Option<Vec<String>>,
-    /// Exit with an error when any BPF program is not attached, instead of serving the rest (--no-strict: serve the rest) [default: false]
+    /// Exit with an error when any BPF program is not attached (one --bpf.disable names counts too), instead of serving the rest (--no-strict: serve the rest) [default: false]
     #[arg(id = "strict", long = "strict", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-strict")]
     pub strict: Option<bool>,
     #[arg(id = "no-strict", long = "no-strict", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "strict")]
@@ -149,15 +151,15 @@ pub struct BpfOpts {
 #[serde(deny_unknown_fields)]
 pub struct ModelOpts {
     /// Model interval: how often a feature vector is scored [default: 1s]
-    #[arg(id = "model.interval", long = "model.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "model.interval", long = "model.interval", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub interval: Option<Duration>,
     /// Calibration time before the baseline freezes [default: 10m]
-    #[arg(id = "model.warmup", long = "model.warmup", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "model.warmup", long = "model.warmup", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub warmup: Option<Duration>,
     /// Span of the most recent samples kept for the baseline [default: 5m]
-    #[arg(id = "model.baseline-window", long = "model.baseline-window", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "model.baseline-window", long = "model.baseline-window", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub baseline_window: Option<Duration>,
     /// Where the frozen baseline is saved and loaded [default: /var/lib/ksense/baseline.json]
@@ -191,7 +193,7 @@ pub struct OtlpOpts {
     #[arg(id = "otlp.protocol", long = "otlp.protocol", value_name = "PROTOCOL", global = true, value_parser = ["grpc", "http/protobuf"])]
     pub protocol: Option<String>,
     /// How often to push [default: 15s] [env: OTEL_METRIC_EXPORT_INTERVAL, in ms]
-    #[arg(id = "otlp.interval", long = "otlp.interval", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "otlp.interval", long = "otlp.interval", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub interval: Option<Duration>,
     /// Header sent with every push, e.g. "authorization=Bearer TOKEN"; repeatable [env: OTEL_EXPORTER_OTLP_HEADERS]
@@ -203,7 +205,7 @@ pub struct OtlpOpts {
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
     /// Give up on one push after this long [default: 10s] [env: OTEL_EXPORTER_OTLP_TIMEOUT, in ms]
-    #[arg(id = "otlp.timeout", long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "otlp.timeout", long = "otlp.timeout", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub timeout: Option<Duration>,
     /// Compress each push: gzip or none [default: none] [env: OTEL_EXPORTER_OTLP_COMPRESSION]
@@ -257,7 +259,7 @@ pub struct WorkloadsOpts {
     #[arg(id = "workloads.kubelet-log-dir", long = "workloads.kubelet-log-dir", value_name = "DIR", global = true)]
     pub kubelet_log_dir: Option<PathBuf>,
     /// How old the per-workload series a scrape serves may be: a read of the kernel's maps younger than this (the model makes one every interval) is served again rather than repeated; 0s: read them at every scrape [default: 2s]
-    #[arg(id = "workloads.max-age", long = "workloads.max-age", value_name = "DURATION", global = true, value_parser = parse_duration)]
+    #[arg(id = "workloads.max-age", long = "workloads.max-age", value_name = "DURATION", global = true, value_parser = parse_duration, allow_hyphen_values = true)]
     #[serde(default, deserialize_with = "de_duration")]
     pub max_age: Option<Duration>,
 }
@@ -444,9 +446,11 @@ fn classic_indices(what: &str, v: Option<&[f64]>, default: fn() -> Vec<i32>) -> 
     Ok(idx)
 }
 
-/// `:9827` means every IPv4 address, as in the Go exporters.
+/// `:9827` means every address, IPv4 and IPv6, as in the Go exporters: the
+/// unspecified IPv6 address, which the server binds dual-stack
+/// (`exporters::http::bind`).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    let full = if s.starts_with(':') { format!("[::]{s}") } else { s.to_string() };
     use std::net::ToSocketAddrs;
     full.to_socket_addrs()
         .map_err(|e| format!("invalid listen address {s:?}: {e} (use host:port or :port)"))?
@@ -521,6 +525,9 @@ impl Config {
                 telemetry.err(&format!("telemetry path {telemetry_path:?} must start with / and not be / itself"))
             );
         }
+        if telemetry_path == crate::exporters::explain::PATH {
+            return Err(telemetry.err(&format!("telemetry path {telemetry_path:?} is the score's (JSON) path")));
+        }
         let classic = Classic::new(
             classic_indices("classic buckets", buckets.value.as_deref(), buckets::default_classic_indices)
                 .map_err(|e| buckets.err(&e))?,
@@ -588,6 +595,17 @@ impl Config {
         }
         if model.state_file.file_name().is_none() || model.state_file.as_os_str().to_string_lossy().ends_with('/') {
             return Err(state_file.err(&format!("state file {:?} must name a file", model.state_file)));
+        }
+        // An unusable state file is set aside (renamed) at start: never a
+        // directory, a device (/dev/null) or a FIFO someone pointed it at.
+        if let Ok(m) = std::fs::metadata(&model.state_file) {
+            if !m.is_file() {
+                return Err(state_file.err(&format!(
+                    "state file {:?} is {}, not a regular file",
+                    model.state_file,
+                    crate::bounded_read::kind_of(m.file_type())
+                )));
+            }
         }
 
         // OTLP: flags, then the file, then the OTEL_* environment (otlp_config).
@@ -848,10 +866,20 @@ mod tests {
         }
     }
 
+    /// A negative value is a bad value of its flag, not an unknown flag.
+    #[test]
+    fn negative_values_are_bad_values() {
+        for args in [["--model.interval", "-1s"], ["--workloads.max", "-1"], ["--otlp.timeout", "-5s"]] {
+            let e = Cli::try_parse_from(std::iter::once("ksense").chain(args)).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}: {e}");
+            assert!(e.to_string().contains(args[0]), "{args:?}: {e}");
+        }
+    }
+
     #[test]
     fn defaults() {
         let c = Config::load(cli(&[])).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:9827".parse().unwrap());
+        assert_eq!(c.listen, "[::]:9827".parse().unwrap());
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!((c.classic.of(BucketSet::Node).len(), c.classic.of(BucketSet::Workload).len()), (13, 5));
         assert_eq!(c.model.warmup, Duration::from_secs(600));
@@ -938,6 +966,13 @@ mod tests {
             let e = Config::load(cli(&["--model.state-file", bad])).unwrap_err();
             assert!(e.contains("must name a file"), "{bad:?}: {e}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        for (bad, kind) in [(dir.path(), "a directory"), (Path::new("/dev/null"), "a device")] {
+            let e = Config::load(cli(&["--model.state-file", bad.to_str().unwrap()])).unwrap_err();
+            assert!(e.contains(kind) && e.contains("not a regular file"), "{bad:?}: {e}");
+        }
+        let e = Config::load(cli(&["--web.telemetry-path", "/api/v1/score"])).unwrap_err();
+        assert!(e.contains("score"), "{e}");
         let e = file_error("[model]\nstate_file = \"\"\n");
         assert!(e.contains("line 2") && e.contains("state_file") && e.contains("must name a file"), "{e}");
         let e = file_error("[web]\ntelemetry_path = \"/a\\u0000b\"\n");

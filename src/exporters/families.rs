@@ -8,6 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::model::pipeline::ModelView;
 use crate::signals::metric::{family, one, Classic, Family, Kind, Sample, Value};
 
+/// With the threshold's value from its one home (model::MIN_MEASURED).
+static SIGNAL_SAMPLES_HELP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "Calibration samples in which each feature had events. A feature with events in fewer than {} of them \
+         (half of a shorter baseline) is left out of friction until the next calibration: an idle node calibrated \
+         without TCP traffic has no round-trip time to compare one with.",
+        crate::model::MIN_MEASURED
+    )
+});
+
 /// OTLP export attempts so far, by result; present only when OTLP push is on
 /// (a Prometheus-only install has no use for a pair of zeros).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,7 +139,7 @@ fn model_families(m: &ModelView) -> Vec<Family> {
     let mut out = vec![
         family("ksense_baseline_ready", None, "1 once the baseline is calibrated and frozen, 0 while calibrating.", Kind::Gauge, one(Value::Gauge(f64::from(u8::from(m.ready))))),
         family("ksense_baseline_samples", None, "Samples in the baseline (collected so far while calibrating).", Kind::Gauge, one(Value::Gauge(m.samples as f64))),
-        family("ksense_baseline_signal_samples", None, "Calibration samples in which each feature had events. A feature with too few (model::MIN_MEASURED; docs/model.md) is left out of friction until the next calibration: an idle node calibrated without TCP traffic has no round-trip time to compare one with.", Kind::Gauge, labelled(&m.measured)),
+        family("ksense_baseline_signal_samples", None, SIGNAL_SAMPLES_HELP.as_str(), Kind::Gauge, labelled(&m.measured)),
         family("ksense_signal", None, "Current value of each model feature: seconds for a mean or a percentile (pNN, twNN), seconds per second for busy, events per second for rate; no sample in an interval without events (not measured).", Kind::Gauge, labelled(&m.signals)),
         family("ksense_state_save_failures", None, "Times saving the baseline to the state file failed (e.g. full or read-only disk); it is retried at the next change and at shutdown.", Kind::Counter, one(Value::Counter(m.save_failures as f64))),
     ];

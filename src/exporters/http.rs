@@ -2,6 +2,7 @@
 //! JSON (`explain`) and a landing page.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -390,6 +391,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// The listening socket. The unspecified IPv6 address (`:port`, `[::]:port`)
+/// takes IPv4 too, whatever `net.ipv6.bindv6only` says, as a Go exporter's
+/// `:port` does; on a kernel without IPv6, every IPv4 address instead.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED {
+        match bind_dual_stack(addr) {
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                tracing::info!(error = %e, "no IPv6 here: listening on every IPv4 address");
+                return std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            }
+            r => return r,
+        }
+    }
+    std::net::TcpListener::bind(addr)
+}
+
+fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_only_v6(false)?;
+    s.set_reuse_address(true)?; // as std's bind: a restart binds at once
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
 /// Basic auth first (every path), then the request; the configured headers
 /// on every response.
 async fn respond(
@@ -404,6 +431,12 @@ async fn respond(
         Some(a) => a.check(req.headers().get(AUTHORIZATION), peer).await,
     };
     let mut r = if authorized {
+        // Here, on the runtime's one thread: on the blocking pool a scrape
+        // took 15 % more CPU, with ten times the page faults (likely each
+        // pool thread's own allocator arena) and a worse tail after pauses
+        // (bench/README.md, "What bounds the cost", 2026-12-07). It waits
+        // for no lock in the usual case: the model's interval keeps the
+        // per-workload read fresh (`--workloads.max-age`).
         handle(ex, &req)
     } else {
         let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
@@ -417,4 +450,23 @@ async fn respond(
         r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[::]:port` (`:port`) takes IPv4 and IPv6 clients alike (the loopback of each).
+    #[test]
+    fn the_unspecified_address_listens_dual_stack() {
+        let l = bind("[::]:0".parse().unwrap()).unwrap(); // what `:0` parses to
+        let port = l.local_addr().unwrap().port();
+        for client in ["127.0.0.1", "::1"] {
+            let ip: std::net::IpAddr = client.parse().unwrap();
+            std::net::TcpStream::connect((ip, port)).unwrap_or_else(|e| panic!("{client}: {e}"));
+        }
+        let v4 = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = v4.local_addr().unwrap().port();
+        assert!(std::net::TcpStream::connect(("::1", port)).is_err(), "an IPv4 address takes IPv4 only");
+    }
 }

@@ -63,8 +63,8 @@ pub fn page(ex: &Exporter, fams: &[Family]) -> String {
          <style>body{{font-family:sans-serif;margin:2em;max-width:50em}}td,th{{padding:.15em 1em .15em 0;text-align:left}}\
          .no{{color:#b00}}.ok{{color:#070}}</style></head><body>\
          <h1>ksense {version}</h1>\
-         <p>Node-level kernel latency exporter: run queue, D state and softirq histograms, and friction, \
-         how far the node is from its calibrated baseline.</p>\
+         <p>Node-level kernel latency exporter: run-queue, D-state, softirq, TCP and request histograms \
+         from eBPF, and friction, how far the node is from its calibrated baseline.</p>\
          <p><a href=\"{path}\">Metrics</a> ({path}); <a href=\"{score}\">the node's score and why</a> ({score}, JSON)</p>\
          <h2>This node</h2><table>\
          <tr><th>Node</th><td>{node}</td></tr><tr><th>Kernel</th><td>{kernel}</td></tr>\

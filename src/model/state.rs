@@ -315,6 +315,16 @@ pub fn load_workloads(
 /// Moves a bad state file out of the way to `<path>.bad-<unix-ts>` (with a
 /// `-N` suffix if that exists), keeping it for inspection. Returns the new path.
 pub fn set_aside(path: &Path) -> Result<PathBuf, StateError> {
+    // Only a file ksense could have written: never a directory or a device
+    // (`/dev/null`) the path was pointed at (configuration refuses those too).
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
+            let what = crate::bounded_read::kind_of(m.file_type());
+            let e = io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file: left as it is"));
+            return Err(io_err(path)(e));
+        }
+        _ => {}
+    }
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let base = format!("{}.bad-{ts}", path.display());
     let mut target = PathBuf::from(&base);
@@ -679,6 +689,8 @@ mod tests {
         assert_ne!(moved, moved2);
         assert_eq!(fs::read(&moved2).unwrap(), b"again");
         assert!(matches!(set_aside(&path), Err(StateError::NotFound(_))));
+        let e = set_aside(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a directory") && dir.path().is_dir(), "{e}");
 
         baseline().save(&path).unwrap();
         assert!(discard(&path).unwrap());

@@ -650,14 +650,14 @@ fn program_families(programs: &[(&'static str, bool, ProgStats)]) -> Vec<Family>
         family(
             "ksense_bpf_program_runs",
             None,
-            "Times the BPF program ran, as counted by the kernel (run_cnt).",
+            "Times the BPF program ran, as counted by the kernel (run_cnt) while its run statistics are on (--bpf.stats, or kernel.bpf_stats_enabled set by anyone); 0 when they are off.",
             Kind::Counter,
             each(&|_, s| Value::Counter(s.run_cnt as f64)),
         ),
         family(
             "ksense_bpf_program_run",
             Some(Unit::Seconds),
-            "Time the BPF program ran, as counted by the kernel (run_time_ns).",
+            "Time the BPF program ran, as counted by the kernel (run_time_ns) while its run statistics are on (--bpf.stats, or kernel.bpf_stats_enabled set by anyone); 0 when they are off.",
             Kind::Counter,
             each(&|_, s| Value::Counter(s.run_time_ns as f64 / 1e9)),
         ),

@@ -257,7 +257,8 @@ fn check_endpoint(url: &str, from: &str) -> Result<(), String> {
     let u: Uri = url.parse().map_err(|e| format!("{from} {url:?}: {e} (use e.g. http://collector:4317)"))?;
     match u.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("{from} {url:?}: needs a scheme and host, e.g. http://collector:4317")),
+        Some(s) => return Err(format!("{from} {url:?}: scheme {s:?}: use http or https, e.g. http://collector:4317")),
+        None => return Err(format!("{from} {url:?}: needs a scheme and host, e.g. http://collector:4317")),
     }
     if u.host().is_none_or(str::is_empty) {
         return Err(format!("{from} {url:?}: no host"));
