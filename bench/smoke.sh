@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark scripts, run end to end and briefly (root, ~3 min), and
+# The benchmark scripts, run end to end and briefly (root, ~5 min), and
 # checked for their figures: no test runs them otherwise, and a helper whose
 # signature changed once left four of them unable to start nginx for days.
 # Their results here mean nothing (seconds of load, no quiet machine); only
