@@ -59,7 +59,7 @@ pub enum Command {
     Serve,
     /// Print what this kernel supports; exit non-zero when a required part is missing
     Check,
-    /// Discard the saved baseline so the next start calibrates anew
+    /// Discard the saved baseline and calibrate anew (a running server with the same state file is asked to)
     Recalibrate,
 }
 

@@ -34,6 +34,22 @@ fn main() {
                 tracing::warn!(file = %cfg.model.state_file.display(), error = %e, "cannot lock the state file: another ksense with the same file would go unnoticed");
                 None
             }
+            // A server runs with this state file: ask it (it owns the file).
+            Err(ksense::model::StateError::Locked { pid, .. }) if cfg.command == Command::Recalibrate => {
+                match ksense::model::request_recalibration(&cfg.model.state_file) {
+                    Ok(_) => {
+                        println!(
+                            "ksense (process {pid}) serves with {}: asked it to discard its baseline; it calibrates anew from its next model interval",
+                            cfg.model.state_file.display()
+                        );
+                        std::process::exit(0);
+                    }
+                    Err(e) => {
+                        eprintln!("ksense: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("ksense: {e}");
                 std::process::exit(EXIT_USAGE);

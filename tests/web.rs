@@ -318,6 +318,35 @@ fn score_endpoint_while_calibrating() {
     assert_eq!(ureq::post(&k.url("/api/v1/score")).call().unwrap_err().into_response().unwrap().status(), 405);
 }
 
+/// `ksense recalibrate` typed while a server runs (in a pod: `kubectl exec`):
+/// the server, which owns the state file, deletes its saved baseline at its
+/// next interval and calibrates anew, then saves the new one.
+#[test]
+fn a_running_server_recalibrates_when_asked() {
+    let k = InProcess::start(&["--model.warmup", "2s", "--model.baseline-window", "2s", "--model.interval", "200ms"]);
+    let state = k.dir.path().join("baseline.json");
+    // What the binary's main holds while it serves (the in-process server has no main).
+    let _lock = ksense::model::lock(&state, Duration::ZERO).unwrap().unwrap();
+    let ready = |k: &InProcess| k.scrape().lines().any(|l| l == "ksense_baseline_ready 1");
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{what} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("calibrated and saved", &|| ready(&k) && state.exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args(["recalibrate", "--model.state-file", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("asked it"), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    wait("calibrating again, the saved baseline gone", &|| !ready(&k) && !state.exists());
+    wait("calibrated and saved again", &|| ready(&k) && state.exists());
+    assert!(!k.dir.path().join("baseline.json.recalibrate").exists(), "the request was taken");
+}
+
 /// The landing page says what a person opening the port wants: version,
 /// node, kernel, the probes, calibration, and where the metrics are.
 #[test]

@@ -278,18 +278,25 @@ pub async fn run(
         // which a scrape arriving meanwhile used to wait for.
         let at = start.elapsed();
         let k = kernel.clone();
+        let state_file = cfg.state_file.clone();
         let job = tokio::task::spawn_blocking(move || {
+            let recalibrated = recalibrate_if_asked(&state_file, &mut scorer, &mut victims);
             let r = interval(&*k, &mut scorer, &mut victims, at);
-            (scorer, victims, r)
+            (scorer, victims, r, recalibrated)
         });
-        let r;
-        (scorer, victims, r) = match job.await {
+        let (r, recalibrated);
+        (scorer, victims, r, recalibrated) = match job.await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "the model's interval failed: the model stops");
                 return;
             }
         };
+        if recalibrated {
+            // Nothing of the discarded baselines is saved again.
+            saver.pending = false;
+            wl_saver.pending = None;
+        }
         let it = match r {
             Ok(it) => it,
             Err(e) => {
@@ -323,6 +330,26 @@ struct Interval {
     workloads: Vec<super::victims::Victim>,
     /// Every workload baseline to save, when one changed.
     changed: Option<Vec<(String, super::Baseline)>>,
+}
+
+/// `ksense recalibrate` run while this server holds the state file: its
+/// saved baselines are deleted and every model calibrates anew. Blocking
+/// (a file removed, at most a stat when there is no request).
+fn recalibrate_if_asked(state_file: &std::path::Path, scorer: &mut Scorer, victims: &mut VictimBank) -> bool {
+    if !super::state::take_recalibration_request(state_file) {
+        return false;
+    }
+    for p in [state_file.to_path_buf(), super::state::workloads_path(state_file)] {
+        if let Err(e) = super::discard(&p) {
+            tracing::warn!(error = %e, "discarding the saved baseline failed");
+        }
+    }
+    scorer.model = Model::new(scorer.model.config().clone());
+    if let Some((bank, feed)) = victims.as_mut() {
+        *bank = super::victims::Victims::with_saved(scorer.model.config(), feed.cpi(), Default::default());
+    }
+    tracing::info!(warmup = ?scorer.model.config().warmup, "recalibrating on request (ksense recalibrate): saved baselines discarded");
+    true
 }
 
 /// One interval's reads and arithmetic: blocking, no I/O but the probes'.

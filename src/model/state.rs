@@ -344,6 +344,35 @@ pub fn set_aside(path: &Path) -> Result<PathBuf, StateError> {
     Ok(target)
 }
 
+/// Where `ksense recalibrate` asks the server that holds the state file's
+/// lock to calibrate anew: `<state file>.recalibrate`, which the server
+/// looks for at each model interval and removes.
+pub fn recalibration_request_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".recalibrate");
+    PathBuf::from(name)
+}
+
+/// Asks the running server to calibrate anew (see
+/// [`recalibration_request_path`]). Never through a symlink.
+pub fn request_recalibration(path: &Path) -> Result<PathBuf, StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let req = recalibration_request_path(path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&req)
+        .map_err(io_err(&req))?;
+    Ok(req)
+}
+
+/// Takes a pending recalibration request: true when there was one.
+pub fn take_recalibration_request(path: &Path) -> bool {
+    fs::remove_file(recalibration_request_path(path)).is_ok()
+}
+
 /// Deletes the state file (for `ksense recalibrate`). Ok(false) if there was none.
 pub fn discard(path: &Path) -> Result<bool, StateError> {
     match fs::remove_file(path) {
