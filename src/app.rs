@@ -58,13 +58,15 @@ fn check(cfg: &Config) -> i32 {
     i32::from(failed)
 }
 
+/// With no server holding the state file (main.rs asks one that does).
 fn recalibrate(cfg: &Config) -> i32 {
-    match model::discard(&cfg.model.state_file) {
-        Ok(true) => {
-            println!("discarded {}: the next start calibrates a new baseline", cfg.model.state_file.display());
+    match model::discard_all(&cfg.model.state_file) {
+        Ok(gone) if !gone.is_empty() => {
+            let names: Vec<String> = gone.iter().map(|p| p.display().to_string()).collect();
+            println!("discarded {}: the next start calibrates anew", names.join(" and "));
             0
         }
-        Ok(false) => {
+        Ok(_) => {
             println!("no saved baseline at {}", cfg.model.state_file.display());
             0
         }

@@ -123,10 +123,12 @@ fn bad_config_file_names_file_line_and_field() {
 fn recalibrate_discards_the_saved_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("b.json");
+    let w = dir.path().join("b.workloads.json");
     std::fs::write(&p, "{}").unwrap();
+    std::fs::write(&w, "{}").unwrap();
     let o = ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!p.exists());
+    assert!(!p.exists() && !w.exists(), "the node's and the workloads' baselines");
     assert!(ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]).status.success());
 }
 

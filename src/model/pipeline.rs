@@ -339,10 +339,8 @@ fn recalibrate_if_asked(state_file: &std::path::Path, scorer: &mut Scorer, victi
     if !super::state::take_recalibration_request(state_file) {
         return false;
     }
-    for p in [state_file.to_path_buf(), super::state::workloads_path(state_file)] {
-        if let Err(e) = super::discard(&p) {
-            tracing::warn!(error = %e, "discarding the saved baseline failed");
-        }
+    if let Err(e) = super::discard_all(state_file) {
+        tracing::warn!(error = %e, "discarding the saved baselines failed");
     }
     scorer.model = Model::new(scorer.model.config().clone());
     if let Some((bank, feed)) = victims.as_mut() {

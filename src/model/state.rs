@@ -373,7 +373,19 @@ pub fn take_recalibration_request(path: &Path) -> bool {
     fs::remove_file(recalibration_request_path(path)).is_ok()
 }
 
-/// Deletes the state file (for `ksense recalibrate`). Ok(false) if there was none.
+/// What a recalibration deletes: the node's saved baseline and the
+/// workloads'. Returns those there were.
+pub fn discard_all(path: &Path) -> Result<Vec<PathBuf>, StateError> {
+    let mut gone = Vec::new();
+    for p in [path.to_path_buf(), workloads_path(path)] {
+        if discard(&p)? {
+            gone.push(p);
+        }
+    }
+    Ok(gone)
+}
+
+/// Deletes the state file. Ok(false) if there was none.
 pub fn discard(path: &Path) -> Result<bool, StateError> {
     match fs::remove_file(path) {
         Ok(()) => {
