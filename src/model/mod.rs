@@ -31,7 +31,7 @@ pub use baseline::{
 pub use energy::{MAX_WINDOW as ENERGY_MAX_WINDOW, MIN_WINDOW as ENERGY_MIN_WINDOW};
 pub use mahalanobis::Side;
 pub use state::{
-    discard, discard_all, load, lock, request_recalibration, set_aside, StateError, StateLock, LOCK_WAIT, STATE_VERSION,
+    discard_all, load, lock, request_recalibration, set_aside, StateError, StateLock, LOCK_WAIT, STATE_VERSION,
 };
 
 use baseline::Calibrator;

@@ -347,7 +347,7 @@ pub fn set_aside(path: &Path) -> Result<PathBuf, StateError> {
 /// Where `ksense recalibrate` asks the server that holds the state file's
 /// lock to calibrate anew: `<state file>.recalibrate`, which the server
 /// looks for at each model interval and removes.
-pub fn recalibration_request_path(path: &Path) -> PathBuf {
+fn recalibration_request_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".recalibrate");
     PathBuf::from(name)
@@ -386,7 +386,7 @@ pub fn discard_all(path: &Path) -> Result<Vec<PathBuf>, StateError> {
 }
 
 /// Deletes the state file. Ok(false) if there was none.
-pub fn discard(path: &Path) -> Result<bool, StateError> {
+fn discard(path: &Path) -> Result<bool, StateError> {
     match fs::remove_file(path) {
         Ok(()) => {
             sync_parent(path).map_err(io_err(path))?;
