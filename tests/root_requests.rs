@@ -255,8 +255,17 @@ fn root_requests_redis_under_redis_benchmark() {
 
 /// Runs Python code (`args[0]`, then its arguments) in `ns`, in cgroup `cg`.
 fn spawn_py(cg: &mut Cgroup, ns: &Netns, args: &[&str]) {
-    let argv: Vec<&str> =
-        ["ip", "netns", "exec", &ns.name, "python3", "-c"].into_iter().chain(args.iter().copied()).collect();
+    spawn_py_on(cg, ns, "127.0.0.1", args);
+}
+
+/// As spawn_py, with `KS_HOST` set to `host`: the address POOL_PY listens on
+/// and CLIENT_PY connects to.
+fn spawn_py_on(cg: &mut Cgroup, ns: &Netns, host: &str, args: &[&str]) {
+    let env = format!("KS_HOST={host}");
+    let argv: Vec<&str> = ["ip", "netns", "exec", &ns.name, "env", &env, "python3", "-c"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
     cg.spawn(None, &argv);
 }
 
@@ -267,12 +276,12 @@ fn json_field(json: &str, k: &str) -> f64 {
 
 /// `conns` keep-alive connections, `n` requests each, timed by the client itself.
 const CLIENT_PY: &str = r#"
-import json, socket, sys, threading, time
+import json, os, socket, sys, threading, time
 port, conns, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 lat, lock = [], threading.Lock()
 SLOW = 0.125  # s: a per-workload classic bucket bound
 def run():
-    c = socket.create_connection(("127.0.0.1", port))
+    c = socket.create_connection((os.environ.get("KS_HOST", "127.0.0.1"), port))
     mine = []
     for _ in range(n):
         t = time.perf_counter()
@@ -329,6 +338,53 @@ fn root_requests_thread_pool_and_keepalive_count_each_turn() {
     eprintln!("client's own mean {:.1} µs; ksense: client {:.1} µs, server {:.1} µs", own_mean * 1e6, c * 1e6, s * 1e6);
     within(c, own_mean, 0.10, "the client's mean latency");
     assert!(s >= 1e-3 && s <= c, "the server's mean {s} s: at least its 1 ms sleep, at most the client's {c} s");
+}
+
+/// IPv6, and IPv4 on an IPv6 socket: a dual-stack server (listening on `::`,
+/// as Go and Java servers do) with one client over ::1 and one over
+/// 127.0.0.1, whose connections the server accepts as IPv4-mapped IPv6
+/// sockets. Each client's calls and the server's requests match the clients'
+/// own counts, and each client's mean latency the mean its timer saw.
+#[test]
+fn root_requests_count_over_ipv6_and_dual_stack() {
+    require_root!();
+    let _one = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new("req-ipv6");
+    let k = Ksense::start(&WORKLOADS_NOW);
+    let mut server = Cgroup::new(&format!("/{}-v6", test_prefix()));
+    let mut six = Cgroup::new(&format!("/{}-v6-client6", test_prefix()));
+    let mut four = Cgroup::new(&format!("/{}-v6-client4", test_prefix()));
+    let port = "7305";
+    spawn_py_on(&mut server, &ns, "::", &[POOL_PY, port, "4", "0.5"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let (out6, out4) = (dir.path().join("six.json"), dir.path().join("four.json"));
+    let before = k.scrape();
+    spawn_py_on(&mut six, &ns, "::1", &[CLIENT_PY, port, "2", "1500", out6.to_str().unwrap()]);
+    spawn_py_on(&mut four, &ns, "127.0.0.1", &[CLIENT_PY, port, "2", "1500", out4.to_str().unwrap()]);
+    six.wait_all();
+    four.wait_all();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = scrape_with(&k, &[&server.rel, &six.rel, &four.rel]);
+    let delta =
+        |rel: &str, name: &str, role: &str| wl_role(&after, name, rel, role) - wl_role(&before, name, rel, role);
+    let mut total = 0.0;
+    for (client, out, family) in [(&six, &out6, "IPv6"), (&four, &out4, "IPv4-mapped")] {
+        let own = std::fs::read_to_string(out).unwrap_or_else(|e| panic!("the {family} client's figures: {e}"));
+        let (n, own_mean) = (json_field(&own, "count"), json_field(&own, "mean"));
+        assert_eq!(n, 3_000.0, "the {family} client's own count");
+        total += n;
+        let calls = delta(&client.rel, "ksense_workload_requests_total", "client");
+        within(calls, n, 0.01, &format!("the {family} client's requests"));
+        let mean = delta(&client.rel, "ksense_workload_request_duration_seconds_sum", "client") / calls;
+        within(mean, own_mean, 0.10, &format!("the {family} client's mean latency"));
+    }
+    within(
+        delta(&server.rel, "ksense_workload_requests_total", "server"),
+        total,
+        0.01,
+        "the dual-stack server's requests",
+    );
 }
 
 /// A request that waits unread in the server's receive queue is time its

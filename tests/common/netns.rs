@@ -117,14 +117,18 @@ p.close(); t.join()
 
 /// A server whose `threads` threads all accept on one listening socket and
 /// answer each 2-byte request after `sleep_ms`, on keep-alive connections;
-/// with a fourth argument, each request waits that many ms unread first.
+/// with a fourth argument, each request waits that many ms unread first. It
+/// listens on `KS_HOST` (127.0.0.1 by default; `::` is dual-stack, as a Go
+/// or Java server listens, so IPv4 clients reach it on an IPv6 socket).
 pub const POOL_PY: &str = r#"
-import socket, sys, threading, time
+import os, socket, sys, threading, time
 port, threads, sleep = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1e3
 # optional: ms each request waits in the receive queue before it is read
 queued = float(sys.argv[4]) / 1e3 if len(sys.argv) > 4 else 0.0
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port)); s.listen(128)
+host = os.environ.get("KS_HOST", "127.0.0.1")
+six = ":" in host
+s = socket.create_server((host, port), family=socket.AF_INET6 if six else socket.AF_INET,
+                         backlog=128, dualstack_ipv6=host == "::")
 def serve():
     while True:
         c, _ = s.accept()
