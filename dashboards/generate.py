@@ -479,11 +479,16 @@ def latency_dashboard():
     rq, ds, si = ("ksense_runqueue_latency_seconds", "ksense_dstate_duration_seconds",
                   "ksense_softirq_duration_seconds")
     L.row("Run queue: $node")
+    rqw = "ksense_runqueue_wakeup_latency_seconds"
     L.add(heatmap("Run-queue latency", hist_heatmap(rq, SEL),
-                  desc="Time from wakeup to running on a CPU, per bucket (events/s)."), 12, 9)
+                  desc="Time from becoming runnable (woken, new, or preempted and requeued) to running on a "
+                       "CPU, per bucket (events/s)."), 12, 9)
     L.add(timeseries("Run-queue latency P50 / P99",
                      targets((hist_quantile(0.5, rq, SEL), "P50"), (hist_quantile(0.99, rq, SEL), "P99"),
-                             (hist_mean(rq, SEL), "mean")), unit="s", log=True, fill=0), 12, 9)
+                             (hist_mean(rq, SEL), "mean"), (hist_quantile(0.99, rqw, SEL), "P99 after a wakeup")),
+                     unit="s", log=True, fill=0,
+                     desc="P99 after a wakeup: the waits of threads that slept (e.g. for a request) before they "
+                          "run, without the requeues of CPU hogs; the model's runqueue_wakeup_* features."), 12, 9)
 
     L.row("D-state (uninterruptible sleep): $node")
     L.add(heatmap("D-state duration", hist_heatmap(ds, SEL),
