@@ -101,19 +101,15 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let probes = Arc::new(probes);
     let attached = probes.programs.iter().filter(|p| p.attached).count();
-    if cfg.strict && attached < probes.programs.len() {
-        let missing: Vec<&str> = probes.programs.iter().filter_map(|p| p.error.as_deref()).collect();
-        anyhow::bail!(
-            "--strict: {} of {} BPF programs not attached ({})",
-            probes.programs.len() - attached,
-            probes.programs.len(),
-            missing.join("; ")
-        );
+    let wanted = probes.programs.iter().filter(|p| p.wanted).count();
+    let missing = probes.not_attached();
+    if cfg.strict && !missing.is_empty() {
+        anyhow::bail!("--strict: {} of {wanted} BPF programs not attached ({})", missing.len(), missing.join("; "));
     }
     tracing::info!(
         mode = mode.as_str(),
         programs = attached,
-        of = probes.programs.len(),
+        of = wanted,
         millis = t0.elapsed().as_millis() as u64,
         "BPF programs attached"
     );

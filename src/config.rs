@@ -127,7 +127,7 @@ pub struct BpfOpts {
     #[arg(id = "bpf.disable", long = "bpf.disable", value_name = "PROGRAMS", value_delimiter = ',', global = true,
           help = format!("BPF programs not to load, comma separated: {}", bpf_programs()))]
     pub disable: Option<Vec<String>>,
-    /// Exit with an error when any BPF program is not attached (one --bpf.disable names counts too), instead of serving the rest (--no-strict: serve the rest) [default: false]
+    /// Exit with an error when a BPF program is not attached (those --bpf.disable names are not counted), instead of serving the rest (--no-strict: serve the rest) [default: false]
     #[arg(id = "strict", long = "strict", value_name = "BOOL", global = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, overrides_with = "no-strict")]
     pub strict: Option<bool>,
     #[arg(id = "no-strict", long = "no-strict", global = true, hide = true, action = clap::ArgAction::SetTrue, overrides_with = "strict")]

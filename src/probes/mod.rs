@@ -158,6 +158,11 @@ fn err(r: &Result<(), String>) -> &str {
 pub struct Program {
     pub name: &'static str,
     pub attached: bool,
+    /// Meant to run: false where `--bpf.disable` names it or a fallback
+    /// stands in for it. Such a program is not served (no
+    /// `ksense_bpf_program_attached` 0 for an alert to fire on) and
+    /// `--strict` does not count it.
+    pub wanted: bool,
     fd: Option<OwnedFd>,
     pub error: Option<String>,
 }
@@ -443,7 +448,7 @@ impl Attach<'_> {
         raw.set_autoload(false);
         let error = format!("{name}: tracepoint missing from this kernel; {by} stands in");
         tracing::warn!(program = name, stand_in = by, "program not attached: tracepoint missing from this kernel");
-        self.programs.push(Program { name, attached: false, fd: None, error: Some(error) });
+        self.programs.push(Program { name, attached: false, wanted: false, fd: None, error: Some(error) });
     }
 
     /// Before load: a fallback program (one variant) loads only when it is
@@ -478,19 +483,30 @@ impl Attach<'_> {
 
     fn attach_one(&mut self, name: &'static str, prog: &ProgramMut<'_>) {
         if let Some(reason) = self.skip(name) {
-            tracing::warn!(program = name, reason, "program not attached");
-            self.programs.push(Program { name, attached: false, fd: None, error: Some(format!("{name}: {reason}")) });
+            let wanted = !self.disable.contains(&name);
+            if wanted {
+                tracing::warn!(program = name, reason, "program not attached");
+            } else {
+                tracing::info!(program = name, reason, "program not attached");
+            }
+            self.programs.push(Program {
+                name,
+                attached: false,
+                wanted,
+                fd: None,
+                error: Some(format!("{name}: {reason}")),
+            });
             return;
         }
         let fd = prog.as_fd().try_clone_to_owned().ok();
         let p = match prog.attach() {
             Ok(link) => {
                 self.links.push(link);
-                Program { name, attached: true, fd, error: None }
+                Program { name, attached: true, wanted: true, fd, error: None }
             }
             Err(e) => {
                 tracing::warn!(program = name, error = %e, "program not attached");
-                Program { name, attached: false, fd, error: Some(format!("{name}: {e}")) }
+                Program { name, attached: false, wanted: true, fd, error: Some(format!("{name}: {e}")) }
             }
         };
         self.programs.push(p);
@@ -573,10 +589,19 @@ impl Probes {
         self.workload_maps.take()
     }
 
-    /// The kernel's statistics of each program: (name, attached, stats).
+    /// The programs meant to run that did not attach, each with why: what
+    /// `--strict` refuses to serve with.
+    pub fn not_attached(&self) -> Vec<&str> {
+        let missing = self.programs.iter().filter(|p| p.wanted && !p.attached);
+        missing.map(|p| p.error.as_deref().unwrap_or(p.name)).collect()
+    }
+
+    /// The kernel's statistics of each program meant to run (see
+    /// [`Program::wanted`]): (name, attached, stats).
     pub fn program_stats(&self) -> std::io::Result<Vec<(&'static str, bool, ProgStats)>> {
         self.programs
             .iter()
+            .filter(|p| p.wanted)
             .map(|p| Ok((p.name, p.attached, p.fd.as_ref().map(reader::prog_stats).transpose()?.unwrap_or_default())))
             .collect()
     }
