@@ -102,9 +102,8 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let probes = Arc::new(probes);
     let attached = probes.programs.iter().filter(|p| p.attached).count();
     let wanted = probes.programs.iter().filter(|p| p.wanted).count();
-    let missing = probes.not_attached();
-    if cfg.strict && !missing.is_empty() {
-        anyhow::bail!("--strict: {} of {wanted} BPF programs not attached ({})", missing.len(), missing.join("; "));
+    if let Some(refusal) = cfg.strict.then(|| crate::probes::strict_refusal(&probes.programs)).flatten() {
+        anyhow::bail!(refusal);
     }
     tracing::info!(
         mode = mode.as_str(),

@@ -513,6 +513,19 @@ impl Attach<'_> {
     }
 }
 
+fn not_attached(programs: &[Program]) -> Vec<&str> {
+    let missing = programs.iter().filter(|p| p.wanted && !p.attached);
+    missing.map(|p| p.error.as_deref().unwrap_or(p.name)).collect()
+}
+
+/// Why `--strict` refuses to serve with these programs; None: it serves.
+pub fn strict_refusal(programs: &[Program]) -> Option<String> {
+    let missing = not_attached(programs);
+    let wanted = programs.iter().filter(|p| p.wanted).count();
+    (!missing.is_empty())
+        .then(|| format!("--strict: {} of {wanted} BPF programs not attached ({})", missing.len(), missing.join("; ")))
+}
+
 /// The attached programs and handles on their maps. The libbpf objects are
 /// dropped after attach: links and map fds keep everything alive, and the
 /// ELF images stop costing memory.
@@ -592,8 +605,7 @@ impl Probes {
     /// The programs meant to run that did not attach, each with why: what
     /// `--strict` refuses to serve with.
     pub fn not_attached(&self) -> Vec<&str> {
-        let missing = self.programs.iter().filter(|p| p.wanted && !p.attached);
-        missing.map(|p| p.error.as_deref().unwrap_or(p.name)).collect()
+        not_attached(&self.programs)
     }
 
     /// The kernel's statistics of each program meant to run (see
@@ -696,4 +708,28 @@ fn hist_hash(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<HistHash> {
 fn percpu(map: &libbpf_rs::MapMut<'_>) -> anyhow::Result<PercpuArray> {
     let fd = map.as_fd().try_clone_to_owned()?;
     Ok(PercpuArray::new(fd, map.value_size() as usize, map.max_entries())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(name: &'static str, attached: bool, wanted: bool, error: Option<&str>) -> Program {
+        Program { name, attached, wanted, fd: None, error: error.map(str::to_string) }
+    }
+
+    #[test]
+    fn strict_refuses_a_wanted_program_that_did_not_attach_only() {
+        let ok = program("sched_switch", true, true, None);
+        let disabled = program("kfree_skb", false, false, Some("kfree_skb: disabled by --bpf.disable"));
+        let replaced = program("sock_recv_length", false, false, Some("sock_recv_length: sys_exit stands in"));
+        assert_eq!(strict_refusal(&[ok, disabled, replaced]), None);
+        let ok = program("sched_switch", true, true, None);
+        let missing = program("tcp_probe", false, true, Some("tcp_probe: tracepoint missing from this kernel"));
+        let disabled = program("kfree_skb", false, false, Some("kfree_skb: disabled by --bpf.disable"));
+        assert_eq!(
+            strict_refusal(&[ok, missing, disabled]).as_deref(),
+            Some("--strict: 1 of 2 BPF programs not attached (tcp_probe: tracepoint missing from this kernel)")
+        );
+    }
 }
