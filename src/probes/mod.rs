@@ -513,14 +513,11 @@ impl Attach<'_> {
     }
 }
 
-fn not_attached(programs: &[Program]) -> Vec<&str> {
-    let missing = programs.iter().filter(|p| p.wanted && !p.attached);
-    missing.map(|p| p.error.as_deref().unwrap_or(p.name)).collect()
-}
-
-/// Why `--strict` refuses to serve with these programs; None: it serves.
+/// Why `--strict` refuses to serve with these programs (those meant to run
+/// that did not attach, each with why); None: it serves.
 pub fn strict_refusal(programs: &[Program]) -> Option<String> {
-    let missing = not_attached(programs);
+    let missing: Vec<&str> =
+        programs.iter().filter(|p| p.wanted && !p.attached).map(|p| p.error.as_deref().unwrap_or(p.name)).collect();
     let wanted = programs.iter().filter(|p| p.wanted).count();
     (!missing.is_empty())
         .then(|| format!("--strict: {} of {wanted} BPF programs not attached ({})", missing.len(), missing.join("; ")))
@@ -600,12 +597,6 @@ impl Probes {
     /// The per-workload maps, when attached with them.
     pub fn take_workload_maps(&mut self) -> Option<WorkloadMaps> {
         self.workload_maps.take()
-    }
-
-    /// The programs meant to run that did not attach, each with why: what
-    /// `--strict` refuses to serve with.
-    pub fn not_attached(&self) -> Vec<&str> {
-        not_attached(&self.programs)
     }
 
     /// The kernel's statistics of each program meant to run (see
