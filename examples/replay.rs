@@ -10,6 +10,10 @@
 //! t (seconds since ksense started), friction, direction, energy, ready,
 //! then each feature's value; an interval without run-queue events, or
 //! before the first, prints nothing, as ksense publishes nothing for it.
+//! With `KSENSE_REPLAY_BASELINE=1` it also writes the frozen baseline's mean
+//! and covariance (row-major) to stderr once, as JSON, with each feature's
+//! scale (the model sees ln(1 + value x scale)), for scores computed outside
+//! the model (bench/qos/norms.py).
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -75,6 +79,7 @@ fn main() {
     let mut out = out.lock();
     let header: Vec<&str> = scorer.features().iter().map(|f| f.name.as_str()).collect();
     writeln!(out, "t,friction,direction,energy,ready,{}", header.join(",")).unwrap();
+    let mut dump_baseline = std::env::var_os("KSENSE_REPLAY_BASELINE").is_some();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.unwrap_or_else(|e| panic!("{path}: {e}"));
         if line.trim().is_empty() {
@@ -93,6 +98,12 @@ fn main() {
             .output
             .as_ref()
             .map_or((f64::NAN, f64::NAN, f64::NAN), |o| (o.friction, f64::from(o.direction), o.energy));
+        if let Some(b) = scorer.model.baseline().filter(|_| dump_baseline) {
+            let cov: Vec<f64> = b.covariance().iter().copied().collect();
+            let scale: Vec<f64> = scorer.features().iter().map(|f| f.stat.model_scale()).collect();
+            eprintln!("{}", serde_json::json!({"mean": b.mean().to_vec(), "covariance": cov, "scale": scale}));
+            dump_baseline = false;
+        }
         let xs: Vec<String> = s.x.iter().map(|x| format!("{x:e}")).collect();
         writeln!(out, "{t},{f},{d},{e},{},{}", u8::from(scorer.model.ready()), xs.join(",")).unwrap();
     }
