@@ -16,6 +16,11 @@ set would calibrate), and every subset of the pool is scored two ways:
 A variant is chosen as the model's defaults were: by its lowest rho on the
 tuning seeds (12 and 14), and only then read on the held-out ones.
 
+Last, weights learned at calibration: the default's features under L2, each
+weighted by its Spearman rho (floored at 0) with the server's request P99
+(`requests_server_p99`, ksense's own) over the calibration intervals, against
+the same features unweighted.
+
 Usage: norms.py RUN_DIR [RUN_DIR ...] [--top N] [--sizes 2-5]
 Needs the example built: cargo build --release --example replay.
 """
@@ -40,7 +45,8 @@ NORMS = {"L2": lambda z: np.sqrt((z ** 2).sum(1)), "Linf": lambda z: z.max(1)}
 
 def rises(p, pool):
     """Per recorded sample, each pool feature's one-sided rise in baseline sds
-    (NaN rows where the model scored nothing; 0 where a feature was not measured)."""
+    (NaN rows where the model scored nothing; 0 where a feature was not
+    measured), and the calibration intervals' values on the model's scale."""
     warm = f"{p.warmup}s"
     cmd = [REPLAY, p.samples_file(), "--model.features", ",".join(pool), "--model.interval", "1s",
            "--model.warmup", warm, "--model.baseline-window", warm]
@@ -51,18 +57,35 @@ def rises(p, pool):
     b = lines[0]
     mean, scale = np.array(b["mean"]), np.array(b["scale"])
     sd = np.sqrt(np.diag(np.array(b["covariance"]).reshape(len(pool), len(pool))))
-    by_t = {}
+    by_t, cal = {}, []
     for line in out.stdout.splitlines()[1:]:
         c = line.split(",")
+        x = np.log1p(np.maximum(np.array([float(v) for v in c[5:]]), 0) * scale)
         if c[4] == "1":
-            by_t[round(float(c[0]), 4)] = np.array([float(v) for v in c[5:]])
+            by_t[round(float(c[0]), 4)] = x
+        else:
+            cal.append(x)
     z = np.full((len(p.run.t), len(pool)), np.nan)
     for i, t in enumerate(p.run.t):
         x = by_t.get(round(t, 4))
         if x is not None:
-            r = (np.log1p(np.maximum(x, 0) * scale) - mean) / sd
+            r = (x - mean) / sd
             z[i] = np.where(np.isfinite(r), np.maximum(r, 0), 0)
-    return z
+    # The baseline is the last warm-up's worth of intervals before it froze.
+    return z, np.array(cal[-p.warmup:])
+
+
+def learned_weights(cal, pool, feats):
+    """Each feature's Spearman rho with the server's request P99 over the
+    calibration intervals, floored at 0 (0 where too few measured both)."""
+    label = cal[:, pool.index("requests_server_p99")]
+    w = []
+    for f in feats:
+        x = cal[:, pool.index(f)]
+        m = np.isfinite(x) & np.isfinite(label)
+        r = spearman(x[m], label[m])[0] if m.sum() >= 10 else np.nan
+        w.append(max(r, 0.0) if np.isfinite(r) else 0.0)
+    return np.array(w)
 
 
 def cells(p, s):
@@ -86,9 +109,9 @@ def main():
     data = []
     for d in a.runs:
         p = Prepared(d)
-        z = rises(p, pool)
-        if z is not None:
-            data.append((p, z, p.name.endswith(TUNING)))
+        r = rises(p, pool)
+        if r is not None:
+            data.append((p, r[0], p.name.endswith(TUNING), r[1]))
     rows = []
     subsets = [list(s) for k in range(lo, hi + 1) for s in itertools.combinations(range(len(pool)), k)]
     default = [pool.index(f) for f in DEFAULT_FEATURES]
@@ -96,7 +119,7 @@ def main():
         subsets.append(default)
     for s in subsets:
         for norm, f in NORMS.items():
-            cs = [(tune, r) for p, z, tune in data for r in cells(p, f(z[:, s]))]
+            cs = [(tune, r) for p, z, tune, _ in data for r in cells(p, f(z[:, s]))]
             t = [r for tune, r in cs if tune]
             h = [r for tune, r in cs if not tune]
             rows.append({"norm": norm, "features": [pool[i] for i in s], "tune_min": min(t),
@@ -104,7 +127,7 @@ def main():
                          "nh": len(h), "held_min": min(h), "default": s == default})
     fmt = lambda r: (f"| {r['norm']} | {', '.join(r['features'])} | {r['tune_min']:.3f} | {r['tune']} of {r['nt']} | "
                      f"{r['held']} of {r['nh']} | {r['held_min']:.3f} |")
-    print(f"{len(rows)} variants on {len(data)} runs ({sum(t for *_, t in data)} tuning)\n")
+    print(f"{len(rows)} variants on {len(data)} runs ({sum(t for _, _, t, _ in data)} tuning)\n")
     print("| norm | features | lowest tuning cell | tuning cells >= 0.85 | held-out cells >= 0.85 | lowest held-out |")
     print("|---|---|---|---|---|---|")
     rows.sort(key=lambda r: -r["tune_min"])
@@ -118,6 +141,20 @@ def main():
           f"{best['tune'] + best['held']} of {best['nt'] + best['nh']}")
     print(fmt(best))
     print(f"Most tuning cells >= 0.85 of any variant: {max(r['tune'] for r in rows)} of {rows[0]['nt']}")
+
+    print("\nWeights learned at calibration (the default's features, L2):")
+    print("| weights | lowest tuning cell | tuning cells >= 0.85 | held-out cells >= 0.85 | lowest held-out |")
+    print("|---|---|---|---|---|")
+    cols = [pool.index(f) for f in DEFAULT_FEATURES]
+    for name in ("equal", "learned"):
+        cs = []
+        for p, z, tune, cal in data:
+            w = np.ones(len(cols)) if name == "equal" else learned_weights(cal, pool, DEFAULT_FEATURES)
+            cs += [(tune, r) for r in cells(p, np.sqrt((w * z[:, cols] ** 2).sum(1)))]
+        t = [r for tune, r in cs if tune]
+        h = [r for tune, r in cs if not tune]
+        print(f"| {name} | {min(t):.3f} | {sum(r >= 0.85 for r in t)} of {len(t)} | "
+              f"{sum(r >= 0.85 for r in h)} of {len(h)} | {min(h):.3f} |")
 
 
 if __name__ == "__main__":
