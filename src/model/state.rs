@@ -226,6 +226,10 @@ fn from_file(file: StateFile) -> Result<Baseline, String> {
         return Err("non-finite value in cholesky".into());
     }
     let regularisation: Regularisation = file.regularisation.parse()?;
+    // Shown as a date by `ksense check`: a time SystemTime cannot hold would panic there.
+    if std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(file.created_unix)).is_none() {
+        return Err(format!("created_unix {} is not a time", file.created_unix));
+    }
     if let Some(f) = file.friction_p99 {
         if !(f.is_finite() && f > 0.0) {
             return Err(format!("friction_p99 {f} is not a positive number"));
@@ -657,6 +661,7 @@ mod tests {
             Box::new(|v| v["energy_k"] = serde_json::json!(-1.0)),
             Box::new(|v| v["friction_p99"] = serde_json::json!(0.0)),
             Box::new(|v| v["friction_p99"] = serde_json::json!("x")),
+            Box::new(|v| v["created_unix"] = serde_json::json!(u64::MAX)),
             Box::new(|v| {
                 v.as_object_mut().unwrap().remove("samples");
             }),
