@@ -230,6 +230,21 @@ static __always_inline int on_drop(const struct sock *sk, __u32 reason, bool btf
 }
 
 /*
+ * A dropped packet's skb->sk may be a TIME_WAIT or NEW_SYN_RECV mini-socket
+ * (early demux, SYN-ACKs): a struct sock_common with no sk_cgrp_data, which
+ * would be read past its end. Only a full socket is charged to a workload.
+ */
+static __always_inline const struct sock *full_sock(const struct sock *sk, bool btf)
+{
+	__u8 state;
+
+	if (!sk)
+		return NULL;
+	state = btf ? sk->__sk_common.skc_state : BPF_CORE_READ(sk, __sk_common.skc_state);
+	return state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV ? NULL : sk;
+}
+
+/*
  * The reason is the third argument since Linux 5.17 (commit c504e5c2f964,
  * "net: skb: introduce kfree_skb_reason()"); before, there is none, and the
  * verifier would refuse the read: the branch is removed by CO-RE there.
@@ -237,7 +252,7 @@ static __always_inline int on_drop(const struct sock *sk, __u32 reason, bool btf
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
-	const struct sock *sk = ks_workloads ? skb->sk : NULL;
+	const struct sock *sk = ks_workloads ? full_sock(skb->sk, true) : NULL;
 
 	if (!bpf_core_type_exists(enum skb_drop_reason))
 		return on_drop(sk, KS_DROP_SLOTS - 1, true);
@@ -247,7 +262,7 @@ int BPF_PROG(tp_kfree_skb, struct sk_buff *skb, void *location, int reason)
 SEC("raw_tp/kfree_skb")
 int BPF_PROG(raw_kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
-	const struct sock *sk = ks_workloads ? BPF_CORE_READ(skb, sk) : NULL;
+	const struct sock *sk = ks_workloads ? full_sock(BPF_CORE_READ(skb, sk), false) : NULL;
 
 	if (!bpf_core_type_exists(enum skb_drop_reason))
 		return on_drop(sk, KS_DROP_SLOTS - 1, false);
