@@ -263,6 +263,15 @@ fn check_endpoint(url: &str, from: &str) -> Result<(), String> {
     if u.host().is_none_or(str::is_empty) {
         return Err(format!("{from} {url:?}: no host"));
     }
+    // http's Uri keeps a port it cannot read as "none", and the push would go to
+    // the scheme's default port (80) instead.
+    let authority = u.authority().map_or("", |a| a.as_str());
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("{from} {url:?}: port {port:?} is not 1-65535"));
+        }
+    }
     Ok(())
 }
 
@@ -500,6 +509,13 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_with_and_without_a_port() {
+        for e in ["http://[::1]:4317", "http://c", "https://c:443/v1/metrics", "http://[fe80::1]"] {
+            assert!(run(endpoint(e), &[]).is_ok_and(|c| c.is_some()), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_errors_naming_their_source() {
         for (given, env, want) in [
             (endpoint("collector:4317"), vec![], "--otlp.endpoint"),
@@ -524,6 +540,9 @@ mod tests {
                 "no endpoint",
             ),
             (endpoint("http://"), vec![], "--otlp.endpoint"),
+            (endpoint("http://127.0.0.1:99999"), vec![], "not 1-65535"),
+            (endpoint("http://[::1]:0/v1"), vec![], "not 1-65535"),
+            (endpoint("https://c:abc"), vec![], "not 1-65535"),
             (Given { protocol: Some("http/json".into()), ..endpoint("http://c:1") }, vec![], "http/json"),
             (
                 Given::default(),
