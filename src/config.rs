@@ -510,6 +510,16 @@ impl Config {
         let kubelet = src.pick(w.kubelet_log_dir, wf.kubelet_log_dir, "workloads.kubelet_log_dir");
         let max_age = src.pick(w.max_age, wf.max_age, "workloads.max_age");
 
+        // Every cgroup v2 directory has cgroup.controllers; without this check a
+        // mistyped root folded every workload into `other` without a word.
+        if let Some(dir) = &cgroup_root.value {
+            if !dir.join("cgroup.controllers").is_file() {
+                return Err(cgroup_root.err(&format!(
+                    "{}: not a cgroup v2 directory (no cgroup.controllers in it)",
+                    dir.display()
+                )));
+            }
+        }
         let telemetry_path = telemetry.value.clone().unwrap_or_else(|| DEFAULT_TELEMETRY_PATH.into());
         // What a request line can carry as it is (RFC 3986 path characters):
         // a path with spaces, non-ASCII or control characters would be
@@ -962,6 +972,13 @@ mod tests {
             assert!(e.contains("telemetry path"), "{bad:?}: {e}");
         }
         assert!(Config::load(cli(&["--web.telemetry-path", "/probe/metrics-1.0_x~"])).is_ok());
+        for bad in ["/nonexistent", "/tmp", "/etc/passwd"] {
+            let e = Config::load(cli(&["--workloads.cgroup-root", bad])).unwrap_err();
+            assert!(e.contains("not a cgroup v2 directory"), "{bad}: {e}");
+        }
+        let cg = tempfile::tempdir().unwrap();
+        std::fs::write(cg.path().join("cgroup.controllers"), "cpu io memory\n").unwrap();
+        assert!(Config::load(cli(&["--workloads.cgroup-root", cg.path().to_str().unwrap()])).is_ok());
         for bad in ["/tmp/", "/"] {
             let e = Config::load(cli(&["--model.state-file", bad])).unwrap_err();
             assert!(e.contains("must name a file"), "{bad:?}: {e}");
