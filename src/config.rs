@@ -514,10 +514,8 @@ impl Config {
         // mistyped root folded every workload into `other` without a word.
         if let Some(dir) = &cgroup_root.value {
             if !dir.join("cgroup.controllers").is_file() {
-                return Err(cgroup_root.err(&format!(
-                    "{}: not a cgroup v2 directory (no cgroup.controllers in it)",
-                    dir.display()
-                )));
+                return Err(cgroup_root
+                    .err(&format!("{}: not a cgroup v2 directory (no cgroup.controllers in it)", dir.display())));
             }
         }
         let telemetry_path = telemetry.value.clone().unwrap_or_else(|| DEFAULT_TELEMETRY_PATH.into());

@@ -128,6 +128,9 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
         Ok(b) => {
             tracing::info!(path = %path.display(), samples = b.samples(), "loaded saved baseline");
             log_left_out(&b);
+            if let Some(note) = regularisation_note(&b, mcfg.regularisation) {
+                tracing::warn!("{note}");
+            }
             Model::with_baseline(mcfg, b)
         }
         Err(StateError::NotFound(_)) => {
@@ -139,6 +142,19 @@ fn load_or_calibrate(mcfg: ModelConfig, path: &std::path::Path) -> Model {
             Model::new(mcfg)
         }
     }
+}
+
+/// A saved baseline keeps the covariance it was calibrated with: a changed
+/// `--model.regularisation` is said, not silently ignored (the baseline is
+/// still usable, unlike one of other features).
+fn regularisation_note(b: &super::Baseline, want: super::Regularisation) -> Option<String> {
+    (b.regularisation() != want).then(|| {
+        format!(
+            "the saved baseline was calibrated with --model.regularisation {}; {} applies after `ksense recalibrate`",
+            b.regularisation().as_str(),
+            want.as_str()
+        )
+    })
 }
 
 /// What `ksense check` says of the baseline: (usable, one line). A start
@@ -153,7 +169,9 @@ pub fn baseline_status(cfg: &Settings) -> (bool, String) {
             let left = left_out(&b);
             let left =
                 if left.is_empty() { String::new() } else { format!("; left out (no events): {}", left.join(", ")) };
-            (true, format!("{path}: {} samples, calibrated {}{left}", b.samples(), crate::logging::rfc3339(created)))
+            let note = regularisation_note(&b, cfg.regularisation).map(|n| format!("; {n}")).unwrap_or_default();
+            let at = crate::logging::rfc3339(created);
+            (true, format!("{path}: {} samples, calibrated {at}{left}{note}", b.samples()))
         }
         Err(StateError::NotFound(_)) => (false, format!("none at {path}: the first start calibrates for {warmup}")),
         Err(e) => (false, format!("{e}: a start sets it aside and calibrates for {warmup}")),
@@ -653,6 +671,13 @@ mod tests {
         b.save(&settings.state_file).unwrap();
         let (ok, line) = baseline_status(&settings);
         assert!(ok && line.contains("20 samples, calibrated 1970-01-02T00:00:00"), "{line}");
+        assert!(!line.contains("recalibrate"), "{line}");
+        let ridge = Settings { regularisation: super::super::Regularisation::Ridge, ..settings.clone() };
+        let (ok, line) = baseline_status(&ridge);
+        assert!(
+            ok && line.contains("calibrated with --model.regularisation ledoit-wolf; ridge applies after"),
+            "{line}"
+        );
     }
 
     /// Issue 22's idle VM: 20 woken-task waits a second, warm-up 20 s, baseline
