@@ -416,6 +416,12 @@ fn log_left_out(b: &super::Baseline) {
 /// Moves an unusable state file aside (kept for inspection), with one line
 /// that says so and what happens instead.
 fn set_aside_unusable(path: &std::path::Path, e: &StateError, what: &str) {
+    // A file the system would not let us read (permissions, an I/O error) may be
+    // a good baseline: left where it is; the next save replaces it if it can.
+    if matches!(e, StateError::Io { source, .. } if source.raw_os_error().is_some()) {
+        tracing::warn!(error = %e, "{what} (left in place: it could not be read)");
+        return;
+    }
     match super::set_aside(path) {
         Ok(to) => tracing::warn!(error = %e, moved_to = %to.display(), "{what} (set aside)"),
         Err(e2) => tracing::warn!(error = %e, set_aside_error = %e2, "{what}"),
@@ -652,6 +658,19 @@ mod tests {
         assert!(get("runqueue_wakeup_p99") > 0.0 && get("tcp_retransmit_timeout_rate") == 0.0, "{:?}", v.signals);
         assert_eq!(v.left_out, ["softirq_net_rx_busy", "tcp_rtt_p999"]);
         assert!(v.baseline.iter().all(|(k, _)| !v.left_out.contains(k)), "a left-out feature has no baseline mean");
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_read_is_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baseline.json");
+        // A link to itself: the read fails in the kernel (ELOOP), as EACCES does
+        // for a file ksense may not read once its capabilities are dropped.
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        let m = load_or_calibrate(ModelConfig::new(vec!["runqueue_wakeup_p99".into()]), &path);
+        assert!(!m.ready());
+        assert!(path.symlink_metadata().is_ok(), "not renamed");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing set aside");
     }
 
     #[test]
