@@ -113,3 +113,25 @@ fn root_hardware_counters_count_or_are_left_out_with_one_line() {
         }
     }
 }
+
+/// `--bpf.disable perf_counters` drops the program that hands counts to
+/// workloads: the node-wide counts go on (perf_event_open, not BPF), and
+/// no per-workload series sits at 0 for ever.
+#[test]
+fn root_disabled_perf_program_leaves_node_wide_counts_only() {
+    require_root!();
+    let k = Ksense::start(&[
+        "--workloads.enabled",
+        "--bpf.disable",
+        perf::PROGRAM,
+        "--bpf.perf-events",
+        "context-switches",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = k.scrape();
+    let (_, log) = k.stop();
+    assert!(sample(&text, "ksense_perf_context_switches_total").unwrap() > 0.0, "node-wide:\n{text}");
+    assert!(!text.contains(SWITCHES), "no per-workload series:\n{text}");
+    assert!(!text.contains(&format!("program=\"{}\"", perf::PROGRAM)), "not served as detached:\n{text}");
+    assert!(log.contains("node-wide counts only"), "{log}");
+}

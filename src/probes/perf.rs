@@ -261,8 +261,18 @@ fn attach(ctx: &mut Attach<'_>) -> anyhow::Result<Box<dyn Reader>> {
     }
     let events: Vec<&'static Event> = usable.events().collect();
     let opened: Vec<Vec<(i32, OwnedFd)>> = events.iter().map(|e| open_all(e)).collect();
-    let (drops, arrays) =
-        if ctx.opts.workload_entries.is_some() { attribute(ctx, &events, &opened)? } else { (None, Vec::new()) };
+    // The program only hands the counts to workloads: disabled, the node-wide
+    // counts go on (--bpf.perf-events none stops those) and no workload series
+    // sits at 0 for ever.
+    let disabled = ctx.disable.contains(&PROGRAM);
+    if disabled {
+        tracing::info!("{PROGRAM} disabled: node-wide counts only (--bpf.perf-events none turns those off)");
+    }
+    let (drops, arrays) = if ctx.opts.workload_entries.is_some() && !disabled {
+        attribute(ctx, &events, &opened)?
+    } else {
+        (None, Vec::new())
+    };
     tracing::info!(events = %events.iter().map(|e| e.name).collect::<Vec<_>>().join(","), per_workload = drops.is_some(), "performance counters on");
     Ok(Box::new(Perf {
         served: std::sync::Mutex::new(vec![0.0; events.len()]),
