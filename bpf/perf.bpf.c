@@ -79,8 +79,19 @@ static __always_inline void account(void *events, void *cgmap, __u32 i, struct b
 		d = v.counter - last->counter;
 		de = v.enabled - last->enabled;
 		dr = v.running - last->running;
-		if (de > dr) /* multiplexed: ran dr of de ns; split to keep d * de in range */
-			d = d / dr * de + (d % dr) * de / dr;
+		if (de > dr) { /* multiplexed: ran dr of de ns */
+			/* (d % dr) * de < dr * de must fit in 64 bits: past ~4 s of a stretch
+			 * it would not. Only the ratio counts: both are halved until de fits
+			 * in 32 bits (shifts, not a log2: clang 14 crashes on clzll). */
+			if (de >> 32) { de >>= 16; dr >>= 16; }
+			if (de >> 32) { de >>= 8; dr >>= 8; }
+			if (de >> 32) { de >>= 4; dr >>= 4; }
+			if (de >> 32) { de >>= 2; dr >>= 2; }
+			if (de >> 32) { de >>= 1; dr >>= 1; }
+			if (de >> 32) { de >>= 1; dr >>= 1; }
+			if (dr) /* ran less than 2^-32 of the stretch: its count is left as it is */
+				d = d / dr * de + (d % dr) * de / dr;
+		}
 		if (d)
 			ks_workload_count(cgmap, cg, d);
 	}
