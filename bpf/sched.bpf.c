@@ -79,9 +79,14 @@ struct {
 	__type(value, struct task_ts);
 } task_ts SEC(".maps");
 
-/* raw_tp fallback only (its task pointers are not BTF pointers, so no task storage). */
+/*
+ * raw_tp fallback only (its task pointers are not BTF pointers, so no task
+ * storage). An entry goes at the task's switch-in; one whose switch-in never
+ * came (above) and whose task then exited would stay: LRU, so such leftovers
+ * make room rather than fill the map and drop every new wait.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct task_ts);
