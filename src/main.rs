@@ -22,7 +22,10 @@ fn main() {
     }
     // Serving and recalibrating own the state file: one process at a time.
     // Held until exit; the kernel releases it however the process ends.
-    let _lock = if cfg.command == Command::Check {
+    // Recalibrating a state file whose directory does not exist finds nothing
+    // to discard: no lock, so a mistyped path leaves no directories behind.
+    let no_dir = cfg.model.state_file.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir());
+    let _lock = if cfg.command == Command::Check || (cfg.command == Command::Recalibrate && no_dir) {
         None
     } else {
         // A server being replaced gets a moment to exit; recalibrate, typed

@@ -130,6 +130,11 @@ fn recalibrate_discards_the_saved_baseline() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!p.exists() && !w.exists(), "the node's and the workloads' baselines");
     assert!(ksense(&["recalibrate", "--model.state-file", p.to_str().unwrap()]).status.success());
+    // A mistyped path: nothing to discard, and no directories made for it.
+    let typo = dir.path().join("no-such-dir/deeper/b.json");
+    let o = ksense(&["recalibrate", "--model.state-file", typo.to_str().unwrap()]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("no saved baseline"), "{}", stderr(&o));
+    assert!(!dir.path().join("no-such-dir").exists(), "no directory made");
 }
 
 /// A state file in use is left to its owner: `recalibrate` deletes nothing

@@ -93,6 +93,7 @@ pub fn lock(path: &Path, wait: std::time::Duration) -> Result<Result<StateLock, 
         Err(e) => return Ok(Err(e)),
     }
     let t0 = std::time::Instant::now();
+    let mut told = false;
     loop {
         // SAFETY: flock on a file this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -103,10 +104,22 @@ pub fn lock(path: &Path, wait: std::time::Duration) -> Result<Result<StateLock, 
             // No locks on this file system (some NFS and FUSE mounts).
             return Ok(Err(e));
         }
-        if t0.elapsed() >= wait {
+        let owner = || {
             let pid = fs::read_to_string(&lock).map(|s| s.trim().to_string()).unwrap_or_default();
-            let pid = if pid.is_empty() { "unknown".into() } else { pid };
+            if pid.is_empty() {
+                "unknown".to_string()
+            } else {
+                pid
+            }
+        };
+        if t0.elapsed() >= wait {
+            let pid = owner();
             return Err(StateError::Locked { path: path.to_path_buf(), lock, pid });
+        }
+        if !told {
+            // Else a start behind a slow-exiting owner is silent for the whole wait.
+            tracing::info!(path = %path.display(), pid = %owner(), wait = ?wait, "state file in use: waiting for its owner to exit");
+            told = true;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
