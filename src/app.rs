@@ -25,14 +25,27 @@ pub fn run(cfg: Config) -> i32 {
     match cfg.command {
         Command::Check => check(&cfg),
         Command::Recalibrate => recalibrate(&cfg),
-        Command::Serve => match serve(cfg) {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                1
+        Command::Serve => {
+            // The push's TLS files are read now: a missing or malformed one is a
+            // configuration error (exit 2), not a failure after the programs load.
+            if let Some(e) = otlp_tls_error(&cfg) {
+                eprintln!("ksense: {e}");
+                return EXIT_USAGE;
             }
-        },
+            match serve(cfg) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    1
+                }
+            }
+        }
     }
+}
+
+fn otlp_tls_error(cfg: &Config) -> Option<String> {
+    let o = cfg.otlp.as_ref().filter(|o| o.endpoint.starts_with("https://"))?;
+    crate::exporters::otlp::tls::client_config(&o.tls).err().map(|e| format!("OTLP TLS: {e}"))
 }
 
 fn check(cfg: &Config) -> i32 {

@@ -510,6 +510,12 @@ impl Config {
         let kubelet = src.pick(w.kubelet_log_dir, wf.kubelet_log_dir, "workloads.kubelet_log_dir");
         let max_age = src.pick(w.max_age, wf.max_age, "workloads.max_age");
 
+        // A conflict of two flags, whatever the kernel: refused here (exit 2), not after loading programs.
+        if attach.value == Some(Attach::RawTp) && sched_waits.value == Some(SchedWaits::SchedInfo) {
+            return Err(sched_waits.err(
+                "--bpf.sched-waits sched_info reads task fields only tp_btf programs can: not with --bpf.attach raw_tp",
+            ));
+        }
         // Every cgroup v2 directory has cgroup.controllers; without this check a
         // mistyped root folded every workload into `other` without a word.
         if let Some(dir) = &cgroup_root.value {
@@ -1008,6 +1014,9 @@ mod tests {
         let f = parse_file(Path::new("k.toml"), "[bpf]\nsched_waits = \"wakeup\"\n").unwrap();
         assert_eq!(f.bpf.sched_waits, Some(SchedWaits::Wakeup));
         assert!(parse_file(Path::new("k.toml"), "[bpf]\nsched_waits = \"never\"\n").is_err());
+        let e = waits(&["--bpf.sched-waits", "sched_info", "--bpf.attach", "raw_tp"]).unwrap_err();
+        assert!(e.contains("not with --bpf.attach raw_tp"), "{e}");
+        assert!(waits(&["--bpf.sched-waits", "wakeup", "--bpf.attach", "raw_tp"]).is_ok());
     }
 
     /// Every boolean: bare, `--no-`, `=true`/`=false` and a separate value;
