@@ -292,8 +292,9 @@ fn root_kubernetes_paths_get_pod_labels() {
     for cg in &mut cgs {
         cg.spawn(None, &["sh", "-c", "while :; do sleep 0.02; done"]);
     }
-    // The excluded service's first waits may land a scrape after the pods'.
-    let t = scrape_until(&k, "both pods' series and the service folded", Duration::from_secs(10), |t| {
+    // The excluded service's first waits may land a scrape after the pods';
+    // the pod kubelet never names is held back 10 s first (NAME_WAIT).
+    let t = scrape_until(&k, "both pods' series and the service folded", Duration::from_secs(20), |t| {
         wl_labels(t, &systemd).is_some()
             && wl_labels(t, &cgroupfs_style).is_some()
             && sample(t, "ksense_workloads{state=\"folded\"}").unwrap_or(0.0) >= 1.0

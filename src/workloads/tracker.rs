@@ -150,6 +150,14 @@ struct Entry {
 /// workloads). A cgroup removed meanwhile keeps its series this much longer.
 pub const ALIVE_RECHECK: Duration = Duration::from_secs(1);
 
+/// A new Kubernetes workload whose pod or container name is not known yet
+/// (kubelet writes them into its log directories as the container starts,
+/// read every KUBELET_RELOAD_INTERVAL) is held back this long, its events
+/// left in the kernel's cumulative: a series begun without the names would
+/// change labels when they came, and the new series would start from the
+/// old one's count. Two reloads; past it, it is served with what is known.
+pub const NAME_WAIT: Duration = Duration::from_secs(2 * super::KUBELET_RELOAD_INTERVAL.as_secs());
+
 /// One exported workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -248,6 +256,12 @@ impl Tracker {
                     }
                 }
             }
+            if e.series.is_none()
+                && e.labels.as_ref().is_some_and(Labels::wants_names)
+                && now.saturating_duration_since(e.first_seen) < NAME_WAIT
+            {
+                pending.insert(*id);
+            }
         }
 
         // 2. Deltas and scores. A pending cgroup's waits stay in the kernel's
@@ -271,7 +285,7 @@ impl Tracker {
         }
 
         // 3. Who is exported, then every delta to exactly one series.
-        self.rank();
+        self.rank(&pending);
         for (id, d) in &deltas {
             match self.entries.get_mut(id).map(|e| &mut e.series) {
                 Some(Some(s)) => Arc::make_mut(s).add(d),
@@ -285,7 +299,7 @@ impl Tracker {
     /// Keeps at most `max` exported: free places go to the busiest folded
     /// workloads; a folded one takes an exported one's place only when it
     /// waited HYSTERESIS times more (decayed), so the set is stable.
-    fn rank(&mut self) {
+    fn rank(&mut self, held: &IdSet) {
         for e in self.entries.values_mut().filter(|e| e.labels.is_none()) {
             e.series = None;
         }
@@ -294,7 +308,7 @@ impl Tracker {
             b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1))
         };
         let (mut members, mut others) = (Vec::new(), Vec::new());
-        for (id, e) in self.entries.iter().filter(|(_, e)| e.labels.is_some()) {
+        for (id, e) in self.entries.iter().filter(|(id, e)| e.labels.is_some() && !held.contains(id)) {
             let k = (e.score, e.path.as_deref(), *id);
             if e.series.is_some() {
                 members.push(k)
@@ -647,6 +661,57 @@ mod tests {
         assert_eq!(v.other.hist(0).sum_ns, 200, "excluded");
         assert_eq!((v.exported, v.folded), (1, 1));
         assert!(Filter::new(Some("("), None).is_err());
+    }
+
+    /// A pod whose names kubelet has not written yet: no series until they
+    /// come (then one, with every event), or until NAME_WAIT has passed.
+    #[test]
+    fn a_pod_is_served_once_its_names_are_known() {
+        struct Kubelet(bool);
+        impl Resolver for Kubelet {
+            fn lookup(&mut self, id: u64, _: Instant, _: Instant) -> Lookup {
+                Lookup::Found(format!("/kubepods.slice/pod{id}"))
+            }
+            fn alive(&mut self, _: u64, _: &str) -> bool {
+                true
+            }
+            fn labels(&mut self, path: &str, _: Instant) -> Labels {
+                let pod = if self.0 { path.trim_start_matches("/kubepods.slice/").to_string() } else { String::new() };
+                Labels { pod_uid: "u".into(), pod, ..Default::default() }
+            }
+        }
+        let (mut t, mut k) = (Tracker::new(10, Filter::default()), Kernel::default());
+        let t0 = Instant::now();
+        k.wait(1, 100);
+        k.wait(2, 200);
+        let (a, b) = k.read();
+        t.update_pair(t0, a, b, &mut Kubelet(false));
+        let v = t.view();
+        assert_eq!((v.series.len(), v.other.hist(0).sum_ns), (0, 0), "held, not folded");
+        k.wait(1, 1000);
+        let (a, b) = k.read();
+        t.update_pair(t0 + Duration::from_secs(5), a, b, &mut Kubelet(false));
+        assert!(t.view().series.is_empty(), "still without names");
+        // The names come.
+        let (a, b) = k.read();
+        let mut names_for_1 = Kubelet(true);
+        t.update_pair(t0 + Duration::from_secs(6), a, b, &mut names_for_1);
+        let v = t.view();
+        assert_eq!(names(&v), ["/kubepods.slice/pod1", "/kubepods.slice/pod2"]);
+        assert_eq!(
+            (v.series[0].labels.pod.as_str(), v.series[0].hists.hist(0).sum_ns),
+            ("pod1", 1100),
+            "every event its own"
+        );
+        let (mut t, mut k) = (Tracker::new(10, Filter::default()), Kernel::default());
+        k.wait(2, 200);
+        let (a, b) = k.read();
+        t.update_pair(t0, a, b, &mut Kubelet(false));
+        let (a, b) = k.read();
+        t.update_pair(t0 + NAME_WAIT, a, b, &mut Kubelet(false));
+        let v = t.view();
+        assert_eq!(names(&v), ["/kubepods.slice/pod2"], "served without names once the wait is over");
+        assert_eq!((v.series[0].labels.pod.as_str(), v.series[0].hists.hist(0).sum_ns), ("", 200));
     }
 
     #[test]
