@@ -244,26 +244,3 @@ fn malformed_web_config_and_hardening_flags_exit_2() {
         assert!(e.contains("web.yml") && e.contains(&format!("line {line},")) && e.contains(field), "{text:?}: {e}");
     }
 }
-
-/// Files a flag names are read before any program loads: a missing or
-/// malformed OTLP CA file is exit 2 with one line, like a bad web config.
-#[test]
-fn root_bad_otlp_tls_files_are_refused_before_attaching() {
-    require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let not_pem = dir.path().join("ca.pem");
-    std::fs::write(&not_pem, "not a certificate\n").unwrap();
-    for ca in ["/nonexistent/ca.pem", not_pem.to_str().unwrap()] {
-        let o = ksense(&[
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--otlp.endpoint",
-            "https://127.0.0.1:4317",
-            "--otlp.tls.ca-file",
-            ca,
-        ]);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{ca}: {err}");
-        assert!(err.contains("OTLP TLS") && err.contains(ca) && !err.contains("attached"), "{ca}: {err}");
-    }
-}

@@ -314,28 +314,35 @@ fn root_1000_concurrent_connections() {
     assert!(st.success(), "{log}");
 }
 
-/// A TLS file that cannot be read stops ksense at start, naming the file.
+/// A TLS file that cannot be read, or holds no certificate, stops ksense at
+/// start naming the file: a configuration error (exit 2), before any
+/// program loads (until 2026-12-07 exit 1, after attaching).
 #[test]
 fn root_otlp_missing_ca_file_is_a_startup_error() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("baseline.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
-        .args([
-            "--otlp.endpoint",
-            "https://localhost:4317",
-            "--otlp.tls.ca-file",
-            "/nonexistent/ca.pem",
-            "--web.listen-address",
-            &format!("127.0.0.1:{}", common::free_port()),
-            "--model.state-file",
-            state.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("/nonexistent/ca.pem") && !err.contains("panicked"), "{err}");
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for ca in ["/nonexistent/ca.pem", not_pem.to_str().unwrap()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ksense"))
+            .args([
+                "--otlp.endpoint",
+                "https://localhost:4317",
+                "--otlp.tls.ca-file",
+                ca,
+                "--web.listen-address",
+                &format!("127.0.0.1:{}", common::free_port()),
+                "--model.state-file",
+                state.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ca}: {err}");
+        assert!(err.contains("OTLP TLS") && err.contains(ca) && !err.contains("panicked"), "{ca}: {err}");
+        assert!(!err.contains("attached"), "refused before the programs load: {err}");
+    }
 }
 
 /// Out of file descriptors: one warning at start that the limit is below the
