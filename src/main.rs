@@ -14,6 +14,7 @@ fn main() {
     };
     ksense::logging::init(cfg.log_level, cfg.log_format);
     if cfg.command == Command::Serve {
+        ignore_handled_signals_until_served();
         if let Err(e) = ksense::probes::kernel::privileges() {
             eprintln!("ksense: {e}");
             std::process::exit(EXIT_USAGE);
@@ -60,6 +61,17 @@ fn main() {
         }
     };
     std::process::exit(app::run(cfg));
+}
+
+/// The signals the server handles (app.rs, other_signals) are ignored from
+/// the start until its handlers replace this: before, their default ended a
+/// start waiting for the state file's owner or loading programs (SIGHUP:
+/// exit 129). SIGTERM and SIGINT keep theirs: a start may be stopped.
+fn ignore_handled_signals_until_served() {
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM] {
+        // SAFETY: setting a signal's disposition to SIG_IGN, before any thread starts.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
 }
 
 /// Every connection is an fd: raise the soft limit to the hard one (as Go

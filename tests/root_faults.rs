@@ -377,6 +377,55 @@ fn root_out_of_fds_warns_once_not_in_a_flood() {
     assert!(log.lines().count() < 20, "{log}");
 }
 
+/// A SIGHUP (or SIGUSR1, SIGUSR2, SIGALRM) while a start waits for the
+/// state file's owner does not end it (it did: exit 129, the default
+/// disposition until the server's handlers were installed); the start goes
+/// on once the owner exits, serves, and stops cleanly on SIGTERM.
+#[test]
+fn root_a_signal_during_startup_does_not_end_it() {
+    use std::os::unix::process::CommandExt;
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("b.json");
+    let lock = dir.path().join("b.json.lock");
+    let mut holder = Command::new("flock")
+        .args([lock.to_str().unwrap(), "sleep", "3"])
+        .process_group(0)
+        .spawn()
+        .expect("flock (util-linux)");
+    std::thread::sleep(Duration::from_millis(300));
+    let port = common::free_port();
+    let mut k = Command::new(env!("CARGO_BIN_EXE_ksense"))
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}"), "--model.state-file", state.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGHUP] {
+        unsafe { libc::kill(k.id() as i32, sig) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let early = k.try_wait().unwrap();
+    if early.is_some() {
+        let _ = holder.kill();
+    }
+    assert!(early.is_none(), "ended by a signal while waiting for the lock: {early:?}");
+    let _ = holder.wait();
+    let t0 = Instant::now();
+    let up = || ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().is_ok();
+    while !up() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let served = up();
+    unsafe { libc::kill(k.id() as i32, libc::SIGTERM) };
+    let out = k.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(served, "never served after the owner exited:\n{log}");
+    assert!(out.status.success(), "{}: {log}", out.status);
+    assert!(log.contains("waiting for its owner"), "{log}");
+}
+
 /// SIGHUP re-reads the web config (users here; a file that no longer loads
 /// keeps the one in force); SIGUSR1, SIGUSR2 and SIGALRM are logged and
 /// ignored, where their default ended the process at once (exit 138...).
