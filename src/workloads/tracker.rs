@@ -694,8 +694,7 @@ mod tests {
         assert!(t.view().series.is_empty(), "still without names");
         // The names come.
         let (a, b) = k.read();
-        let mut names_for_1 = Kubelet(true);
-        t.update_pair(t0 + Duration::from_secs(6), a, b, &mut names_for_1);
+        t.update_pair(t0 + Duration::from_secs(6), a, b, &mut Kubelet(true));
         let v = t.view();
         assert_eq!(names(&v), ["/kubepods.slice/pod1", "/kubepods.slice/pod2"]);
         assert_eq!(
